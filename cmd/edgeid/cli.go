@@ -1,0 +1,207 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/edgeid/edgeid/edge"
+	"github.com/edgeid/edgeid/edge/admin"
+	"github.com/edgeid/edgeid/store"
+)
+
+var stdout io.Writer = os.Stdout
+
+type cliFlags struct {
+	fs     *pflag.FlagSet
+	socket *string
+	json   *bool
+}
+
+func newCLIFlags(name string) cliFlags {
+	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
+	def := "/run/edgeid/admin.sock"
+	if s := os.Getenv("EDGEID_ADMIN_SOCKET"); s != "" {
+		def = s
+	}
+	return cliFlags{fs: fs, socket: fs.String("socket", def, "admin API socket of the running daemon"), json: fs.Bool("json", false, "print JSON")}
+}
+
+func (c cliFlags) client() *admin.Client { return admin.NewClient(*c.socket) }
+
+func printJSON(v any) error {
+	e := json.NewEncoder(stdout)
+	e.SetIndent("", "  ")
+	return e.Encode(v)
+}
+
+func table(header string, rows [][]string) error {
+	w := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(w, header)
+	for _, r := range rows {
+		fmt.Fprintln(w, strings.Join(r, "\t"))
+	}
+	return w.Flush()
+}
+
+func runStatus(ctx context.Context, args []string) error {
+	f := newCLIFlags("status")
+	if err := f.fs.Parse(args); err != nil {
+		return err
+	}
+	s, err := f.client().Status(ctx)
+	if err != nil {
+		return err
+	}
+	if *f.json {
+		return printJSON(s)
+	}
+	var recs []string
+	for k, v := range s.Records {
+		recs = append(recs, fmt.Sprintf("%s=%d", k, v))
+	}
+	sort.Strings(recs)
+	return table("KEY\tVALUE", [][]string{
+		{"gateway", s.Gateway}, {"version", s.Version}, {"up since", s.StartedAt.Format(time.RFC3339)},
+		{"listeners", strings.Join(s.Listeners, " ")}, {"sessions", fmt.Sprint(s.Sessions)},
+		{"store rev", fmt.Sprint(s.StoreRev)}, {"records", strings.Join(recs, " ")}, {"cached tokens", fmt.Sprint(s.TokenCache)},
+	})
+}
+
+func runSessions(ctx context.Context, args []string) error {
+	f := newCLIFlags("sessions")
+	if err := f.fs.Parse(args); err != nil {
+		return err
+	}
+	ss, err := f.client().Sessions(ctx)
+	if err != nil {
+		return err
+	}
+	if *f.json {
+		return printJSON(ss)
+	}
+	var rows [][]string
+	for _, s := range ss {
+		rows = append(rows, []string{s.ClientID, s.Device, s.Method, s.Subject, s.Remote, fmt.Sprintf("v%d", s.Protocol),
+			s.ConnectedAt.Format(time.RFC3339), s.Expires.Format(time.RFC3339)})
+	}
+	return table("CLIENT\tDEVICE\tMETHOD\tSUBJECT\tREMOTE\tMQTT\tCONNECTED\tEXPIRES", rows)
+}
+
+func runDevices(ctx context.Context, args []string) error {
+	f := newCLIFlags("devices")
+	if err := f.fs.Parse(args); err != nil {
+		return err
+	}
+	var ds []store.Device
+	if err := f.client().Do(ctx, "GET", "/v1/devices", nil, &ds); err != nil {
+		return err
+	}
+	if *f.json {
+		return printJSON(ds)
+	}
+	var rows [][]string
+	for _, d := range ds {
+		auth := "token"
+		if d.CertSHA256 != "" || d.CertSerial != "" {
+			auth = "token,certificate"
+		}
+		rows = append(rows, []string{d.ID, d.Class, string(d.Status), d.Owner, d.Serial, auth})
+	}
+	return table("DEVICE\tCLASS\tSTATUS\tOWNER\tSERIAL\tAUTH", rows)
+}
+
+func runRevocations(ctx context.Context, args []string) error {
+	f := newCLIFlags("revocations")
+	if err := f.fs.Parse(args); err != nil {
+		return err
+	}
+	var rs []store.Revocation
+	if err := f.client().Do(ctx, "GET", "/v1/revocations", nil, &rs); err != nil {
+		return err
+	}
+	if *f.json {
+		return printJSON(rs)
+	}
+	var rows [][]string
+	for _, r := range rs {
+		exp := "never"
+		if !r.ExpiresAt.IsZero() {
+			exp = r.ExpiresAt.Format(time.RFC3339)
+		}
+		rows = append(rows, []string{string(r.Kind), r.Value, r.RevokedAt.Format(time.RFC3339), exp, r.Reason})
+	}
+	return table("KIND\tVALUE\tREVOKED\tKEPT UNTIL\tREASON", rows)
+}
+
+func runKick(ctx context.Context, args []string) error {
+	f := newCLIFlags("kick")
+	device := f.fs.String("device", "", "device id")
+	subject := f.fs.String("subject", "", "token subject (user or service)")
+	jti := f.fs.String("jti", "", "token id")
+	if err := f.fs.Parse(args); err != nil {
+		return err
+	}
+	if f.fs.NArg() == 1 && *device == "" {
+		*device = f.fs.Arg(0)
+	}
+	r, err := f.client().Kick(ctx, admin.KickRequest{Device: *device, Subject: *subject, JTI: *jti})
+	if err != nil {
+		return err
+	}
+	if *f.json {
+		return printJSON(r)
+	}
+	_, err = fmt.Fprintf(stdout, "kicked %d session(s)\n", r.Kicked)
+	return err
+}
+
+func runImport(ctx context.Context, args []string) error {
+	f := newCLIFlags("import")
+	if err := f.fs.Parse(args); err != nil {
+		return err
+	}
+	if f.fs.NArg() != 1 {
+		return fmt.Errorf("usage: edgeid import [--socket PATH] FILE (use - for standard input)")
+	}
+	var in io.Reader = os.Stdin
+	if name := f.fs.Arg(0); name != "-" {
+		file, err := os.Open(name)
+		if err != nil {
+			return err
+		}
+		defer file.Close()
+		in = file
+	}
+	// Check locally first: a malformed file gets its error without a daemon.
+	b, err := edge.DecodeBatch(in)
+	if err != nil {
+		return err
+	}
+	raw, err := json.Marshal(b)
+	if err != nil {
+		return err
+	}
+	r, err := f.client().Import(ctx, raw)
+	if err != nil {
+		return err
+	}
+	if *f.json {
+		return printJSON(r)
+	}
+	_, err = fmt.Fprintf(stdout, "imported %d record(s) as store rev %d\n", r.Records, r.Rev)
+	return err
+}
+
+func runVersion(ctx context.Context, args []string) error {
+	_, err := fmt.Fprintf(stdout, "edgeid %s\n", edge.Version)
+	return err
+}

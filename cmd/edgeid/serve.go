@@ -1,0 +1,162 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+
+	"github.com/edgeid/edgeid/edge"
+	"github.com/edgeid/edgeid/edge/config"
+	"github.com/edgeid/edgeid/edge/demo"
+	"github.com/edgeid/edgeid/store"
+)
+
+func newLogger(c config.Log) *slog.Logger {
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(c.Level))
+	opts := &slog.HandlerOptions{Level: lvl}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}
+
+func runServe(ctx context.Context, args []string) error {
+	fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
+	path := fs.StringP("config", "c", "", "configuration file (default "+config.DefaultPath+" if it exists)")
+	demoMode := fs.Bool("demo", false, "run the embedded demo: a local issuer, demo devices, and how to connect them")
+	fs.String("state-dir", "", "state directory (state_dir)")
+	fs.String("mqtt-tcp", "", "plain MQTT listen address (mqtt.tcp)")
+	fs.String("admin-socket", "", "admin API unix socket (admin.socket)")
+	fs.String("log-level", "", "debug, info, warn or error (log.level)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	v := viper.New()
+	for flag, key := range map[string]string{"state-dir": "state_dir", "mqtt-tcp": "mqtt.tcp", "admin-socket": "admin.socket", "log-level": "log.level"} {
+		if f := fs.Lookup(flag); f.Changed {
+			if err := v.BindPFlag(key, f); err != nil {
+				return err
+			}
+		}
+	}
+	if *demoMode {
+		return serveDemo(ctx, v)
+	}
+	cfg, err := config.Load(v, *path)
+	if err != nil {
+		return err
+	}
+	return serve(ctx, cfg, nil)
+}
+
+func serve(ctx context.Context, cfg config.Config, ready func(*edge.Gateway) error) error {
+	log := newLogger(cfg.Log)
+	g, err := edge.New(cfg, log)
+	if err != nil {
+		return err
+	}
+	if err := g.Start(ctx); err != nil {
+		g.Close()
+		return err
+	}
+	if ready != nil {
+		if err := ready(g); err != nil {
+			g.Close()
+			return err
+		}
+	}
+	<-ctx.Done()
+	log.Info("stopping", "reason", context.Cause(ctx))
+	return g.Close()
+}
+
+// serveDemo runs the gateway on a throwaway state directory with a local
+// issuer and demo devices, and prints how to connect each one.
+func serveDemo(ctx context.Context, v *viper.Viper) error {
+	dir := filepath.Join(os.TempDir(), "edgeid-demo")
+	if err := os.RemoveAll(dir); err != nil {
+		return err
+	}
+	files, err := demo.WriteTLS(filepath.Join(dir, "tls"), "thermo-2")
+	if err != nil {
+		return fmt.Errorf("demo certificates: %w", err)
+	}
+	v.SetDefault("gateway.id", "demo-gateway")
+	v.SetDefault("state_dir", filepath.Join(dir, "state"))
+	v.SetDefault("mqtt.tcp", "127.0.0.1:1883")
+	v.SetDefault("mqtt.tls.listen", "127.0.0.1:8883")
+	v.SetDefault("mqtt.tls.cert", files.ServerCert)
+	v.SetDefault("mqtt.tls.key", files.ServerKey)
+	v.SetDefault("admin.socket", filepath.Join(dir, "admin.sock"))
+	cfg, err := config.Load(v, "")
+	if err != nil {
+		return err
+	}
+	iss, err := demo.NewIssuer("https://demo.edgeid.local", "demo-1")
+	if err != nil {
+		return err
+	}
+	bundle, err := demo.Bundle(iss, files.DeviceFingerprint)
+	if err != nil {
+		return err
+	}
+	return serve(ctx, cfg, func(g *edge.Gateway) error {
+		if _, err := g.Store.Apply(bundle, nil); err != nil {
+			return fmt.Errorf("demo bundle: %w", err)
+		}
+		return printDemo(g, cfg, iss, files)
+	})
+}
+
+func printDemo(g *edge.Gateway, cfg config.Config, iss *demo.Issuer, f demo.Files) error {
+	classes := map[string]store.DeviceClass{}
+	for _, c := range demo.Classes() {
+		classes[c.Name] = c
+	}
+	mint := func(device, sub, class string) (string, error) {
+		scope := demo.Scope(classes[class], device, "alice")
+		return iss.Mint(iss.Claims(device, sub, cfg.Auth.Audiences[0], scope, 12*time.Hour), nil)
+	}
+	t1, err := mint("thermo-1", "alice", "thermostat")
+	if err != nil {
+		return err
+	}
+	svc, err := mint("acme-cloud", "acme-cloud", "service")
+	if err != nil {
+		return err
+	}
+	host, port := splitAddr(g.Addr("tcp"))
+	thost, tport := splitAddr(g.Addr("tls"))
+	var b strings.Builder
+	fmt.Fprintf(&b, "\nEdgeID demo gateway is up (MQTT %s, TLS %s, admin socket %s).\n", g.Addr("tcp"), g.Addr("tls"), cfg.Admin.Socket)
+	fmt.Fprintf(&b, "Demo credentials below are valid for 12 hours and only for this run.\n\n")
+	fmt.Fprintf(&b, "# acme-cloud (service, token as password, MQTT 5): receive every thermostat's telemetry\n")
+	fmt.Fprintf(&b, "mosquitto_sub -h %s -p %s -V 5 -i acme-cloud -u acme-cloud -P '%s' -t 'devices/+/telemetry/#' -v\n\n", host, port, svc)
+	fmt.Fprintf(&b, "# thermo-1 (token as password, MQTT 3.1.1): publish a reading\n")
+	fmt.Fprintf(&b, "mosquitto_pub -h %s -p %s -V mqttv311 -i thermo-1 -u thermo-1 -P '%s' -t devices/thermo-1/telemetry/temp -m 21.5\n\n", host, port, t1)
+	fmt.Fprintf(&b, "# thermo-1 refused: another device's topic (PUBACK 0x87 Not authorized)\n")
+	fmt.Fprintf(&b, "mosquitto_pub -h %s -p %s -V 5 -q 1 -i thermo-1 -u thermo-1 -P '%s' -t devices/thermo-2/telemetry/temp -m 99\n\n", host, port, t1)
+	fmt.Fprintf(&b, "# thermo-2 (client certificate over TLS, no token): publish a reading\n")
+	fmt.Fprintf(&b, "mosquitto_pub -h %s -p %s --cafile %s --cert %s --key %s -i thermo-2 -t devices/thermo-2/telemetry/temp -m 19.0\n\n", thost, tport, f.CACert, f.DeviceCert, f.DeviceKey)
+	fmt.Fprintf(&b, "# technician: sessions, kick\n")
+	fmt.Fprintf(&b, "go run ./cmd/edgeid sessions --socket %s\n", cfg.Admin.Socket)
+	fmt.Fprintf(&b, "go run ./cmd/edgeid kick --socket %s --device thermo-1\n\n", cfg.Admin.Socket)
+	_, err = os.Stdout.WriteString(b.String())
+	return err
+}
+
+func splitAddr(a string) (string, string) {
+	i := strings.LastIndex(a, ":")
+	if i < 0 {
+		return a, ""
+	}
+	return a[:i], a[i+1:]
+}

@@ -1,0 +1,140 @@
+// Package admin holds the gateway's local admin API contract: the wire types
+// and a small typed client over the unix socket, used by the technician CLI
+// (as tailscale's CLI uses its LocalAPI). The daemon side lives in package edge.
+package admin
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"time"
+)
+
+// Status is the answer of GET /v1/status.
+type Status struct {
+	Gateway    string         `json:"gateway"`
+	Version    string         `json:"version"`
+	StartedAt  time.Time      `json:"started_at"`
+	Listeners  []string       `json:"listeners"`
+	Sessions   int            `json:"sessions"`
+	StoreRev   uint64         `json:"store_rev"`
+	Records    map[string]int `json:"records"`
+	TokenCache int            `json:"token_cache"`
+}
+
+// Session is one live session in GET /v1/sessions.
+type Session struct {
+	ClientID    string    `json:"client_id"`
+	Device      string    `json:"device"`
+	Method      string    `json:"method"`
+	Subject     string    `json:"subject,omitempty"`
+	Remote      string    `json:"remote"`
+	Protocol    byte      `json:"protocol"`
+	ConnectedAt time.Time `json:"connected_at"`
+	Expires     time.Time `json:"expires"`
+}
+
+// KickRequest names what to disconnect; exactly one field is set.
+type KickRequest struct {
+	Device  string `json:"device,omitempty"`
+	Subject string `json:"subject,omitempty"`
+	JTI     string `json:"jti,omitempty"`
+}
+
+// KickResult says how many sessions were ended.
+type KickResult struct {
+	Kicked int `json:"kicked"`
+}
+
+// ImportResult is the answer of POST /v1/import.
+type ImportResult struct {
+	Rev     uint64 `json:"rev"`
+	Records int    `json:"records"`
+}
+
+// Error is the body of every non-2xx answer.
+type Error struct {
+	Error string `json:"error"`
+}
+
+// Client talks to the daemon's admin socket.
+type Client struct {
+	Socket string
+	http   *http.Client
+}
+
+// NewClient returns a client for the socket at path.
+func NewClient(path string) *Client {
+	return &Client{Socket: path, http: &http.Client{
+		Timeout: 60 * time.Second,
+		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		}},
+	}}
+}
+
+// Do sends a request and decodes the JSON answer into out (if non-nil).
+func (c *Client) Do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://edgeid"+path, body)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("admin socket %s: %w (is edgeid serve running, and are you root or in the edgeid group?)", c.Socket, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode/100 != 2 {
+		var e Error
+		if json.Unmarshal(data, &e) == nil && e.Error != "" {
+			return fmt.Errorf("%s", e.Error)
+		}
+		return fmt.Errorf("%s %s: %s", method, path, resp.Status)
+	}
+	if out != nil {
+		return json.Unmarshal(data, out)
+	}
+	return nil
+}
+
+// Status fetches the daemon's status.
+func (c *Client) Status(ctx context.Context) (Status, error) {
+	var s Status
+	return s, c.Do(ctx, http.MethodGet, "/v1/status", nil, &s)
+}
+
+// Sessions lists live sessions.
+func (c *Client) Sessions(ctx context.Context) ([]Session, error) {
+	var s []Session
+	return s, c.Do(ctx, http.MethodGet, "/v1/sessions", nil, &s)
+}
+
+// Kick disconnects sessions.
+func (c *Client) Kick(ctx context.Context, r KickRequest) (KickResult, error) {
+	var k KickResult
+	return k, c.Do(ctx, http.MethodPost, "/v1/kick", r, &k)
+}
+
+// Import applies a batch (raw JSON of store.Batch).
+func (c *Client) Import(ctx context.Context, batch json.RawMessage) (ImportResult, error) {
+	var r ImportResult
+	return r, c.Do(ctx, http.MethodPost, "/v1/import", batch, &r)
+}

@@ -1,0 +1,227 @@
+package authn
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"time"
+
+	"github.com/edgeid/edgeid/edge/policy"
+	"github.com/edgeid/edgeid/store"
+)
+
+// Method is how a principal proved who it is.
+type Method string
+
+// Authentication methods.
+const (
+	MethodToken       Method = "token"
+	MethodCertificate Method = "certificate"
+)
+
+// ReasonSubject: a valid token acting for someone who is not the device's owner.
+const ReasonSubject Reason = "subject_mismatch"
+
+// Principal is an authenticated device and what it may do.
+type Principal struct {
+	Device store.Device
+	Method Method
+	// Claims is nil for a certificate-only session.
+	Claims *Claims
+	// CertSHA256 is the hex fingerprint of the TLS client certificate, if any.
+	CertSHA256 string
+	// End is when the credential stops being valid (token exp plus skew, or
+	// certificate NotAfter); the session is ended then.
+	End   time.Time
+	Perms policy.Perms
+}
+
+// Authenticator decides who a connecting client is, from the store alone.
+type Authenticator struct {
+	Store    *store.Store
+	Verifier *Verifier
+	// ClientCAs verifies certificates registered by issuer and serial; nil if none.
+	ClientCAs *x509.CertPool
+	Skew      time.Duration
+	Now       func() time.Time
+}
+
+func (a *Authenticator) now() time.Time {
+	if a.Now != nil {
+		return a.Now()
+	}
+	return time.Now()
+}
+
+// CertFingerprint is the lowercase hex SHA-256 of a certificate's DER.
+func CertFingerprint(c *x509.Certificate) string {
+	h := sha256.Sum256(c.Raw)
+	return hex.EncodeToString(h[:])
+}
+
+// Token authenticates a client presenting an access token. cert is the TLS
+// client certificate, or nil. A token bound to a key (cnf) is accepted only
+// with its proof: x5t#S256 must match cert; jkt needs a proof-of-possession
+// exchange, and provenJKT is the thumbprint that exchange proved ("" if none).
+func (a *Authenticator) Token(token string, cert *x509.Certificate, provenJKT string, clientID string) (*Principal, error) {
+	c, err := a.Verifier.Verify(token)
+	if err != nil {
+		return nil, err
+	}
+	p := &Principal{Method: MethodToken, Claims: c, End: c.Expiry.Add(a.Skew)}
+	if cert != nil {
+		p.CertSHA256 = CertFingerprint(cert)
+	}
+	if c.Cnf.X5T != "" {
+		if cert == nil {
+			return nil, fail(ReasonPoPRequired, "token is bound to a certificate (cnf x5t#S256); connect over TLS with that certificate")
+		}
+		h := sha256.Sum256(cert.Raw)
+		got := base64.RawURLEncoding.EncodeToString(h[:])
+		if subtle.ConstantTimeCompare([]byte(got), []byte(c.Cnf.X5T)) != 1 {
+			return nil, fail(ReasonCnfMismatch, "TLS client certificate is not the one the token is bound to")
+		}
+	}
+	if c.Cnf.JKT != "" {
+		if provenJKT == "" {
+			return nil, fail(ReasonPoPRequired, "token is bound to a key (cnf jkt); prove possession with MQTT 5 enhanced authentication")
+		}
+		if subtle.ConstantTimeCompare([]byte(provenJKT), []byte(c.Cnf.JKT)) != 1 {
+			return nil, fail(ReasonCnfMismatch, "proven key is not the one the token is bound to")
+		}
+	}
+	d, err := a.device(c.ClientID)
+	if err != nil {
+		return nil, err
+	}
+	if p.CertSHA256 != "" && d.CertSHA256 != "" && d.CertSHA256 != p.CertSHA256 {
+		return nil, fail(ReasonCnfMismatch, "TLS client certificate belongs to another device than the token's client_id %q", c.ClientID)
+	}
+	if c.Subject != d.ID && (d.Owner == "" || c.Subject != d.Owner) {
+		return nil, fail(ReasonSubject, "token acts for %q, who is neither the device nor its owner", c.Subject)
+	}
+	if err := a.CheckRevoked(c); err != nil {
+		return nil, err
+	}
+	p.Device = d
+	if p.Perms, err = a.Permissions(d, c, clientID); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// Certificate authenticates a client by its TLS certificate alone: by
+// registered fingerprint, or by issuer and serial under a trusted client CA.
+func (a *Authenticator) Certificate(chain []*x509.Certificate, clientID string) (*Principal, error) {
+	if len(chain) == 0 {
+		return nil, fail(ReasonNoCredentials, "no token and no client certificate")
+	}
+	leaf := chain[0]
+	now := a.now()
+	if now.Before(leaf.NotBefore) || now.After(leaf.NotAfter) {
+		return nil, fail(ReasonUnknownCert, "client certificate is outside its validity period (%s to %s)",
+			leaf.NotBefore.UTC().Format(time.RFC3339), leaf.NotAfter.UTC().Format(time.RFC3339))
+	}
+	fp := CertFingerprint(leaf)
+	d, err := a.Store.DeviceByCertFingerprint(fp)
+	if errors.Is(err, store.ErrNotFound) && a.ClientCAs != nil {
+		inter := x509.NewCertPool()
+		for _, c := range chain[1:] {
+			inter.AddCert(c)
+		}
+		if _, verr := leaf.Verify(x509.VerifyOptions{Roots: a.ClientCAs, Intermediates: inter, CurrentTime: now,
+			KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); verr == nil {
+			issuer, serial := store.CertIssuerKey(leaf)
+			d, err = a.Store.DeviceByCertIssuer(issuer, serial)
+		}
+	}
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, fail(ReasonUnknownCert, "client certificate sha256 %s is not registered to any device", fp)
+	}
+	if err != nil {
+		return nil, fail(ReasonStore, "%v", err)
+	}
+	if d.Status != store.DeviceActive {
+		return nil, fail(ReasonDeviceInactive, "device %q is %s", d.ID, d.Status)
+	}
+	p := &Principal{Device: d, Method: MethodCertificate, CertSHA256: fp, End: leaf.NotAfter}
+	if p.Perms, err = a.Permissions(d, nil, clientID); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func (a *Authenticator) device(id string) (store.Device, error) {
+	d, err := a.Store.Device(id)
+	if errors.Is(err, store.ErrNotFound) {
+		return d, fail(ReasonUnknownDevice, "client_id %q is not a device known to this gateway", id)
+	}
+	if err != nil {
+		return d, fail(ReasonStore, "%v", err)
+	}
+	if d.Status != store.DeviceActive {
+		return d, fail(ReasonDeviceInactive, "device %q is %s", d.ID, d.Status)
+	}
+	return d, nil
+}
+
+// CheckRevoked refuses a token revoked by jti, or issued at or before a
+// revocation of its device (client_id) or subject.
+func (a *Authenticator) CheckRevoked(c *Claims) error {
+	if r, ok, err := a.Store.Revocation(store.RevokeToken, c.JTI); err != nil {
+		return fail(ReasonStore, "%v", err)
+	} else if ok {
+		return fail(ReasonRevoked, "token jti %q revoked at %s", c.JTI, r.RevokedAt.UTC().Format(time.RFC3339))
+	}
+	for _, k := range []struct {
+		kind  store.RevocationKind
+		value string
+	}{{store.RevokeDevice, c.ClientID}, {store.RevokeSubject, c.Subject}} {
+		r, ok, err := a.Store.Revocation(k.kind, k.value)
+		if err != nil {
+			return fail(ReasonStore, "%v", err)
+		}
+		if ok && RevocationCovers(r, c) {
+			return fail(ReasonRevoked, "tokens of %s %q issued before %s are revoked", k.kind, k.value, r.RevokedAt.UTC().Format(time.RFC3339))
+		}
+	}
+	return nil
+}
+
+// RevocationCovers reports whether r applies to the token with claims c.
+func RevocationCovers(r store.Revocation, c *Claims) bool {
+	switch r.Kind {
+	case store.RevokeToken:
+		return c.JTI == r.Value
+	case store.RevokeDevice:
+		return c.ClientID == r.Value && !c.IssuedAt.After(r.RevokedAt)
+	case store.RevokeSubject:
+		return c.Subject == r.Value && !c.IssuedAt.After(r.RevokedAt)
+	}
+	return false
+}
+
+// Permissions is what device d may do: its class template, expanded for the
+// device, its owner and the MQTT client id, intersected with the token's
+// scope when there is a token.
+func (a *Authenticator) Permissions(d store.Device, c *Claims, clientID string) (policy.Perms, error) {
+	class, err := a.Store.Class(d.Class)
+	if err != nil {
+		return policy.Perms{}, fail(ReasonStore, "%v", err)
+	}
+	rules, err := policy.Expand(class.Permissions, policy.Vars{Device: d.ID, Owner: d.Owner, Client: clientID})
+	if err != nil {
+		return policy.Perms{}, fail(ReasonStore, "class %q: %v", class.Name, err)
+	}
+	set, err := policy.Compile(rules)
+	if err != nil {
+		return policy.Perms{}, fail(ReasonStore, "class %q: %v", class.Name, err)
+	}
+	if c == nil {
+		return policy.NewPerms(set), nil
+	}
+	return policy.NewPerms(set, c.Scope), nil
+}

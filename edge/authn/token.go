@@ -1,0 +1,392 @@
+// Package authn authenticates devices: it verifies access tokens (RFC 9068
+// JWTs from trusted issuers), maps client certificates to device records, and
+// checks both against the local store (device state, revocations). Nothing
+// here touches the network.
+package authn
+
+import (
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	lru "github.com/hashicorp/golang-lru/v2"
+	"github.com/lestrrat-go/jwx/v3/jwa"
+	"github.com/lestrrat-go/jwx/v3/jwk"
+	"github.com/lestrrat-go/jwx/v3/jws"
+	"github.com/lestrrat-go/jwx/v3/jwt"
+
+	"github.com/edgeid/edgeid/edge/policy"
+	"github.com/edgeid/edgeid/store"
+)
+
+// Reason says why authentication failed, for logs, metrics and reason codes.
+type Reason string
+
+// Failure reasons.
+const (
+	ReasonOversized      Reason = "oversized"
+	ReasonMalformed      Reason = "malformed"
+	ReasonBadHeader      Reason = "bad_header"
+	ReasonUnknownKey     Reason = "unknown_key"
+	ReasonBadSignature   Reason = "bad_signature"
+	ReasonWrongIssuer    Reason = "wrong_issuer"
+	ReasonWrongAudience  Reason = "wrong_audience"
+	ReasonExpired        Reason = "expired"
+	ReasonNotYetValid    Reason = "not_yet_valid"
+	ReasonBadClaims      Reason = "bad_claims"
+	ReasonRevoked        Reason = "revoked"
+	ReasonUnknownDevice  Reason = "unknown_device"
+	ReasonDeviceInactive Reason = "device_inactive"
+	ReasonPoPRequired    Reason = "pop_required"
+	ReasonCnfMismatch    Reason = "cnf_mismatch"
+	ReasonUnknownCert    Reason = "unknown_certificate"
+	ReasonBadMethod      Reason = "bad_auth_method"
+	ReasonNoCredentials  Reason = "no_credentials"
+	ReasonClientID       Reason = "client_id_mismatch"
+	ReasonWillDenied     Reason = "will_not_allowed"
+	ReasonStore          Reason = "store_error"
+)
+
+// BadCredentials reports whether the failure is about the credential itself
+// (answered 0x86 Bad User Name or Password) rather than about what a valid
+// credential may do (0x87 Not authorized).
+func (r Reason) BadCredentials() bool {
+	switch r {
+	case ReasonOversized, ReasonMalformed, ReasonBadHeader, ReasonUnknownKey, ReasonBadSignature,
+		ReasonWrongIssuer, ReasonWrongAudience, ReasonExpired, ReasonNotYetValid, ReasonBadClaims,
+		ReasonUnknownCert:
+		return true
+	}
+	return false
+}
+
+// Error is an authentication failure. Detail never contains the credential.
+type Error struct {
+	Reason Reason
+	Detail string
+}
+
+func (e *Error) Error() string { return string(e.Reason) + ": " + e.Detail }
+
+func fail(r Reason, format string, args ...any) *Error {
+	return &Error{Reason: r, Detail: fmt.Sprintf(format, args...)}
+}
+
+// ReasonOf extracts the Reason of an authentication error.
+func ReasonOf(err error) Reason {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Reason
+	}
+	return ReasonStore
+}
+
+// Cnf is the RFC 7800 confirmation claim: the key the token is bound to.
+type Cnf struct {
+	// JKT is the RFC 7638 SHA-256 thumbprint of the holder's public key (base64url).
+	JKT string `json:"jkt,omitempty"`
+	// X5T is the RFC 8705 SHA-256 thumbprint of the holder's certificate (base64url).
+	X5T string `json:"x5t#S256,omitempty"`
+}
+
+// Bound reports whether the token is bound to a key.
+func (c Cnf) Bound() bool { return c.JKT != "" || c.X5T != "" }
+
+// Claims are the verified contents of an access token.
+type Claims struct {
+	Issuer string
+	// Kid is the key that signed the token.
+	Kid      string
+	Subject  string
+	ClientID string
+	JTI      string
+	Audience []string
+	IssuedAt time.Time
+	// NotBefore is zero when the token has no nbf.
+	NotBefore time.Time
+	Expiry    time.Time
+	Scope     *policy.Set
+	Cnf       Cnf
+}
+
+// VerifierConfig tunes token verification.
+type VerifierConfig struct {
+	Audiences   []string
+	Skew        time.Duration
+	MaxLifetime time.Duration
+	MaxSize     int
+	CacheSize   int
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+type ringKey struct {
+	issuer string
+	alg    jwa.SignatureAlgorithm
+	key    jwk.Key
+}
+
+// keyRing indexes trusted issuers' keys by kid. Several issuers may use the
+// same kid; every candidate is tried and iss must name the key's own issuer.
+type keyRing map[string][]ringKey
+
+// Verifier checks JWT access tokens against the trusted issuers' keys and
+// remembers verified tokens by hash, so a reconnect costs a hash, not a signature check.
+type Verifier struct {
+	cfg   VerifierConfig
+	ring  atomic.Pointer[keyRing]
+	cache *lru.Cache[[32]byte, *Claims]
+}
+
+// NewVerifier returns a verifier that trusts no issuer until SetIssuers.
+func NewVerifier(cfg VerifierConfig) *Verifier {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	v := &Verifier{cfg: cfg}
+	if cfg.CacheSize > 0 {
+		v.cache, _ = lru.New[[32]byte, *Claims](cfg.CacheSize)
+	}
+	empty := keyRing{}
+	v.ring.Store(&empty)
+	return v
+}
+
+// SetIssuers replaces the trusted keys. Cached tokens are forgotten: a key
+// that was removed must stop working at once.
+func (v *Verifier) SetIssuers(issuers []store.Issuer) error {
+	ring := keyRing{}
+	for _, is := range issuers {
+		set, err := store.ParseJWKS(is.JWKS)
+		if err != nil {
+			return fmt.Errorf("issuer %q: %w", is.Issuer, err)
+		}
+		for i := 0; i < set.Len(); i++ {
+			k, _ := set.Key(i)
+			kid, _ := k.KeyID()
+			alg, _ := k.Algorithm()
+			salg, ok := jwa.LookupSignatureAlgorithm(alg.String())
+			if !ok {
+				return fmt.Errorf("issuer %q key %q: unknown alg %q", is.Issuer, kid, alg)
+			}
+			ring[kid] = append(ring[kid], ringKey{issuer: is.Issuer, alg: salg, key: k})
+		}
+	}
+	v.ring.Store(&ring)
+	v.Purge()
+	return nil
+}
+
+// HasKey reports whether issuer's key kid is still trusted.
+func (v *Verifier) HasKey(issuer, kid string) bool {
+	for _, k := range (*v.ring.Load())[kid] {
+		if k.issuer == issuer {
+			return true
+		}
+	}
+	return false
+}
+
+// Purge forgets every cached token.
+func (v *Verifier) Purge() {
+	if v.cache != nil {
+		v.cache.Purge()
+	}
+}
+
+// Forget drops cached tokens for which match is true and returns how many.
+func (v *Verifier) Forget(match func(*Claims) bool) int {
+	if v.cache == nil {
+		return 0
+	}
+	n := 0
+	for _, k := range v.cache.Keys() {
+		if c, ok := v.cache.Peek(k); ok && match(c) {
+			v.cache.Remove(k)
+			n++
+		}
+	}
+	return n
+}
+
+// CacheLen is the number of cached verified tokens.
+func (v *Verifier) CacheLen() int {
+	if v.cache == nil {
+		return 0
+	}
+	return v.cache.Len()
+}
+
+// acceptedTyp: RFC 9068 access tokens carry typ at+jwt. A plain JWT (an ID
+// token, say) must not be usable as an access token.
+func acceptedTyp(t string) bool {
+	t = strings.ToLower(t)
+	return t == "at+jwt" || t == "application/at+jwt"
+}
+
+// Verify checks token and returns its claims. Signature, header and
+// issuer/audience checks are done once per distinct token; time checks on
+// every call. Revocation and device state are the caller's (see Authenticator).
+func (v *Verifier) Verify(token string) (*Claims, error) {
+	if len(token) > v.cfg.MaxSize {
+		return nil, fail(ReasonOversized, "token is %d bytes, more than auth.max_token_size %d", len(token), v.cfg.MaxSize)
+	}
+	h := sha256.Sum256([]byte(token))
+	if v.cache != nil {
+		if c, ok := v.cache.Get(h); ok {
+			if err := v.CheckTime(c); err != nil {
+				return nil, err
+			}
+			return c, nil
+		}
+	}
+	c, err := v.verify([]byte(token))
+	if err != nil {
+		return nil, err
+	}
+	if err := v.CheckTime(c); err != nil {
+		return nil, err
+	}
+	if v.cache != nil {
+		v.cache.Add(h, c)
+	}
+	return c, nil
+}
+
+// CheckTime refuses a token that has expired or is not valid yet.
+func (v *Verifier) CheckTime(c *Claims) error {
+	now := v.cfg.Now()
+	if !now.Before(c.Expiry.Add(v.cfg.Skew)) {
+		return fail(ReasonExpired, "token expired at %s", c.Expiry.UTC().Format(time.RFC3339))
+	}
+	if !c.NotBefore.IsZero() && now.Add(v.cfg.Skew).Before(c.NotBefore) {
+		return fail(ReasonNotYetValid, "token not valid before %s", c.NotBefore.UTC().Format(time.RFC3339))
+	}
+	if now.Add(v.cfg.Skew).Before(c.IssuedAt) {
+		return fail(ReasonNotYetValid, "token issued in the future (iat %s)", c.IssuedAt.UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
+func (v *Verifier) verify(raw []byte) (*Claims, error) {
+	if strings.Count(string(raw), ".") != 2 {
+		return nil, fail(ReasonMalformed, "not a compact JWS (want header.payload.signature)")
+	}
+	msg, err := jws.Parse(raw, jws.WithCompact())
+	if err != nil {
+		return nil, fail(ReasonMalformed, "cannot parse JWS: %v", err)
+	}
+	sigs := msg.Signatures()
+	if len(sigs) != 1 {
+		return nil, fail(ReasonMalformed, "want exactly one signature, have %d", len(sigs))
+	}
+	hdr := sigs[0].ProtectedHeaders()
+	alg, ok := hdr.Algorithm()
+	if !ok {
+		return nil, fail(ReasonBadHeader, "no alg in header")
+	}
+	if alg == jwa.NoSignature() || strings.HasPrefix(alg.String(), "HS") {
+		return nil, fail(ReasonBadHeader, "alg %q is not accepted (asymmetric signatures only)", alg)
+	}
+	if crit, ok := hdr.Critical(); ok && len(crit) > 0 {
+		return nil, fail(ReasonBadHeader, "header lists critical extensions %v, none are supported", crit)
+	}
+	if typ, _ := hdr.Type(); !acceptedTyp(typ) {
+		return nil, fail(ReasonBadHeader, "typ %q is not at+jwt (RFC 9068 access tokens only)", typ)
+	}
+	kid, ok := hdr.KeyID()
+	if !ok || kid == "" {
+		return nil, fail(ReasonBadHeader, "no kid in header")
+	}
+	cands := (*v.ring.Load())[kid]
+	if len(cands) == 0 {
+		return nil, fail(ReasonUnknownKey, "kid %q is not a key of any trusted issuer", kid)
+	}
+	var tok jwt.Token
+	var signer *ringKey
+	algMismatch := false
+	for i := range cands {
+		k := &cands[i]
+		// The key decides the algorithm; a header that names another one is
+		// an attack (RS256 key used as HS256 secret) or a mistake.
+		if k.alg != alg {
+			algMismatch = true
+			continue
+		}
+		t, err := jwt.Parse(raw, jwt.WithKey(k.alg, k.key), jwt.WithValidate(false),
+			jwt.WithTypedClaim("cnf", Cnf{}))
+		if err == nil {
+			tok, signer = t, k
+			break
+		}
+	}
+	if tok == nil {
+		if algMismatch {
+			return nil, fail(ReasonBadHeader, "alg %q does not match key %q's algorithm", alg, kid)
+		}
+		return nil, fail(ReasonBadSignature, "signature does not verify with key %q", kid)
+	}
+
+	c := &Claims{Kid: kid}
+	c.Issuer, _ = tok.Issuer()
+	if c.Issuer != signer.issuer {
+		return nil, fail(ReasonWrongIssuer, "iss %q is not the issuer of key %q", c.Issuer, kid)
+	}
+	c.Audience, _ = tok.Audience()
+	if !slices.ContainsFunc(c.Audience, func(a string) bool { return slices.Contains(v.cfg.Audiences, a) }) {
+		return nil, fail(ReasonWrongAudience, "aud %q does not name this gateway (auth.audiences %q)", c.Audience, v.cfg.Audiences)
+	}
+	var missing []string
+	var okExp, okIat bool
+	c.Subject, _ = tok.Subject()
+	c.JTI, _ = tok.JwtID()
+	c.Expiry, okExp = tok.Expiration()
+	c.IssuedAt, okIat = tok.IssuedAt()
+	c.NotBefore, _ = tok.NotBefore()
+	_ = tok.Get("client_id", &c.ClientID)
+	for name, present := range map[string]bool{"sub": c.Subject != "", "jti": c.JTI != "", "exp": okExp, "iat": okIat, "client_id": c.ClientID != ""} {
+		if !present {
+			missing = append(missing, name)
+		}
+	}
+	if len(missing) > 0 {
+		slices.Sort(missing)
+		return nil, fail(ReasonBadClaims, "required claims missing: %s (RFC 9068)", strings.Join(missing, ", "))
+	}
+	if life := c.Expiry.Sub(c.IssuedAt); life > v.cfg.MaxLifetime {
+		return nil, fail(ReasonBadClaims, "lifetime %s is longer than auth.max_token_lifetime %s", life, v.cfg.MaxLifetime)
+	}
+	var scope string
+	if tok.Has("scope") {
+		if err := tok.Get("scope", &scope); err != nil {
+			return nil, fail(ReasonBadClaims, "scope is not a string")
+		}
+	}
+	rules, err := policy.ParseScope(scope)
+	if err != nil {
+		return nil, fail(ReasonBadClaims, "scope: %v", err)
+	}
+	if c.Scope, err = policy.Compile(rules); err != nil {
+		return nil, fail(ReasonBadClaims, "scope: %v", err)
+	}
+	if tok.Has("cnf") {
+		if err := tok.Get("cnf", &c.Cnf); err != nil {
+			return nil, fail(ReasonBadClaims, "cnf is not an object with jkt or x5t#S256")
+		}
+		if !c.Cnf.Bound() {
+			return nil, fail(ReasonBadClaims, "cnf names no supported key (jkt or x5t#S256)")
+		}
+	}
+	return c, nil
+}
+
+// MarshalJSON keeps Claims out of logs by accident only as what they are:
+// never the token, just the identifying claims.
+func (c *Claims) MarshalJSON() ([]byte, error) {
+	return json.Marshal(map[string]any{"iss": c.Issuer, "sub": c.Subject, "client_id": c.ClientID, "jti": c.JTI, "exp": c.Expiry})
+}

@@ -1,0 +1,318 @@
+package broker
+
+import (
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/edgeid/edgeid/edge/authn"
+	"github.com/edgeid/edgeid/edge/policy"
+)
+
+// AuthMethodACE is the MQTT 5 Authentication Method of RFC 9431.
+const AuthMethodACE = "ace"
+
+// Events receives what the broker decides, for metrics. Nil fields are skipped.
+type Events struct {
+	AuthResult func(method string, reason authn.Reason) // reason "" on success
+	Kicked     func(reason string)
+}
+
+// Broker is the gateway's MQTT broker with its hooks.
+type Broker struct {
+	Server   *mqtt.Server
+	Sessions *Sessions
+	Auth     *authn.Authenticator
+	Log      *slog.Logger
+	Events   Events
+	Now      func() time.Time
+	// Gen counts store changes seen. A CONNECT authenticated under an older
+	// Gen is re-checked once its session is registered, so a revocation that
+	// lands between the two is never missed.
+	Gen atomic.Uint64
+	// Recheck re-evaluates a live session against the store.
+	Recheck func(*Session)
+
+	pending sync.Map // *mqtt.Client -> pendingAuth, from OnConnect to OnSessionEstablish
+}
+
+type pendingAuth struct {
+	p   *authn.Principal
+	gen uint64
+}
+
+// New wraps server with the EdgeID hooks. Add listeners, then Serve.
+func New(server *mqtt.Server, auth *authn.Authenticator, log *slog.Logger) (*Broker, error) {
+	b := &Broker{Server: server, Sessions: NewSessions(), Auth: auth, Log: log, Now: time.Now}
+	if err := server.AddHook(&authHook{b: b}, nil); err != nil {
+		return nil, fmt.Errorf("add auth hook: %w", err)
+	}
+	if err := server.AddHook(&aclHook{b: b}, nil); err != nil {
+		return nil, fmt.Errorf("add acl hook: %w", err)
+	}
+	return b, nil
+}
+
+// credentials extracts the token (if any) and the TLS client certificate chain (if any).
+func credentials(cl *mqtt.Client, pk packets.Packet) (token string, chain []*x509.Certificate, err *authn.Error) {
+	if c, ok := cl.Net.Conn.(*tls.Conn); ok {
+		chain = c.ConnectionState().PeerCertificates
+	}
+	if m := pk.Properties.AuthenticationMethod; pk.ProtocolVersion == 5 && m != "" {
+		if m != AuthMethodACE {
+			return "", nil, &authn.Error{Reason: authn.ReasonBadMethod, Detail: fmt.Sprintf("authentication method %q is not supported; use %q", m, AuthMethodACE)}
+		}
+		if len(pk.Properties.AuthenticationData) == 0 {
+			return "", nil, &authn.Error{Reason: authn.ReasonMalformed, Detail: "authentication method ace without a token in Authentication Data"}
+		}
+		return string(pk.Properties.AuthenticationData), chain, nil
+	}
+	if pk.Connect.PasswordFlag && len(pk.Connect.Password) > 0 {
+		return string(pk.Connect.Password), chain, nil
+	}
+	return "", chain, nil
+}
+
+// authenticate decides a CONNECT. It returns the principal or the reason code to refuse with.
+func (b *Broker) authenticate(cl *mqtt.Client, pk packets.Packet) (*authn.Principal, packets.Code, error) {
+	token, chain, cerr := credentials(cl, pk)
+	if cerr != nil {
+		code := packets.ErrBadUsernameOrPassword
+		if cerr.Reason == authn.ReasonBadMethod {
+			code = packets.ErrBadAuthenticationMethod
+		}
+		return nil, code, cerr
+	}
+	var p *authn.Principal
+	var err error
+	if token != "" {
+		var leaf *x509.Certificate
+		if len(chain) > 0 {
+			leaf = chain[0]
+		}
+		p, err = b.Auth.Token(token, leaf, "", pk.Connect.ClientIdentifier)
+	} else {
+		p, err = b.Auth.Certificate(chain, pk.Connect.ClientIdentifier)
+	}
+	if err != nil {
+		if authn.ReasonOf(err).BadCredentials() {
+			return nil, packets.ErrBadUsernameOrPassword, err
+		}
+		return nil, packets.ErrNotAuthorized, err
+	}
+	// The client id is the device id: anything else would let one device take
+	// over another's session (mochi ends the older session of a client id).
+	if pk.Connect.ClientIdentifier == "" {
+		cl.ID = p.Device.ID
+		if pk.ProtocolVersion == 5 {
+			cl.Properties.Props.AssignedClientID = p.Device.ID
+		}
+	} else if pk.Connect.ClientIdentifier != p.Device.ID {
+		return nil, packets.ErrClientIdentifierNotValid, &authn.Error{Reason: authn.ReasonClientID,
+			Detail: fmt.Sprintf("client id %q is not the device id %q", pk.Connect.ClientIdentifier, p.Device.ID)}
+	}
+	if pk.Connect.WillFlag && !p.Perms.CanPublish(pk.Connect.WillTopic) {
+		return nil, packets.ErrNotAuthorized, &authn.Error{Reason: authn.ReasonWillDenied,
+			Detail: fmt.Sprintf("will topic %q is not allowed for publish", pk.Connect.WillTopic)}
+	}
+	return p, packets.CodeSuccess, nil
+}
+
+// refuse answers CONNACK with code (mapped to the 3.1.1 return codes for old clients).
+func (b *Broker) refuse(cl *mqtt.Client, code packets.Code) {
+	if cl.Properties.ProtocolVersion == 5 {
+		_ = b.Server.SendConnack(cl, code, false, nil)
+		return
+	}
+	rc := packets.Err3NotAuthorized.Code
+	switch code {
+	case packets.ErrBadUsernameOrPassword, packets.ErrBadAuthenticationMethod:
+		rc = packets.ErrMalformedUsernameOrPassword.Code // 0x04: bad user name or password
+	case packets.ErrClientIdentifierNotValid:
+		rc = packets.Err3ClientIdentifierNotValid.Code
+	case packets.ErrServerUnavailable, packets.ErrServerBusy, packets.ErrConnectionRateExceeded:
+		rc = packets.Err3ServerUnavailable.Code
+	}
+	_ = cl.WritePacket(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connack}, ReasonCode: rc})
+}
+
+func (b *Broker) startSession(cl *mqtt.Client, p *authn.Principal) *Session {
+	s := &Session{
+		ClientID: cl.ID, Device: p.Device.ID, Class: p.Device.Class, Owner: p.Device.Owner,
+		Method: p.Method, CertSHA256: p.CertSHA256, Remote: cl.Net.Remote,
+		Protocol: cl.Properties.ProtocolVersion, ConnectedAt: b.Now(), End: p.End, cl: cl,
+	}
+	if c := p.Claims; c != nil {
+		s.claims, s.Issuer, s.Subject, s.JTI, s.IssuedAt = c, c.Issuer, c.Subject, c.JTI, c.IssuedAt
+	}
+	s.SetPerms(p.Perms)
+	b.Sessions.add(s)
+	s.timer = time.AfterFunc(s.End.Sub(b.Now()), func() {
+		b.End(s, packets.ErrNotAuthorized, "credential expired")
+	})
+	return s
+}
+
+// End disconnects a session because its credential or permission is gone:
+// MQTT 5 clients get DISCONNECT with code, 3.1.1 clients a closed socket (the
+// spec has no server DISCONNECT for them). The Will is not sent: a revoked
+// device must not publish anything more.
+func (b *Broker) End(s *Session, code packets.Code, reason string) bool {
+	if !s.ended.CompareAndSwap(false, true) {
+		return false
+	}
+	atomic.StoreUint32(&s.cl.Properties.Will.Flag, 0)
+	b.Log.Warn("session ended", "device", s.Device, "client", s.ClientID, "remote", s.Remote, "reason", reason, "code", fmt.Sprintf("0x%02x", code.Code))
+	if b.Events.Kicked != nil {
+		b.Events.Kicked(reason)
+	}
+	if s.Protocol == 5 {
+		_ = b.Server.DisconnectClient(s.cl, code)
+	} else {
+		s.cl.Stop(code)
+	}
+	return true
+}
+
+// Kick ends every given session with 0x87 and returns how many it ended.
+func (b *Broker) Kick(sessions []*Session, reason string) int {
+	n := 0
+	for _, s := range sessions {
+		if b.End(s, packets.ErrNotAuthorized, reason) {
+			n++
+		}
+	}
+	return n
+}
+
+// Apply installs new permissions on a live session: subscriptions no longer
+// allowed are removed, and a Will no longer allowed is dropped.
+func (b *Broker) Apply(s *Session, p policy.Perms) {
+	s.SetPerms(p)
+	b.dropForbidden(s)
+}
+
+func (b *Broker) dropForbidden(s *Session) {
+	cl := s.cl
+	p := s.Perms()
+	for filter := range cl.State.Subscriptions.GetAll() {
+		if p.CanSubscribe(filter) {
+			continue
+		}
+		b.Server.Topics.Unsubscribe(filter, cl.ID)
+		cl.State.Subscriptions.Delete(filter)
+		b.Log.Info("subscription dropped", "device", s.Device, "client", s.ClientID, "filter", filter, "reason", "no longer allowed")
+	}
+	if atomic.LoadUint32(&cl.Properties.Will.Flag) == 1 && !p.CanPublish(cl.Properties.Will.TopicName) {
+		atomic.StoreUint32(&cl.Properties.Will.Flag, 0)
+	}
+}
+
+// authHook authenticates CONNECTs and tracks sessions.
+type authHook struct {
+	mqtt.HookBase
+	b *Broker
+}
+
+func (h *authHook) ID() string { return "edgeid-auth" }
+
+func (h *authHook) Provides(x byte) bool {
+	return bytes.Contains([]byte{mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnSessionEstablish,
+		mqtt.OnSessionEstablished, mqtt.OnDisconnect}, []byte{x})
+}
+
+// OnConnect authenticates, because only here can we answer a reason code of
+// our own choosing (OnConnectAuthenticate false always answers 0x86).
+func (h *authHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
+	b := h.b
+	gen := b.Gen.Load()
+	p, code, err := b.authenticate(cl, pk)
+	method := "certificate"
+	if tok, _, _ := credentials(cl, pk); tok != "" {
+		method = "token"
+	}
+	if err != nil {
+		reason := authn.ReasonOf(err)
+		if b.Events.AuthResult != nil {
+			b.Events.AuthResult(method, reason)
+		}
+		b.Log.Warn("connect refused", "client", pk.Connect.ClientIdentifier, "remote", cl.Net.Remote,
+			"method", method, "reason", reason, "detail", err.Error(), "code", fmt.Sprintf("0x%02x", code.Code))
+		b.refuse(cl, code)
+		return code
+	}
+	if b.Events.AuthResult != nil {
+		b.Events.AuthResult(method, "")
+	}
+	b.pending.Store(cl, pendingAuth{p: p, gen: gen})
+	return nil
+}
+
+func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
+	_, ok := h.b.pending.Load(cl)
+	return ok
+}
+
+func (h *authHook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
+	v, ok := h.b.pending.LoadAndDelete(cl)
+	if !ok {
+		cl.Stop(packets.ErrNotAuthorized) // cannot happen: OnConnectAuthenticate refused it
+		return
+	}
+	pa := v.(pendingAuth)
+	s := h.b.startSession(cl, pa.p)
+	h.b.Log.Info("connected", "device", s.Device, "client", s.ClientID, "remote", s.Remote, "method", s.Method, "protocol", s.Protocol)
+	if h.b.Gen.Load() != pa.gen && h.b.Recheck != nil {
+		h.b.Recheck(s)
+	}
+}
+
+// OnSessionEstablished re-checks subscriptions inherited from an earlier
+// connection of the same client id: they were granted to an older credential.
+func (h *authHook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
+	if s := h.b.Sessions.get(cl); s != nil {
+		h.b.dropForbidden(s)
+	}
+}
+
+func (h *authHook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
+	h.b.pending.Delete(cl)
+	if s := h.b.Sessions.remove(cl); s != nil {
+		s.timer.Stop()
+		h.b.Log.Info("disconnected", "device", s.Device, "client", s.ClientID, "remote", s.Remote, "err", err)
+	}
+}
+
+// aclHook authorizes every PUBLISH, SUBSCRIBE filter and delivery. It is the
+// per-message hot path: a map lookup, a clock read and a filter match.
+type aclHook struct {
+	mqtt.HookBase
+	b *Broker
+}
+
+func (h *aclHook) ID() string { return "edgeid-acl" }
+
+func (h *aclHook) Provides(x byte) bool { return x == mqtt.OnACLCheck }
+
+// OnACLCheck: write is a PUBLISH from cl; otherwise topic is a SUBSCRIBE
+// filter or the topic of a message about to be delivered to cl, and both are
+// "may cl subscribe to this" (a topic name is a filter matching only itself).
+func (h *aclHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
+	s := h.b.Sessions.get(cl)
+	if s == nil || s.ended.Load() || !h.b.Now().Before(s.End) {
+		return false
+	}
+	p := s.perms.Load()
+	if write {
+		return p.CanPublish(topic)
+	}
+	return p.CanSubscribe(topic)
+}

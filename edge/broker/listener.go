@@ -1,0 +1,113 @@
+package broker
+
+import (
+	"context"
+	"crypto/tls"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mochi-mqtt/server/v2/listeners"
+)
+
+// Listener is a TCP (optionally TLS) MQTT listener that bounds the time a new
+// connection may take to finish its TLS handshake and send CONNECT. mochi's
+// own listener waits forever, so idle sockets would each hold a goroutine.
+type Listener struct {
+	id      string
+	addr    string
+	tls     *tls.Config
+	timeout time.Duration
+
+	mu     sync.Mutex
+	ln     net.Listener
+	log    *slog.Logger
+	closed atomic.Bool
+}
+
+// NewListener returns a listener on addr; tlsConf nil means plain TCP.
+func NewListener(id, addr string, tlsConf *tls.Config, connectTimeout time.Duration) *Listener {
+	return &Listener{id: id, addr: addr, tls: tlsConf, timeout: connectTimeout}
+}
+
+// ID implements listeners.Listener.
+func (l *Listener) ID() string { return l.id }
+
+// Address is the bound address once Init has run.
+func (l *Listener) Address() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.ln != nil {
+		return l.ln.Addr().String()
+	}
+	return l.addr
+}
+
+// Protocol implements listeners.Listener.
+func (l *Listener) Protocol() string {
+	if l.tls != nil {
+		return "tls"
+	}
+	return "tcp"
+}
+
+// Init binds the address.
+func (l *Listener) Init(log *slog.Logger) error {
+	ln, err := net.Listen("tcp", l.addr)
+	if err != nil {
+		return err
+	}
+	l.mu.Lock()
+	l.ln, l.log = ln, log
+	l.mu.Unlock()
+	return nil
+}
+
+// Serve accepts connections until Close.
+func (l *Listener) Serve(establish listeners.EstablishFn) {
+	for {
+		conn, err := l.ln.Accept()
+		if err != nil {
+			if l.closed.Load() {
+				return
+			}
+			l.log.Warn("accept failed", "listener", l.id, "err", err)
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
+		go l.handle(conn, establish)
+	}
+}
+
+func (l *Listener) handle(conn net.Conn, establish listeners.EstablishFn) {
+	// mochi replaces this deadline with the keepalive one after CONNECT.
+	_ = conn.SetDeadline(time.Now().Add(l.timeout))
+	if l.tls != nil {
+		tc := tls.Server(conn, l.tls)
+		ctx, cancel := context.WithTimeout(context.Background(), l.timeout)
+		err := tc.HandshakeContext(ctx)
+		cancel()
+		if err != nil {
+			l.log.Warn("tls handshake failed", "listener", l.id, "remote", conn.RemoteAddr().String(), "err", err)
+			_ = conn.Close()
+			return
+		}
+		conn = tc
+	}
+	if err := establish(l.id, conn); err != nil {
+		l.log.Debug("connection ended", "listener", l.id, "remote", conn.RemoteAddr().String(), "err", err)
+	}
+}
+
+// Close stops accepting and closes the listener's clients.
+func (l *Listener) Close(closeClients listeners.CloseFn) {
+	if !l.closed.CompareAndSwap(false, true) {
+		return
+	}
+	closeClients(l.id)
+	if l.ln != nil {
+		_ = l.ln.Close()
+	}
+}

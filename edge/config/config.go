@@ -1,0 +1,272 @@
+// Package config is the gateway's configuration: one typed tree with its
+// defaults in one place, loaded from /etc/edgeid/edgeid.yaml, EDGEID_*
+// environment variables and flags (viper), and validated as a whole so that a
+// bad key stops start-up with its name rather than failing at 3 a.m.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/spf13/viper"
+)
+
+// DefaultPath is where the packaged gateway reads its configuration.
+const DefaultPath = "/etc/edgeid/edgeid.yaml"
+
+// Config is the whole gateway configuration.
+type Config struct {
+	Gateway Gateway `mapstructure:"gateway"`
+	// StateDir holds the Badger store.
+	StateDir string `mapstructure:"state_dir"`
+	Log      Log    `mapstructure:"log"`
+	MQTT     MQTT   `mapstructure:"mqtt"`
+	Auth     Auth   `mapstructure:"auth"`
+	Admin    Admin  `mapstructure:"admin"`
+}
+
+// Gateway identifies this gateway.
+type Gateway struct {
+	// ID names the gateway in logs and, later, at the authority.
+	ID string `mapstructure:"id"`
+}
+
+// Log configures log/slog output.
+type Log struct {
+	// Level is debug, info, warn or error.
+	Level string `mapstructure:"level"`
+	// Format is text or json (journald is used by itself under systemd).
+	Format string `mapstructure:"format"`
+}
+
+// MQTT configures the broker's listeners.
+type MQTT struct {
+	// TCP is the plain MQTT listen address; empty turns it off.
+	TCP string `mapstructure:"tcp"`
+	TLS TLS    `mapstructure:"tls"`
+	// ConnectTimeout bounds the TLS handshake and the CONNECT packet of a new
+	// connection, so idle sockets cannot hold goroutines.
+	ConnectTimeout time.Duration `mapstructure:"connect_timeout"`
+	// MaxPacketSize caps an MQTT packet in bytes.
+	MaxPacketSize uint32 `mapstructure:"max_packet_size"`
+	// MaxClients caps concurrent sessions.
+	MaxClients int64 `mapstructure:"max_clients"`
+}
+
+// TLS configures the MQTT-over-TLS listener.
+type TLS struct {
+	// Listen is the address; empty turns TLS off.
+	Listen string `mapstructure:"listen"`
+	// Cert and Key are PEM files of the gateway's server certificate.
+	Cert string `mapstructure:"cert"`
+	Key  string `mapstructure:"key"`
+	// ClientCA is a PEM bundle of CAs whose client certificates are mapped to
+	// devices by issuer and serial. Certificates registered by fingerprint need no CA.
+	ClientCA string `mapstructure:"client_ca"`
+}
+
+// Auth configures token validation.
+type Auth struct {
+	// Audiences: a token's aud must contain one of these.
+	Audiences []string `mapstructure:"audiences"`
+	// ClockSkew is the leeway applied to exp, nbf and iat.
+	ClockSkew time.Duration `mapstructure:"clock_skew"`
+	// MaxTokenLifetime refuses tokens whose exp - iat is longer; it also
+	// bounds how long device and subject revocations must be kept.
+	MaxTokenLifetime time.Duration `mapstructure:"max_token_lifetime"`
+	// MaxTokenSize refuses larger tokens before any parsing.
+	MaxTokenSize int `mapstructure:"max_token_size"`
+	// TokenCacheSize bounds the number of verified tokens kept.
+	TokenCacheSize int `mapstructure:"token_cache_size"`
+}
+
+// Admin configures the technician's local API.
+type Admin struct {
+	// Socket is the unix socket path of the admin API.
+	Socket string `mapstructure:"socket"`
+	// Group may use the socket besides root.
+	Group string `mapstructure:"group"`
+}
+
+// Default returns the configuration used when a key is not set.
+func Default() Config {
+	host, _ := os.Hostname()
+	return Config{
+		Gateway:  Gateway{ID: host},
+		StateDir: "/var/lib/edgeid",
+		Log:      Log{Level: "info", Format: "text"},
+		MQTT: MQTT{
+			TCP:            ":1883",
+			TLS:            TLS{Listen: ""},
+			ConnectTimeout: 10 * time.Second,
+			MaxPacketSize:  256 << 10,
+			MaxClients:     20000,
+		},
+		Auth: Auth{
+			Audiences:        []string{"edgeid"},
+			ClockSkew:        30 * time.Second,
+			MaxTokenLifetime: 24 * time.Hour,
+			MaxTokenSize:     8 << 10,
+			TokenCacheSize:   20000,
+		},
+		Admin: Admin{Socket: "/run/edgeid/admin.sock", Group: "edgeid"},
+	}
+}
+
+// Load reads the file at path (if path is empty, DefaultPath when it exists),
+// then EDGEID_* environment variables (EDGEID_MQTT_TCP for mqtt.tcp), over the
+// defaults, and validates the result. v may carry flags already bound to keys.
+func Load(v *viper.Viper, path string) (Config, error) {
+	if v == nil {
+		v = viper.New()
+	}
+	def := Default()
+	setDefaults(v, def)
+	v.SetEnvPrefix("EDGEID")
+	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
+	v.AutomaticEnv()
+	if path == "" {
+		if _, err := os.Stat(DefaultPath); err == nil {
+			path = DefaultPath
+		}
+	}
+	if path != "" {
+		v.SetConfigFile(path)
+		v.SetConfigType("yaml")
+		if err := v.ReadInConfig(); err != nil {
+			return Config{}, fmt.Errorf("read config %s: %w", path, err)
+		}
+	}
+	var c Config
+	err := v.UnmarshalExact(&c, func(dc *mapstructure.DecoderConfig) {
+		dc.DecodeHook = mapstructure.ComposeDecodeHookFunc(
+			mapstructure.StringToTimeDurationHookFunc(),
+			mapstructure.StringToSliceHookFunc(","),
+		)
+	})
+	if err != nil {
+		return Config{}, fmt.Errorf("config %s: %w (see configs/edgeid.yaml for every key)", orDefaults(path), err)
+	}
+	if err := c.Validate(); err != nil {
+		return Config{}, fmt.Errorf("config %s: %w", orDefaults(path), err)
+	}
+	return c, nil
+}
+
+func orDefaults(path string) string {
+	if path == "" {
+		return "(defaults and environment)"
+	}
+	return path
+}
+
+// setDefaults registers every key so that environment variables and
+// UnmarshalExact see the whole tree.
+func setDefaults(v *viper.Viper, c Config) {
+	m := map[string]any{}
+	if err := mapstructure.Decode(c, &m); err != nil {
+		panic(err)
+	}
+	var walk func(prefix string, m map[string]any)
+	walk = func(prefix string, m map[string]any) {
+		for k, val := range m {
+			key := prefix + k
+			if sub, ok := val.(map[string]any); ok {
+				walk(key+".", sub)
+				continue
+			}
+			if !v.IsSet(key) { // a caller's default (the demo's) wins over ours
+				v.SetDefault(key, val)
+			}
+		}
+	}
+	walk("", m)
+}
+
+// Validate checks every key and reports all problems, each naming its key.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+	}
+	if c.Gateway.ID == "" {
+		bad("gateway.id", "is empty; name this gateway (for example its board serial)")
+	}
+	if c.StateDir == "" {
+		bad("state_dir", "is empty; give a writable directory for the store (default /var/lib/edgeid)")
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level", "%q is not one of debug, info, warn, error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		bad("log.format", "%q is not one of text, json", c.Log.Format)
+	}
+	checkAddr := func(key, addr string) {
+		if addr == "" {
+			return
+		}
+		if _, port, err := net.SplitHostPort(addr); err != nil || port == "" {
+			bad(key, "%q is not host:port (for example :1883 or 127.0.0.1:1883)", addr)
+		}
+	}
+	checkAddr("mqtt.tcp", c.MQTT.TCP)
+	checkAddr("mqtt.tls.listen", c.MQTT.TLS.Listen)
+	if c.MQTT.TCP == "" && c.MQTT.TLS.Listen == "" {
+		bad("mqtt", "both mqtt.tcp and mqtt.tls.listen are empty; devices could not connect")
+	}
+	if c.MQTT.TLS.Listen != "" {
+		if c.MQTT.TLS.Cert == "" || c.MQTT.TLS.Key == "" {
+			bad("mqtt.tls.cert", "mqtt.tls.cert and mqtt.tls.key are required when mqtt.tls.listen is set")
+		}
+		for key, f := range map[string]string{"mqtt.tls.cert": c.MQTT.TLS.Cert, "mqtt.tls.key": c.MQTT.TLS.Key, "mqtt.tls.client_ca": c.MQTT.TLS.ClientCA} {
+			if f == "" {
+				continue
+			}
+			if _, err := os.Stat(f); err != nil {
+				bad(key, "cannot read %s: %v", f, errors.Unwrap(err))
+			}
+		}
+	}
+	if c.MQTT.ConnectTimeout < time.Second || c.MQTT.ConnectTimeout > 5*time.Minute {
+		bad("mqtt.connect_timeout", "%s is outside 1s..5m", c.MQTT.ConnectTimeout)
+	}
+	if c.MQTT.MaxPacketSize < 1024 || c.MQTT.MaxPacketSize > 256<<20 {
+		bad("mqtt.max_packet_size", "%d is outside 1024..268435456 bytes", c.MQTT.MaxPacketSize)
+	}
+	if c.MQTT.MaxClients < 1 {
+		bad("mqtt.max_clients", "%d must be at least 1", c.MQTT.MaxClients)
+	}
+	if len(c.Auth.Audiences) == 0 {
+		bad("auth.audiences", "is empty; tokens must name this gateway in aud")
+	}
+	for i, a := range c.Auth.Audiences {
+		if strings.TrimSpace(a) == "" {
+			bad(fmt.Sprintf("auth.audiences[%d]", i), "is empty")
+		}
+	}
+	if c.Auth.ClockSkew < 0 || c.Auth.ClockSkew > 10*time.Minute {
+		bad("auth.clock_skew", "%s is outside 0..10m", c.Auth.ClockSkew)
+	}
+	if c.Auth.MaxTokenLifetime < time.Minute || c.Auth.MaxTokenLifetime > 30*24*time.Hour {
+		bad("auth.max_token_lifetime", "%s is outside 1m..720h", c.Auth.MaxTokenLifetime)
+	}
+	if c.Auth.MaxTokenSize < 256 || c.Auth.MaxTokenSize > 64<<10 {
+		bad("auth.max_token_size", "%d is outside 256..65536 bytes", c.Auth.MaxTokenSize)
+	}
+	if c.Auth.TokenCacheSize < 0 {
+		bad("auth.token_cache_size", "%d must not be negative (0 turns the cache off)", c.Auth.TokenCacheSize)
+	}
+	if c.Admin.Socket == "" {
+		bad("admin.socket", "is empty; give a unix socket path such as /run/edgeid/admin.sock")
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,300 @@
+// Package edge wires the gateway together: store, token verifier, MQTT broker
+// with its hooks, reactions to store changes, and the admin API.
+package edge
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/edgeid/edgeid/edge/authn"
+	"github.com/edgeid/edgeid/edge/broker"
+	"github.com/edgeid/edgeid/edge/config"
+	"github.com/edgeid/edgeid/store"
+)
+
+// Version is set at build time with -ldflags.
+var Version = "dev"
+
+// Gateway is a running edgeid daemon.
+type Gateway struct {
+	cfg      config.Config
+	log      *slog.Logger
+	Store    *store.Store
+	Verifier *authn.Verifier
+	Auth     *authn.Authenticator
+	Broker   *broker.Broker
+	started  time.Time
+
+	listeners []*broker.Listener
+	admin     *adminServer
+	wg        sync.WaitGroup
+	stopGC    context.CancelFunc
+}
+
+// New opens the store and builds the gateway; Start runs it.
+func New(cfg config.Config, log *slog.Logger) (*Gateway, error) {
+	if err := os.MkdirAll(cfg.StateDir, 0o750); err != nil {
+		return nil, fmt.Errorf("create state_dir %s: %w", cfg.StateDir, err)
+	}
+	st, err := store.Open(store.Options{Dir: cfg.StateDir, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	g := &Gateway{cfg: cfg, log: log, Store: st}
+	if err := g.build(); err != nil {
+		st.Close()
+		return nil, err
+	}
+	return g, nil
+}
+
+func (g *Gateway) build() error {
+	cfg := g.cfg
+	g.Verifier = authn.NewVerifier(authn.VerifierConfig{
+		Audiences: cfg.Auth.Audiences, Skew: cfg.Auth.ClockSkew, MaxLifetime: cfg.Auth.MaxTokenLifetime,
+		MaxSize: cfg.Auth.MaxTokenSize, CacheSize: cfg.Auth.TokenCacheSize,
+	})
+	if err := g.loadIssuers(); err != nil {
+		return err
+	}
+	g.Auth = &authn.Authenticator{Store: g.Store, Verifier: g.Verifier, Skew: cfg.Auth.ClockSkew}
+	if cfg.MQTT.TLS.ClientCA != "" {
+		pem, err := os.ReadFile(cfg.MQTT.TLS.ClientCA)
+		if err != nil {
+			return fmt.Errorf("mqtt.tls.client_ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return fmt.Errorf("mqtt.tls.client_ca %s: no PEM certificates found", cfg.MQTT.TLS.ClientCA)
+		}
+		g.Auth.ClientCAs = pool
+	}
+
+	caps := mqtt.NewDefaultServerCapabilities()
+	caps.MaximumPacketSize = cfg.MQTT.MaxPacketSize
+	caps.MaximumClients = cfg.MQTT.MaxClients
+	caps.MaximumSessionExpiryInterval = 24 * 3600
+	server := mqtt.New(&mqtt.Options{Capabilities: caps, Logger: g.log.With("component", "mochi"), InlineClient: false})
+	b, err := broker.New(server, g.Auth, g.log.With("component", "mqtt"))
+	if err != nil {
+		return err
+	}
+	b.Recheck = g.recheck
+	g.Broker = b
+	g.Store.Watch(g.onApplied)
+
+	if cfg.MQTT.TCP != "" {
+		g.listeners = append(g.listeners, broker.NewListener("mqtt-tcp", cfg.MQTT.TCP, nil, cfg.MQTT.ConnectTimeout))
+	}
+	if cfg.MQTT.TLS.Listen != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.MQTT.TLS.Cert, cfg.MQTT.TLS.Key)
+		if err != nil {
+			return fmt.Errorf("mqtt.tls.cert/key: %w", err)
+		}
+		tc := &tls.Config{
+			Certificates: []tls.Certificate{cert},
+			// Devices are matched by fingerprint or by issuer+serial in the hook,
+			// so the handshake only asks for a certificate; the hook decides.
+			ClientAuth: tls.RequestClientCert,
+			MinVersion: tls.VersionTLS12,
+		}
+		g.listeners = append(g.listeners, broker.NewListener("mqtt-tls", cfg.MQTT.TLS.Listen, tc, cfg.MQTT.ConnectTimeout))
+	}
+	for _, l := range g.listeners {
+		if err := server.AddListener(l); err != nil {
+			return fmt.Errorf("listen %s: %w", l.Address(), err)
+		}
+	}
+	return nil
+}
+
+func (g *Gateway) loadIssuers() error {
+	iss, err := g.Store.Issuers()
+	if err != nil {
+		return fmt.Errorf("load issuers: %w", err)
+	}
+	return g.Verifier.SetIssuers(iss)
+}
+
+// Start serves MQTT and the admin API. It returns once listeners are up.
+func (g *Gateway) Start(ctx context.Context) error {
+	g.started = time.Now()
+	if err := g.Broker.Server.Serve(); err != nil {
+		return fmt.Errorf("start mqtt: %w", err)
+	}
+	a, err := newAdminServer(g)
+	if err != nil {
+		_ = g.Broker.Server.Close()
+		return err
+	}
+	g.admin = a
+	gcCtx, cancel := context.WithCancel(context.Background())
+	g.wg.Add(2)
+	go func() { defer g.wg.Done(); a.serve() }()
+	go func() { defer g.wg.Done(); g.Store.RunGC(gcCtx, 10*time.Minute) }()
+	g.stopGC = cancel
+	g.log.Info("gateway ready", "gateway", g.cfg.Gateway.ID, "listeners", g.ListenerAddrs(), "admin", g.cfg.Admin.Socket)
+	return nil
+}
+
+// ListenerAddrs lists the bound MQTT addresses.
+func (g *Gateway) ListenerAddrs() []string {
+	var out []string
+	for _, l := range g.listeners {
+		out = append(out, l.Protocol()+"://"+l.Address())
+	}
+	return out
+}
+
+// Addr returns the bound address of the listener with the given protocol (tcp or tls).
+func (g *Gateway) Addr(protocol string) string {
+	for _, l := range g.listeners {
+		if l.Protocol() == protocol {
+			return l.Address()
+		}
+	}
+	return ""
+}
+
+// Close stops serving and closes the store.
+func (g *Gateway) Close() error {
+	var errs []error
+	if g.admin != nil {
+		errs = append(errs, g.admin.close())
+	}
+	if g.Broker != nil {
+		errs = append(errs, g.Broker.Server.Close())
+	}
+	if g.stopGC != nil {
+		g.stopGC()
+	}
+	g.wg.Wait()
+	errs = append(errs, g.Store.Close())
+	return errors.Join(errs...)
+}
+
+// onApplied runs after every committed batch: caches follow the store, and
+// every live session the batch touches is re-checked at once.
+func (g *Gateway) onApplied(a store.Applied) {
+	b := a.Batch
+	g.Broker.Gen.Add(1)
+	affected := map[*broker.Session]bool{}
+	if len(b.Issuers) > 0 || len(b.Delete.Issuers) > 0 {
+		if err := g.loadIssuers(); err != nil {
+			g.log.Error("reload issuers", "err", err)
+		}
+		for _, s := range g.Broker.Sessions.All() {
+			if s.Method == authn.MethodToken {
+				affected[s] = true
+			}
+		}
+	}
+	for _, r := range b.Revocations {
+		n := g.Verifier.Forget(func(c *authn.Claims) bool { return authn.RevocationCovers(r, c) })
+		var cands []*broker.Session
+		switch r.Kind {
+		case store.RevokeToken:
+			cands = g.Broker.Sessions.ByJTI(r.Value)
+		case store.RevokeDevice:
+			cands = g.Broker.Sessions.ByDevice(r.Value)
+		case store.RevokeSubject:
+			cands = g.Broker.Sessions.BySubject(r.Value)
+		}
+		for _, s := range cands {
+			if c := s.Claims(); c != nil && authn.RevocationCovers(r, c) {
+				g.Broker.End(s, packets.ErrNotAuthorized, "revoked: "+string(r.Kind))
+			}
+		}
+		g.log.Info("revocation applied", "kind", r.Kind, "value", r.Value, "cached_tokens_dropped", n)
+	}
+	for _, d := range b.Devices {
+		for _, s := range g.Broker.Sessions.ByDevice(d.ID) {
+			affected[s] = true
+		}
+	}
+	for _, id := range b.Delete.Devices {
+		for _, s := range g.Broker.Sessions.ByDevice(id) {
+			affected[s] = true
+		}
+	}
+	if len(b.Classes) > 0 {
+		changed := map[string]bool{}
+		for _, c := range b.Classes {
+			changed[c.Name] = true
+		}
+		for _, s := range g.Broker.Sessions.All() {
+			if changed[s.Class] {
+				affected[s] = true
+			}
+		}
+	}
+	for s := range affected {
+		g.recheck(s)
+	}
+}
+
+// recheck re-evaluates a live session against the store, as a new CONNECT
+// would be, and ends it or updates its permissions.
+func (g *Gateway) recheck(s *broker.Session) {
+	end := func(reason string) { g.Broker.End(s, packets.ErrNotAuthorized, reason) }
+	d, err := g.Store.Device(s.Device)
+	if errors.Is(err, store.ErrNotFound) {
+		end("device deleted")
+		return
+	} else if err != nil {
+		end("store error: " + err.Error()) // fail closed
+		return
+	}
+	if d.Status != store.DeviceActive {
+		end("device " + string(d.Status))
+		return
+	}
+	c := s.Claims()
+	if c != nil {
+		if c.Subject != d.ID && c.Subject != d.Owner {
+			end("owner changed")
+			return
+		}
+		if err := g.Auth.CheckRevoked(c); err != nil {
+			end(err.Error())
+			return
+		}
+		if !g.Verifier.HasKey(c.Issuer, c.Kid) {
+			end("signing key no longer trusted")
+			return
+		}
+	} else if d.CertSHA256 != "" && d.CertSHA256 != s.CertSHA256 {
+		end("certificate no longer registered")
+		return
+	}
+	perms, err := g.Auth.Permissions(d, c, s.ClientID)
+	if err != nil {
+		end(err.Error())
+		return
+	}
+	g.Broker.Apply(s, perms)
+}
+
+// kick ends the sessions a request names.
+func (g *Gateway) kick(device, subject, jti, why string) int {
+	var ss []*broker.Session
+	switch {
+	case device != "":
+		ss = g.Broker.Sessions.ByDevice(device)
+	case subject != "":
+		ss = g.Broker.Sessions.BySubject(subject)
+	case jti != "":
+		ss = g.Broker.Sessions.ByJTI(jti)
+	}
+	return g.Broker.Kick(ss, why)
+}

@@ -1,0 +1,438 @@
+// Package store keeps the gateway's local state in Badger: devices, classes,
+// users, grants, trusted issuers, revocations and the sync cursor. Every change
+// arrives as a Batch, validated whole and applied in one transaction, so the
+// gateway decides from a consistent store while its uplink is down.
+package store
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	badger "github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
+)
+
+// SchemaVersion is the layout of keys and records this code reads and writes.
+const SchemaVersion = 1
+
+// Key prefixes. One byte-string namespace per record type keeps prefix scans cheap.
+const (
+	pMeta      = "m/"
+	pClass     = "c/"
+	pDevice    = "d/"
+	pUser      = "u/"
+	pGrant     = "g/"
+	pIssuer    = "i/"
+	pRevoke    = "r/"
+	pIdxCertFP = "x/fp/"
+	pIdxCertIS = "x/is/"
+	pIdxOwner  = "x/own/"
+	kSchema    = pMeta + "schema"
+	kSeq       = pMeta + "seq"
+	kCursor    = pMeta + "cursor"
+)
+
+// ErrNotFound is returned when a record does not exist.
+var ErrNotFound = errors.New("not found")
+
+// Options tunes the store. Zero values take the defaults sized for a 512 MB board.
+type Options struct {
+	// Dir holds the Badger files. Empty with InMemory for tests.
+	Dir      string
+	InMemory bool
+	Logger   *slog.Logger
+}
+
+// Store is the gateway's Badger-backed state.
+type Store struct {
+	db  *badger.DB
+	log *slog.Logger
+
+	mu       sync.Mutex // serializes Apply so Rev numbers are ordered and watchers see batches in order
+	watchers []func(Applied)
+}
+
+// Applied describes a committed batch to watchers.
+type Applied struct {
+	Rev   uint64
+	Batch *Batch
+	// Previous holds the devices as they were before the batch, for those it changed or deleted.
+	Previous map[string]Device
+}
+
+// badgerOptions sizes Badger for a gateway with 512 MB of RAM shared with
+// everything else: two 16 MB memtables, a 16 MB block cache (needed anyway:
+// Badger panics with compression and no block cache), an 8 MB index cache, and
+// small value-log files so GC can reclaim space in small steps. Values under
+// 1 KB (all our records) stay in the LSM tree, so a read is one table lookup.
+func badgerOptions(o Options) badger.Options {
+	bo := badger.DefaultOptions(o.Dir).
+		WithInMemory(o.InMemory).
+		WithLogger(nil).
+		WithMemTableSize(16 << 20).
+		WithNumMemtables(2).
+		WithNumLevelZeroTables(2).
+		WithNumLevelZeroTablesStall(8).
+		WithBlockCacheSize(16 << 20).
+		WithIndexCacheSize(8 << 20).
+		WithValueLogFileSize(64 << 20).
+		WithValueThreshold(1 << 10).
+		WithCompression(options.ZSTD).
+		WithNumCompactors(2).
+		WithSyncWrites(false) // batches call Sync themselves before they report success
+	if o.InMemory {
+		bo.Dir, bo.ValueDir = "", ""
+	}
+	return bo
+}
+
+// Open opens (creating if needed) the store and checks its schema version.
+func Open(o Options) (*Store, error) {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	db, err := badger.Open(badgerOptions(o))
+	if err != nil {
+		return nil, fmt.Errorf("open store at %q: %w", o.Dir, err)
+	}
+	s := &Store{db: db, log: o.Logger}
+	if err := s.checkSchema(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Store) checkSchema() error {
+	return s.db.Update(func(txn *badger.Txn) error {
+		item, err := txn.Get([]byte(kSchema))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return txn.Set([]byte(kSchema), u64(SchemaVersion))
+		}
+		if err != nil {
+			return fmt.Errorf("read schema version: %w", err)
+		}
+		v, err := item.ValueCopy(nil)
+		if err != nil {
+			return fmt.Errorf("read schema version: %w", err)
+		}
+		if got := binary.BigEndian.Uint64(v); got != SchemaVersion {
+			return fmt.Errorf("store schema version is %d, this edgeid reads %d: upgrade edgeid or restore a matching backup", got, SchemaVersion)
+		}
+		return nil
+	})
+}
+
+// Close flushes and closes the store.
+func (s *Store) Close() error {
+	if err := s.db.Sync(); err != nil {
+		s.log.Warn("store sync on close failed", "err", err)
+	}
+	return s.db.Close()
+}
+
+// RunGC reclaims value-log space until ctx ends. Badger never does it by itself.
+func (s *Store) RunGC(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			for s.db.RunValueLogGC(0.5) == nil {
+			}
+		}
+	}
+}
+
+// Watch registers fn to be called, in order, after each batch commits.
+// Register watchers before the store is shared.
+func (s *Store) Watch(fn func(Applied)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.watchers = append(s.watchers, fn)
+}
+
+func u64(v uint64) []byte {
+	b := make([]byte, 8)
+	binary.BigEndian.PutUint64(b, v)
+	return b
+}
+
+// Apply validates b and writes it in one transaction together with cursor (if
+// non-nil). Nothing is written if any record is invalid. It returns after the
+// write is durable on disk, then tells the watchers.
+func (s *Store) Apply(b *Batch, cursor *Cursor) (uint64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+
+	var rev uint64
+	prev := map[string]Device{}
+	err := s.db.Update(func(txn *badger.Txn) error {
+		if err := b.validate(func(name string) bool {
+			_, err := txn.Get([]byte(pClass + name))
+			return err == nil
+		}); err != nil {
+			return err
+		}
+		// Devices of a class being deleted would lose their permissions silently.
+		for _, c := range b.Delete.Classes {
+			if n := classUsers(txn, c, b); n > 0 {
+				return &ValidationError{Problems: []string{fmt.Sprintf("delete.classes %q is still used by %d devices; move or delete them first", c, n)}}
+			}
+		}
+		seq, err := getU64(txn, kSeq)
+		if err != nil {
+			return err
+		}
+		rev = seq + 1
+		if err := txn.Set([]byte(kSeq), u64(rev)); err != nil {
+			return err
+		}
+		for _, c := range b.Classes {
+			c.Rev = rev
+			if err := putJSON(txn, pClass+c.Name, c); err != nil {
+				return err
+			}
+		}
+		for _, d := range b.Devices {
+			old, err := getDevice(txn, d.ID)
+			if err == nil {
+				prev[d.ID] = old
+				if err := dropDeviceIndexes(txn, old); err != nil {
+					return err
+				}
+			} else if !errors.Is(err, ErrNotFound) {
+				return err
+			}
+			d.Rev = rev
+			if err := putJSON(txn, pDevice+d.ID, d); err != nil {
+				return err
+			}
+			if err := addDeviceIndexes(txn, d); err != nil {
+				return err
+			}
+		}
+		for _, u := range b.Users {
+			u.Rev = rev
+			if err := putJSON(txn, pUser+u.ID, u); err != nil {
+				return err
+			}
+		}
+		for _, g := range b.Grants {
+			g.Rev = rev
+			if err := putJSON(txn, pGrant+g.ID, g); err != nil {
+				return err
+			}
+		}
+		for _, is := range b.Issuers {
+			is.Rev = rev
+			if err := putJSON(txn, pIssuer+is.Issuer, is); err != nil {
+				return err
+			}
+		}
+		now := time.Now()
+		for _, r := range b.Revocations {
+			v, err := json.Marshal(r)
+			if err != nil {
+				return err
+			}
+			e := badger.NewEntry([]byte(pRevoke+r.Key()), v)
+			if ttl, ok := revocationTTL(r, now); ok {
+				e = e.WithTTL(ttl)
+			}
+			if err := txn.SetEntry(e); err != nil {
+				return err
+			}
+		}
+		for _, id := range b.Delete.Devices {
+			old, err := getDevice(txn, id)
+			if errors.Is(err, ErrNotFound) {
+				continue
+			} else if err != nil {
+				return err
+			}
+			prev[id] = old
+			if err := dropDeviceIndexes(txn, old); err != nil {
+				return err
+			}
+			if err := txn.Delete([]byte(pDevice + id)); err != nil {
+				return err
+			}
+		}
+		for prefix, keys := range map[string][]string{pClass: b.Delete.Classes, pUser: b.Delete.Users, pGrant: b.Delete.Grants, pIssuer: b.Delete.Issuers, pRevoke: b.Delete.Revocations} {
+			for _, k := range keys {
+				if err := txn.Delete([]byte(prefix + k)); err != nil {
+					return err
+				}
+			}
+		}
+		if cursor != nil {
+			if err := putJSON(txn, kCursor, cursor); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if errors.Is(err, badger.ErrTxnTooBig) {
+		return 0, fmt.Errorf("apply batch of %d records: too large for one transaction; split it into batches of a few thousand records", b.Size())
+	}
+	if err != nil {
+		var ve *ValidationError
+		if errors.As(err, &ve) {
+			return 0, err
+		}
+		return 0, fmt.Errorf("apply batch: %w", err)
+	}
+	// Durable before reported: a revocation must survive a power cut.
+	if err := s.db.Sync(); err != nil {
+		return 0, fmt.Errorf("apply batch: sync to disk: %w", err)
+	}
+	a := Applied{Rev: rev, Batch: b, Previous: prev}
+	for _, w := range s.watchers {
+		w(a)
+	}
+	return rev, nil
+}
+
+func classUsers(txn *badger.Txn, class string, b *Batch) int {
+	moving := map[string]bool{}
+	for _, d := range b.Devices {
+		moving[d.ID] = true
+	}
+	for _, id := range b.Delete.Devices {
+		moving[id] = true
+	}
+	n := 0
+	_ = iterate(txn, pDevice, func(_ string, v []byte) error {
+		var d Device
+		if json.Unmarshal(v, &d) == nil && d.Class == class && !moving[d.ID] {
+			n++
+		}
+		return nil
+	})
+	return n
+}
+
+func certIssuerIndexKey(issuer, serial string) string {
+	h := sha256.Sum256([]byte(issuer))
+	return pIdxCertIS + hex.EncodeToString(h[:16]) + "/" + serial
+}
+
+func addDeviceIndexes(txn *badger.Txn, d Device) error {
+	if d.CertSHA256 != "" {
+		k := []byte(pIdxCertFP + d.CertSHA256)
+		if item, err := txn.Get(k); err == nil {
+			other, _ := item.ValueCopy(nil)
+			if string(other) != d.ID {
+				return &ValidationError{Problems: []string{fmt.Sprintf("devices %q: cert_sha256 is already the certificate of device %q", d.ID, other)}}
+			}
+		}
+		if err := txn.Set(k, []byte(d.ID)); err != nil {
+			return err
+		}
+	}
+	if d.CertIssuer != "" {
+		k := []byte(certIssuerIndexKey(d.CertIssuer, d.CertSerial))
+		if item, err := txn.Get(k); err == nil {
+			other, _ := item.ValueCopy(nil)
+			if string(other) != d.ID {
+				return &ValidationError{Problems: []string{fmt.Sprintf("devices %q: cert_issuer/cert_serial already identify device %q", d.ID, other)}}
+			}
+		}
+		if err := txn.Set(k, []byte(d.ID)); err != nil {
+			return err
+		}
+	}
+	if d.Owner != "" {
+		if err := txn.Set([]byte(pIdxOwner+d.Owner+"/"+d.ID), nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func dropDeviceIndexes(txn *badger.Txn, d Device) error {
+	var keys []string
+	if d.CertSHA256 != "" {
+		keys = append(keys, pIdxCertFP+d.CertSHA256)
+	}
+	if d.CertIssuer != "" {
+		keys = append(keys, certIssuerIndexKey(d.CertIssuer, d.CertSerial))
+	}
+	if d.Owner != "" {
+		keys = append(keys, pIdxOwner+d.Owner+"/"+d.ID)
+	}
+	for _, k := range keys {
+		if err := txn.Delete([]byte(k)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func putJSON(txn *badger.Txn, key string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", key, err)
+	}
+	return txn.Set([]byte(key), b)
+}
+
+func getU64(txn *badger.Txn, key string) (uint64, error) {
+	item, err := txn.Get([]byte(key))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	var v uint64
+	err = item.Value(func(b []byte) error {
+		if len(b) != 8 {
+			return fmt.Errorf("%s: corrupt counter", key)
+		}
+		v = binary.BigEndian.Uint64(b)
+		return nil
+	})
+	return v, err
+}
+
+func getJSON(txn *badger.Txn, key string, v any) error {
+	item, err := txn.Get([]byte(key))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return ErrNotFound
+	}
+	if err != nil {
+		return err
+	}
+	return item.Value(func(b []byte) error { return json.Unmarshal(b, v) })
+}
+
+func getDevice(txn *badger.Txn, id string) (Device, error) {
+	var d Device
+	err := getJSON(txn, pDevice+id, &d)
+	return d, err
+}
+
+func iterate(txn *badger.Txn, prefix string, fn func(key string, v []byte) error) error {
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefix), PrefetchValues: true, PrefetchSize: 64})
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		item := it.Item()
+		err := item.Value(func(v []byte) error { return fn(string(item.Key()[len(prefix):]), v) })
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,126 @@
+package store
+
+import (
+	"encoding/json"
+	"time"
+
+	"github.com/edgeid/edgeid/edge/policy"
+)
+
+// DeviceStatus is the lifecycle state of a device. Only active devices may connect.
+type DeviceStatus string
+
+// Device states.
+const (
+	DeviceActive    DeviceStatus = "active"
+	DeviceSuspended DeviceStatus = "suspended"
+	DeviceRevoked   DeviceStatus = "revoked"
+)
+
+// Device is one registered device, as the manufacturer registered it.
+type Device struct {
+	// ID is the device's identity: its MQTT client ID and its token's client_id.
+	ID string `json:"id"`
+	// Serial and MAC are informational (shown to technicians and owners).
+	Serial string `json:"serial,omitempty"`
+	MAC    string `json:"mac,omitempty"`
+	// Class names the DeviceClass whose permission template applies.
+	Class string `json:"class"`
+	// Owner is the user the device is paired to; empty until paired.
+	Owner  string       `json:"owner,omitempty"`
+	Status DeviceStatus `json:"status"`
+	// CertSHA256 is the lowercase hex SHA-256 of the factory certificate (DER).
+	CertSHA256 string `json:"cert_sha256,omitempty"`
+	// CertIssuer and CertSerial identify a certificate issued by a trusted CA:
+	// the issuer's distinguished name (RFC 4514 string) and the serial in lowercase hex.
+	CertIssuer string `json:"cert_issuer,omitempty"`
+	CertSerial string `json:"cert_serial,omitempty"`
+	// Rev is the store batch that last wrote this record (set by the store).
+	Rev uint64 `json:"rev,omitempty"`
+}
+
+// DeviceClass is a kind of device and the topics every device of that kind may use.
+type DeviceClass struct {
+	Name        string `json:"name"`
+	Description string `json:"description,omitempty"`
+	// Permissions is a template: filters may use {device}, {owner} and {client}.
+	Permissions []policy.Rule `json:"permissions"`
+	Rev         uint64        `json:"rev,omitempty"`
+}
+
+// UserStatus is the state of an owner account.
+type UserStatus string
+
+// User states.
+const (
+	UserActive   UserStatus = "active"
+	UserDisabled UserStatus = "disabled"
+)
+
+// User is an owner account, as far as a gateway needs to know it.
+type User struct {
+	ID     string     `json:"id"`
+	Name   string     `json:"name,omitempty"`
+	Status UserStatus `json:"status"`
+	Rev    uint64     `json:"rev,omitempty"`
+}
+
+// Grant is an owner's share of a device's topics with another party (UMA 2.0).
+type Grant struct {
+	ID      string        `json:"id"`
+	Owner   string        `json:"owner"`
+	Device  string        `json:"device"`
+	Grantee string        `json:"grantee"`
+	Rules   []policy.Rule `json:"rules"`
+	// Expires is when the share ends; zero means it lasts until revoked.
+	Expires time.Time `json:"expires,omitzero"`
+	Rev     uint64    `json:"rev,omitempty"`
+}
+
+// Issuer is a token issuer the gateway trusts and its public keys.
+type Issuer struct {
+	// Issuer is the exact `iss` value of its tokens.
+	Issuer string `json:"issuer"`
+	// JWKS is the issuer's public key set (RFC 7517). Every key needs kid and alg.
+	JWKS JWKS `json:"jwks"`
+	Rev  uint64 `json:"rev,omitempty"`
+}
+
+// RevocationKind says what a revocation applies to.
+type RevocationKind string
+
+// Revocation kinds.
+const (
+	// RevokeToken revokes one token by its jti.
+	RevokeToken RevocationKind = "jti"
+	// RevokeDevice revokes every token whose client_id is the device, issued at or before RevokedAt.
+	RevokeDevice RevocationKind = "device"
+	// RevokeSubject revokes every token whose sub is the subject, issued at or before RevokedAt.
+	RevokeSubject RevocationKind = "subject"
+)
+
+// Revocation refuses tokens. It is kept until every token it could apply to
+// has expired (ExpiresAt), then dropped by TTL, as RFC 9770 suggests.
+type Revocation struct {
+	Kind  RevocationKind `json:"kind"`
+	Value string         `json:"value"`
+	// RevokedAt: for device and subject revocations, tokens issued (iat) at or
+	// before this instant are refused; tokens issued later are not.
+	RevokedAt time.Time `json:"revoked_at"`
+	// ExpiresAt is when the entry may be forgotten; zero means never.
+	ExpiresAt time.Time `json:"expires_at,omitzero"`
+	Reason    string    `json:"reason,omitempty"`
+}
+
+// Key returns the storage key suffix identifying the revocation.
+func (r Revocation) Key() string { return string(r.Kind) + "/" + r.Value }
+
+// Cursor is the sync position of this gateway at the authority.
+type Cursor struct {
+	Epoch    string    `json:"epoch"`
+	Seq      uint64    `json:"seq"`
+	SyncedAt time.Time `json:"synced_at"`
+}
+
+// JWKS is a JSON Web Key Set kept as the issuer published it.
+type JWKS = json.RawMessage
