@@ -172,7 +172,9 @@ func TestBadTokensRefused(t *testing.T) {
 		{"oversized", "thermo-1", mint(func(c map[string]any) { c["pad"] = strings.Repeat("x", 9000) }), "oversized", 0x86},
 		{"not a JWT", "thermo-1", "hello", "malformed", 0x86},
 		{"acting for a stranger", "thermo-1", mint(func(c map[string]any) { c["sub"] = "mallory" }), "subject_mismatch", 0x87},
-		{"bound to a key without proof", "thermo-1", mint(func(c map[string]any) { c["cnf"] = map[string]any{"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"} }), "pop_required", 0x87},
+		{"bound to a key without proof", "thermo-1", mint(func(c map[string]any) {
+			c["cnf"] = map[string]any{"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}
+		}), "pop_required", 0x87},
 		{"client id of another device", "thermo-2", good, "client_id_mismatch", 0x85},
 	}
 	for _, tc := range cases {

@@ -67,7 +67,9 @@ func (e *ValidationError) Error() string {
 
 type problems struct{ list []string }
 
-func (p *problems) add(format string, args ...any) { p.list = append(p.list, fmt.Sprintf(format, args...)) }
+func (p *problems) add(format string, args ...any) {
+	p.list = append(p.list, fmt.Sprintf(format, args...))
+}
 
 // validID checks an identifier used in keys and topic placeholders.
 func validID(s string) error {

@@ -633,6 +633,7 @@ func TestDeleteClassInUse(t *testing.T) {
 }
 
 func TestRevocationTTL(t *testing.T) {
+	t.Parallel()
 	s := newStore(t)
 	now := time.Now()
 	mustApply(t, s, &store.Batch{Revocations: []store.Revocation{
@@ -803,5 +804,26 @@ func TestWatchSeesEachBatchInOrder(t *testing.T) {
 	wantPrev = store.Device{ID: "d2", Class: "sensor", Status: store.DeviceActive, Rev: 1}
 	if len(got[2].Previous) != 1 || !reflect.DeepEqual(got[2].Previous["d2"], wantPrev) {
 		t.Errorf("Applied[2].Previous = %+v, want deleted d2: %+v", got[2].Previous, wantPrev)
+	}
+}
+
+// A revocation must be held at least until its ExpiresAt: it is "when the
+// entry may be forgotten", and tokens it covers may be valid until then.
+func TestRevocationHeldUntilExpiresAt(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	// ExpiresAt 0.9 s past a whole second, between 1.9 s and 2.9 s from now,
+	// so that a TTL rounded down to whole seconds would show.
+	exp := time.Now().Truncate(time.Second).Add(2*time.Second + 900*time.Millisecond)
+	mustApply(t, s, &store.Batch{Revocations: []store.Revocation{
+		{Kind: store.RevokeToken, Value: "j", RevokedAt: time.Now(), ExpiresAt: exp},
+	}}, nil)
+	for time.Now().Before(exp.Add(-100 * time.Millisecond)) {
+		if _, ok, err := s.Revocation(store.RevokeToken, "j"); err != nil {
+			t.Fatal(err)
+		} else if !ok {
+			t.Fatalf("revocation forgotten %s before its expires_at", time.Until(exp).Round(time.Millisecond))
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

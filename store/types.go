@@ -82,7 +82,7 @@ type Issuer struct {
 	// Issuer is the exact `iss` value of its tokens.
 	Issuer string `json:"issuer"`
 	// JWKS is the issuer's public key set (RFC 7517). Every key needs kid and alg.
-	JWKS JWKS `json:"jwks"`
+	JWKS JWKS   `json:"jwks"`
 	Rev  uint64 `json:"rev,omitempty"`
 }
 
