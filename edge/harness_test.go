@@ -27,7 +27,7 @@ import (
 
 // gw is a real gateway on loopback with the demo bundle imported.
 type gw struct {
-	t     *testing.T
+	t     testing.TB
 	g     *edge.Gateway
 	cfg   config.Config
 	iss   *demo.Issuer
@@ -52,9 +52,13 @@ func (s *syncBuf) String() string {
 	return s.b.String()
 }
 
+type configT = config.Config
+
 type gwOpt func(*config.Config)
 
-func startGateway(t *testing.T, opts ...gwOpt) *gw {
+func startGateway(t *testing.T, opts ...gwOpt) *gw { return startGatewayTB(t, opts...) }
+
+func startGatewayTB(t testing.TB, opts ...gwOpt) *gw {
 	t.Helper()
 	dir := t.TempDir()
 	// unix socket paths are limited to 108 bytes; t.TempDir can be longer.
@@ -106,7 +110,7 @@ func startGateway(t *testing.T, opts ...gwOpt) *gw {
 	return &gw{t: t, g: g, cfg: cfg, iss: iss, files: files, logs: logs}
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	if testing.Verbose() {

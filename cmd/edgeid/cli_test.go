@@ -1,0 +1,143 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/edgeid/edgeid/edge"
+	"github.com/edgeid/edgeid/edge/admin"
+	"github.com/edgeid/edgeid/edge/config"
+	"github.com/edgeid/edgeid/edge/demo"
+	"github.com/edgeid/edgeid/store"
+)
+
+// daemon starts a real gateway with the demo bundle and returns its socket.
+func daemon(t *testing.T) (*edge.Gateway, *demo.Issuer, string) {
+	t.Helper()
+	sockDir, err := os.MkdirTemp("", "eidcli")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(sockDir) })
+	cfg := config.Default()
+	cfg.Gateway.ID = "cli-test"
+	cfg.StateDir = t.TempDir()
+	cfg.MQTT.TCP = "127.0.0.1:0"
+	cfg.Admin.Socket = filepath.Join(sockDir, "admin.sock")
+	g, err := edge.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { g.Close() })
+	iss, _ := demo.NewIssuer("https://issuer.test", "k1")
+	b, _ := demo.Bundle(iss, "")
+	if _, err := g.Store.Apply(b, nil); err != nil {
+		t.Fatal(err)
+	}
+	return g, iss, cfg.Admin.Socket
+}
+
+// cli runs one CLI command in-process and returns what it printed.
+func cli(t *testing.T, fn func(context.Context, []string) error, args ...string) (string, error) {
+	t.Helper()
+	var buf bytes.Buffer
+	stdout = &buf
+	defer func() { stdout = os.Stdout }()
+	err := fn(context.Background(), args)
+	return buf.String(), err
+}
+
+func TestCLIAgainstDaemon(t *testing.T) {
+	g, iss, sock := daemon(t)
+
+	out, err := cli(t, runStatus, "--socket", sock)
+	if err != nil || !strings.Contains(out, "cli-test") || !strings.Contains(out, "devices=3") {
+		t.Fatalf("status: %v\n%s", err, out)
+	}
+	out, err = cli(t, runStatus, "--socket", sock, "--json")
+	var st admin.Status
+	if err != nil || json.Unmarshal([]byte(out), &st) != nil || st.Gateway != "cli-test" || st.Records["classes"] != 2 {
+		t.Fatalf("status --json: %v\n%s", err, out)
+	}
+
+	out, err = cli(t, runDevices, "--socket", sock)
+	if err != nil || !strings.Contains(out, "thermo-1") || !strings.Contains(out, "acme-cloud") {
+		t.Fatalf("devices: %v\n%s", err, out)
+	}
+
+	out, err = cli(t, runImport, "--socket", sock, "../../testdata/provisioning.json")
+	if err != nil || !strings.Contains(out, "imported 7 record(s)") {
+		t.Fatalf("import: %v\n%s", err, out)
+	}
+	if d, err := g.Store.Device("speaker-42"); err != nil || d.Owner != "bob" {
+		t.Fatalf("speaker-42 after import: %+v %v", d, err)
+	}
+	out, err = cli(t, runRevocations, "--socket", sock, "--json")
+	var revs []store.Revocation
+	if err != nil || json.Unmarshal([]byte(out), &revs) != nil || len(revs) != 2 {
+		t.Fatalf("revocations --json: %v\n%s", err, out)
+	}
+
+	// A bad file is refused with the field named, and changes nothing.
+	bad := filepath.Join(t.TempDir(), "bad.json")
+	os.WriteFile(bad, []byte(`{"devices":[{"id":"x","class":"nope","status":"active"}]}`), 0o600)
+	if _, err := cli(t, runImport, "--socket", sock, bad); err == nil || !strings.Contains(err.Error(), `class "nope" is not known`) {
+		t.Fatalf("bad import: %v", err)
+	}
+	if _, err := g.Store.Device("x"); err == nil {
+		t.Fatal("a rejected import created a device")
+	}
+
+	// A live session shows up, and kick ends it.
+	conn, err := net.Dial("tcp", g.Addr("tcp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	disc := make(chan byte, 1)
+	c := paho.NewClient(paho.ClientConfig{Conn: conn, OnServerDisconnect: func(d *paho.Disconnect) { disc <- d.ReasonCode }, OnClientError: func(error) {}})
+	tok, _ := iss.Mint(iss.Claims("thermo-1", "alice", "edgeid", "publish:devices/thermo-1/telemetry/#", time.Hour), nil)
+	if ca, err := c.Connect(context.Background(), &paho.Connect{ClientID: "thermo-1", KeepAlive: 30, CleanStart: true,
+		Properties: &paho.ConnectProperties{AuthMethod: "ace", AuthData: []byte(tok)}}); err != nil || ca.ReasonCode != 0 {
+		t.Fatalf("connect: %v", err)
+	}
+	out, err = cli(t, runSessions, "--socket", sock)
+	if err != nil || !strings.Contains(out, "thermo-1") || !strings.Contains(out, "token") {
+		t.Fatalf("sessions: %v\n%s", err, out)
+	}
+	out, err = cli(t, runKick, "--socket", sock, "thermo-1")
+	if err != nil || !strings.Contains(out, "kicked 1 session(s)") {
+		t.Fatalf("kick: %v\n%s", err, out)
+	}
+	select {
+	case code := <-disc:
+		if code != 0x87 {
+			t.Fatalf("kick DISCONNECT 0x%02x, want 0x87", code)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("kicked client was not disconnected")
+	}
+	if _, err := cli(t, runKick, "--socket", sock); err == nil {
+		t.Fatal("kick without a target was accepted")
+	}
+}
+
+func TestCLIWithoutDaemon(t *testing.T) {
+	_, err := cli(t, runStatus, "--socket", filepath.Join(t.TempDir(), "none.sock"))
+	if err == nil || !strings.Contains(err.Error(), "is edgeid serve running") {
+		t.Fatalf("status without a daemon: %v", err)
+	}
+}

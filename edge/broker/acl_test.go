@@ -1,0 +1,114 @@
+package broker
+
+import (
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+
+	"github.com/edgeid/edgeid/edge/policy"
+)
+
+// aclFixture is a broker with one live session holding a realistic
+// thermostat permission set, for the per-message path.
+func aclFixture(t testing.TB) (*aclHook, *mqtt.Client, *Session) {
+	srv := mqtt.New(&mqtt.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	b, err := New(srv, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules, err := policy.Expand([]policy.Rule{
+		{Filter: "devices/{device}/telemetry/#", Actions: policy.Publish},
+		{Filter: "devices/{device}/commands/#", Actions: policy.Subscribe},
+		{Filter: "devices/{device}/status", Actions: policy.Publish | policy.Subscribe},
+		{Filter: "firmware/thermostat/#", Actions: policy.Subscribe},
+		{Filter: "owners/{owner}/alerts", Actions: policy.Publish},
+	}, policy.Vars{Device: "thermo-1", Owner: "alice", Client: "thermo-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	set, err := policy.Compile(rules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	scope, _ := policy.Compile([]policy.Rule{{Filter: "devices/thermo-1/#", Actions: policy.Publish | policy.Subscribe}, {Filter: "firmware/#", Actions: policy.Subscribe}})
+	cl := srv.NewClient(nil, "t", "thermo-1", false)
+	s := &Session{ClientID: "thermo-1", Device: "thermo-1", cl: cl, End: time.Now().Add(time.Hour)}
+	s.SetPerms(policy.NewPerms(set, scope))
+	b.Sessions.add(s)
+	return &aclHook{b: b}, cl, s
+}
+
+func TestACLCheck(t *testing.T) {
+	h, cl, s := aclFixture(t)
+	cases := []struct {
+		topic string
+		write bool
+		want  bool
+	}{
+		{"devices/thermo-1/telemetry/temp", true, true},
+		{"devices/thermo-1/telemetry/temp", false, false},
+		{"devices/thermo-2/telemetry/temp", true, false},
+		{"devices/thermo-1/commands/#", false, true},
+		{"devices/thermo-1/commands/set", false, true},
+		{"devices/thermo-1/#", false, false},
+		{"firmware/thermostat/v2", false, true},
+		{"firmware/speaker/v2", false, false}, // scope allows, class does not
+		{"owners/alice/alerts", true, false},  // class allows, scope does not
+	}
+	for _, c := range cases {
+		if got := h.OnACLCheck(cl, c.topic, c.write); got != c.want {
+			t.Errorf("OnACLCheck(%q, write=%v) = %v, want %v", c.topic, c.write, got, c.want)
+		}
+	}
+	// An unknown connection is refused: fail closed.
+	other := h.b.Server.NewClient(nil, "t", "thermo-1", false)
+	if h.OnACLCheck(other, "devices/thermo-1/telemetry/temp", true) {
+		t.Error("a connection without a session was allowed")
+	}
+	// Past the credential's end, nothing is allowed, before any timer fires.
+	s.End = time.Now().Add(-time.Millisecond)
+	if h.OnACLCheck(cl, "devices/thermo-1/telemetry/temp", true) {
+		t.Error("expired session was allowed to publish")
+	}
+	if h.OnACLCheck(cl, "devices/thermo-1/commands/set", false) {
+		t.Error("expired session was allowed a delivery")
+	}
+}
+
+func TestACLCheckAllocatesNothing(t *testing.T) {
+	h, cl, _ := aclFixture(t)
+	n := testing.AllocsPerRun(1000, func() {
+		h.OnACLCheck(cl, "devices/thermo-1/telemetry/temp", true)
+		h.OnACLCheck(cl, "devices/thermo-1/commands/set", false)
+	})
+	if n != 0 {
+		t.Fatalf("OnACLCheck allocates %.1f times per call pair; the per-message path must not allocate", n)
+	}
+}
+
+func BenchmarkACLCheck(b *testing.B) {
+	h, cl, _ := aclFixture(b)
+	b.Run("publish", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			h.OnACLCheck(cl, "devices/thermo-1/telemetry/temp", true)
+		}
+	})
+	b.Run("delivery", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			h.OnACLCheck(cl, "devices/thermo-1/commands/set", false)
+		}
+	})
+	b.Run("parallel", func(b *testing.B) {
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				h.OnACLCheck(cl, "devices/thermo-1/telemetry/temp", true)
+			}
+		})
+	})
+}
