@@ -251,6 +251,7 @@ func (a *adminServer) importBatch(w http.ResponseWriter, r *http.Request) (any, 
 	if err != nil {
 		return nil, badRequest{err.Error()}
 	}
+	a.g.completeRevocations(b.Revocations)
 	rev, err := a.g.Store.Apply(b, nil)
 	if err != nil {
 		return nil, err

@@ -90,6 +90,7 @@ func (g *Gateway) build() error {
 		return err
 	}
 	b.Recheck = g.recheck
+	b.Connects = broker.NewConnectLimiter(cfg.MQTT.ConnectRate, cfg.MQTT.ConnectBurst, 10000)
 	g.Broker = b
 	g.Store.Watch(g.onApplied)
 
@@ -297,4 +298,20 @@ func (g *Gateway) kick(device, subject, jti, why string) int {
 		ss = g.Broker.Sessions.ByJTI(jti)
 	}
 	return g.Broker.Kick(ss, why)
+}
+
+// completeRevocations fills what an operator may leave out of a revocation:
+// revoked_at defaults to now, and expires_at to the moment after which no
+// token it covers could still be accepted here (auth.max_token_lifetime plus
+// skew later), so the entry is kept exactly as long as it matters (RFC 9770).
+func (g *Gateway) completeRevocations(rs []store.Revocation) {
+	now := time.Now()
+	for i := range rs {
+		if rs[i].RevokedAt.IsZero() && rs[i].Kind == store.RevokeToken {
+			rs[i].RevokedAt = now
+		}
+		if rs[i].ExpiresAt.IsZero() && !rs[i].RevokedAt.IsZero() {
+			rs[i].ExpiresAt = rs[i].RevokedAt.Add(g.cfg.Auth.MaxTokenLifetime + g.cfg.Auth.ClockSkew)
+		}
+	}
 }

@@ -78,6 +78,7 @@ func startGatewayTB(t testing.TB, opts ...gwOpt) *gw {
 	cfg.MQTT.TLS = config.TLS{Listen: "127.0.0.1:0", Cert: files.ServerCert, Key: files.ServerKey}
 	cfg.Admin.Socket = filepath.Join(sockDir, "admin.sock")
 	cfg.Auth.ClockSkew = 0
+	cfg.MQTT.ConnectRate = 0 // tests connect often from one address; TestConnectRatePerSource turns it on
 	for _, o := range opts {
 		o(&cfg)
 	}

@@ -396,3 +396,44 @@ func TestAdminImportRejectsBadBatch(t *testing.T) {
 		t.Fatalf("store changed by a rejected import: %d -> %d devices", len(before), len(after))
 	}
 }
+
+func TestConnectRatePerSource(t *testing.T) {
+	g := startGateway(t, func(c *configT) { c.MQTT.ConnectRate, c.MQTT.ConnectBurst = 0.001, 3 })
+	tok := g.token("thermo-1", "alice", nil)
+	var codes []byte
+	for i := 0; i < 5; i++ {
+		code, cl := g.connect(connOpts{clientID: "thermo-1", token: tok})
+		codes = append(codes, code)
+		if cl != nil {
+			_ = cl.c.Disconnect(&paho.Disconnect{})
+		}
+	}
+	if want := []byte{0, 0, 0, 0x9f, 0x9f}; string(codes) != string(want) {
+		t.Fatalf("CONNACK codes %x, want %x (burst of 3, then 0x9f)", codes, want)
+	}
+	if !strings.Contains(g.logs.String(), "reason=connect_rate") {
+		t.Error("rate refusal not logged")
+	}
+}
+
+func TestImportedRevocationKeptAsLongAsItMatters(t *testing.T) {
+	g := startGateway(t, func(c *configT) { c.Auth.MaxTokenLifetime = 2 * time.Hour })
+	revokedAt := time.Now().Add(-time.Minute).Truncate(time.Second)
+	if _, err := g.importJSON(map[string]any{"revocations": []map[string]any{
+		{"kind": "jti", "value": "j-1"},
+		{"kind": "subject", "value": "mallory", "revoked_at": revokedAt},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	r, ok, err := g.g.Store.Revocation(store.RevokeSubject, "mallory")
+	if err != nil || !ok {
+		t.Fatalf("subject revocation not held: %v", err)
+	}
+	if want := revokedAt.Add(2 * time.Hour); !r.ExpiresAt.Equal(want) {
+		t.Errorf("expires_at %s, want revoked_at + max_token_lifetime = %s", r.ExpiresAt, want)
+	}
+	r, ok, _ = g.g.Store.Revocation(store.RevokeToken, "j-1")
+	if !ok || r.RevokedAt.IsZero() || r.ExpiresAt.Sub(r.RevokedAt) != 2*time.Hour {
+		t.Errorf("jti revocation without times: %+v", r)
+	}
+}

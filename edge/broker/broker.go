@@ -40,6 +40,8 @@ type Broker struct {
 	Gen atomic.Uint64
 	// Recheck re-evaluates a live session against the store.
 	Recheck func(*Session)
+	// Connects limits CONNECT attempts per source address; nil for no limit.
+	Connects *ConnectLimiter
 
 	pending sync.Map // *mqtt.Client -> pendingAuth, from OnConnect to OnSessionEstablish
 }
@@ -233,6 +235,15 @@ func (h *authHook) Provides(x byte) bool {
 // our own choosing (OnConnectAuthenticate false always answers 0x86).
 func (h *authHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	b := h.b
+	if !b.Connects.Allow(cl.Net.Remote, b.Now()) {
+		b.Log.Warn("connect refused", "client", pk.Connect.ClientIdentifier, "remote", cl.Net.Remote,
+			"reason", "connect_rate", "detail", "too many connects from this address", "code", "0x9f")
+		if b.Events.AuthResult != nil {
+			b.Events.AuthResult("any", "connect_rate")
+		}
+		b.refuse(cl, packets.ErrConnectionRateExceeded)
+		return packets.ErrConnectionRateExceeded
+	}
 	gen := b.Gen.Load()
 	p, code, err := b.authenticate(cl, pk)
 	method := "certificate"

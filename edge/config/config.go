@@ -56,6 +56,10 @@ type MQTT struct {
 	MaxPacketSize uint32 `mapstructure:"max_packet_size"`
 	// MaxClients caps concurrent sessions.
 	MaxClients int64 `mapstructure:"max_clients"`
+	// ConnectRate is the CONNECTs per second allowed from one source address
+	// (0 turns the limit off); ConnectBurst is how many may come at once.
+	ConnectRate  float64 `mapstructure:"connect_rate"`
+	ConnectBurst int     `mapstructure:"connect_burst"`
 }
 
 // TLS configures the MQTT-over-TLS listener.
@@ -106,6 +110,8 @@ func Default() Config {
 			ConnectTimeout: 10 * time.Second,
 			MaxPacketSize:  256 << 10,
 			MaxClients:     20000,
+			ConnectRate:    5,
+			ConnectBurst:   20,
 		},
 		Auth: Auth{
 			Audiences:        []string{"edgeid"},
@@ -244,6 +250,12 @@ func (c Config) Validate() error {
 	}
 	if c.MQTT.MaxClients < 1 {
 		bad("mqtt.max_clients", "%d must be at least 1", c.MQTT.MaxClients)
+	}
+	if c.MQTT.ConnectRate < 0 {
+		bad("mqtt.connect_rate", "%g must not be negative (0 turns the limit off)", c.MQTT.ConnectRate)
+	}
+	if c.MQTT.ConnectRate > 0 && c.MQTT.ConnectBurst < 1 {
+		bad("mqtt.connect_burst", "%d must be at least 1 when mqtt.connect_rate is set", c.MQTT.ConnectBurst)
 	}
 	if len(c.Auth.Audiences) == 0 {
 		bad("auth.audiences", "is empty; tokens must name this gateway in aud")
