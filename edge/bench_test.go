@@ -6,6 +6,9 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -45,6 +48,13 @@ func BenchmarkPublishThroughput(b *testing.B) {
 		defer srv.Close()
 		runThroughput(b, l.Address(), func(id string) *paho.Connect {
 			return &paho.Connect{ClientID: id, KeepAlive: 30, CleanStart: true}
+		})
+	})
+	b.Run("mosquitto-passwd-acl", func(b *testing.B) {
+		addr := startMosquitto(b)
+		runThroughput(b, addr, func(id string) *paho.Connect {
+			return &paho.Connect{ClientID: id, KeepAlive: 30, CleanStart: true,
+				Username: id, UsernameFlag: true, Password: []byte("pw-" + id), PasswordFlag: true}
 		})
 	})
 	b.Run("edgeid", func(b *testing.B) {
@@ -200,4 +210,58 @@ func BenchmarkTokenConnect(b *testing.B) {
 		}
 		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "connects/s")
 	})
+}
+
+// startMosquitto runs Debian's Mosquitto 2 with a password file and an ACL
+// file granting what the EdgeID classes grant, as a second baseline.
+func startMosquitto(b *testing.B) string {
+	bin, err := exec.LookPath("mosquitto")
+	if err != nil {
+		b.Skip("mosquitto not installed (Debian package mosquitto)")
+	}
+	dir := b.TempDir()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	_, port, _ := net.SplitHostPort(addr)
+	pw := filepath.Join(dir, "passwd")
+	users := []string{"acme-cloud"}
+	for i := 0; i < benchPublishers; i++ {
+		users = append(users, fmt.Sprintf("bench-%d", i))
+	}
+	for i, u := range users {
+		args := []string{"-b", pw, u, "pw-" + u}
+		if i == 0 {
+			args = append([]string{"-c"}, args...)
+		}
+		if out, err := exec.Command("mosquitto_passwd", args...).CombinedOutput(); err != nil {
+			b.Fatalf("mosquitto_passwd: %v %s", err, out)
+		}
+	}
+	acl := "user acme-cloud\ntopic read devices/+/telemetry/#\ntopic write devices/+/commands/#\n\n" +
+		"pattern write devices/%u/telemetry/#\npattern read devices/%u/commands/#\n"
+	conf := fmt.Sprintf("listener %s 127.0.0.1\nallow_anonymous false\npassword_file %s\nacl_file %s\nuser root\npersistence false\nlog_type error\n", port, pw, filepath.Join(dir, "acl"))
+	if err := os.WriteFile(filepath.Join(dir, "acl"), []byte(acl), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "mosquitto.conf"), []byte(conf), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-c", filepath.Join(dir, "mosquitto.conf"))
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	for i := 0; i < 100; i++ {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return addr
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	b.Fatal("mosquitto did not start")
+	return ""
 }

@@ -57,6 +57,10 @@ func TestACLCheck(t *testing.T) {
 		{"firmware/thermostat/v2", false, true},
 		{"firmware/speaker/v2", false, false}, // scope allows, class does not
 		{"owners/alice/alerts", true, false},  // class allows, scope does not
+		{"$share/g1/devices/thermo-1/commands/#", false, true},
+		{"$share/g1/devices/thermo-1/#", false, false},
+		{"$share//devices/thermo-1/commands/#", false, false},
+		{"$share/g1", false, false},
 	}
 	for _, c := range cases {
 		if got := h.OnACLCheck(cl, c.topic, c.write); got != c.want {

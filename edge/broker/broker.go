@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -325,5 +326,20 @@ func (h *aclHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	if write {
 		return p.CanPublish(topic)
 	}
-	return p.CanSubscribe(topic)
+	return p.CanSubscribe(sharedFilter(topic))
+}
+
+// sharedFilter strips the MQTT 5 shared-subscription prefix
+// ($share/<group>/<filter>): what is granted is the filter, whatever the group.
+// A malformed shared filter is returned whole and so matches nothing granted.
+func sharedFilter(f string) string {
+	const p = "$share/"
+	if !strings.HasPrefix(f, p) {
+		return f
+	}
+	i := strings.IndexByte(f[len(p):], '/')
+	if i <= 0 {
+		return f
+	}
+	return f[len(p)+i+1:]
 }
