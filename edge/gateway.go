@@ -223,6 +223,12 @@ func (g *Gateway) onApplied(a store.Applied) {
 			affected[s] = true
 		}
 	}
+	// A disabled owner's token sessions end; a re-enabled one changes nothing live.
+	for _, u := range b.Users {
+		for _, s := range g.Broker.Sessions.BySubject(u.ID) {
+			affected[s] = true
+		}
+	}
 	for _, id := range b.Delete.Devices {
 		for _, s := range g.Broker.Sessions.ByDevice(id) {
 			affected[s] = true
@@ -262,8 +268,8 @@ func (g *Gateway) recheck(s *broker.Session) {
 	}
 	c := s.Claims()
 	if c != nil {
-		if c.Subject != d.ID && c.Subject != d.Owner {
-			end("owner changed")
+		if err := g.Auth.CheckSubject(d, c); err != nil {
+			end(err.Error())
 			return
 		}
 		if err := g.Auth.CheckRevoked(c); err != nil {

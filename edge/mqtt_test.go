@@ -437,3 +437,20 @@ func TestImportedRevocationKeptAsLongAsItMatters(t *testing.T) {
 		t.Errorf("jti revocation without times: %+v", r)
 	}
 }
+
+func TestDisabledOwnerEndsSessions(t *testing.T) {
+	g := startGateway(t)
+	tok := g.token("thermo-1", "alice", nil)
+	dev := g.mustConnect(connOpts{clientID: "thermo-1", token: tok})
+	if _, err := g.importJSON(store.Batch{Users: []store.User{{ID: "alice", Status: store.UserDisabled}}}); err != nil {
+		t.Fatal(err)
+	}
+	if code := dev.expectDisconnect(t); code != 0x87 {
+		t.Fatalf("DISCONNECT %s, want 0x87", hexCode(code))
+	}
+	if code, _ := g.connect(connOpts{clientID: "thermo-1", token: tok}); code != 0x87 {
+		t.Fatalf("token of a disabled owner: CONNACK %s, want 0x87", hexCode(code))
+	}
+	// The device's own call-home token (sub = device) still works.
+	g.mustConnect(connOpts{clientID: "thermo-1", token: g.token("thermo-1", "thermo-1", nil)})
+}

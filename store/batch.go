@@ -157,6 +157,11 @@ func (b *Batch) validate(classKnown func(string) bool) error {
 			}
 		}
 	}
+	for i, id := range b.Delete.Devices {
+		if seen[id] {
+			p.add("delete.devices[%d] %q is also written by this batch; do one or the other", i, id)
+		}
+	}
 	seen = map[string]bool{}
 	for i, u := range b.Users {
 		at := fmt.Sprintf("users[%d]", i)
@@ -172,8 +177,13 @@ func (b *Batch) validate(classKnown func(string) bool) error {
 			p.add("%s.status %q is not one of active, disabled", at, u.Status)
 		}
 	}
+	seen = map[string]bool{}
 	for i, g := range b.Grants {
 		at := fmt.Sprintf("grants[%d]", i)
+		if g.ID != "" && seen[g.ID] {
+			p.add("%s.id %q appears twice in the batch", at, g.ID)
+		}
+		seen[g.ID] = true
 		for field, v := range map[string]string{"id": g.ID, "owner": g.Owner, "device": g.Device, "grantee": g.Grantee} {
 			if err := validID(v); err != nil {
 				p.add("%s.%s %q %v", at, field, v, err)

@@ -249,6 +249,11 @@ func (s *Store) Apply(b *Batch, cursor *Cursor) (uint64, error) {
 			e := badger.NewEntry([]byte(pRevoke+r.Key()), v)
 			if ttl, ok := revocationTTL(r, now); ok {
 				e = e.WithTTL(ttl)
+				// Badger keeps expiry in whole seconds, rounded down: round up
+				// instead, so an entry is never forgotten before ExpiresAt.
+				if up := uint64(r.ExpiresAt.Add(time.Second - time.Nanosecond).Unix()); up > e.ExpiresAt {
+					e.ExpiresAt = up
+				}
 			}
 			if err := txn.SetEntry(e); err != nil {
 				return err

@@ -827,3 +827,35 @@ func TestRevocationHeldUntilExpiresAt(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// Like classes, devices, users and issuers, a grant id may appear only once
+// in a batch; otherwise one of the two grants is silently lost.
+func TestDuplicateGrantIDRejected(t *testing.T) {
+	s := newStore(t)
+	before := snap(t, s)
+	_, err := s.Apply(&store.Batch{Grants: []store.Grant{
+		{ID: "g1", Owner: "alice", Device: "d1", Grantee: "bob", Rules: []policy.Rule{{Filter: "devices/d1/telemetry/#", Actions: policy.Subscribe}}},
+		{ID: "g1", Owner: "alice", Device: "d1", Grantee: "carol", Rules: []policy.Rule{{Filter: "devices/d1/status", Actions: policy.Subscribe}}},
+	}}, nil)
+	ve := asValidation(t, err)
+	if !hasProblem(ve, `grants[1].id "g1" appears twice`) {
+		t.Errorf("problems %q do not name grants[1].id", ve.Problems)
+	}
+	if after := snap(t, s); !reflect.DeepEqual(before, after) {
+		t.Errorf("store changed by a rejected batch")
+	}
+}
+
+func TestDeviceWrittenAndDeletedInOneBatchRejected(t *testing.T) {
+	s, err := store.Open(store.Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	b := &store.Batch{Classes: []store.DeviceClass{{Name: "c"}}, Devices: []store.Device{{ID: "d1", Class: "c", Status: store.DeviceActive}}, Delete: store.Deletions{Devices: []string{"d1"}}}
+	_, err = s.Apply(b, nil)
+	var ve *store.ValidationError
+	if !errors.As(err, &ve) || !strings.Contains(err.Error(), `delete.devices[0] "d1" is also written`) {
+		t.Fatalf("err = %v", err)
+	}
+}

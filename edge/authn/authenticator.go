@@ -25,6 +25,9 @@ const (
 // ReasonSubject: a valid token acting for someone who is not the device's owner.
 const ReasonSubject Reason = "subject_mismatch"
 
+// ReasonUserDisabled: a valid token acting for an owner whose account is disabled.
+const ReasonUserDisabled Reason = "user_disabled"
+
 // Principal is an authenticated device and what it may do.
 type Principal struct {
 	Device store.Device
@@ -100,8 +103,8 @@ func (a *Authenticator) Token(token string, cert *x509.Certificate, provenJKT st
 	if p.CertSHA256 != "" && d.CertSHA256 != "" && d.CertSHA256 != p.CertSHA256 {
 		return nil, fail(ReasonCnfMismatch, "TLS client certificate belongs to another device than the token's client_id %q", c.ClientID)
 	}
-	if c.Subject != d.ID && (d.Owner == "" || c.Subject != d.Owner) {
-		return nil, fail(ReasonSubject, "token acts for %q, who is neither the device nor its owner", c.Subject)
+	if err := a.CheckSubject(d, c); err != nil {
+		return nil, err
 	}
 	if err := a.CheckRevoked(c); err != nil {
 		return nil, err
@@ -166,6 +169,28 @@ func (a *Authenticator) device(id string) (store.Device, error) {
 		return d, fail(ReasonDeviceInactive, "device %q is %s", d.ID, d.Status)
 	}
 	return d, nil
+}
+
+// CheckSubject refuses a token that acts for anyone but the device itself or
+// its current owner, or for an owner whose account is disabled.
+func (a *Authenticator) CheckSubject(d store.Device, c *Claims) error {
+	if c.Subject == d.ID {
+		return nil
+	}
+	if d.Owner == "" || c.Subject != d.Owner {
+		return fail(ReasonSubject, "token acts for %q, who is neither the device nor its owner", c.Subject)
+	}
+	u, err := a.Store.User(d.Owner)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil // the gateway may know devices' owners before it knows their accounts
+	}
+	if err != nil {
+		return fail(ReasonStore, "%v", err)
+	}
+	if u.Status != store.UserActive {
+		return fail(ReasonUserDisabled, "owner %q is %s", u.ID, u.Status)
+	}
+	return nil
 }
 
 // CheckRevoked refuses a token revoked by jti, or issued at or before a

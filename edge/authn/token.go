@@ -245,7 +245,8 @@ func (v *Verifier) Verify(token string) (*Claims, error) {
 			return c, nil
 		}
 	}
-	c, err := v.verify([]byte(token))
+	ring := v.ring.Load()
+	c, err := v.verify(ring, []byte(token))
 	if err != nil {
 		return nil, err
 	}
@@ -254,6 +255,11 @@ func (v *Verifier) Verify(token string) (*Claims, error) {
 	}
 	if v.cache != nil {
 		v.cache.Add(h, c)
+		// SetIssuers may have purged the cache while we verified with the old
+		// keys: never leave behind a token verified by a key no longer trusted.
+		if v.ring.Load() != ring {
+			v.cache.Remove(h)
+		}
 	}
 	return c, nil
 }
@@ -273,7 +279,7 @@ func (v *Verifier) CheckTime(c *Claims) error {
 	return nil
 }
 
-func (v *Verifier) verify(raw []byte) (*Claims, error) {
+func (v *Verifier) verify(ring *keyRing, raw []byte) (*Claims, error) {
 	if strings.Count(string(raw), ".") != 2 {
 		return nil, fail(ReasonMalformed, "not a compact JWS (want header.payload.signature)")
 	}
@@ -303,33 +309,35 @@ func (v *Verifier) verify(raw []byte) (*Claims, error) {
 	if !ok || kid == "" {
 		return nil, fail(ReasonBadHeader, "no kid in header")
 	}
-	cands := (*v.ring.Load())[kid]
+	cands := (*ring)[kid]
 	if len(cands) == 0 {
 		return nil, fail(ReasonUnknownKey, "kid %q is not a key of any trusted issuer", kid)
 	}
-	var tok jwt.Token
 	var signer *ringKey
-	algMismatch := false
+	algMatched := false
 	for i := range cands {
 		k := &cands[i]
 		// The key decides the algorithm; a header that names another one is
 		// an attack (RS256 key used as HS256 secret) or a mistake.
 		if k.alg != alg {
-			algMismatch = true
 			continue
 		}
-		t, err := jwt.Parse(raw, jwt.WithKey(k.alg, k.key), jwt.WithValidate(false),
-			jwt.WithTypedClaim("cnf", Cnf{}))
-		if err == nil {
-			tok, signer = t, k
+		algMatched = true
+		if _, err := jws.Verify(raw, jws.WithKey(k.alg, k.key)); err == nil {
+			signer = k
 			break
 		}
 	}
-	if tok == nil {
-		if algMismatch {
+	if signer == nil {
+		if !algMatched {
 			return nil, fail(ReasonBadHeader, "alg %q does not match key %q's algorithm", alg, kid)
 		}
 		return nil, fail(ReasonBadSignature, "signature does not verify with key %q", kid)
+	}
+	// The signature is good; what fails from here is the claims themselves.
+	tok, err := jwt.Parse(raw, jwt.WithVerify(false), jwt.WithValidate(false), jwt.WithTypedClaim("cnf", Cnf{}))
+	if err != nil {
+		return nil, fail(ReasonBadClaims, "claims: %v", err)
 	}
 
 	c := &Claims{Kid: kid}

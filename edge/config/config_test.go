@@ -156,6 +156,8 @@ func TestLoadRefusesInvalidValues(t *testing.T) {
 		{"connect timeout not a duration", "mqtt:\n  connect_timeout: soon\n", "mqtt.connect_timeout"},
 		{"max packet size", "mqtt:\n  max_packet_size: 10\n", "mqtt.max_packet_size"},
 		{"max clients", "mqtt:\n  max_clients: 0\n", "mqtt.max_clients"},
+		{"connect rate negative", "mqtt:\n  connect_rate: -1\n", "mqtt.connect_rate"},
+		{"connect burst zero with a rate", "mqtt:\n  connect_rate: 2\n  connect_burst: 0\n", "mqtt.connect_burst"},
 		{"audiences empty", "auth:\n  audiences: []\n", "auth.audiences"},
 		{"audience blank", "auth:\n  audiences: [edgeid, \" \"]\n", "auth.audiences[1]"},
 		{"clock skew negative", "auth:\n  clock_skew: -1s\n", "auth.clock_skew"},
@@ -188,6 +190,16 @@ func TestLoadRefusesInvalidValues(t *testing.T) {
 				t.Errorf("Load returned a partly filled config with its error: %+v", c)
 			}
 		})
+	}
+}
+
+func TestConnectRateOffNeedsNoBurst(t *testing.T) {
+	c, err := config.Load(nil, writeYAML(t, "mqtt:\n  connect_rate: 0\n  connect_burst: 0\n"))
+	if err != nil {
+		t.Fatalf("connect_rate 0 (limit off) with connect_burst 0 refused: %v", err)
+	}
+	if c.MQTT.ConnectRate != 0 || c.MQTT.ConnectBurst != 0 {
+		t.Errorf("connect_rate %g, connect_burst %d; want 0, 0", c.MQTT.ConnectRate, c.MQTT.ConnectBurst)
 	}
 }
 

@@ -1,0 +1,496 @@
+package authn_test
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"log/slog"
+	"math/big"
+	"testing"
+	"time"
+
+	"github.com/edgeid/edgeid/edge/authn"
+	"github.com/edgeid/edgeid/edge/demo"
+	"github.com/edgeid/edgeid/edge/policy"
+	"github.com/edgeid/edgeid/store"
+)
+
+// ---- certificates ----
+
+type certKey struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+}
+
+func issueCert(t testing.TB, tmpl *x509.Certificate, parent *certKey) certKey {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, parentCert := k, tmpl
+	if parent != nil {
+		signer, parentCert = parent.key, parent.cert
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parentCert, &k.PublicKey, signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return certKey{cert: c, key: k}
+}
+
+func newCA(t testing.TB, subject pkix.Name, parent *certKey) certKey {
+	t.Helper()
+	return issueCert(t, &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: subject,
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}, parent)
+}
+
+func newLeaf(t testing.TB, cn string, serial int64, notBefore, notAfter time.Time, eku x509.ExtKeyUsage, parent *certKey) *x509.Certificate {
+	t.Helper()
+	return issueCert(t, &x509.Certificate{
+		SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn},
+		NotBefore: notBefore, NotAfter: notAfter,
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{eku},
+	}, parent).cert
+}
+
+func selfSigned(t testing.TB, cn string) *x509.Certificate {
+	return newLeaf(t, cn, 99, time.Now().Add(-time.Hour), time.Now().Add(time.Hour), x509.ExtKeyUsageClientAuth, nil)
+}
+
+func x5t(c *x509.Certificate) string {
+	h := sha256.Sum256(c.Raw)
+	return base64.RawURLEncoding.EncodeToString(h[:])
+}
+
+// ---- fixture ----
+
+var sensorClass = store.DeviceClass{Name: "sensor", Permissions: []policy.Rule{
+	{Filter: "devices/{device}/telemetry/#", Actions: policy.Publish},
+	{Filter: "devices/{device}/commands/+", Actions: policy.Subscribe},
+	{Filter: "owners/{owner}/alerts", Actions: policy.Publish},
+	{Filter: "fleet/{device}/status", Actions: policy.Publish},
+	{Filter: "clients/{client}/inbox", Actions: policy.Subscribe},
+}}
+
+type fixture struct {
+	store *store.Store
+	auth  *authn.Authenticator
+	iss   *demo.Issuer
+
+	ca, ca2, inter     certKey
+	certA, certB       *x509.Certificate // registered by fingerprint to d3 / suspended d5
+	certExpired        *x509.Certificate // registered by fingerprint to d6
+	caLeaf, caLeafSusp *x509.Certificate // registered by issuer/serial to d4 / d7
+	interLeaf          *x509.Certificate // under ca2 via inter, registered to d8
+	caLeafUnregistered *x509.Certificate
+	caLeafServerOnly   *x509.Certificate // registered to d9, but not for client auth
+	forgedLeaf         *x509.Certificate // same issuer DN and serial as caLeaf, other CA
+	unregistered       *x509.Certificate
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	f := &fixture{iss: newIssuer(t, issA, "a1")}
+	now := time.Now()
+	f.ca = newCA(t, pkix.Name{CommonName: "Factory CA", Organization: []string{"Acme"}}, nil)
+	f.ca2 = newCA(t, pkix.Name{CommonName: "Root 2"}, nil)
+	f.inter = newCA(t, pkix.Name{CommonName: "Intermediate"}, &f.ca2)
+	forgedCA := newCA(t, pkix.Name{CommonName: "Factory CA", Organization: []string{"Acme"}}, nil)
+
+	f.certA = selfSigned(t, "d3")
+	f.certB = selfSigned(t, "d5")
+	f.unregistered = selfSigned(t, "nobody")
+	f.certExpired = newLeaf(t, "d6", 5, now.Add(-48*time.Hour), now.Add(-24*time.Hour), x509.ExtKeyUsageClientAuth, nil)
+	f.caLeaf = newLeaf(t, "d4", 0x0a1b2c, now.Add(-time.Hour), now.Add(time.Hour), x509.ExtKeyUsageClientAuth, &f.ca)
+	f.caLeafSusp = newLeaf(t, "d7", 0x77, now.Add(-time.Hour), now.Add(time.Hour), x509.ExtKeyUsageClientAuth, &f.ca)
+	f.caLeafUnregistered = newLeaf(t, "dx", 0x99, now.Add(-time.Hour), now.Add(time.Hour), x509.ExtKeyUsageClientAuth, &f.ca)
+	f.caLeafServerOnly = newLeaf(t, "d9", 0x09, now.Add(-time.Hour), now.Add(time.Hour), x509.ExtKeyUsageServerAuth, &f.ca)
+	f.interLeaf = newLeaf(t, "d8", 0x08, now.Add(-time.Hour), now.Add(time.Hour), x509.ExtKeyUsageClientAuth, &f.inter)
+	f.forgedLeaf = newLeaf(t, "d4", 0x0a1b2c, now.Add(-time.Hour), now.Add(time.Hour), x509.ExtKeyUsageClientAuth, &forgedCA)
+
+	issuer, serial := store.CertIssuerKey(f.caLeaf)
+	if issuer != "CN=Factory CA,O=Acme" || serial != "0a1b2c" {
+		t.Fatalf("CertIssuerKey = %q, %q; want CN=Factory CA,O=Acme and 0a1b2c", issuer, serial)
+	}
+	byIssuer := func(id string, c *x509.Certificate, status store.DeviceStatus) store.Device {
+		is, se := store.CertIssuerKey(c)
+		return store.Device{ID: id, Class: "sensor", Status: status, CertIssuer: is, CertSerial: se}
+	}
+
+	s, err := store.Open(store.Options{Dir: t.TempDir(), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	f.store = s
+	if _, err := s.Apply(&store.Batch{
+		Classes: []store.DeviceClass{sensorClass},
+		Users:   []store.User{{ID: "alice", Status: store.UserActive}, {ID: "bob", Status: store.UserActive}},
+		Issuers: []store.Issuer{record(t, f.iss)},
+		Devices: []store.Device{
+			{ID: "d1", Class: "sensor", Owner: "alice", Status: store.DeviceActive},
+			{ID: "d2", Class: "sensor", Owner: "alice", Status: store.DeviceSuspended},
+			{ID: "d3", Class: "sensor", Status: store.DeviceActive, CertSHA256: authn.CertFingerprint(f.certA)},
+			byIssuer("d4", f.caLeaf, store.DeviceActive),
+			{ID: "d5", Class: "sensor", Status: store.DeviceSuspended, CertSHA256: authn.CertFingerprint(f.certB)},
+			{ID: "d6", Class: "sensor", Status: store.DeviceActive, CertSHA256: authn.CertFingerprint(f.certExpired)},
+			byIssuer("d7", f.caLeafSusp, store.DeviceSuspended),
+			byIssuer("d8", f.interLeaf, store.DeviceActive),
+			byIssuer("d9", f.caLeafServerOnly, store.DeviceActive),
+			{ID: "d10", Class: "sensor", Status: store.DeviceRevoked},
+			{ID: "d11", Class: "sensor", Status: store.DeviceActive},
+		},
+	}, nil); err != nil {
+		t.Fatal(err)
+	}
+
+	v := authn.NewVerifier(defaultConfig())
+	iss, err := s.Issuers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.SetIssuers(iss); err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(f.ca.cert)
+	pool.AddCert(f.ca2.cert)
+	f.auth = &authn.Authenticator{Store: s, Verifier: v, ClientCAs: pool, Skew: 30 * time.Second}
+	return f
+}
+
+func (f *fixture) apply(t *testing.T, b *store.Batch) {
+	t.Helper()
+	if _, err := f.store.Apply(b, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// token mints a token for device with subject sub and the given claim changes.
+func (f *fixture) token(t *testing.T, device, sub string, kv ...any) string {
+	t.Helper()
+	c := f.iss.Claims(device, sub, aud, "publish:devices/"+device+"/telemetry/# publish:other/topic subscribe:devices/"+device+"/commands/+ subscribe:clients/"+device+"/inbox", time.Hour)
+	return mint(t, f.iss, with(c, kv...), nil)
+}
+
+// ---- Token ----
+
+func TestTokenSuccess(t *testing.T) {
+	f := newFixture(t)
+	tok := f.token(t, "d1", "d1")
+	p, err := f.auth.Token(tok, nil, "", "d1")
+	if err != nil {
+		t.Fatalf("Token: %v", err)
+	}
+	want, _ := f.store.Device("d1")
+	if p.Device != want || p.Method != authn.MethodToken || p.Claims == nil || p.Claims.ClientID != "d1" || p.CertSHA256 != "" {
+		t.Errorf("principal = %+v", p)
+	}
+	if wantEnd := p.Claims.Expiry.Add(30 * time.Second); !p.End.Equal(wantEnd) {
+		t.Errorf("End = %s, want exp + skew %s", p.End, wantEnd)
+	}
+	pub := map[string]bool{
+		"devices/d1/telemetry/temp": true,  // class and scope
+		"other/topic":               false, // scope only
+		"fleet/d1/status":           false, // class only
+		"owners/alice/alerts":       false, // class only
+		"devices/d2/telemetry/temp": false, // neither
+	}
+	for topic, want := range pub {
+		if got := p.Perms.CanPublish(topic); got != want {
+			t.Errorf("Perms.CanPublish(%q) = %v, want %v", topic, got, want)
+		}
+	}
+	sub := map[string]bool{
+		"devices/d1/commands/+": true,
+		"clients/d1/inbox":      true, // {client} is the MQTT client id
+		"devices/d1/commands/#": false,
+	}
+	for filter, want := range sub {
+		if got := p.Perms.CanSubscribe(filter); got != want {
+			t.Errorf("Perms.CanSubscribe(%q) = %v, want %v", filter, got, want)
+		}
+	}
+
+	// The owner may act for the device.
+	if _, err := f.auth.Token(f.token(t, "d1", "alice"), nil, "", "d1"); err != nil {
+		t.Errorf("token with sub = owner refused: %v", err)
+	}
+}
+
+func TestTokenRefusals(t *testing.T) {
+	f := newFixture(t)
+	now := time.Now()
+	tests := []struct {
+		name string
+		tok  string
+		want authn.Reason
+	}{
+		{"unknown device", f.token(t, "ghost", "ghost"), authn.ReasonUnknownDevice},
+		{"suspended device", f.token(t, "d2", "d2"), authn.ReasonDeviceInactive},
+		{"revoked device status", f.token(t, "d10", "d10"), authn.ReasonDeviceInactive},
+		{"sub neither device nor owner", f.token(t, "d1", "mallory"), authn.ReasonSubject},
+		{"sub the owner of another device", f.token(t, "d11", "alice"), authn.ReasonSubject},
+		{"sub another device", f.token(t, "d1", "d11"), authn.ReasonSubject},
+		{"expired token", f.token(t, "d1", "d1", "iat", now.Add(-2*time.Hour).Unix(), "exp", now.Add(-time.Hour).Unix()), authn.ReasonExpired},
+		{"wrong audience", f.token(t, "d1", "d1", "aud", "x"), authn.ReasonWrongAudience},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := f.auth.Token(tt.tok, nil, "", "d1")
+			if p != nil {
+				t.Errorf("principal %+v returned with a refusal", p)
+			}
+			wantReason(t, err, tt.want)
+		})
+	}
+}
+
+func TestTokenRevocations(t *testing.T) {
+	f := newFixture(t)
+	now := time.Now()
+	revokedAt := now.Add(-30 * time.Minute)
+	old := func(device, sub string) string {
+		return f.token(t, device, sub, "iat", now.Add(-time.Hour).Unix(), "exp", now.Add(time.Hour).Unix())
+	}
+
+	// Tokens verified (and cached) before the revocations arrive.
+	byJTI := f.token(t, "d1", "d1", "jti", "revoke-me")
+	otherJTI := f.token(t, "d1", "d1", "jti", "keep-me")
+	oldDev := old("d1", "d1")
+	newDev := f.token(t, "d1", "d1")
+	oldSubj := old("d11", "d11")
+	oldSubjOwner := old("d1", "alice")
+	newSubjOwner := f.token(t, "d1", "alice")
+	for _, tok := range []string{byJTI, otherJTI, oldDev, newDev, oldSubj, oldSubjOwner, newSubjOwner} {
+		if _, err := f.auth.Token(tok, nil, "", ""); err != nil {
+			t.Fatalf("token refused before any revocation: %v", err)
+		}
+	}
+
+	f.apply(t, &store.Batch{Revocations: []store.Revocation{
+		{Kind: store.RevokeToken, Value: "revoke-me", RevokedAt: now},
+		{Kind: store.RevokeDevice, Value: "d1", RevokedAt: revokedAt},
+	}})
+	tests := []struct {
+		name string
+		tok  string
+		want authn.Reason // "" = accepted
+	}{
+		{"revoked jti", byJTI, authn.ReasonRevoked},
+		{"other jti", otherJTI, ""},
+		{"device token issued before revoked_at", oldDev, authn.ReasonRevoked},
+		{"device token issued after revoked_at", newDev, ""},
+		{"other device unaffected", oldSubj, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := f.auth.Token(tt.tok, nil, "", "")
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				return
+			}
+			wantReason(t, err, tt.want)
+		})
+	}
+
+	// Subject revocation: alice's tokens issued before revoked_at, for any device.
+	f.apply(t, &store.Batch{
+		Revocations: []store.Revocation{{Kind: store.RevokeSubject, Value: "alice", RevokedAt: revokedAt}},
+		Delete:      store.Deletions{Revocations: []string{"device/d1"}},
+	})
+	_, err := f.auth.Token(oldSubjOwner, nil, "", "")
+	wantReason(t, err, authn.ReasonRevoked)
+	if _, err := f.auth.Token(newSubjOwner, nil, "", ""); err != nil {
+		t.Errorf("alice's token issued after revoked_at refused: %v", err)
+	}
+	if _, err := f.auth.Token(oldDev, nil, "", ""); err != nil {
+		t.Errorf("token of d1 (sub d1) refused after the device revocation was lifted: %v", err)
+	}
+}
+
+func TestRevocationBoundary(t *testing.T) {
+	// iat == revoked_at is revoked ("at or before"); one second later is not.
+	iat := time.Unix(time.Now().Add(-time.Minute).Unix(), 0)
+	c := &authn.Claims{ClientID: "d1", Subject: "alice", JTI: "j", IssuedAt: iat}
+	for _, tt := range []struct {
+		r    store.Revocation
+		want bool
+	}{
+		{store.Revocation{Kind: store.RevokeDevice, Value: "d1", RevokedAt: iat}, true},
+		{store.Revocation{Kind: store.RevokeDevice, Value: "d1", RevokedAt: iat.Add(-time.Second)}, false},
+		{store.Revocation{Kind: store.RevokeDevice, Value: "d2", RevokedAt: iat}, false},
+		{store.Revocation{Kind: store.RevokeSubject, Value: "alice", RevokedAt: iat.Add(time.Millisecond)}, true},
+		{store.Revocation{Kind: store.RevokeSubject, Value: "alice", RevokedAt: iat.Add(-time.Millisecond)}, false},
+		{store.Revocation{Kind: store.RevokeToken, Value: "j"}, true},
+		{store.Revocation{Kind: store.RevokeToken, Value: "k"}, false},
+		{store.Revocation{Kind: "other", Value: "j"}, false},
+	} {
+		if got := authn.RevocationCovers(tt.r, c); got != tt.want {
+			t.Errorf("RevocationCovers(%+v) = %v, want %v", tt.r, got, tt.want)
+		}
+	}
+}
+
+func TestTokenProofOfPossession(t *testing.T) {
+	f := newFixture(t)
+	jkt := "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+	jktTok := f.token(t, "d1", "d1", "cnf", map[string]any{"jkt": jkt})
+	x5tTok := f.token(t, "d1", "d1", "cnf", map[string]any{"x5t#S256": x5t(f.unregistered)})
+
+	tests := []struct {
+		name   string
+		tok    string
+		cert   *x509.Certificate
+		proven string
+		want   authn.Reason
+	}{
+		{"jkt without proof", jktTok, nil, "", authn.ReasonPoPRequired},
+		{"jkt without proof, with a cert", jktTok, f.unregistered, "", authn.ReasonPoPRequired},
+		{"jkt with another key proven", jktTok, nil, "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I", authn.ReasonCnfMismatch},
+		{"jkt proven", jktTok, nil, jkt, ""},
+		{"x5t with its certificate", x5tTok, f.unregistered, "", ""},
+		{"x5t with another certificate", x5tTok, f.certA, "", authn.ReasonCnfMismatch},
+		{"x5t without certificate", x5tTok, nil, "", authn.ReasonPoPRequired},
+		{"x5t without certificate, with a jkt proof", x5tTok, nil, jkt, authn.ReasonPoPRequired},
+		// A device registered with a certificate cannot use another one with its token.
+		{"device cert mismatch", f.token(t, "d3", "d3"), f.certB, "", authn.ReasonCnfMismatch},
+		{"device cert match", f.token(t, "d3", "d3"), f.certA, "", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := f.auth.Token(tt.tok, tt.cert, tt.proven, "")
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				if tt.cert != nil && p.CertSHA256 != authn.CertFingerprint(tt.cert) {
+					t.Errorf("CertSHA256 = %q, want the certificate's fingerprint", p.CertSHA256)
+				}
+				return
+			}
+			wantReason(t, err, tt.want)
+		})
+	}
+}
+
+// ---- Certificate ----
+
+func TestCertificate(t *testing.T) {
+	f := newFixture(t)
+	tests := []struct {
+		name   string
+		chain  []*x509.Certificate
+		device string // want this device, or
+		want   authn.Reason
+	}{
+		{"registered fingerprint", []*x509.Certificate{f.certA}, "d3", ""},
+		{"registered fingerprint, extra chain ignored", []*x509.Certificate{f.certA, f.ca.cert}, "d3", ""},
+		{"issuer and serial under a client CA", []*x509.Certificate{f.caLeaf}, "d4", ""},
+		{"issuer and serial via an intermediate", []*x509.Certificate{f.interLeaf, f.inter.cert}, "d8", ""},
+		{"intermediate missing from the chain", []*x509.Certificate{f.interLeaf}, "", authn.ReasonUnknownCert},
+		{"unknown self-signed cert", []*x509.Certificate{f.unregistered}, "", authn.ReasonUnknownCert},
+		{"CA cert not registered", []*x509.Certificate{f.caLeafUnregistered}, "", authn.ReasonUnknownCert},
+		{"same issuer DN and serial from another CA", []*x509.Certificate{f.forgedLeaf}, "", authn.ReasonUnknownCert},
+		{"CA cert not for client auth", []*x509.Certificate{f.caLeafServerOnly}, "", authn.ReasonUnknownCert},
+		{"expired registered cert", []*x509.Certificate{f.certExpired}, "", authn.ReasonUnknownCert},
+		{"suspended by fingerprint", []*x509.Certificate{f.certB}, "", authn.ReasonDeviceInactive},
+		{"suspended by issuer and serial", []*x509.Certificate{f.caLeafSusp}, "", authn.ReasonDeviceInactive},
+		{"no certificate", nil, "", authn.ReasonNoCredentials},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := f.auth.Certificate(tt.chain, tt.device)
+			if tt.want != "" {
+				if p != nil {
+					t.Errorf("principal %+v returned with a refusal", p)
+				}
+				wantReason(t, err, tt.want)
+				return
+			}
+			if err != nil {
+				t.Fatalf("refused: %v", err)
+			}
+			leaf := tt.chain[0]
+			if p.Device.ID != tt.device || p.Method != authn.MethodCertificate || p.Claims != nil ||
+				p.CertSHA256 != authn.CertFingerprint(leaf) || !p.End.Equal(leaf.NotAfter) {
+				t.Errorf("principal = %+v; want device %s by certificate, End %s", p, tt.device, leaf.NotAfter)
+			}
+			// Without a token, the class template alone applies.
+			d := tt.device
+			for topic, want := range map[string]bool{
+				"devices/" + d + "/telemetry/x": true, "fleet/" + d + "/status": true,
+				"devices/d1/telemetry/x": false, "other/topic": false,
+			} {
+				if got := p.Perms.CanPublish(topic); got != want {
+					t.Errorf("Perms.CanPublish(%q) = %v, want %v", topic, got, want)
+				}
+			}
+			if !p.Perms.CanSubscribe("clients/" + d + "/inbox") {
+				t.Errorf("Perms.CanSubscribe(clients/%s/inbox) = false with client id %s", d, d)
+			}
+		})
+	}
+}
+
+func TestCertificateClock(t *testing.T) {
+	f := newFixture(t)
+	f.auth.Now = func() time.Time { return f.certA.NotAfter.Add(time.Second) }
+	_, err := f.auth.Certificate([]*x509.Certificate{f.certA}, "d3")
+	wantReason(t, err, authn.ReasonUnknownCert)
+	f.auth.Now = func() time.Time { return f.certA.NotBefore.Add(-time.Second) }
+	_, err = f.auth.Certificate([]*x509.Certificate{f.certA}, "d3")
+	wantReason(t, err, authn.ReasonUnknownCert)
+	// The expired certificate is fine at a time within its validity.
+	f.auth.Now = func() time.Time { return f.certExpired.NotAfter.Add(-time.Hour) }
+	if p, err := f.auth.Certificate([]*x509.Certificate{f.certExpired}, "d6"); err != nil || p.Device.ID != "d6" {
+		t.Errorf("certificate within its validity refused: %+v, %v", p, err)
+	}
+}
+
+func TestCertificateWithoutClientCAs(t *testing.T) {
+	f := newFixture(t)
+	f.auth.ClientCAs = nil
+	_, err := f.auth.Certificate([]*x509.Certificate{f.caLeaf}, "d4")
+	wantReason(t, err, authn.ReasonUnknownCert)
+	if p, err := f.auth.Certificate([]*x509.Certificate{f.certA}, "d3"); err != nil || p.Device.ID != "d3" {
+		t.Errorf("fingerprint-registered certificate without client CAs: %+v, %v", p, err)
+	}
+}
+
+func TestCertificateFollowsStore(t *testing.T) {
+	f := newFixture(t)
+	if _, err := f.auth.Certificate([]*x509.Certificate{f.certA}, "d3"); err != nil {
+		t.Fatal(err)
+	}
+	// Suspend d3: refused. Re-register its certificate elsewhere: that device.
+	f.apply(t, &store.Batch{Devices: []store.Device{{ID: "d3", Class: "sensor", Status: store.DeviceSuspended, CertSHA256: authn.CertFingerprint(f.certA)}}})
+	_, err := f.auth.Certificate([]*x509.Certificate{f.certA}, "d3")
+	wantReason(t, err, authn.ReasonDeviceInactive)
+	f.apply(t, &store.Batch{Devices: []store.Device{
+		{ID: "d3", Class: "sensor", Status: store.DeviceActive},
+		{ID: "d12", Class: "sensor", Status: store.DeviceActive, CertSHA256: authn.CertFingerprint(f.certA)},
+	}})
+	p, err := f.auth.Certificate([]*x509.Certificate{f.certA}, "d12")
+	if err != nil || p.Device.ID != "d12" {
+		t.Errorf("certificate moved to d12: %+v, %v", p, err)
+	}
+	// Deleting the device: unknown certificate.
+	f.apply(t, &store.Batch{Delete: store.Deletions{Devices: []string{"d12"}}})
+	_, err = f.auth.Certificate([]*x509.Certificate{f.certA}, "d12")
+	wantReason(t, err, authn.ReasonUnknownCert)
+}
