@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -39,6 +40,8 @@ type Gateway struct {
 	admin     *adminServer
 	wg        sync.WaitGroup
 	stopGC    context.CancelFunc
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // New opens the store and builds the gateway; Start runs it.
@@ -98,9 +101,19 @@ func (g *Gateway) build() error {
 		g.listeners = append(g.listeners, broker.NewListener("mqtt-tcp", cfg.MQTT.TCP, nil, cfg.MQTT.ConnectTimeout))
 	}
 	if cfg.MQTT.TLS.Listen != "" {
-		cert, err := tls.LoadX509KeyPair(cfg.MQTT.TLS.Cert, cfg.MQTT.TLS.Key)
-		if err != nil {
-			return fmt.Errorf("mqtt.tls.cert/key: %w", err)
+		var cert tls.Certificate
+		var err error
+		if cfg.MQTT.TLS.Cert != "" {
+			if cert, err = tls.LoadX509KeyPair(cfg.MQTT.TLS.Cert, cfg.MQTT.TLS.Key); err != nil {
+				return fmt.Errorf("mqtt.tls.cert/key: %w", err)
+			}
+		} else {
+			var fp string
+			if cert, fp, err = selfSignedCert(filepath.Join(cfg.StateDir, "tls"), cfg.Gateway.ID); err != nil {
+				return fmt.Errorf("mqtt.tls: self-signed certificate: %w", err)
+			}
+			g.log.Info("tls: using the gateway's self-signed certificate; set mqtt.tls.cert and key for one from your CA",
+				"sha256", fp, "dir", filepath.Join(cfg.StateDir, "tls"))
 		}
 		tc := &tls.Config{
 			Certificates: []tls.Certificate{cert},
@@ -167,8 +180,13 @@ func (g *Gateway) Addr(protocol string) string {
 	return ""
 }
 
-// Close stops serving and closes the store.
+// Close stops serving and closes the store. It may be called more than once.
 func (g *Gateway) Close() error {
+	g.closeOnce.Do(func() { g.closeErr = g.close() })
+	return g.closeErr
+}
+
+func (g *Gateway) close() error {
 	var errs []error
 	if g.admin != nil {
 		errs = append(errs, g.admin.close())

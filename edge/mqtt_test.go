@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -453,4 +454,30 @@ func TestDisabledOwnerEndsSessions(t *testing.T) {
 	}
 	// The device's own call-home token (sub = device) still works.
 	g.mustConnect(connOpts{clientID: "thermo-1", token: g.token("thermo-1", "thermo-1", nil)})
+}
+
+func TestSelfSignedServerCertificateKept(t *testing.T) {
+	dir := t.TempDir()
+	opt := func(c *configT) {
+		c.StateDir = dir
+		c.MQTT.TLS.Cert, c.MQTT.TLS.Key = "", ""
+	}
+	fp := func() string {
+		g := startGateway(t, opt)
+		conn, err := tls.Dial("tcp", g.g.Addr("tls"), &tls.Config{InsecureSkipVerify: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		sum := sha256.Sum256(conn.ConnectionState().PeerCertificates[0].Raw)
+		fp := fmt.Sprintf("%x", sum)
+		if !strings.Contains(g.logs.String(), "sha256="+fp) {
+			t.Errorf("fingerprint %s not logged", fp)
+		}
+		g.g.Close()
+		return fp
+	}
+	if a, b := fp(), fp(); a != b {
+		t.Fatalf("certificate changed across restarts: %s then %s", a, b)
+	}
 }

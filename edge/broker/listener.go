@@ -21,10 +21,12 @@ type Listener struct {
 	tls     *tls.Config
 	timeout time.Duration
 
-	mu     sync.Mutex
-	ln     net.Listener
-	log    *slog.Logger
-	closed atomic.Bool
+	mu      sync.Mutex
+	ln      net.Listener
+	log     *slog.Logger
+	closed  atomic.Bool
+	pending map[net.Conn]struct{} // every live connection of this listener
+	wg      sync.WaitGroup
 }
 
 // NewListener returns a listener on addr; tlsConf nil means plain TCP.
@@ -81,7 +83,34 @@ func (l *Listener) Serve(establish listeners.EstablishFn) {
 	}
 }
 
+// track registers a new connection for its whole life; false once closing.
+func (l *Listener) track(conn net.Conn) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed.Load() {
+		return false
+	}
+	if l.pending == nil {
+		l.pending = map[net.Conn]struct{}{}
+	}
+	l.pending[conn] = struct{}{}
+	l.wg.Add(1)
+	return true
+}
+
+func (l *Listener) untrack(conn net.Conn) {
+	l.mu.Lock()
+	delete(l.pending, conn)
+	l.mu.Unlock()
+	l.wg.Done()
+}
+
 func (l *Listener) handle(conn net.Conn, establish listeners.EstablishFn) {
+	if !l.track(conn) {
+		_ = conn.Close()
+		return
+	}
+	defer l.untrack(conn)
 	// mochi replaces this deadline with the keepalive one after CONNECT.
 	_ = conn.SetDeadline(time.Now().Add(l.timeout))
 	if l.tls != nil {
@@ -90,7 +119,13 @@ func (l *Listener) handle(conn net.Conn, establish listeners.EstablishFn) {
 		err := tc.HandshakeContext(ctx)
 		cancel()
 		if err != nil {
-			l.log.Warn("tls handshake failed", "listener", l.id, "remote", conn.RemoteAddr().String(), "err", err)
+			if !l.closed.Load() {
+				l.log.Warn("tls handshake failed", "listener", l.id, "remote", conn.RemoteAddr().String(), "err", err)
+			}
+			_ = conn.Close()
+			return
+		}
+		if l.closed.Load() {
 			_ = conn.Close()
 			return
 		}
@@ -103,11 +138,24 @@ func (l *Listener) handle(conn net.Conn, establish listeners.EstablishFn) {
 
 // Close stops accepting and closes the listener's clients.
 func (l *Listener) Close(closeClients listeners.CloseFn) {
+	l.mu.Lock()
 	if !l.closed.CompareAndSwap(false, true) {
+		l.mu.Unlock()
 		return
 	}
-	closeClients(l.id)
 	if l.ln != nil {
 		_ = l.ln.Close()
 	}
+	l.mu.Unlock()
+	// mochi disconnects the sessions it knows; then we close what it does not
+	// know yet (handshakes, connections that have not sent CONNECT) and wait
+	// for every connection to finish, so mochi's own wait for its clients
+	// never races with a client still attaching.
+	closeClients(l.id)
+	l.mu.Lock()
+	for c := range l.pending {
+		_ = c.Close()
+	}
+	l.mu.Unlock()
+	l.wg.Wait()
 }

@@ -66,7 +66,9 @@ type MQTT struct {
 type TLS struct {
 	// Listen is the address; empty turns TLS off.
 	Listen string `mapstructure:"listen"`
-	// Cert and Key are PEM files of the gateway's server certificate.
+	// Cert and Key are PEM files of the gateway's server certificate. Both
+	// empty: the gateway makes a self-signed certificate on first start, keeps
+	// it under state_dir/tls, and logs its fingerprint for devices to pin.
 	Cert string `mapstructure:"cert"`
 	Key  string `mapstructure:"key"`
 	// ClientCA is a PEM bundle of CAs whose client certificates are mapped to
@@ -106,7 +108,7 @@ func Default() Config {
 		Log:      Log{Level: "info", Format: "text"},
 		MQTT: MQTT{
 			TCP:            ":1883",
-			TLS:            TLS{Listen: ""},
+			TLS:            TLS{Listen: ":8883"},
 			ConnectTimeout: 10 * time.Second,
 			MaxPacketSize:  256 << 10,
 			MaxClients:     20000,
@@ -230,8 +232,8 @@ func (c Config) Validate() error {
 		bad("mqtt", "both mqtt.tcp and mqtt.tls.listen are empty; devices could not connect")
 	}
 	if c.MQTT.TLS.Listen != "" {
-		if c.MQTT.TLS.Cert == "" || c.MQTT.TLS.Key == "" {
-			bad("mqtt.tls.cert", "mqtt.tls.cert and mqtt.tls.key are required when mqtt.tls.listen is set")
+		if (c.MQTT.TLS.Cert == "") != (c.MQTT.TLS.Key == "") {
+			bad("mqtt.tls.key", "set mqtt.tls.cert and mqtt.tls.key together, or neither for a self-signed certificate")
 		}
 		for key, f := range map[string]string{"mqtt.tls.cert": c.MQTT.TLS.Cert, "mqtt.tls.key": c.MQTT.TLS.Key, "mqtt.tls.client_ca": c.MQTT.TLS.ClientCA} {
 			if f == "" {
