@@ -17,9 +17,11 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/edgeid/edgeid/cloudsync/client"
 	"github.com/edgeid/edgeid/edge/authn"
 	"github.com/edgeid/edgeid/edge/broker"
 	"github.com/edgeid/edgeid/edge/config"
+	"github.com/edgeid/edgeid/internal/pki"
 	"github.com/edgeid/edgeid/store"
 )
 
@@ -37,6 +39,8 @@ type Gateway struct {
 	started  time.Time
 
 	listeners []*broker.Listener
+	Syncer    *client.Syncer
+	stopSync  context.CancelFunc
 	admin     *adminServer
 	wg        sync.WaitGroup
 	stopGC    context.CancelFunc
@@ -94,6 +98,22 @@ func (g *Gateway) build() error {
 	}
 	b.Recheck = g.recheck
 	b.Connects = broker.NewConnectLimiter(cfg.MQTT.ConnectRate, cfg.MQTT.ConnectBurst, 10000)
+	if err := g.loadEnrollment(); err != nil {
+		return err
+	}
+	if cfg.Sync.MaxStaleness > 0 && g.Syncer != nil {
+		b.Stale = func() bool {
+			last := g.Syncer.LastContact()
+			if last.IsZero() {
+				c, err := g.Store.Cursor()
+				if err != nil {
+					return true
+				}
+				last = c.SyncedAt
+			}
+			return time.Since(last) > cfg.Sync.MaxStaleness
+		}
+	}
 	g.Broker = b
 	g.Store.Watch(g.onApplied)
 
@@ -109,7 +129,7 @@ func (g *Gateway) build() error {
 			}
 		} else {
 			var fp string
-			if cert, fp, err = selfSignedCert(filepath.Join(cfg.StateDir, "tls"), cfg.Gateway.ID); err != nil {
+			if cert, fp, err = pki.SelfSigned(filepath.Join(cfg.StateDir, "tls"), cfg.Gateway.ID); err != nil {
 				return fmt.Errorf("mqtt.tls: self-signed certificate: %w", err)
 			}
 			g.log.Info("tls: using the gateway's self-signed certificate; set mqtt.tls.cert and key for one from your CA",
@@ -157,6 +177,12 @@ func (g *Gateway) Start(ctx context.Context) error {
 	go func() { defer g.wg.Done(); a.serve() }()
 	go func() { defer g.wg.Done(); g.Store.RunGC(gcCtx, 10*time.Minute) }()
 	g.stopGC = cancel
+	if g.Syncer != nil {
+		syncCtx, stop := context.WithCancel(context.Background())
+		g.stopSync = stop
+		g.wg.Add(1)
+		go func() { defer g.wg.Done(); g.Syncer.Run(syncCtx) }()
+	}
 	g.log.Info("gateway ready", "gateway", g.cfg.Gateway.ID, "listeners", g.ListenerAddrs(), "admin", g.cfg.Admin.Socket)
 	return nil
 }
@@ -197,6 +223,9 @@ func (g *Gateway) close() error {
 	if g.stopGC != nil {
 		g.stopGC()
 	}
+	if g.stopSync != nil {
+		g.stopSync()
+	}
 	g.wg.Wait()
 	errs = append(errs, g.Store.Close())
 	return errors.Join(errs...)
@@ -208,33 +237,55 @@ func (g *Gateway) onApplied(a store.Applied) {
 	b := a.Batch
 	g.Broker.Gen.Add(1)
 	affected := map[*broker.Session]bool{}
-	if len(b.Issuers) > 0 || len(b.Delete.Issuers) > 0 {
+	if a.Replaced || len(b.Issuers) > 0 || len(b.Delete.Issuers) > 0 {
 		if err := g.loadIssuers(); err != nil {
 			g.log.Error("reload issuers", "err", err)
 		}
 		for _, s := range g.Broker.Sessions.All() {
-			if s.Method == authn.MethodToken {
+			if a.Replaced || s.Method == authn.MethodToken {
 				affected[s] = true
 			}
 		}
 	}
-	for _, r := range b.Revocations {
-		n := g.Verifier.Forget(func(c *authn.Claims) bool { return authn.RevocationCovers(r, c) })
-		var cands []*broker.Session
-		switch r.Kind {
-		case store.RevokeToken:
-			cands = g.Broker.Sessions.ByJTI(r.Value)
-		case store.RevokeDevice:
-			cands = g.Broker.Sessions.ByDevice(r.Value)
-		case store.RevokeSubject:
-			cands = g.Broker.Sessions.BySubject(r.Value)
+	if len(b.Revocations) > 0 {
+		// One pass over the token cache for the whole batch: a snapshot may
+		// carry 100,000 revocations.
+		byKind := map[store.RevocationKind]map[string]store.Revocation{}
+		for _, r := range b.Revocations {
+			if byKind[r.Kind] == nil {
+				byKind[r.Kind] = map[string]store.Revocation{}
+			}
+			byKind[r.Kind][r.Value] = r
 		}
-		for _, s := range cands {
-			if c := s.Claims(); c != nil && authn.RevocationCovers(r, c) {
-				g.Broker.End(s, packets.ErrNotAuthorized, "revoked: "+string(r.Kind))
+		covers := func(c *authn.Claims) bool {
+			for kind, v := range map[store.RevocationKind]string{store.RevokeToken: c.JTI, store.RevokeDevice: c.ClientID, store.RevokeSubject: c.Subject} {
+				if r, ok := byKind[kind][v]; ok && authn.RevocationCovers(r, c) {
+					return true
+				}
+			}
+			return false
+		}
+		n := g.Verifier.Forget(covers)
+		kicked := 0
+		for _, r := range b.Revocations {
+			var cands []*broker.Session
+			switch r.Kind {
+			case store.RevokeToken:
+				cands = g.Broker.Sessions.ByJTI(r.Value)
+			case store.RevokeDevice:
+				cands = g.Broker.Sessions.ByDevice(r.Value)
+			case store.RevokeSubject:
+				cands = g.Broker.Sessions.BySubject(r.Value)
+			}
+			for _, s := range cands {
+				if c := s.Claims(); c != nil && authn.RevocationCovers(r, c) {
+					if g.Broker.End(s, packets.ErrNotAuthorized, "revoked: "+string(r.Kind)) {
+						kicked++
+					}
+				}
 			}
 		}
-		g.log.Info("revocation applied", "kind", r.Kind, "value", r.Value, "cached_tokens_dropped", n)
+		g.log.Info("revocations applied", "count", len(b.Revocations), "sessions_ended", kicked, "cached_tokens_dropped", n)
 	}
 	for _, d := range b.Devices {
 		for _, s := range g.Broker.Sessions.ByDevice(d.ID) {
@@ -338,4 +389,31 @@ func (g *Gateway) completeRevocations(rs []store.Revocation) {
 			rs[i].ExpiresAt = rs[i].RevokedAt.Add(g.cfg.Auth.MaxTokenLifetime + g.cfg.Auth.ClockSkew)
 		}
 	}
+}
+
+// EnrollmentPath is where the gateway's enrollment is kept.
+func EnrollmentPath(cfg config.Config) string {
+	if cfg.Sync.Enrollment != "" {
+		return cfg.Sync.Enrollment
+	}
+	return filepath.Join(cfg.StateDir, "enrollment.json")
+}
+
+// loadEnrollment sets up the syncer when the gateway is enrolled.
+func (g *Gateway) loadEnrollment() error {
+	e, err := client.LoadEnrollment(EnrollmentPath(g.cfg))
+	if errors.Is(err, os.ErrNotExist) {
+		g.log.Info("not enrolled with an authority: deciding from imported records only; run edgeid enroll to sync")
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	s, err := client.NewSyncer(e, g.Store, g.log.With("component", "sync"))
+	if err != nil {
+		return err
+	}
+	g.Syncer = s
+	g.log.Info("enrolled", "gateway", e.Gateway, "authority", e.Authority)
+	return nil
 }

@@ -35,6 +35,7 @@ const (
 	pIdxCertFP = "x/fp/"
 	pIdxCertIS = "x/is/"
 	pIdxOwner  = "x/own/"
+	pLog       = "l/"
 	kSchema    = pMeta + "schema"
 	kSeq       = pMeta + "seq"
 	kCursor    = pMeta + "cursor"
@@ -64,6 +65,8 @@ type Store struct {
 type Applied struct {
 	Rev   uint64
 	Batch *Batch
+	// Replaced is true when the batch replaced the whole store (a snapshot).
+	Replaced bool
 	// Previous holds the devices as they were before the batch, for those it changed or deleted.
 	Previous map[string]Device
 }
@@ -172,6 +175,28 @@ func u64(v uint64) []byte {
 // non-nil). Nothing is written if any record is invalid. It returns after the
 // write is durable on disk, then tells the watchers.
 func (s *Store) Apply(b *Batch, cursor *Cursor) (uint64, error) {
+	return s.apply(b, cursor, false, false)
+}
+
+// ApplyLogged is Apply that also keeps the batch in the store's change log
+// under its rev, in the same transaction (the authority's source of deltas).
+func (s *Store) ApplyLogged(b *Batch) (uint64, error) {
+	return s.apply(b, nil, true, false)
+}
+
+// Replace makes the store hold exactly the records of b (a snapshot),
+// atomically together with cursor. Records not in b are gone afterwards.
+func (s *Store) Replace(b *Batch, cursor *Cursor) (uint64, error) {
+	if len(b.Delete.Classes)+len(b.Delete.Devices)+len(b.Delete.Users)+len(b.Delete.Grants)+len(b.Delete.Issuers)+len(b.Delete.Revocations) > 0 {
+		return 0, &ValidationError{Problems: []string{"delete: a snapshot replaces everything and cannot delete"}}
+	}
+	return s.apply(b, cursor, false, true)
+}
+
+// recordPrefixes are every key space that a snapshot replaces.
+var recordPrefixes = []string{pClass, pDevice, pUser, pGrant, pIssuer, pRevoke, "x/"}
+
+func (s *Store) apply(b *Batch, cursor *Cursor, logged, replace bool) (uint64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 
@@ -179,10 +204,20 @@ func (s *Store) Apply(b *Batch, cursor *Cursor) (uint64, error) {
 	prev := map[string]Device{}
 	err := s.db.Update(func(txn *badger.Txn) error {
 		if err := b.validate(func(name string) bool {
+			if replace {
+				return false // the snapshot must carry its own classes
+			}
 			_, err := txn.Get([]byte(pClass + name))
 			return err == nil
 		}); err != nil {
 			return err
+		}
+		if replace {
+			for _, p := range recordPrefixes {
+				if err := deletePrefix(txn, p); err != nil {
+					return err
+				}
+			}
 		}
 		// Devices of a class being deleted would lose their permissions silently.
 		for _, c := range b.Delete.Classes {
@@ -286,6 +321,11 @@ func (s *Store) Apply(b *Batch, cursor *Cursor) (uint64, error) {
 				return err
 			}
 		}
+		if logged {
+			if err := putJSON(txn, string(logKey(rev)), b); err != nil {
+				return err
+			}
+		}
 		return nil
 	})
 	if errors.Is(err, badger.ErrTxnTooBig) {
@@ -302,7 +342,7 @@ func (s *Store) Apply(b *Batch, cursor *Cursor) (uint64, error) {
 	if err := s.db.Sync(); err != nil {
 		return 0, fmt.Errorf("apply batch: sync to disk: %w", err)
 	}
-	a := Applied{Rev: rev, Batch: b, Previous: prev}
+	a := Applied{Rev: rev, Batch: b, Previous: prev, Replaced: replace}
 	for _, w := range s.watchers {
 		w(a)
 	}
@@ -440,4 +480,121 @@ func iterate(txn *badger.Txn, prefix string, fn func(key string, v []byte) error
 		}
 	}
 	return nil
+}
+
+func deletePrefix(txn *badger.Txn, prefix string) error {
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefix)})
+	var keys [][]byte
+	for it.Rewind(); it.Valid(); it.Next() {
+		keys = append(keys, it.Item().KeyCopy(nil))
+	}
+	it.Close()
+	for _, k := range keys {
+		if err := txn.Delete(k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func logKey(rev uint64) []byte { return append([]byte(pLog), u64(rev)...) }
+
+// LogEntry is one batch of the change log.
+type LogEntry struct {
+	Rev   uint64
+	Batch Batch
+}
+
+// ErrLogTrimmed means the log no longer holds the entries asked for: the
+// reader must start again from a snapshot.
+var ErrLogTrimmed = errors.New("change log trimmed past the requested rev")
+
+// LogSince returns up to max logged batches with rev > from, in order.
+func (s *Store) LogSince(from uint64, max int) ([]LogEntry, error) {
+	var out []LogEntry
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(pLog), PrefetchValues: true, PrefetchSize: 64})
+		defer it.Close()
+		first := true
+		for it.Seek(logKey(from + 1)); it.Valid() && len(out) < max; it.Next() {
+			item := it.Item()
+			rev := binary.BigEndian.Uint64(item.Key()[len(pLog):])
+			if first && rev != from+1 && from != 0 {
+				return ErrLogTrimmed
+			}
+			first = false
+			var e LogEntry
+			e.Rev = rev
+			if err := item.Value(func(v []byte) error { return json.Unmarshal(v, &e.Batch) }); err != nil {
+				return fmt.Errorf("decode log entry %d: %w", rev, err)
+			}
+			out = append(out, e)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Snapshot returns every record and the rev they are current at, read in one
+// consistent view.
+func (s *Store) Snapshot() (*Batch, uint64, error) {
+	b := &Batch{}
+	var rev uint64
+	err := s.db.View(func(txn *badger.Txn) error {
+		var err error
+		if rev, err = getU64(txn, kSeq); err != nil {
+			return err
+		}
+		dec := func(prefix string, add func([]byte) error) error {
+			return iterate(txn, prefix, func(_ string, v []byte) error { return add(v) })
+		}
+		steps := []struct {
+			prefix string
+			add    func([]byte) error
+		}{
+			{pClass, func(v []byte) error {
+				var x DeviceClass
+				err := json.Unmarshal(v, &x)
+				b.Classes = append(b.Classes, x)
+				return err
+			}},
+			{pDevice, func(v []byte) error {
+				var x Device
+				err := json.Unmarshal(v, &x)
+				b.Devices = append(b.Devices, x)
+				return err
+			}},
+			{pUser, func(v []byte) error {
+				var x User
+				err := json.Unmarshal(v, &x)
+				b.Users = append(b.Users, x)
+				return err
+			}},
+			{pGrant, func(v []byte) error {
+				var x Grant
+				err := json.Unmarshal(v, &x)
+				b.Grants = append(b.Grants, x)
+				return err
+			}},
+			{pIssuer, func(v []byte) error {
+				var x Issuer
+				err := json.Unmarshal(v, &x)
+				b.Issuers = append(b.Issuers, x)
+				return err
+			}},
+			{pRevoke, func(v []byte) error {
+				var x Revocation
+				err := json.Unmarshal(v, &x)
+				b.Revocations = append(b.Revocations, x)
+				return err
+			}},
+		}
+		for _, st := range steps {
+			if err := dec(st.prefix, st.add); err != nil {
+				return fmt.Errorf("snapshot %s: %w", st.prefix, err)
+			}
+		}
+		return nil
+	})
+	return b, rev, err
 }

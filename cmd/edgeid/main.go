@@ -23,6 +23,7 @@ var commands = []command{
 	{"revocations", "list revocations held", runRevocations},
 	{"kick", "disconnect every session of a device, subject or token", runKick},
 	{"import", "apply a JSON batch of classes, devices, issuers, revocations", runImport},
+	{"enroll", "register this gateway with an authority (one-time code)", runEnroll},
 	{"version", "print the version", runVersion},
 }
 

@@ -43,6 +43,9 @@ type Broker struct {
 	Recheck func(*Session)
 	// Connects limits CONNECT attempts per source address; nil for no limit.
 	Connects *ConnectLimiter
+	// Stale, when it returns true, refuses new token connects (the store has
+	// not heard from the authority for longer than allowed); nil never.
+	Stale func() bool
 
 	pending sync.Map // *mqtt.Client -> pendingAuth, from OnConnect to OnSessionEstablish
 }
@@ -96,6 +99,10 @@ func (b *Broker) authenticate(cl *mqtt.Client, pk packets.Packet) (*authn.Princi
 	}
 	var p *authn.Principal
 	var err error
+	if token != "" && b.Stale != nil && b.Stale() {
+		return nil, packets.ErrServerUnavailable, &authn.Error{Reason: "stale_sync",
+			Detail: "no word from the authority for longer than sync.max_staleness; token connects refused until it syncs"}
+	}
 	if token != "" {
 		var leaf *x509.Certificate
 		if len(chain) > 0 {

@@ -28,6 +28,18 @@ type Config struct {
 	MQTT     MQTT   `mapstructure:"mqtt"`
 	Auth     Auth   `mapstructure:"auth"`
 	Admin    Admin  `mapstructure:"admin"`
+	Sync     Sync   `mapstructure:"sync"`
+}
+
+// Sync configures the link to the cloud authority.
+type Sync struct {
+	// Enrollment is the file `edgeid enroll` writes; empty means
+	// <state_dir>/enrollment.json. Without it the gateway runs on imports alone.
+	Enrollment string `mapstructure:"enrollment"`
+	// MaxStaleness refuses new token connects once the authority has not been
+	// heard from for this long; 0 (the default) keeps deciding from the store
+	// however long the uplink is down.
+	MaxStaleness time.Duration `mapstructure:"max_staleness"`
 }
 
 // Gateway identifies this gateway.
@@ -278,6 +290,9 @@ func (c Config) Validate() error {
 	}
 	if c.Auth.TokenCacheSize < 0 {
 		bad("auth.token_cache_size", "%d must not be negative (0 turns the cache off)", c.Auth.TokenCacheSize)
+	}
+	if c.Sync.MaxStaleness < 0 {
+		bad("sync.max_staleness", "%s must not be negative (0 turns it off)", c.Sync.MaxStaleness)
 	}
 	if c.Admin.Socket == "" {
 		bad("admin.socket", "is empty; give a unix socket path such as /run/edgeid/admin.sock")

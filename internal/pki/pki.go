@@ -1,4 +1,6 @@
-package edge
+// Package pki makes and keeps the self-signed TLS certificates the gateway
+// and the authority use when no certificate is configured.
+package pki
 
 import (
 	"crypto/ecdsa"
@@ -19,14 +21,14 @@ import (
 	"time"
 )
 
-// selfSignedCert returns the gateway's own TLS certificate from dir, making
+// SelfSigned returns the TLS certificate kept in dir, making
 // it on first start. It is kept across restarts so devices that pinned its
 // fingerprint keep trusting it.
-func selfSignedCert(dir, name string) (tls.Certificate, string, error) {
+func SelfSigned(dir, name string) (tls.Certificate, string, error) {
 	certPath, keyPath := filepath.Join(dir, "server.crt"), filepath.Join(dir, "server.key")
 	c, err := tls.LoadX509KeyPair(certPath, keyPath)
 	if err == nil {
-		return c, fingerprint(c.Certificate[0]), nil
+		return c, Fingerprint(c.Certificate[0]), nil
 	}
 	if !errors.Is(err, fs.ErrNotExist) {
 		return c, "", fmt.Errorf("load %s: %w", certPath, err)
@@ -41,7 +43,7 @@ func selfSignedCert(dir, name string) (tls.Certificate, string, error) {
 	serial, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
 	host, _ := os.Hostname()
 	tmpl := &x509.Certificate{
-		SerialNumber: serial, Subject: pkix.Name{CommonName: name, Organization: []string{"EdgeID gateway"}},
+		SerialNumber: serial, Subject: pkix.Name{CommonName: name, Organization: []string{"EdgeID"}},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().AddDate(10, 0, 0),
 		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		DNSNames: []string{name, host, "localhost"},
@@ -61,10 +63,11 @@ func selfSignedCert(dir, name string) (tls.Certificate, string, error) {
 		return c, "", err
 	}
 	c, err = tls.LoadX509KeyPair(certPath, keyPath)
-	return c, fingerprint(der), err
+	return c, Fingerprint(der), err
 }
 
-func fingerprint(der []byte) string {
+// Fingerprint is the lowercase hex SHA-256 of a DER certificate.
+func Fingerprint(der []byte) string {
 	h := sha256.Sum256(der)
 	return hex.EncodeToString(h[:])
 }

@@ -1,0 +1,399 @@
+// Package authority is the EdgeID cloud authority: the manufacturer's device
+// registry, gateway enrollment, the signed sync feed gateways follow, and
+// token issuance. The Authority type does the work; http.go maps it onto
+// HTTPS (thin handlers, as smallstep's api/ over its authority).
+package authority
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/lestrrat-go/jwx/v3/jwa"
+	"github.com/lestrrat-go/jwx/v3/jwk"
+
+	"github.com/edgeid/edgeid/cloudsync"
+	"github.com/edgeid/edgeid/store"
+)
+
+// Config is the authority's configuration.
+type Config struct {
+	// URL is the authority's public base URL; it is the iss of its tokens.
+	URL string
+	// StateDir holds its Badger store and TLS material.
+	StateDir string
+	// TokenAudience is the aud of device tokens (what gateways accept).
+	TokenAudience string
+	// TokenTTL is the lifetime of tokens it issues.
+	TokenTTL time.Duration
+	// MaxTokenLifetime is the gateways' auth.max_token_lifetime: how long a
+	// device or subject revocation must be kept.
+	MaxTokenLifetime time.Duration
+	// EnrollCodeTTL is how long a gateway enrollment code stays valid.
+	EnrollCodeTTL time.Duration
+}
+
+// Authority holds the registry and the keys.
+type Authority struct {
+	cfg   Config
+	log   *slog.Logger
+	Store *store.Store
+	epoch string
+
+	tokenKey jwk.Key // private, signs device tokens
+	feedKey  jwk.Key // private, signs feed batches
+
+	mu     sync.Mutex
+	notify chan struct{} // closed and replaced at each applied batch
+	done   chan struct{} // closed by Close: ends the event streams
+	closed sync.Once
+}
+
+// Close ends the gateways' event streams (before the HTTP server shuts down,
+// which would otherwise wait for them forever).
+func (a *Authority) Close() { a.closed.Do(func() { close(a.done) }) }
+
+// Done is closed when the authority is closing.
+func (a *Authority) Done() <-chan struct{} { return a.done }
+
+// Gateway is an enrolled gateway.
+type Gateway struct {
+	ID       string          `json:"id"`
+	Name     string          `json:"name"`
+	Key      json.RawMessage `json:"key"`
+	Hardware string          `json:"hardware,omitempty"`
+	Enrolled time.Time       `json:"enrolled"`
+	LastSeen time.Time       `json:"last_seen,omitzero"`
+}
+
+type enrollCode struct {
+	Name    string    `json:"name"`
+	Expires time.Time `json:"expires"`
+}
+
+const (
+	docGateway = "gateway"
+	docCode    = "enroll-code"
+	docKey     = "key"
+	docMeta    = "meta"
+)
+
+// New opens (or creates) the authority's state under cfg.StateDir.
+func New(cfg Config, st *store.Store, log *slog.Logger) (*Authority, error) {
+	a := &Authority{cfg: cfg, log: log, Store: st, notify: make(chan struct{}), done: make(chan struct{})}
+	var meta struct{ Epoch string }
+	if err := st.GetDoc(docMeta, "epoch", &meta); errors.Is(err, store.ErrNotFound) {
+		meta.Epoch = randomID(12)
+		if err := st.PutDoc(docMeta, "epoch", meta); err != nil {
+			return nil, err
+		}
+	} else if err != nil {
+		return nil, err
+	}
+	a.epoch = meta.Epoch
+	var err error
+	if a.tokenKey, err = a.loadKey("token"); err != nil {
+		return nil, err
+	}
+	if a.feedKey, err = a.loadKey("feed"); err != nil {
+		return nil, err
+	}
+	st.Watch(func(store.Applied) { a.wake() })
+	// Gateways learn the authority's token keys from the feed like any issuer.
+	if err := a.publishIssuer(); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+func randomID(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// loadKey returns the named private key, making it on first start.
+func (a *Authority) loadKey(name string) (jwk.Key, error) {
+	var raw json.RawMessage
+	err := a.Store.GetDoc(docKey, name, &raw)
+	if err == nil {
+		return jwk.ParseKey(raw)
+	}
+	if !errors.Is(err, store.ErrNotFound) {
+		return nil, err
+	}
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	k, err := jwk.Import(priv)
+	if err != nil {
+		return nil, err
+	}
+	_ = k.Set(jwk.KeyIDKey, name+"-"+time.Now().UTC().Format("20060102")+"-"+randomID(4))
+	_ = k.Set(jwk.AlgorithmKey, jwa.ES256())
+	_ = k.Set(jwk.KeyUsageKey, "sig")
+	b, err := json.Marshal(k)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.Store.PutDoc(docKey, name, json.RawMessage(b)); err != nil {
+		return nil, err
+	}
+	a.log.Info("made a new signing key", "use", name, "kid", mustKid(k))
+	return k, nil
+}
+
+func mustKid(k jwk.Key) string { kid, _ := k.KeyID(); return kid }
+
+// JWKS is the public set of token-signing keys.
+func (a *Authority) JWKS() (json.RawMessage, error) {
+	pub, err := a.tokenKey.PublicKey()
+	if err != nil {
+		return nil, err
+	}
+	set := jwk.NewSet()
+	_ = set.AddKey(pub)
+	return json.Marshal(set)
+}
+
+// FeedPublicKey is the key gateways pin at enrollment.
+func (a *Authority) FeedPublicKey() (json.RawMessage, error) {
+	pub, err := a.feedKey.PublicKey()
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(pub)
+}
+
+func (a *Authority) publishIssuer() error {
+	j, err := a.JWKS()
+	if err != nil {
+		return err
+	}
+	cur, err := a.Store.Issuers()
+	if err != nil {
+		return err
+	}
+	for _, is := range cur {
+		if is.Issuer == a.cfg.URL && jsonEqual(is.JWKS, j) {
+			return nil
+		}
+	}
+	_, err = a.Apply(&store.Batch{Issuers: []store.Issuer{{Issuer: a.cfg.URL, JWKS: j}}}, "system")
+	return err
+}
+
+func jsonEqual(a, b []byte) bool {
+	var x, y any
+	if json.Unmarshal(a, &x) != nil || json.Unmarshal(b, &y) != nil {
+		return false
+	}
+	xa, _ := json.Marshal(x)
+	ya, _ := json.Marshal(y)
+	return string(xa) == string(ya)
+}
+
+// Apply validates and commits a change, logs it for the feed and wakes the
+// gateways' event streams. who is recorded in the authority's log.
+func (a *Authority) Apply(b *store.Batch, who string) (uint64, error) {
+	a.completeRevocations(b.Revocations)
+	rev, err := a.Store.ApplyLogged(b)
+	if err != nil {
+		a.log.Warn("change refused", "by", who, "records", b.Size(), "err", err)
+		return 0, err
+	}
+	a.log.Info("change applied", "by", who, "rev", rev, "classes", len(b.Classes), "devices", len(b.Devices),
+		"revocations", len(b.Revocations), "deleted_devices", len(b.Delete.Devices))
+	return rev, nil
+}
+
+func (a *Authority) completeRevocations(rs []store.Revocation) {
+	now := time.Now()
+	for i := range rs {
+		if rs[i].RevokedAt.IsZero() {
+			rs[i].RevokedAt = now
+		}
+		if rs[i].ExpiresAt.IsZero() {
+			rs[i].ExpiresAt = rs[i].RevokedAt.Add(a.cfg.MaxTokenLifetime + time.Minute)
+		}
+	}
+}
+
+func (a *Authority) wake() {
+	a.mu.Lock()
+	close(a.notify)
+	a.notify = make(chan struct{})
+	a.mu.Unlock()
+}
+
+// Changed returns a channel closed at the next applied batch.
+func (a *Authority) Changed() <-chan struct{} {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.notify
+}
+
+// RevokeDevice marks a device revoked and revokes every token it holds.
+func (a *Authority) RevokeDevice(id, reason, who string) (uint64, error) {
+	d, err := a.Store.Device(id)
+	if err != nil {
+		return 0, err
+	}
+	d.Status = store.DeviceRevoked
+	return a.Apply(&store.Batch{Devices: []store.Device{d},
+		Revocations: []store.Revocation{{Kind: store.RevokeDevice, Value: id, Reason: reason}}}, who)
+}
+
+// SetDeviceStatus suspends or re-activates a device.
+func (a *Authority) SetDeviceStatus(id string, st store.DeviceStatus, who string) (uint64, error) {
+	d, err := a.Store.Device(id)
+	if err != nil {
+		return 0, err
+	}
+	d.Status = st
+	return a.Apply(&store.Batch{Devices: []store.Device{d}}, who)
+}
+
+// AddGateway makes a one-time enrollment code for a gateway called name.
+func (a *Authority) AddGateway(name, who string) (string, time.Time, error) {
+	if name == "" || strings.ContainsAny(name, "/ \t") {
+		return "", time.Time{}, fmt.Errorf("gateway name %q: give a name without spaces or slashes", name)
+	}
+	code := strings.ToUpper(hex.EncodeToString(randomBytes(10)))
+	exp := time.Now().Add(a.cfg.EnrollCodeTTL)
+	if err := a.Store.PutDoc(docCode, codeID(code), enrollCode{Name: name, Expires: exp}); err != nil {
+		return "", time.Time{}, err
+	}
+	a.log.Info("gateway enrollment code made", "by", who, "gateway", name, "expires", exp)
+	return code, exp, nil
+}
+
+func randomBytes(n int) []byte {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return b
+}
+
+// codeID stores codes by hash, so a copy of the store does not hold usable codes.
+func codeID(code string) string {
+	h := sha256.Sum256([]byte(strings.ToUpper(strings.TrimSpace(code))))
+	return hex.EncodeToString(h[:])
+}
+
+// ErrEnroll is returned for every bad enrollment, whatever the cause, so a
+// guesser learns nothing; the log has the reason.
+var ErrEnroll = errors.New("enrollment refused: the code is unknown, used or expired")
+
+// Enroll exchanges a one-time code and the gateway's public key for its identity.
+func (a *Authority) Enroll(req cloudsync.EnrollRequest) (cloudsync.EnrollResponse, error) {
+	var c enrollCode
+	if err := a.Store.TakeDoc(docCode, codeID(req.Code), &c); err != nil {
+		a.log.Warn("enrollment refused", "reason", "unknown or used code")
+		return cloudsync.EnrollResponse{}, ErrEnroll
+	}
+	if time.Now().After(c.Expires) {
+		a.log.Warn("enrollment refused", "reason", "expired code", "gateway", c.Name)
+		return cloudsync.EnrollResponse{}, ErrEnroll
+	}
+	k, err := jwk.ParseKey(req.Key)
+	if err != nil {
+		return cloudsync.EnrollResponse{}, fmt.Errorf("key: not a JWK: %w", err)
+	}
+	if priv, _ := jwk.IsPrivateKey(k); priv {
+		return cloudsync.EnrollResponse{}, errors.New("key: send the public key only")
+	}
+	if alg, ok := k.Algorithm(); !ok || alg.String() != "ES256" {
+		return cloudsync.EnrollResponse{}, errors.New("key: want an ES256 key with alg set")
+	}
+	gw := Gateway{ID: c.Name, Name: c.Name, Key: req.Key, Hardware: req.Hardware, Enrolled: time.Now()}
+	if err := a.Store.PutDoc(docGateway, gw.ID, gw); err != nil {
+		return cloudsync.EnrollResponse{}, err
+	}
+	feed, err := a.FeedPublicKey()
+	if err != nil {
+		return cloudsync.EnrollResponse{}, err
+	}
+	a.log.Info("gateway enrolled", "gateway", gw.ID, "hardware", gw.Hardware)
+	return cloudsync.EnrollResponse{Gateway: gw.ID, FeedKey: feed, Audience: a.cfg.TokenAudience}, nil
+}
+
+// Gateway returns an enrolled gateway.
+func (a *Authority) Gateway(id string) (Gateway, error) {
+	var g Gateway
+	err := a.Store.GetDoc(docGateway, id, &g)
+	return g, err
+}
+
+// Gateways lists enrolled gateways.
+func (a *Authority) Gateways() ([]Gateway, error) {
+	var out []Gateway
+	err := a.Store.ListDocs(docGateway, func(_ string, raw []byte) error {
+		var g Gateway
+		if err := json.Unmarshal(raw, &g); err != nil {
+			return err
+		}
+		out = append(out, g)
+		return nil
+	})
+	return out, err
+}
+
+// RemoveGateway forgets a gateway: it gets nothing more.
+func (a *Authority) RemoveGateway(id, who string) error {
+	if _, err := a.Gateway(id); err != nil {
+		return err
+	}
+	a.log.Info("gateway removed", "by", who, "gateway", id)
+	return a.Store.DeleteDoc(docGateway, id)
+}
+
+// Snapshot is a signed snapshot batch for gateway gw.
+func (a *Authority) Snapshot(gw string) (string, error) {
+	b, rev, err := a.Store.Snapshot()
+	if err != nil {
+		return "", err
+	}
+	return cloudsync.Sign(&cloudsync.Batch{Gateway: gw, Epoch: a.epoch, From: 0, To: rev, Snapshot: true,
+		IssuedAt: time.Now().Unix(), Changes: *b}, a.feedKey)
+}
+
+// Changes returns signed deltas after from, or NeedSnapshot.
+func (a *Authority) Changes(gw, epoch string, from uint64, max int) (cloudsync.ChangesResponse, error) {
+	if epoch != a.epoch {
+		return cloudsync.ChangesResponse{NeedSnapshot: true}, nil
+	}
+	entries, err := a.Store.LogSince(from, max)
+	if errors.Is(err, store.ErrLogTrimmed) {
+		return cloudsync.ChangesResponse{NeedSnapshot: true}, nil
+	}
+	if err != nil {
+		return cloudsync.ChangesResponse{}, err
+	}
+	out := cloudsync.ChangesResponse{Batches: []string{}}
+	for _, e := range entries {
+		s, err := cloudsync.Sign(&cloudsync.Batch{Gateway: gw, Epoch: a.epoch, From: e.Rev - 1, To: e.Rev,
+			IssuedAt: time.Now().Unix(), Changes: e.Batch}, a.feedKey)
+		if err != nil {
+			return out, err
+		}
+		out.Batches = append(out.Batches, s)
+	}
+	return out, nil
+}
+
+// Epoch names the authority's change log.
+func (a *Authority) Epoch() string { return a.epoch }
+
+// URL is the authority's issuer URL.
+func (a *Authority) URL() string { return a.cfg.URL }

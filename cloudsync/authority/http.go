@@ -1,0 +1,346 @@
+package authority
+
+import (
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/lestrrat-go/jwx/v3/jwk"
+
+	"github.com/edgeid/edgeid/cloudsync"
+	"github.com/edgeid/edgeid/store"
+)
+
+// Handler serves the authority's HTTP API.
+type Handler struct {
+	A          *Authority
+	AdminToken string
+	mux        *http.ServeMux
+}
+
+// NewHandler maps the Authority onto its routes.
+func NewHandler(a *Authority, adminToken string) *Handler {
+	h := &Handler{A: a, AdminToken: adminToken, mux: http.NewServeMux()}
+	m := h.mux
+	m.HandleFunc("GET /.well-known/oauth-authorization-server", h.metadata)
+	m.HandleFunc("GET /jwks.json", h.jwks)
+	m.HandleFunc("POST "+cloudsync.PathEnroll, h.enroll)
+	m.HandleFunc("POST /oauth/token", h.token)
+	m.HandleFunc("GET "+cloudsync.PathSnapshot, h.gateway(h.snapshot))
+	m.HandleFunc("GET "+cloudsync.PathChanges, h.gateway(h.changes))
+	m.HandleFunc("GET "+cloudsync.PathEvents, h.gateway(h.events))
+	m.HandleFunc("GET /admin/v1/devices", h.admin(h.listDevices))
+	m.HandleFunc("GET /admin/v1/devices/{id}", h.admin(h.getDevice))
+	m.HandleFunc("POST /admin/v1/import", h.admin(h.importBatch))
+	m.HandleFunc("POST /admin/v1/devices/{id}/suspend", h.admin(h.setStatus(store.DeviceSuspended)))
+	m.HandleFunc("POST /admin/v1/devices/{id}/activate", h.admin(h.setStatus(store.DeviceActive)))
+	m.HandleFunc("POST /admin/v1/devices/{id}/revoke", h.admin(h.revokeDevice))
+	m.HandleFunc("POST /admin/v1/gateways", h.admin(h.addGateway))
+	m.HandleFunc("GET /admin/v1/gateways", h.admin(h.listGateways))
+	m.HandleFunc("DELETE /admin/v1/gateways/{id}", h.admin(h.removeGateway))
+	return h
+}
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
+
+type apiError struct {
+	Error       string `json:"error"`
+	Description string `json:"error_description,omitempty"`
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func fail(w http.ResponseWriter, code int, kind, desc string) {
+	writeJSON(w, code, apiError{Error: kind, Description: desc})
+}
+
+// admin requires the admin bearer token (compared in constant time).
+func (h *Handler) admin(next func(w http.ResponseWriter, r *http.Request, who string)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || h.AdminToken == "" || subtle.ConstantTimeCompare([]byte(tok), []byte(h.AdminToken)) != 1 {
+			h.A.log.Warn("admin request refused", "path", r.URL.Path, "remote", r.RemoteAddr, "reason", "missing or wrong admin token")
+			w.Header().Set("WWW-Authenticate", `Bearer realm="edgeid-authority"`)
+			fail(w, http.StatusUnauthorized, "invalid_token", "send Authorization: Bearer <admin token>")
+			return
+		}
+		next(w, r, "admin@"+r.RemoteAddr)
+	}
+}
+
+// gateway requires a valid assertion signed by an enrolled gateway's key.
+func (h *Handler) gateway(next func(w http.ResponseWriter, r *http.Request, gw string)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		raw, ok := strings.CutPrefix(r.Header.Get("Authorization"), "EdgeID-GW ")
+		if !ok {
+			fail(w, http.StatusUnauthorized, "invalid_client", "send Authorization: EdgeID-GW <assertion signed with the gateway key>")
+			return
+		}
+		gw, err := cloudsync.VerifyAssertion(raw, h.A.URL(), func(id string) (jwk.Key, error) {
+			g, err := h.A.Gateway(id)
+			if err != nil {
+				return nil, err
+			}
+			return jwk.ParseKey(g.Key)
+		}, time.Now())
+		if err != nil {
+			h.A.log.Warn("gateway request refused", "path", r.URL.Path, "remote", r.RemoteAddr, "reason", err.Error())
+			fail(w, http.StatusUnauthorized, "invalid_client", "gateway not enrolled or assertion invalid")
+			return
+		}
+		next(w, r, gw)
+	}
+}
+
+func (h *Handler) metadata(w http.ResponseWriter, r *http.Request) {
+	u := h.A.URL()
+	writeJSON(w, http.StatusOK, map[string]any{
+		"issuer":                                u,
+		"jwks_uri":                              u + "/jwks.json",
+		"token_endpoint":                        u + "/oauth/token",
+		"grant_types_supported":                 []string{"client_credentials"},
+		"token_endpoint_auth_methods_supported": []string{"tls_client_auth"},
+		"tls_client_certificate_bound_access_tokens": true,
+	})
+}
+
+func (h *Handler) jwks(w http.ResponseWriter, r *http.Request) {
+	j, err := h.A.JWKS()
+	if err != nil {
+		fail(w, http.StatusInternalServerError, "server_error", err.Error())
+		return
+	}
+	w.Header().Set("Content-Type", "application/jwk-set+json")
+	_, _ = w.Write(j)
+}
+
+func decode(r *http.Request, v any) error {
+	dec := json.NewDecoder(io.LimitReader(r.Body, 64<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("request body: %v", err)
+	}
+	return nil
+}
+
+func (h *Handler) enroll(w http.ResponseWriter, r *http.Request) {
+	var req cloudsync.EnrollRequest
+	if err := decode(r, &req); err != nil {
+		fail(w, http.StatusBadRequest, "invalid_request", err.Error())
+		return
+	}
+	resp, err := h.A.Enroll(req)
+	if errors.Is(err, ErrEnroll) {
+		fail(w, http.StatusForbidden, "access_denied", err.Error())
+		return
+	}
+	if err != nil {
+		fail(w, http.StatusBadRequest, "invalid_request", err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+func (h *Handler) snapshot(w http.ResponseWriter, r *http.Request, gw string) {
+	s, err := h.A.Snapshot(gw)
+	if err != nil {
+		fail(w, http.StatusInternalServerError, "server_error", err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"batch": s})
+}
+
+func parseFrom(r *http.Request) (string, uint64, error) {
+	from, err := strconv.ParseUint(r.URL.Query().Get("from"), 10, 64)
+	if err != nil {
+		return "", 0, errors.New("from: want the cursor's sequence number")
+	}
+	return r.URL.Query().Get("epoch"), from, nil
+}
+
+func (h *Handler) changes(w http.ResponseWriter, r *http.Request, gw string) {
+	epoch, from, err := parseFrom(r)
+	if err != nil {
+		fail(w, http.StatusBadRequest, "invalid_request", err.Error())
+		return
+	}
+	resp, err := h.A.Changes(gw, epoch, from, 500)
+	if err != nil {
+		fail(w, http.StatusInternalServerError, "server_error", err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// events is the push channel: server-sent events, each a signed batch,
+// starting after the gateway's cursor and following every change as it is
+// applied. Comments keep NAT mappings and proxies alive.
+func (h *Handler) events(w http.ResponseWriter, r *http.Request, gw string) {
+	epoch, from, err := parseFrom(r)
+	if err != nil {
+		fail(w, http.StatusBadRequest, "invalid_request", err.Error())
+		return
+	}
+	fl, ok := w.(http.Flusher)
+	if !ok {
+		fail(w, http.StatusInternalServerError, "server_error", "streaming unsupported")
+		return
+	}
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	fl.Flush()
+	h.A.log.Info("gateway stream open", "gateway", gw, "from", from)
+	defer h.A.log.Info("gateway stream closed", "gateway", gw)
+	ping := time.NewTicker(15 * time.Second)
+	defer ping.Stop()
+	for {
+		changed := h.A.Changed() // before reading, so no change slips between read and wait
+		resp, err := h.A.Changes(gw, epoch, from, 500)
+		if err != nil {
+			return
+		}
+		if resp.NeedSnapshot {
+			fmt.Fprint(w, "event: snapshot-required\ndata: {}\n\n")
+			fl.Flush()
+			return
+		}
+		for _, b := range resp.Batches {
+			fmt.Fprintf(w, "event: batch\ndata: %s\n\n", b)
+			from++
+		}
+		fl.Flush()
+		if len(resp.Batches) == 500 {
+			continue
+		}
+		select {
+		case <-r.Context().Done():
+			return
+		case <-h.A.Done():
+			return
+		case <-changed:
+		case <-ping.C:
+			if _, err := fmt.Fprint(w, ": ping\n\n"); err != nil {
+				return
+			}
+			fl.Flush()
+		}
+	}
+}
+
+func (h *Handler) listDevices(w http.ResponseWriter, r *http.Request, who string) {
+	ds, err := h.A.Store.Devices()
+	if err != nil {
+		fail(w, http.StatusInternalServerError, "server_error", err.Error())
+		return
+	}
+	if ds == nil {
+		ds = []store.Device{}
+	}
+	writeJSON(w, http.StatusOK, ds)
+}
+
+func (h *Handler) getDevice(w http.ResponseWriter, r *http.Request, who string) {
+	d, err := h.A.Store.Device(r.PathValue("id"))
+	if errors.Is(err, store.ErrNotFound) {
+		fail(w, http.StatusNotFound, "not_found", "no device "+r.PathValue("id"))
+		return
+	}
+	if err != nil {
+		fail(w, http.StatusInternalServerError, "server_error", err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, d)
+}
+
+// importBatch applies a store.Batch (classes, devices, revocations, …)
+// all or nothing; the error lists every bad row.
+func (h *Handler) importBatch(w http.ResponseWriter, r *http.Request, who string) {
+	var b store.Batch
+	if err := decode(r, &b); err != nil {
+		fail(w, http.StatusBadRequest, "invalid_request", err.Error())
+		return
+	}
+	rev, err := h.A.Apply(&b, who)
+	var ve *store.ValidationError
+	if errors.As(err, &ve) {
+		writeJSON(w, http.StatusUnprocessableEntity, map[string]any{"error": "invalid_batch", "problems": ve.Problems})
+		return
+	}
+	if err != nil {
+		fail(w, http.StatusInternalServerError, "server_error", err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"rev": rev, "records": b.Size()})
+}
+
+func (h *Handler) setStatus(st store.DeviceStatus) func(w http.ResponseWriter, r *http.Request, who string) {
+	return func(w http.ResponseWriter, r *http.Request, who string) {
+		rev, err := h.A.SetDeviceStatus(r.PathValue("id"), st, who)
+		h.answerChange(w, rev, err)
+	}
+}
+
+func (h *Handler) revokeDevice(w http.ResponseWriter, r *http.Request, who string) {
+	rev, err := h.A.RevokeDevice(r.PathValue("id"), r.URL.Query().Get("reason"), who)
+	h.answerChange(w, rev, err)
+}
+
+func (h *Handler) answerChange(w http.ResponseWriter, rev uint64, err error) {
+	if errors.Is(err, store.ErrNotFound) {
+		fail(w, http.StatusNotFound, "not_found", err.Error())
+		return
+	}
+	if err != nil {
+		fail(w, http.StatusInternalServerError, "server_error", err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"rev": rev})
+}
+
+func (h *Handler) addGateway(w http.ResponseWriter, r *http.Request, who string) {
+	var req struct {
+		Name string `json:"name"`
+	}
+	if err := decode(r, &req); err != nil {
+		fail(w, http.StatusBadRequest, "invalid_request", err.Error())
+		return
+	}
+	code, exp, err := h.A.AddGateway(req.Name, who)
+	if err != nil {
+		fail(w, http.StatusBadRequest, "invalid_request", err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"gateway": req.Name, "code": code, "expires": exp})
+}
+
+func (h *Handler) listGateways(w http.ResponseWriter, r *http.Request, who string) {
+	gs, err := h.A.Gateways()
+	if err != nil {
+		fail(w, http.StatusInternalServerError, "server_error", err.Error())
+		return
+	}
+	if gs == nil {
+		gs = []Gateway{}
+	}
+	writeJSON(w, http.StatusOK, gs)
+}
+
+func (h *Handler) removeGateway(w http.ResponseWriter, r *http.Request, who string) {
+	if err := h.A.RemoveGateway(r.PathValue("id"), who); err != nil {
+		fail(w, http.StatusNotFound, "not_found", err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"removed": r.PathValue("id")})
+}

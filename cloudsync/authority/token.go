@@ -1,0 +1,128 @@
+package authority
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/lestrrat-go/jwx/v3/jwa"
+	"github.com/lestrrat-go/jwx/v3/jws"
+
+	"github.com/edgeid/edgeid/edge/policy"
+	"github.com/edgeid/edgeid/store"
+)
+
+// TokenResponse is the RFC 6749 token endpoint answer.
+type TokenResponse struct {
+	AccessToken string `json:"access_token"`
+	TokenType   string `json:"token_type"`
+	ExpiresIn   int    `json:"expires_in"`
+	Scope       string `json:"scope"`
+}
+
+// OAuthError is an RFC 6749 §5.2 error.
+type OAuthError struct {
+	Code        string `json:"error"`
+	Description string `json:"error_description,omitempty"`
+	status      int
+}
+
+func (e *OAuthError) Error() string { return e.Code + ": " + e.Description }
+
+// CallHome issues a device its access token for its class topics ("call
+// home", before it is paired), bound to the factory certificate it
+// authenticated with (RFC 8705 tls_client_auth, cnf x5t#S256).
+func (a *Authority) CallHome(clientID string, cert *x509.Certificate) (TokenResponse, error) {
+	if cert == nil {
+		return TokenResponse{}, &OAuthError{"invalid_client", "authenticate with the device's factory certificate (mutual TLS)", http.StatusUnauthorized}
+	}
+	d, err := a.Store.Device(clientID)
+	if errors.Is(err, store.ErrNotFound) {
+		a.log.Warn("call home refused", "device", clientID, "reason", "unknown device")
+		return TokenResponse{}, &OAuthError{"invalid_client", "unknown client_id", http.StatusUnauthorized}
+	} else if err != nil {
+		return TokenResponse{}, err
+	}
+	sum := sha256.Sum256(cert.Raw)
+	if d.CertSHA256 == "" || subtle.ConstantTimeCompare([]byte(hex.EncodeToString(sum[:])), []byte(d.CertSHA256)) != 1 {
+		a.log.Warn("call home refused", "device", clientID, "reason", "certificate is not the device's registered certificate")
+		return TokenResponse{}, &OAuthError{"invalid_client", "the client certificate is not registered for this client_id", http.StatusUnauthorized}
+	}
+	if d.Status != store.DeviceActive {
+		a.log.Warn("call home refused", "device", clientID, "reason", "device "+string(d.Status))
+		return TokenResponse{}, &OAuthError{"unauthorized_client", "device is " + string(d.Status), http.StatusBadRequest}
+	}
+	class, err := a.Store.Class(d.Class)
+	if err != nil {
+		return TokenResponse{}, err
+	}
+	rules, err := policy.Expand(class.Permissions, policy.Vars{Device: d.ID, Owner: d.Owner, Client: d.ID})
+	if err != nil {
+		return TokenResponse{}, err
+	}
+	scope := policy.FormatScope(rules)
+	tok, err := a.sign(map[string]any{
+		"sub": d.ID, "client_id": d.ID, "scope": scope,
+		"cnf": map[string]string{"x5t#S256": base64.RawURLEncoding.EncodeToString(sum[:])},
+	})
+	if err != nil {
+		return TokenResponse{}, err
+	}
+	a.log.Info("token issued", "device", d.ID, "grant", "client_credentials", "binding", "x5t#S256")
+	return TokenResponse{AccessToken: tok, TokenType: "Bearer", ExpiresIn: int(a.cfg.TokenTTL.Seconds()), Scope: scope}, nil
+}
+
+// sign makes an RFC 9068 access token with the standard claims added.
+func (a *Authority) sign(claims map[string]any) (string, error) {
+	now := time.Now()
+	claims["iss"] = a.cfg.URL
+	claims["aud"] = a.cfg.TokenAudience
+	claims["iat"] = now.Unix()
+	claims["exp"] = now.Add(a.cfg.TokenTTL).Unix()
+	claims["jti"] = randomID(16)
+	payload, err := json.Marshal(claims)
+	if err != nil {
+		return "", err
+	}
+	h := jws.NewHeaders()
+	_ = h.Set(jws.TypeKey, "at+jwt")
+	_ = h.Set(jws.KeyIDKey, mustKid(a.tokenKey))
+	out, err := jws.Sign(payload, jws.WithKey(jwa.ES256(), a.tokenKey, jws.WithProtectedHeaders(h)))
+	if err != nil {
+		return "", fmt.Errorf("sign token: %w", err)
+	}
+	return string(out), nil
+}
+
+func (h *Handler) token(w http.ResponseWriter, r *http.Request) {
+	if err := r.ParseForm(); err != nil {
+		fail(w, http.StatusBadRequest, "invalid_request", "form: "+err.Error())
+		return
+	}
+	if gt := r.PostForm.Get("grant_type"); gt != "client_credentials" {
+		fail(w, http.StatusBadRequest, "unsupported_grant_type", fmt.Sprintf("grant_type %q: this endpoint serves client_credentials", gt))
+		return
+	}
+	var cert *x509.Certificate
+	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+		cert = r.TLS.PeerCertificates[0]
+	}
+	resp, err := h.A.CallHome(r.PostForm.Get("client_id"), cert)
+	var oe *OAuthError
+	if errors.As(err, &oe) {
+		writeJSON(w, oe.status, oe)
+		return
+	}
+	if err != nil {
+		fail(w, http.StatusInternalServerError, "server_error", err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, resp)
+}

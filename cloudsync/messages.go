@@ -1,0 +1,45 @@
+package cloudsync
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// EnrollRequest is what a gateway sends with its one-time code.
+type EnrollRequest struct {
+	Code string `json:"code"`
+	// Key is the gateway's public key (JWK); its requests are signed with it.
+	Key json.RawMessage `json:"key"`
+	// Hardware is the board's serial number, for the operator's records.
+	Hardware string `json:"hardware,omitempty"`
+}
+
+// EnrollResponse tells the gateway who it is and which key signs its feed.
+type EnrollResponse struct {
+	Gateway string `json:"gateway"`
+	// FeedKey is the public key the gateway pins for feed batches.
+	FeedKey json.RawMessage `json:"feed_key"`
+	// Audience is the aud of device tokens meant for this gateway.
+	Audience string `json:"audience"`
+}
+
+// Paths of the sync API, relative to the authority's base URL.
+const (
+	PathEnroll   = "/sync/v1/enroll"
+	PathSnapshot = "/sync/v1/snapshot"
+	PathChanges  = "/sync/v1/changes"
+	PathEvents   = "/sync/v1/events"
+)
+
+// ChangesResponse carries signed batches; Snapshot is set when the gateway
+// must start again from a snapshot (another epoch, or the log was trimmed).
+type ChangesResponse struct {
+	Batches      []string `json:"batches"`
+	NeedSnapshot bool     `json:"need_snapshot,omitempty"`
+}
+
+// AssertionType is the JWS typ of a gateway's signed request assertion.
+const AssertionType = "edgeid-gw+jwt"
+
+// AssertionLifetime bounds how long a signed request stays usable.
+const AssertionLifetime = 2 * time.Minute

@@ -1,0 +1,63 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+
+	"github.com/edgeid/edgeid/cloudsync/client"
+	"github.com/edgeid/edgeid/edge"
+	"github.com/edgeid/edgeid/edge/config"
+)
+
+// runEnroll registers this gateway with an authority using a one-time code
+// and keeps the result (its key, the pinned feed key) for `edgeid serve`.
+func runEnroll(ctx context.Context, args []string) error {
+	fs := pflag.NewFlagSet("enroll", pflag.ContinueOnError)
+	path := fs.StringP("config", "c", "", "configuration file (for state_dir and sync.enrollment)")
+	authority := fs.String("authority", "", "the authority's base URL, e.g. https://authority.example.com:8443")
+	code := fs.String("code", "", "the one-time code from edgeid-authority gateway add")
+	fp := fs.String("fingerprint", "", "the authority's TLS certificate sha256, when it is self-signed")
+	hardware := fs.String("hardware", "", "board serial number to register (default: /etc/machine-id)")
+	force := fs.Bool("force", false, "replace an existing enrollment")
+	fs.String("state-dir", "", "state directory (state_dir)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *authority == "" || *code == "" {
+		return errors.New("usage: edgeid enroll --authority URL --code CODE [--fingerprint SHA256]")
+	}
+	v := viper.New()
+	if f := fs.Lookup("state-dir"); f.Changed {
+		_ = v.BindPFlag("state_dir", f)
+	}
+	cfg, err := config.Load(v, *path)
+	if err != nil {
+		return err
+	}
+	dest := edge.EnrollmentPath(cfg)
+	if _, err := os.Stat(dest); err == nil && !*force {
+		return fmt.Errorf("already enrolled (%s); use --force to enroll again", dest)
+	}
+	if *hardware == "" {
+		if b, err := os.ReadFile("/etc/machine-id"); err == nil && len(b) > 1 {
+			*hardware = string(b[:len(b)-1])
+		}
+	}
+	e, err := client.Enroll(ctx, *authority, *fp, *code, *hardware)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o750); err != nil {
+		return err
+	}
+	if err := e.Save(dest); err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(stdout, "enrolled as gateway %q with %s; restart edgeid (systemctl restart edgeid) to start syncing\n", e.Gateway, e.Authority)
+	return err
+}

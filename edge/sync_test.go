@@ -1,0 +1,197 @@
+package edge_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgeid/edgeid/cloudsync/authority"
+	syncclient "github.com/edgeid/edgeid/cloudsync/client"
+	"github.com/edgeid/edgeid/edge/demo"
+	"github.com/edgeid/edgeid/store"
+)
+
+// auth is a real authority on loopback HTTPS (in-process).
+type authSrv struct {
+	t     *testing.T
+	a     *authority.Authority
+	srv   *httptest.Server
+	fp    string
+	token string
+	logs  *syncBuf
+}
+
+func startAuthority(t *testing.T) *authSrv {
+	t.Helper()
+	var h http.Handler
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h.ServeHTTP(w, r) }))
+	srv.TLS = &tls.Config{ClientAuth: tls.RequestClientCert}
+	srv.StartTLS()
+	var a *authority.Authority
+	t.Cleanup(func() {
+		if a != nil {
+			a.Close()
+		}
+		srv.Close()
+	})
+	st, err := store.Open(store.Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	logs := &syncBuf{}
+	a, err = authority.New(authority.Config{URL: srv.URL, TokenAudience: "edgeid", TokenTTL: time.Hour,
+		MaxTokenLifetime: 24 * time.Hour, EnrollCodeTTL: time.Hour}, st, slog.New(slog.NewTextHandler(io.MultiWriter(logs, testWriter{t}), nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h = authority.NewHandler(a, "admin-secret-for-tests")
+	sum := sha256.Sum256(srv.Certificate().Raw)
+	return &authSrv{t: t, a: a, srv: srv, fp: hex.EncodeToString(sum[:]), token: "admin-secret-for-tests", logs: logs}
+}
+
+func (x *authSrv) admin(method, path string, body any) []byte {
+	x.t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, x.srv.URL+path, rd)
+	req.Header.Set("Authorization", "Bearer "+x.token)
+	resp, err := syncclient.HTTPClient(x.fp).Do(req)
+	if err != nil {
+		x.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		x.t.Fatalf("%s %s: %s %s", method, path, resp.Status, data)
+	}
+	return data
+}
+
+// enroll makes an enrollment for a gateway called name and saves it.
+func (x *authSrv) enroll(name string) string {
+	x.t.Helper()
+	code, _, err := x.a.AddGateway(name, "test")
+	if err != nil {
+		x.t.Fatal(err)
+	}
+	e, err := syncclient.Enroll(context.Background(), x.srv.URL, x.fp, code, "test-board")
+	if err != nil {
+		x.t.Fatal(err)
+	}
+	path := filepath.Join(x.t.TempDir(), "enrollment.json")
+	if err := e.Save(path); err != nil {
+		x.t.Fatal(err)
+	}
+	return path
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestSyncEndToEnd(t *testing.T) {
+	x := startAuthority(t)
+	files, err := demo.WriteTLS(t.TempDir(), "factory-7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The manufacturer registers its classes and 1,000 devices in one call,
+	// one of them with the factory certificate it will call home with.
+	batch := store.Batch{Classes: demo.Classes(), Users: []store.User{{ID: "alice", Status: store.UserActive}}}
+	for i := 0; i < 1000; i++ {
+		batch.Devices = append(batch.Devices, store.Device{ID: fmt.Sprintf("dev-%04d", i), Class: "thermostat", Owner: "alice", Status: store.DeviceActive})
+	}
+	files9, err := demo.WriteTLS(t.TempDir(), "factory-9")
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch.Devices = append(batch.Devices,
+		store.Device{ID: "factory-7", Class: "thermostat", Status: store.DeviceActive, CertSHA256: files.DeviceFingerprint},
+		store.Device{ID: "factory-9", Class: "thermostat", Status: store.DeviceActive, CertSHA256: files9.DeviceFingerprint})
+	x.admin("POST", "/admin/v1/import", batch)
+
+	stateDir := t.TempDir()
+	enrollment := x.enroll("gw-1")
+	opts := func(c *configT) { c.StateDir = stateDir; c.Sync.Enrollment = enrollment }
+	g := startGateway(t, opts)
+	waitFor(t, "1,002 devices at the gateway", func() bool {
+		ds, _ := g.g.Store.Devices()
+		return len(ds) == 1002
+	})
+
+	// Call home with the factory certificate, then connect with that token.
+	cert, err := tls.LoadX509KeyPair(files.DeviceCert, files.DeviceKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc := syncclient.HTTPClient(x.fp)
+	hc.Transport.(*http.Transport).TLSClientConfig.Certificates = []tls.Certificate{cert}
+	resp, err := hc.PostForm(x.srv.URL+"/oauth/token", url.Values{"grant_type": {"client_credentials"}, "client_id": {"factory-7"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tr authority.TokenResponse
+	json.NewDecoder(resp.Body).Decode(&tr)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || tr.AccessToken == "" {
+		t.Fatalf("call home: %s %+v", resp.Status, tr)
+	}
+	dev := g.mustConnect(connOpts{tls: true, cert: &cert, clientID: "factory-7", token: tr.AccessToken})
+	if code := dev.publish(t, "devices/factory-7/telemetry/temp", "20", 1); code != 0 {
+		t.Fatalf("publish with the call-home token: %s", hexCode(code))
+	}
+	// The same token without its certificate is refused (bound with x5t#S256).
+	if code, _ := g.connect(connOpts{clientID: "factory-7", token: tr.AccessToken}); code != 0x87 {
+		t.Errorf("bound call-home token without its certificate: %s, want 0x87", hexCode(code))
+	}
+
+	// Revoke at the authority: the gateway hears it on the push channel and
+	// disconnects the session.
+	x.admin("POST", "/admin/v1/devices/factory-7/revoke?reason=lost", nil)
+	if code := dev.expectDisconnect(t); code != 0x87 {
+		t.Fatalf("revocation DISCONNECT %s, want 0x87", hexCode(code))
+	}
+	if code, _ := g.connect(connOpts{tls: true, cert: &cert, clientID: "factory-7", token: tr.AccessToken}); code != 0x87 {
+		t.Errorf("revoked device reconnect: %s, want 0x87", hexCode(code))
+	}
+
+	// The authority goes away and the gateway restarts: the store still
+	// decides, for the device still allowed and for the revoked one.
+	x.a.Close()
+	x.srv.Close()
+	g.g.Close()
+	g2 := startGateway(t, opts)
+	if code, _ := g2.connect(connOpts{tls: true, cert: &cert, clientID: "factory-7", token: tr.AccessToken}); code != 0x87 {
+		t.Errorf("offline restart: revoked device %s, want 0x87", hexCode(code))
+	}
+	cert9, err := tls.LoadX509KeyPair(files9.DeviceCert, files9.DeviceKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g2.mustConnect(connOpts{tls: true, cert: &cert9, clientID: "factory-9"})
+	waitFor(t, "the sync failure to be logged", func() bool { return strings.Contains(g2.logs.String(), "sync interrupted") })
+}
