@@ -195,3 +195,101 @@ func TestSyncEndToEnd(t *testing.T) {
 	g2.mustConnect(connOpts{tls: true, cert: &cert9, clientID: "factory-9"})
 	waitFor(t, "the sync failure to be logged", func() bool { return strings.Contains(g2.logs.String(), "sync interrupted") })
 }
+
+// Batches that are tampered with, replayed, rolled back, meant for another
+// gateway, signed by another key or from another epoch are refused with a
+// logged reason and change nothing.
+func TestSyncRefusesBadBatches(t *testing.T) {
+	x := startAuthority(t)
+	x.admin("POST", "/admin/v1/import", store.Batch{Classes: demo.Classes(),
+		Devices: []store.Device{{ID: "d1", Class: "thermostat", Status: store.DeviceActive}}})
+	g := startGateway(t, func(c *configT) { c.Sync.Enrollment = x.enroll("gw-1") })
+	waitFor(t, "d1 at the gateway", func() bool { _, err := g.g.Store.Device("d1"); return err == nil })
+
+	// A delta the gateway has already applied: fetch the log from 0.
+	old, err := x.a.Changes("gw-1", x.a.Epoch(), 0, 100)
+	if err != nil || len(old.Batches) == 0 {
+		t.Fatalf("changes: %v", err)
+	}
+	snapOther, _ := x.a.Snapshot("gw-2")
+	// A new change, signed for this gateway, then tampered with.
+	x.admin("POST", "/admin/v1/import", store.Batch{Devices: []store.Device{{ID: "d2", Class: "thermostat", Status: store.DeviceActive}}})
+	waitFor(t, "d2 at the gateway", func() bool { _, err := g.g.Store.Device("d2"); return err == nil })
+	cur, _ := g.g.Store.Cursor()
+	next, _ := x.a.Changes("gw-1", x.a.Epoch(), cur.Seq-1, 1)
+	parts := strings.Split(next.Batches[0], ".")
+	payload, _ := base64Decode(parts[1])
+	tamperedPayload := strings.Replace(string(payload), `"status":"active"`, `"status":"suspended"`, 1)
+	tampered := parts[0] + "." + base64Encode([]byte(tamperedPayload)) + "." + parts[2]
+	otherKey, _ := demo.NewIssuer("x", "feed-x")
+	forged := signFeed(t, otherKey, tamperedPayload)
+
+	before, _ := g.g.Store.Devices()
+	beforeCur, _ := g.g.Store.Cursor()
+	cases := []struct{ name, raw, reason string }{
+		{"replayed delta", old.Batches[0], "rollback"},
+		{"replayed latest", next.Batches[0], "rollback"},
+		{"another gateway's snapshot", snapOther, "wrong_gateway"},
+		{"tampered", tampered, "bad_signature"},
+		{"signed by another key", forged, "bad_signature"},
+		{"not a JWS", "garbage", "malformed"},
+	}
+	for _, c := range cases {
+		err := g.g.Syncer.Apply(c.raw)
+		if err == nil || !strings.Contains(err.Error(), c.reason) {
+			t.Errorf("%s: err %v, want reason %s", c.name, err, c.reason)
+		}
+		if !strings.Contains(g.logs.String(), "reason="+c.reason) {
+			t.Errorf("%s: refusal not logged with reason=%s", c.name, c.reason)
+		}
+	}
+	after, _ := g.g.Store.Devices()
+	afterCur, _ := g.g.Store.Cursor()
+	if len(after) != len(before) || afterCur.Seq != beforeCur.Seq || afterCur.Epoch != beforeCur.Epoch {
+		t.Fatalf("refused batches changed the store: %d→%d devices, cursor %+v→%+v", len(before), len(after), beforeCur, afterCur)
+	}
+	if d, _ := g.g.Store.Device("d2"); d.Status != store.DeviceActive {
+		t.Fatalf("tampered status applied: %+v", d)
+	}
+}
+
+// A gateway removed at the authority gets nothing more.
+func TestRemovedGatewayGetsNothing(t *testing.T) {
+	x := startAuthority(t)
+	path := x.enroll("gw-9")
+	e, err := syncclient.LoadEnrollment(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(store.Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	s, err := syncclient.NewSyncer(e, st, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SyncOnce(context.Background()); err != nil {
+		t.Fatalf("enrolled gateway: %v", err)
+	}
+	x.admin("DELETE", "/admin/v1/gateways/gw-9", nil)
+	if err := s.SyncOnce(context.Background()); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Fatalf("removed gateway synced: %v", err)
+	}
+	if !strings.Contains(x.logs.String(), "gateway request refused") {
+		t.Error("authority did not log the refusal")
+	}
+	// A used enrollment code cannot enroll a second gateway.
+	code, _, _ := x.a.AddGateway("gw-10", "test")
+	if _, err := syncclient.Enroll(context.Background(), x.srv.URL, x.fp, code, ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := syncclient.Enroll(context.Background(), x.srv.URL, x.fp, code, ""); err == nil || !strings.Contains(err.Error(), "403") {
+		t.Fatalf("code used twice: %v", err)
+	}
+	// A wrong TLS pin is refused before anything is sent.
+	if _, err := syncclient.Enroll(context.Background(), x.srv.URL, strings.Repeat("0", 64), code, ""); err == nil || !strings.Contains(err.Error(), "not the pinned") {
+		t.Fatalf("wrong pin: %v", err)
+	}
+}
