@@ -197,8 +197,25 @@ func (a *adminServer) status(w http.ResponseWriter, r *http.Request) (any, error
 	if err != nil {
 		return nil, err
 	}
-	return admin.Status{Gateway: g.cfg.Gateway.ID, Version: Version, StartedAt: g.started, Listeners: g.ListenerAddrs(),
-		Sessions: g.Broker.Sessions.Len(), StoreRev: rev, Records: counts, TokenCache: g.Verifier.CacheLen()}, nil
+	st := admin.Status{Gateway: g.cfg.Gateway.ID, Version: Version, StartedAt: g.started, Listeners: g.ListenerAddrs(),
+		Sessions: g.Broker.Sessions.Len(), StoreRev: rev, Records: counts, TokenCache: g.Verifier.CacheLen()}
+	if s := g.Syncer; s != nil {
+		cur, err := g.Store.Cursor()
+		if err != nil {
+			return nil, err
+		}
+		last := s.LastContact()
+		if last.IsZero() {
+			last = cur.SyncedAt
+		}
+		lag := -1.0
+		if !last.IsZero() {
+			lag = time.Since(last).Seconds()
+		}
+		st.Sync = &admin.SyncStatus{Authority: s.E.Authority, Gateway: s.E.Gateway, Online: s.Online(), Epoch: cur.Epoch,
+			Cursor: cur.Seq, SyncedAt: cur.SyncedAt, LagSeconds: lag}
+	}
+	return st, nil
 }
 
 func (a *adminServer) sessions(w http.ResponseWriter, r *http.Request) (any, error) {

@@ -143,6 +143,14 @@ func TestSyncEndToEnd(t *testing.T) {
 		return len(ds) == 1002
 	})
 
+	waitFor(t, "the push stream", func() bool {
+		st, err := g.admin().Status(context.Background())
+		return err == nil && st.Sync != nil && st.Sync.Online
+	})
+	if st, _ := g.admin().Status(context.Background()); st.Sync.Gateway != "gw-1" || st.Sync.Cursor == 0 || st.Sync.Epoch != x.a.Epoch() {
+		t.Fatalf("status sync: %+v", st.Sync)
+	}
+
 	// Call home with the factory certificate, then connect with that token.
 	cert, err := tls.LoadX509KeyPair(files.DeviceCert, files.DeviceKey)
 	if err != nil {

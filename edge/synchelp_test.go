@@ -11,7 +11,7 @@ import (
 )
 
 func base64Decode(s string) ([]byte, error) { return base64.RawURLEncoding.DecodeString(s) }
-func base64Encode(b []byte) string         { return base64.RawURLEncoding.EncodeToString(b) }
+func base64Encode(b []byte) string          { return base64.RawURLEncoding.EncodeToString(b) }
 
 // signFeed signs payload as a feed batch with a key that is not the authority's.
 func signFeed(t *testing.T, iss *demo.Issuer, payload string) string {

@@ -38,6 +38,9 @@ func NewHandler(a *Authority, adminToken string) *Handler {
 	m.HandleFunc("GET /admin/v1/devices", h.admin(h.listDevices))
 	m.HandleFunc("GET /admin/v1/devices/{id}", h.admin(h.getDevice))
 	m.HandleFunc("POST /admin/v1/import", h.admin(h.importBatch))
+	m.HandleFunc("GET /admin/v1/classes", h.admin(h.listClasses))
+	m.HandleFunc("POST /oauth/revoke", h.admin(h.revokeToken))
+	m.HandleFunc("POST /oauth/introspect", h.admin(h.introspect))
 	m.HandleFunc("POST /admin/v1/devices/{id}/suspend", h.admin(h.setStatus(store.DeviceSuspended)))
 	m.HandleFunc("POST /admin/v1/devices/{id}/activate", h.admin(h.setStatus(store.DeviceActive)))
 	m.HandleFunc("POST /admin/v1/devices/{id}/revoke", h.admin(h.revokeDevice))
@@ -106,11 +109,13 @@ func (h *Handler) gateway(next func(w http.ResponseWriter, r *http.Request, gw s
 func (h *Handler) metadata(w http.ResponseWriter, r *http.Request) {
 	u := h.A.URL()
 	writeJSON(w, http.StatusOK, map[string]any{
-		"issuer":                                u,
-		"jwks_uri":                              u + "/jwks.json",
-		"token_endpoint":                        u + "/oauth/token",
-		"grant_types_supported":                 []string{"client_credentials"},
-		"token_endpoint_auth_methods_supported": []string{"tls_client_auth"},
+		"issuer":                                     u,
+		"jwks_uri":                                   u + "/jwks.json",
+		"token_endpoint":                             u + "/oauth/token",
+		"grant_types_supported":                      []string{"client_credentials"},
+		"token_endpoint_auth_methods_supported":      []string{"tls_client_auth"},
+		"revocation_endpoint":                        u + "/oauth/revoke",
+		"introspection_endpoint":                     u + "/oauth/introspect",
 		"tls_client_certificate_bound_access_tokens": true,
 	})
 }
@@ -268,7 +273,14 @@ func (h *Handler) getDevice(w http.ResponseWriter, r *http.Request, who string) 
 // all or nothing; the error lists every bad row.
 func (h *Handler) importBatch(w http.ResponseWriter, r *http.Request, who string) {
 	var b store.Batch
-	if err := decode(r, &b); err != nil {
+	if strings.HasPrefix(r.Header.Get("Content-Type"), "text/csv") {
+		ds, err := DevicesFromCSV(io.LimitReader(r.Body, 64<<20))
+		if err != nil {
+			fail(w, http.StatusBadRequest, "invalid_request", err.Error())
+			return
+		}
+		b.Devices = ds
+	} else if err := decode(r, &b); err != nil {
 		fail(w, http.StatusBadRequest, "invalid_request", err.Error())
 		return
 	}

@@ -69,11 +69,22 @@ func runStatus(ctx context.Context, args []string) error {
 		recs = append(recs, fmt.Sprintf("%s=%d", k, v))
 	}
 	sort.Strings(recs)
-	return table("KEY\tVALUE", [][]string{
+	rows := [][]string{
 		{"gateway", s.Gateway}, {"version", s.Version}, {"up since", s.StartedAt.Format(time.RFC3339)},
 		{"listeners", strings.Join(s.Listeners, " ")}, {"sessions", fmt.Sprint(s.Sessions)},
 		{"store rev", fmt.Sprint(s.StoreRev)}, {"records", strings.Join(recs, " ")}, {"cached tokens", fmt.Sprint(s.TokenCache)},
-	})
+	}
+	if y := s.Sync; y != nil {
+		state := "offline (deciding from the local store)"
+		if y.Online {
+			state = "online"
+		}
+		rows = append(rows, []string{"authority", y.Authority + " as " + y.Gateway}, []string{"sync", state},
+			[]string{"sync cursor", fmt.Sprintf("%s/%d", y.Epoch, y.Cursor)}, []string{"sync lag", fmt.Sprintf("%.0fs", y.LagSeconds)})
+	} else {
+		rows = append(rows, []string{"sync", "not enrolled (edgeid enroll)"})
+	}
+	return table("KEY\tVALUE", rows)
 }
 
 func runSessions(ctx context.Context, args []string) error {

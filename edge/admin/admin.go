@@ -24,6 +24,19 @@ type Status struct {
 	StoreRev   uint64         `json:"store_rev"`
 	Records    map[string]int `json:"records"`
 	TokenCache int            `json:"token_cache"`
+	Sync       *SyncStatus    `json:"sync,omitempty"`
+}
+
+// SyncStatus is the link to the authority, when the gateway is enrolled.
+type SyncStatus struct {
+	Authority string    `json:"authority"`
+	Gateway   string    `json:"gateway"`
+	Online    bool      `json:"online"`
+	Epoch     string    `json:"epoch"`
+	Cursor    uint64    `json:"cursor"`
+	SyncedAt  time.Time `json:"synced_at,omitzero"`
+	// LagSeconds is the time since the authority was last heard from (-1: never).
+	LagSeconds float64 `json:"lag_seconds"`
 }
 
 // Session is one live session in GET /v1/sessions.

@@ -1,0 +1,183 @@
+package authority_test
+
+import (
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/edgeid/edgeid/cloudsync/authority"
+	"github.com/edgeid/edgeid/cloudsync/client"
+	"github.com/edgeid/edgeid/edge/demo"
+	"github.com/edgeid/edgeid/store"
+)
+
+type logBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuf) Write(p []byte) (int, error) { l.mu.Lock(); defer l.mu.Unlock(); return l.b.Write(p) }
+func (l *logBuf) String() string              { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
+
+type fixture struct {
+	t    *testing.T
+	a    *authority.Authority
+	srv  *httptest.Server
+	fp   string
+	logs *logBuf
+	tls  demo.Files
+}
+
+const adminToken = "test-admin-token-0123456789"
+
+func newFixture(t *testing.T) *fixture {
+	var h http.Handler
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h.ServeHTTP(w, r) }))
+	srv.TLS = &tls.Config{ClientAuth: tls.RequestClientCert}
+	srv.StartTLS()
+	st, err := store.Open(store.Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &logBuf{}
+	a, err := authority.New(authority.Config{URL: srv.URL, TokenAudience: "edgeid", TokenTTL: time.Hour,
+		MaxTokenLifetime: 24 * time.Hour, EnrollCodeTTL: time.Hour}, st, slog.New(slog.NewTextHandler(logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close(); srv.Close(); st.Close() })
+	h = authority.NewHandler(a, adminToken)
+	sum := sha256.Sum256(srv.Certificate().Raw)
+	files, err := demo.WriteTLS(t.TempDir(), "dev-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &fixture{t: t, a: a, srv: srv, fp: hex.EncodeToString(sum[:]), logs: logs, tls: files}
+}
+
+func (f *fixture) do(method, path, token, ctype, body string, cert *tls.Certificate) (int, string) {
+	f.t.Helper()
+	req, _ := http.NewRequest(method, f.srv.URL+path, strings.NewReader(body))
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
+	}
+	c := client.HTTPClient(f.fp)
+	if cert != nil {
+		c.Transport.(*http.Transport).TLSClientConfig.Certificates = []tls.Certificate{*cert}
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func (f *fixture) classes() {
+	b, _ := json.Marshal(store.Batch{Classes: demo.Classes()})
+	if code, body := f.do("POST", "/admin/v1/import", adminToken, "application/json", string(b), nil); code != 200 {
+		f.t.Fatalf("classes: %d %s", code, body)
+	}
+}
+
+func TestAdminNeedsToken(t *testing.T) {
+	f := newFixture(t)
+	for _, tok := range []string{"", "wrong-token"} {
+		if code, _ := f.do("GET", "/admin/v1/devices", tok, "", "", nil); code != 401 {
+			t.Errorf("token %q: %d, want 401", tok, code)
+		}
+	}
+	if !strings.Contains(f.logs.String(), "admin request refused") || strings.Contains(f.logs.String(), "wrong-token") {
+		t.Error("refusal not logged, or the presented token was logged")
+	}
+	if code, _ := f.do("GET", "/admin/v1/devices", adminToken, "", "", nil); code != 200 {
+		t.Errorf("admin token: %d", code)
+	}
+}
+
+func TestCSVImportAllOrNothing(t *testing.T) {
+	f := newFixture(t)
+	f.classes()
+	good := "id,serial,class,owner\ndev-1,S1,thermostat,alice\ndev-2,S2,thermostat,\n"
+	if code, body := f.do("POST", "/admin/v1/import", adminToken, "text/csv", good, nil); code != 200 {
+		t.Fatalf("csv import: %d %s", code, body)
+	}
+	bad := "id,class,status\ndev-3,thermostat,active\ndev-4,nope,active\ndev 5,thermostat,sleeping\n"
+	code, body := f.do("POST", "/admin/v1/import", adminToken, "text/csv", bad, nil)
+	if code != 422 || !strings.Contains(body, `devices[1] (dev-4).class \"nope\" is not known`) || !strings.Contains(body, `devices[2].id \"dev 5\"`) {
+		t.Fatalf("bad csv: %d %s", code, body)
+	}
+	if _, err := f.a.Store.Device("dev-3"); err == nil {
+		t.Fatal("a rejected import created dev-3")
+	}
+	if code, body := f.do("POST", "/admin/v1/import", adminToken, "text/csv", "id,colour\nx,red\n", nil); code != 400 || !strings.Contains(body, `unknown column \"colour\"`) {
+		t.Fatalf("unknown column: %d %s", code, body)
+	}
+	if !strings.Contains(f.logs.String(), "by=admin@") {
+		t.Error("admin changes not logged with who made them")
+	}
+}
+
+func TestCallHomeRevokeIntrospect(t *testing.T) {
+	f := newFixture(t)
+	f.classes()
+	b, _ := json.Marshal(store.Batch{Devices: []store.Device{{ID: "dev-1", Class: "thermostat", Status: store.DeviceActive, CertSHA256: f.tls.DeviceFingerprint}}})
+	f.do("POST", "/admin/v1/import", adminToken, "application/json", string(b), nil)
+	cert, _ := tls.LoadX509KeyPair(f.tls.DeviceCert, f.tls.DeviceKey)
+	form := url.Values{"grant_type": {"client_credentials"}, "client_id": {"dev-1"}}.Encode()
+	ctype := "application/x-www-form-urlencoded"
+
+	if code, body := f.do("POST", "/oauth/token", "", ctype, form, nil); code != 401 || !strings.Contains(body, "invalid_client") {
+		t.Fatalf("call home without a certificate: %d %s", code, body)
+	}
+	other, _ := demo.WriteTLS(t.TempDir(), "dev-1")
+	otherCert, _ := tls.LoadX509KeyPair(other.DeviceCert, other.DeviceKey)
+	if code, _ := f.do("POST", "/oauth/token", "", ctype, form, &otherCert); code != 401 {
+		t.Fatalf("call home with another certificate: %d", code)
+	}
+	code, body := f.do("POST", "/oauth/token", "", ctype, form, &cert)
+	var tr authority.TokenResponse
+	if code != 200 || json.Unmarshal([]byte(body), &tr) != nil || !strings.Contains(tr.Scope, "publish:devices/dev-1/telemetry/#") {
+		t.Fatalf("call home: %d %s", code, body)
+	}
+	intro := func() map[string]any {
+		_, body := f.do("POST", "/oauth/introspect", adminToken, ctype, url.Values{"token": {tr.AccessToken}}.Encode(), nil)
+		var m map[string]any
+		_ = json.Unmarshal([]byte(body), &m)
+		return m
+	}
+	if m := intro(); m["active"] != true || m["client_id"] != "dev-1" || m["cnf"] == nil {
+		t.Fatalf("introspect a fresh token: %v", m)
+	}
+	if code, _ := f.do("POST", "/oauth/revoke", adminToken, ctype, url.Values{"token": {tr.AccessToken}}.Encode(), nil); code != 200 {
+		t.Fatalf("revoke: %d", code)
+	}
+	if m := intro(); m["active"] != false {
+		t.Fatalf("introspect a revoked token: %v", m)
+	}
+	if code, _ := f.do("POST", "/oauth/revoke", adminToken, ctype, url.Values{"token": {"not-a-token"}}.Encode(), nil); code != 200 {
+		t.Fatalf("RFC 7009: revoking an unknown token answers 200, got %d", code)
+	}
+	code, body = f.do("GET", "/.well-known/oauth-authorization-server", "", "", "", nil)
+	if code != 200 || !strings.Contains(body, `"issuer":"`+f.srv.URL+`"`) || !strings.Contains(body, "/oauth/revoke") {
+		t.Fatalf("metadata: %d %s", code, body)
+	}
+	code, body = f.do("GET", "/jwks.json", "", "", "", nil)
+	if code != 200 || !strings.Contains(body, `"alg":"ES256"`) || strings.Contains(body, `"d":`) {
+		t.Fatalf("jwks (must hold public keys only): %d %s", code, body)
+	}
+}

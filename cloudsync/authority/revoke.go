@@ -1,0 +1,171 @@
+package authority
+
+import (
+	"encoding/csv"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/lestrrat-go/jwx/v3/jwa"
+	"github.com/lestrrat-go/jwx/v3/jwt"
+
+	"github.com/edgeid/edgeid/store"
+)
+
+// parseOwnToken verifies a token this authority signed; time is not checked.
+func (a *Authority) parseOwnToken(raw string) (jwt.Token, error) {
+	pub, err := a.tokenKey.PublicKey()
+	if err != nil {
+		return nil, err
+	}
+	return jwt.Parse([]byte(raw), jwt.WithKey(jwa.ES256(), pub), jwt.WithValidate(false))
+}
+
+// RevokeToken is RFC 7009: the token's jti is revoked until the token would
+// have expired, and every gateway hears of it. Unknown or invalid tokens are
+// not an error (the RFC answers 200 either way).
+func (a *Authority) RevokeToken(raw, who string) error {
+	tok, err := a.parseOwnToken(raw)
+	if err != nil {
+		a.log.Info("revocation of an unknown token ignored", "by", who)
+		return nil
+	}
+	jti, _ := tok.JwtID()
+	exp, _ := tok.Expiration()
+	if jti == "" || time.Now().After(exp) {
+		return nil
+	}
+	sub, _ := tok.Subject()
+	_, err = a.Apply(&store.Batch{Revocations: []store.Revocation{{Kind: store.RevokeToken, Value: jti,
+		ExpiresAt: exp.Add(time.Minute), Reason: "revoked by " + who + " (subject " + sub + ")"}}}, who)
+	return err
+}
+
+// Introspect is RFC 7662 for resource servers: whether a token of this
+// authority is active now, and its claims.
+func (a *Authority) Introspect(raw string) map[string]any {
+	inactive := map[string]any{"active": false}
+	tok, err := a.parseOwnToken(raw)
+	if err != nil {
+		return inactive
+	}
+	if err := jwt.Validate(tok, jwt.WithAcceptableSkew(30*time.Second)); err != nil {
+		return inactive
+	}
+	jti, _ := tok.JwtID()
+	sub, _ := tok.Subject()
+	iat, _ := tok.IssuedAt()
+	var clientID, scope string
+	_ = tok.Get("client_id", &clientID)
+	_ = tok.Get("scope", &scope)
+	if r, ok, _ := a.Store.Revocation(store.RevokeToken, jti); ok && r.Value == jti {
+		return inactive
+	}
+	for kind, v := range map[store.RevocationKind]string{store.RevokeDevice: clientID, store.RevokeSubject: sub} {
+		if r, ok, _ := a.Store.Revocation(kind, v); ok && !iat.After(r.RevokedAt) {
+			return inactive
+		}
+	}
+	if d, err := a.Store.Device(clientID); err != nil || d.Status != store.DeviceActive {
+		return inactive
+	}
+	exp, _ := tok.Expiration()
+	aud, _ := tok.Audience()
+	out := map[string]any{"active": true, "iss": a.cfg.URL, "sub": sub, "client_id": clientID, "scope": scope,
+		"exp": exp.Unix(), "iat": iat.Unix(), "jti": jti, "aud": aud, "token_type": "Bearer"}
+	var cnf map[string]any
+	if tok.Get("cnf", &cnf) == nil {
+		out["cnf"] = cnf
+	}
+	return out
+}
+
+func (h *Handler) revokeToken(w http.ResponseWriter, r *http.Request, who string) {
+	if err := r.ParseForm(); err != nil || r.PostForm.Get("token") == "" {
+		fail(w, http.StatusBadRequest, "invalid_request", "form field token is required (RFC 7009)")
+		return
+	}
+	if err := h.A.RevokeToken(r.PostForm.Get("token"), who); err != nil {
+		fail(w, http.StatusInternalServerError, "server_error", err.Error())
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+func (h *Handler) introspect(w http.ResponseWriter, r *http.Request, who string) {
+	if err := r.ParseForm(); err != nil || r.PostForm.Get("token") == "" {
+		fail(w, http.StatusBadRequest, "invalid_request", "form field token is required (RFC 7662)")
+		return
+	}
+	writeJSON(w, http.StatusOK, h.A.Introspect(r.PostForm.Get("token")))
+}
+
+func (h *Handler) listClasses(w http.ResponseWriter, r *http.Request, who string) {
+	cs, err := h.A.Store.Classes()
+	if err != nil {
+		fail(w, http.StatusInternalServerError, "server_error", err.Error())
+		return
+	}
+	if cs == nil {
+		cs = []store.DeviceClass{}
+	}
+	writeJSON(w, http.StatusOK, cs)
+}
+
+// csvColumns are the columns a device CSV may have; id and class are required.
+var csvColumns = map[string]func(*store.Device, string){
+	"id":          func(d *store.Device, v string) { d.ID = v },
+	"serial":      func(d *store.Device, v string) { d.Serial = v },
+	"mac":         func(d *store.Device, v string) { d.MAC = v },
+	"class":       func(d *store.Device, v string) { d.Class = v },
+	"owner":       func(d *store.Device, v string) { d.Owner = v },
+	"status":      func(d *store.Device, v string) { d.Status = store.DeviceStatus(v) },
+	"cert_sha256": func(d *store.Device, v string) { d.CertSHA256 = strings.ToLower(v) },
+	"cert_issuer": func(d *store.Device, v string) { d.CertIssuer = v },
+	"cert_serial": func(d *store.Device, v string) { d.CertSerial = strings.ToLower(v) },
+}
+
+// DevicesFromCSV reads a manufacturer's device list: a header row naming
+// columns (id, class required; status defaults to active), one device a row.
+func DevicesFromCSV(r io.Reader) ([]store.Device, error) {
+	cr := csv.NewReader(r)
+	cr.TrimLeadingSpace = true
+	header, err := cr.Read()
+	if err != nil {
+		return nil, fmt.Errorf("csv header: %w", err)
+	}
+	set := make([]func(*store.Device, string), len(header))
+	seen := map[string]bool{}
+	for i, h := range header {
+		h = strings.ToLower(strings.TrimSpace(h))
+		f, ok := csvColumns[h]
+		if !ok {
+			return nil, fmt.Errorf("csv header: unknown column %q (known: id, serial, mac, class, owner, status, cert_sha256, cert_issuer, cert_serial)", h)
+		}
+		set[i], seen[h] = f, true
+	}
+	if !seen["id"] || !seen["class"] {
+		return nil, errors.New("csv header: columns id and class are required")
+	}
+	var out []store.Device
+	for line := 2; ; line++ {
+		rec, err := cr.Read()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("csv line %d: %w", line, err)
+		}
+		d := store.Device{Status: store.DeviceActive}
+		for i, v := range rec {
+			if v = strings.TrimSpace(v); v != "" {
+				set[i](&d, v)
+			}
+		}
+		out = append(out, d)
+	}
+	return out, nil
+}
