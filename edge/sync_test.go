@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/eclipse/paho.golang/paho"
+
 	"github.com/edgeid/edgeid/cloudsync/authority"
 	syncclient "github.com/edgeid/edgeid/cloudsync/client"
 	"github.com/edgeid/edgeid/edge/demo"
@@ -299,5 +301,38 @@ func TestRemovedGatewayGetsNothing(t *testing.T) {
 	// A wrong TLS pin is refused before anything is sent.
 	if _, err := syncclient.Enroll(context.Background(), x.srv.URL, strings.Repeat("0", 64), code, ""); err == nil || !strings.Contains(err.Error(), "not the pinned") {
 		t.Fatalf("wrong pin: %v", err)
+	}
+}
+
+func TestMaxStalenessRefusesTokenConnects(t *testing.T) {
+	x := startAuthority(t)
+	iss, _ := demo.NewIssuer("https://issuer.test", "k1")
+	rec, _ := iss.Record()
+	x.admin("POST", "/admin/v1/import", store.Batch{Classes: demo.Classes(), Issuers: []store.Issuer{rec},
+		Devices: []store.Device{{ID: "thermo-1", Class: "thermostat", Status: store.DeviceActive}}})
+	stateDir, enrollment := t.TempDir(), x.enroll("gw-1")
+	opts := func(c *configT) {
+		c.StateDir = stateDir
+		c.Sync.Enrollment = enrollment
+		c.Sync.MaxStaleness = time.Second
+	}
+	g := startGateway(t, opts)
+	waitFor(t, "the device at the gateway", func() bool { _, err := g.g.Store.Device("thermo-1"); return err == nil })
+	tok, _ := iss.Mint(iss.Claims("thermo-1", "thermo-1", "edgeid", "publish:devices/thermo-1/telemetry/#", time.Hour), nil)
+	g.mustConnect(connOpts{clientID: "thermo-1", token: tok})
+
+	x.a.Close()
+	x.srv.Close()
+	g.g.Close()
+	g = startGateway(t, opts)
+	waitFor(t, "the staleness limit to pass", func() bool {
+		code, cl := g.connect(connOpts{clientID: "thermo-1", token: tok})
+		if cl != nil {
+			_ = cl.c.Disconnect(&paho.Disconnect{})
+		}
+		return code == 0x88
+	})
+	if !strings.Contains(g.logs.String(), "reason=stale_sync") {
+		t.Error("stale refusal not logged")
 	}
 }
