@@ -41,6 +41,8 @@ type Config struct {
 	MaxTokenLifetime time.Duration
 	// EnrollCodeTTL is how long a gateway enrollment code stays valid.
 	EnrollCodeTTL time.Duration
+	// KeyPublishAhead is how long a new token key is published before it signs.
+	KeyPublishAhead time.Duration
 }
 
 // Authority holds the registry and the keys.
@@ -50,7 +52,9 @@ type Authority struct {
 	Store *store.Store
 	epoch string
 
-	tokenKey jwk.Key // private, signs device tokens
+	keyMu    sync.Mutex
+	keys     keyring
+	tokenKey jwk.Key // private, signs device tokens (keys.Current)
 	feedKey  jwk.Key // private, signs feed batches
 
 	mu     sync.Mutex
@@ -102,7 +106,7 @@ func New(cfg Config, st *store.Store, log *slog.Logger) (*Authority, error) {
 	}
 	a.epoch = meta.Epoch
 	var err error
-	if a.tokenKey, err = a.loadKey("token"); err != nil {
+	if err = a.loadKeyring(); err != nil {
 		return nil, err
 	}
 	if a.feedKey, err = a.loadKey("feed"); err != nil {
@@ -132,6 +136,19 @@ func (a *Authority) loadKey(name string) (jwk.Key, error) {
 	if !errors.Is(err, store.ErrNotFound) {
 		return nil, err
 	}
+	k, err := a.newKey(name)
+	if err != nil {
+		return nil, err
+	}
+	b, _ := json.Marshal(k)
+	if err := a.Store.PutDoc(docKey, name, json.RawMessage(b)); err != nil {
+		return nil, err
+	}
+	return k, nil
+}
+
+// newKey makes a fresh ES256 private key for use name.
+func (a *Authority) newKey(name string) (jwk.Key, error) {
 	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, err
@@ -143,27 +160,18 @@ func (a *Authority) loadKey(name string) (jwk.Key, error) {
 	_ = k.Set(jwk.KeyIDKey, name+"-"+time.Now().UTC().Format("20060102")+"-"+randomID(4))
 	_ = k.Set(jwk.AlgorithmKey, jwa.ES256())
 	_ = k.Set(jwk.KeyUsageKey, "sig")
-	b, err := json.Marshal(k)
-	if err != nil {
-		return nil, err
-	}
-	if err := a.Store.PutDoc(docKey, name, json.RawMessage(b)); err != nil {
-		return nil, err
-	}
 	a.log.Info("made a new signing key", "use", name, "kid", mustKid(k))
 	return k, nil
 }
 
 func mustKid(k jwk.Key) string { kid, _ := k.KeyID(); return kid }
 
-// JWKS is the public set of token-signing keys.
+// JWKS is the public set of token-signing keys (current, next, previous).
 func (a *Authority) JWKS() (json.RawMessage, error) {
-	pub, err := a.tokenKey.PublicKey()
+	set, err := a.ownKeySet()
 	if err != nil {
 		return nil, err
 	}
-	set := jwk.NewSet()
-	_ = set.AddKey(pub)
 	return json.Marshal(set)
 }
 
@@ -177,7 +185,26 @@ func (a *Authority) FeedPublicKey() (json.RawMessage, error) {
 }
 
 func (a *Authority) publishIssuer() error {
-	j, err := a.JWKS()
+	a.keyMu.Lock()
+	defer a.keyMu.Unlock()
+	return a.publishIssuerLocked()
+}
+
+// publishIssuerLocked puts the current key set into the feed (keyMu held).
+func (a *Authority) publishIssuerLocked() error {
+	set := jwk.NewSet()
+	for _, raw := range a.publicKeys() {
+		k, err := jwk.ParseKey(raw)
+		if err != nil {
+			return err
+		}
+		pub, err := k.PublicKey()
+		if err != nil {
+			return err
+		}
+		_ = set.AddKey(pub)
+	}
+	j, err := json.Marshal(set)
 	if err != nil {
 		return err
 	}

@@ -39,6 +39,7 @@ func NewHandler(a *Authority, adminToken string) *Handler {
 	m.HandleFunc("GET /admin/v1/devices/{id}", h.admin(h.getDevice))
 	m.HandleFunc("POST /admin/v1/import", h.admin(h.importBatch))
 	m.HandleFunc("GET /admin/v1/classes", h.admin(h.listClasses))
+	m.HandleFunc("POST /admin/v1/keys/rotate", h.admin(h.rotate))
 	m.HandleFunc("POST /oauth/revoke", h.admin(h.revokeToken))
 	m.HandleFunc("POST /oauth/introspect", h.admin(h.introspect))
 	m.HandleFunc("POST /admin/v1/devices/{id}/suspend", h.admin(h.setStatus(store.DeviceSuspended)))
@@ -355,4 +356,13 @@ func (h *Handler) removeGateway(w http.ResponseWriter, r *http.Request, who stri
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"removed": r.PathValue("id")})
+}
+
+func (h *Handler) rotate(w http.ResponseWriter, r *http.Request, who string) {
+	kid, from, err := h.A.Rotate(who)
+	if err != nil {
+		fail(w, http.StatusInternalServerError, "server_error", err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"next_kid": kid, "signs_from": from})
 }

@@ -3,6 +3,7 @@ package authority_test
 import (
 	"crypto/sha256"
 	"crypto/tls"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"io"
@@ -179,5 +180,68 @@ func TestCallHomeRevokeIntrospect(t *testing.T) {
 	code, body = f.do("GET", "/jwks.json", "", "", "", nil)
 	if code != 200 || !strings.Contains(body, `"alg":"ES256"`) || strings.Contains(body, `"d":`) {
 		t.Fatalf("jwks (must hold public keys only): %d %s", code, body)
+	}
+}
+
+func TestTokenKeyRotation(t *testing.T) {
+	f := newFixture(t) // KeyPublishAhead 0: the next key signs as soon as it is published
+	f.classes()
+	b, _ := json.Marshal(store.Batch{Devices: []store.Device{{ID: "dev-1", Class: "thermostat", Status: store.DeviceActive, CertSHA256: f.tls.DeviceFingerprint}}})
+	f.do("POST", "/admin/v1/import", adminToken, "application/json", string(b), nil)
+	cert, _ := tls.LoadX509KeyPair(f.tls.DeviceCert, f.tls.DeviceKey)
+	callHome := func() string {
+		_, body := f.do("POST", "/oauth/token", "", "application/x-www-form-urlencoded",
+			url.Values{"grant_type": {"client_credentials"}, "client_id": {"dev-1"}}.Encode(), &cert)
+		var tr authority.TokenResponse
+		_ = json.Unmarshal([]byte(body), &tr)
+		return tr.AccessToken
+	}
+	kidOf := func(tok string) string {
+		h, _ := base64.RawURLEncoding.DecodeString(strings.Split(tok, ".")[0])
+		var m map[string]any
+		_ = json.Unmarshal(h, &m)
+		return m["kid"].(string)
+	}
+	jwksKids := func() []string {
+		_, body := f.do("GET", "/jwks.json", "", "", "", nil)
+		var set struct{ Keys []struct{ Kid string } }
+		_ = json.Unmarshal([]byte(body), &set)
+		var out []string
+		for _, k := range set.Keys {
+			out = append(out, k.Kid)
+		}
+		return out
+	}
+	old := callHome()
+	if ks := jwksKids(); len(ks) != 1 || ks[0] != kidOf(old) {
+		t.Fatalf("before rotation: jwks %v, token kid %s", ks, kidOf(old))
+	}
+	code, body := f.do("POST", "/admin/v1/keys/rotate", adminToken, "", "", nil)
+	if code != 200 {
+		t.Fatalf("rotate: %d %s", code, body)
+	}
+	var rr struct {
+		NextKid string `json:"next_kid"`
+	}
+	_ = json.Unmarshal([]byte(body), &rr)
+	if ks := jwksKids(); len(ks) != 2 {
+		t.Fatalf("the next key is not published before it signs: %v", ks)
+	}
+	// The feed carries both keys to the gateways.
+	iss, _ := f.a.Store.Issuers()
+	if len(iss) != 1 || !strings.Contains(string(iss[0].JWKS), rr.NextKid) {
+		t.Fatalf("issuer record in the feed lacks the next key: %s", iss[0].JWKS)
+	}
+	fresh := callHome()
+	if kidOf(fresh) != rr.NextKid {
+		t.Fatalf("after promotion: token kid %s, want %s", kidOf(fresh), rr.NextKid)
+	}
+	// Tokens of the retired key stay valid while they live.
+	_, body = f.do("POST", "/oauth/introspect", adminToken, "application/x-www-form-urlencoded", url.Values{"token": {old}}.Encode(), nil)
+	if !strings.Contains(body, `"active":true`) {
+		t.Fatalf("token of the retired key: %s", body)
+	}
+	if ks := jwksKids(); len(ks) != 2 {
+		t.Fatalf("after promotion the previous key must stay published: %v", ks)
 	}
 }

@@ -9,20 +9,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/lestrrat-go/jwx/v3/jwa"
 	"github.com/lestrrat-go/jwx/v3/jwt"
 
 	"github.com/edgeid/edgeid/store"
 )
-
-// parseOwnToken verifies a token this authority signed; time is not checked.
-func (a *Authority) parseOwnToken(raw string) (jwt.Token, error) {
-	pub, err := a.tokenKey.PublicKey()
-	if err != nil {
-		return nil, err
-	}
-	return jwt.Parse([]byte(raw), jwt.WithKey(jwa.ES256(), pub), jwt.WithValidate(false))
-}
 
 // RevokeToken is RFC 7009: the token's jti is revoked until the token would
 // have expired, and every gateway hears of it. Unknown or invalid tokens are

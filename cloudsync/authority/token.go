@@ -91,10 +91,14 @@ func (a *Authority) sign(claims map[string]any) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	key, err := a.signingKey()
+	if err != nil {
+		return "", err
+	}
 	h := jws.NewHeaders()
 	_ = h.Set(jws.TypeKey, "at+jwt")
-	_ = h.Set(jws.KeyIDKey, mustKid(a.tokenKey))
-	out, err := jws.Sign(payload, jws.WithKey(jwa.ES256(), a.tokenKey, jws.WithProtectedHeaders(h)))
+	_ = h.Set(jws.KeyIDKey, mustKid(key))
+	out, err := jws.Sign(payload, jws.WithKey(jwa.ES256(), key, jws.WithProtectedHeaders(h)))
 	if err != nil {
 		return "", fmt.Errorf("sign token: %w", err)
 	}

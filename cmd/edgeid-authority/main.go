@@ -97,6 +97,7 @@ func serve(ctx context.Context, args []string, ready func(Ready)) error {
 	certFile := fs.String("tls-cert", "", "TLS certificate (PEM); empty: a self-signed one kept in the state directory")
 	keyFile := fs.String("tls-key", "", "TLS key (PEM)")
 	audience := fs.String("token-audience", "edgeid", "aud of the device tokens it issues (the gateways' auth.audiences)")
+	ahead := fs.Duration("key-publish-ahead", time.Hour, "how long a rotated token key is published before it signs")
 	maxLife := fs.Duration("max-token-lifetime", 24*time.Hour, "the gateways' auth.max_token_lifetime (how long revocations are kept)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -133,7 +134,7 @@ func serve(ctx context.Context, args []string, ready func(Ready)) error {
 	}
 	defer st.Close()
 	a, err := authority.New(authority.Config{URL: *url, StateDir: *stateDir, TokenAudience: *audience,
-		TokenTTL: time.Hour, MaxTokenLifetime: *maxLife, EnrollCodeTTL: 24 * time.Hour}, st, log)
+		TokenTTL: time.Hour, MaxTokenLifetime: *maxLife, EnrollCodeTTL: 24 * time.Hour, KeyPublishAhead: *ahead}, st, log)
 	if err != nil {
 		return err
 	}
