@@ -94,10 +94,12 @@ sync:
 		for j := range rs {
 			rs[j] = store.Revocation{Kind: store.RevokeToken, Value: fmt.Sprintf("crash-%02d-%04d", i, j), Reason: "crash test"}
 		}
+		ta := time.Now()
 		rev, err := x.a.Apply(&store.Batch{Revocations: rs}, "test")
 		if err != nil {
 			t.Fatal(err)
 		}
+		t.Logf("DEBUG apply %s", time.Since(ta))
 		for _, r := range rs {
 			byRev[rev] = append(byRev[rev], r.Value)
 			all = append(all, r.Value)
@@ -117,8 +119,8 @@ sync:
 		// daemon itself is the first to open the crashed store.
 		if i%2 == 1 {
 			tc := time.Now()
-			defer func() { t.Logf("DEBUG check %s", time.Since(tc)) }()
 			checkPrefix(t, stateDir, byRev, x.a.Epoch(), fmt.Sprintf("after the kill of iteration %d (%s); daemon log:\n%s", i, phase, d.logs.String()))
+			t.Logf("DEBUG check %s", time.Since(tc))
 		}
 
 		// Run 2: starts on the crashed store, catches up, stops cleanly.

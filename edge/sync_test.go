@@ -319,7 +319,15 @@ func TestMaxStalenessRefusesTokenConnects(t *testing.T) {
 	g := startGateway(t, opts)
 	waitFor(t, "the device at the gateway", func() bool { _, err := g.g.Store.Device("thermo-1"); return err == nil })
 	tok, _ := iss.Mint(iss.Claims("thermo-1", "thermo-1", "edgeid", "publish:devices/thermo-1/telemetry/#", time.Hour), nil)
-	g.mustConnect(connOpts{clientID: "thermo-1", token: tok})
+	// The issuer's keys are loaded by the store watcher just after the batch
+	// commits: wait for the first accepted connect rather than racing it.
+	waitFor(t, "a token connect", func() bool {
+		code, cl := g.connect(connOpts{clientID: "thermo-1", token: tok})
+		if cl != nil {
+			_ = cl.c.Disconnect(&paho.Disconnect{})
+		}
+		return code == 0
+	})
 
 	x.a.Close()
 	x.srv.Close()

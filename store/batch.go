@@ -148,6 +148,11 @@ func (b *Batch) validate(classKnown func(string) bool) error {
 				p.add("%s.cert_sha256 must be 64 lowercase hex digits (sha256 of the DER certificate)", at)
 			}
 		}
+		if len(d.PublicKey) > 0 {
+			if err := checkDeviceKey(d.PublicKey); err != nil {
+				p.add("%s.public_key: %v", at, err)
+			}
+		}
 		if (d.CertIssuer == "") != (d.CertSerial == "") {
 			p.add("%s: cert_issuer and cert_serial go together; set both or neither", at)
 		}
@@ -327,6 +332,23 @@ func algFitsKey(alg string, k jwk.Key) error {
 	}[alg]
 	if kty.String() != want[0] || crv != want[1] {
 		return fmt.Errorf("alg %s needs a %s key%s, not kty %s crv %q", alg, want[0], map[bool]string{true: " on " + want[1], false: ""}[want[1] != ""], kty, crv)
+	}
+	return nil
+}
+
+// checkDeviceKey accepts a public EC (P-256/P-384) or Ed25519 JWK.
+func checkDeviceKey(raw []byte) error {
+	k, err := jwk.ParseKey(raw)
+	if err != nil {
+		return fmt.Errorf("not a JWK: %v", err)
+	}
+	if priv, _ := jwk.IsPrivateKey(k); priv {
+		return errors.New("is a private key; register the public key only")
+	}
+	switch k.KeyType() {
+	case jwa.EC(), jwa.OKP():
+	default:
+		return fmt.Errorf("key type %s: use an EC (P-256) or Ed25519 key", k.KeyType())
 	}
 	return nil
 }

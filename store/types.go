@@ -35,6 +35,9 @@ type Device struct {
 	// the issuer's distinguished name (RFC 4514 string) and the serial in lowercase hex.
 	CertIssuer string `json:"cert_issuer,omitempty"`
 	CertSerial string `json:"cert_serial,omitempty"`
+	// PublicKey is the device's own public key (JWK): it signs the device's
+	// client assertions (RFC 7523) and proves possession of key-bound tokens.
+	PublicKey json.RawMessage `json:"public_key,omitempty"`
 	// Rev is the store batch that last wrote this record (set by the store).
 	Rev uint64 `json:"rev,omitempty"`
 }

@@ -57,10 +57,11 @@ type Authority struct {
 	tokenKey jwk.Key // private, signs device tokens (keys.Current)
 	feedKey  jwk.Key // private, signs feed batches
 
-	mu     sync.Mutex
-	notify chan struct{} // closed and replaced at each applied batch
-	done   chan struct{} // closed by Close: ends the event streams
-	closed sync.Once
+	mu         sync.Mutex
+	assertions map[string]time.Time // client assertion ids seen, until they expire
+	notify     chan struct{}        // closed and replaced at each applied batch
+	done       chan struct{}        // closed by Close: ends the event streams
+	closed     sync.Once
 }
 
 // Close ends the gateways' event streams (before the HTTP server shuts down,

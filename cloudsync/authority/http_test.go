@@ -1,11 +1,13 @@
 package authority_test
 
 import (
+	"crypto"
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -243,5 +245,65 @@ func TestTokenKeyRotation(t *testing.T) {
 	}
 	if ks := jwksKids(); len(ks) != 2 {
 		t.Fatalf("after promotion the previous key must stay published: %v", ks)
+	}
+}
+
+func TestCallHomeWithPrivateKeyJWT(t *testing.T) {
+	f := newFixture(t)
+	f.classes()
+	iss, _ := demo.NewIssuer("dev-k", "dev-k-key") // stands in for the device's own key pair
+	pub, _ := iss.Key.PublicKey()
+	pubJSON, _ := json.Marshal(pub)
+	b, _ := json.Marshal(store.Batch{Devices: []store.Device{{ID: "dev-k", Class: "thermostat", Status: store.DeviceActive, PublicKey: pubJSON}}})
+	if code, body := f.do("POST", "/admin/v1/import", adminToken, "application/json", string(b), nil); code != 200 {
+		t.Fatalf("import: %d %s", code, body)
+	}
+	assertion := func(mod func(map[string]any)) string {
+		now := time.Now()
+		c := map[string]any{"iss": "dev-k", "sub": "dev-k", "aud": f.srv.URL + "/oauth/token", "iat": now.Unix(),
+			"exp": now.Add(time.Minute).Unix(), "jti": fmt.Sprint(now.UnixNano())}
+		if mod != nil {
+			mod(c)
+		}
+		tok, err := iss.Mint(c, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	post := func(a string) (int, string) {
+		return f.do("POST", "/oauth/token", "", "application/x-www-form-urlencoded", url.Values{"grant_type": {"client_credentials"},
+			"client_id": {"dev-k"}, "client_assertion_type": {authority.ClientAssertionType}, "client_assertion": {a}}.Encode(), nil)
+	}
+	good := assertion(nil)
+	code, body := post(good)
+	var tr authority.TokenResponse
+	if code != 200 || json.Unmarshal([]byte(body), &tr) != nil {
+		t.Fatalf("private_key_jwt call home: %d %s", code, body)
+	}
+	thumb, _ := pub.Thumbprint(crypto.SHA256)
+	claims, _ := base64.RawURLEncoding.DecodeString(strings.Split(tr.AccessToken, ".")[1])
+	if !strings.Contains(string(claims), `"jkt":"`+base64.RawURLEncoding.EncodeToString(thumb)+`"`) {
+		t.Fatalf("token not bound to the device key: %s", claims)
+	}
+	if code, _ := post(good); code != 401 {
+		t.Errorf("replayed assertion: %d, want 401", code)
+	}
+	for name, a := range map[string]string{
+		"wrong audience": assertion(func(c map[string]any) { c["aud"] = "https://elsewhere" }),
+		"expired":        assertion(func(c map[string]any) { c["exp"] = time.Now().Add(-time.Hour).Unix(); c["iat"] = time.Now().Add(-2 * time.Hour).Unix() }),
+		"too long-lived": assertion(func(c map[string]any) { c["exp"] = time.Now().Add(time.Hour).Unix() }),
+		"another issuer": assertion(func(c map[string]any) { c["iss"] = "dev-x" }),
+		"no jti":         assertion(func(c map[string]any) { delete(c, "jti") }),
+	} {
+		if code, _ := post(a); code != 401 {
+			t.Errorf("%s: %d, want 401", name, code)
+		}
+	}
+	other, _ := demo.NewIssuer("dev-k", "dev-k-key")
+	forged, _ := other.Mint(map[string]any{"iss": "dev-k", "sub": "dev-k", "aud": f.srv.URL + "/oauth/token",
+		"iat": time.Now().Unix(), "exp": time.Now().Add(time.Minute).Unix(), "jti": "x"}, nil)
+	if code, _ := post(forged); code != 401 {
+		t.Errorf("assertion signed by another key: %d, want 401", code)
 	}
 }

@@ -1,6 +1,7 @@
 package authority
 
 import (
+	"crypto"
 	"crypto/sha256"
 	"crypto/subtle"
 	"crypto/x509"
@@ -13,7 +14,9 @@ import (
 	"time"
 
 	"github.com/lestrrat-go/jwx/v3/jwa"
+	"github.com/lestrrat-go/jwx/v3/jwk"
 	"github.com/lestrrat-go/jwx/v3/jws"
+	"github.com/lestrrat-go/jwx/v3/jwt"
 
 	"github.com/edgeid/edgeid/edge/policy"
 	"github.com/edgeid/edgeid/store"
@@ -59,6 +62,12 @@ func (a *Authority) CallHome(clientID string, cert *x509.Certificate) (TokenResp
 		a.log.Warn("call home refused", "device", clientID, "reason", "device "+string(d.Status))
 		return TokenResponse{}, &OAuthError{"unauthorized_client", "device is " + string(d.Status), http.StatusBadRequest}
 	}
+	return a.issueCallHome(d, map[string]string{"x5t#S256": base64.RawURLEncoding.EncodeToString(sum[:])}, "x5t#S256")
+}
+
+// issueCallHome signs a device's own token (sub = the device) for its class
+// topics, bound by cnf.
+func (a *Authority) issueCallHome(d store.Device, cnf map[string]string, binding string) (TokenResponse, error) {
 	class, err := a.Store.Class(d.Class)
 	if err != nil {
 		return TokenResponse{}, err
@@ -68,14 +77,11 @@ func (a *Authority) CallHome(clientID string, cert *x509.Certificate) (TokenResp
 		return TokenResponse{}, err
 	}
 	scope := policy.FormatScope(rules)
-	tok, err := a.sign(map[string]any{
-		"sub": d.ID, "client_id": d.ID, "scope": scope,
-		"cnf": map[string]string{"x5t#S256": base64.RawURLEncoding.EncodeToString(sum[:])},
-	})
+	tok, err := a.sign(map[string]any{"sub": d.ID, "client_id": d.ID, "scope": scope, "cnf": cnf})
 	if err != nil {
 		return TokenResponse{}, err
 	}
-	a.log.Info("token issued", "device", d.ID, "grant", "client_credentials", "binding", "x5t#S256")
+	a.log.Info("token issued", "device", d.ID, "grant", "client_credentials", "binding", binding)
 	return TokenResponse{AccessToken: tok, TokenType: "Bearer", ExpiresIn: int(a.cfg.TokenTTL.Seconds()), Scope: scope}, nil
 }
 
@@ -105,6 +111,71 @@ func (a *Authority) sign(claims map[string]any) (string, error) {
 	return string(out), nil
 }
 
+// ClientAssertionType is RFC 7523's client assertion type.
+const ClientAssertionType = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
+// CallHomeWithKey issues a device its call-home token after it proved its
+// registered key with a client assertion (RFC 7523 private_key_jwt); the
+// token is bound to that key (cnf jkt, RFC 7638 thumbprint).
+func (a *Authority) CallHomeWithKey(clientID, assertion, audience string) (TokenResponse, error) {
+	d, err := a.Store.Device(clientID)
+	if err != nil || len(d.PublicKey) == 0 {
+		a.log.Warn("call home refused", "device", clientID, "reason", "unknown device or no registered key")
+		return TokenResponse{}, &OAuthError{"invalid_client", "unknown client_id or no key registered for it", http.StatusUnauthorized}
+	}
+	key, err := jwk.ParseKey(d.PublicKey)
+	if err != nil {
+		return TokenResponse{}, err
+	}
+	alg := jwa.ES256()
+	if key.KeyType() == jwa.OKP() {
+		alg = jwa.EdDSA()
+	}
+	tok, err := jwt.Parse([]byte(assertion), jwt.WithKey(alg, key), jwt.WithValidate(true),
+		jwt.WithIssuer(clientID), jwt.WithSubject(clientID), jwt.WithAudience(audience),
+		jwt.WithAcceptableSkew(30*time.Second), jwt.WithRequiredClaim(jwt.JwtIDKey),
+		jwt.WithMaxDelta(5*time.Minute, jwt.ExpirationKey, jwt.IssuedAtKey))
+	if err != nil {
+		a.log.Warn("call home refused", "device", clientID, "reason", "client assertion: "+err.Error())
+		return TokenResponse{}, &OAuthError{"invalid_client", "client assertion invalid", http.StatusUnauthorized}
+	}
+	jti, _ := tok.JwtID()
+	exp, _ := tok.Expiration()
+	if !a.seenAssertion(clientID+"/"+jti, exp) {
+		a.log.Warn("call home refused", "device", clientID, "reason", "client assertion replayed")
+		return TokenResponse{}, &OAuthError{"invalid_client", "client assertion already used", http.StatusUnauthorized}
+	}
+	if d.Status != store.DeviceActive {
+		return TokenResponse{}, &OAuthError{"unauthorized_client", "device is " + string(d.Status), http.StatusBadRequest}
+	}
+	thumb, err := key.Thumbprint(crypto.SHA256)
+	if err != nil {
+		return TokenResponse{}, err
+	}
+	return a.issueCallHome(d, map[string]string{"jkt": base64.RawURLEncoding.EncodeToString(thumb)}, "jkt")
+}
+
+// seenAssertion records a client assertion id until it expires; false if it
+// was already used (replay).
+func (a *Authority) seenAssertion(id string, exp time.Time) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	now := time.Now()
+	if a.assertions == nil {
+		a.assertions = map[string]time.Time{}
+	}
+	for k, e := range a.assertions {
+		if now.After(e.Add(time.Minute)) {
+			delete(a.assertions, k)
+		}
+	}
+	if _, dup := a.assertions[id]; dup {
+		return false
+	}
+	a.assertions[id] = exp
+	return true
+}
+
 func (h *Handler) token(w http.ResponseWriter, r *http.Request) {
 	if err := r.ParseForm(); err != nil {
 		fail(w, http.StatusBadRequest, "invalid_request", "form: "+err.Error())
@@ -114,11 +185,17 @@ func (h *Handler) token(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusBadRequest, "unsupported_grant_type", fmt.Sprintf("grant_type %q: this endpoint serves client_credentials", gt))
 		return
 	}
-	var cert *x509.Certificate
-	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
-		cert = r.TLS.PeerCertificates[0]
+	var resp TokenResponse
+	var err error
+	if r.PostForm.Get("client_assertion_type") == ClientAssertionType {
+		resp, err = h.A.CallHomeWithKey(r.PostForm.Get("client_id"), r.PostForm.Get("client_assertion"), h.A.URL()+"/oauth/token")
+	} else {
+		var cert *x509.Certificate
+		if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+			cert = r.TLS.PeerCertificates[0]
+		}
+		resp, err = h.A.CallHome(r.PostForm.Get("client_id"), cert)
 	}
-	resp, err := h.A.CallHome(r.PostForm.Get("client_id"), cert)
 	var oe *OAuthError
 	if errors.As(err, &oe) {
 		writeJSON(w, oe.status, oe)
