@@ -291,7 +291,10 @@ func TestCallHomeWithPrivateKeyJWT(t *testing.T) {
 	}
 	for name, a := range map[string]string{
 		"wrong audience": assertion(func(c map[string]any) { c["aud"] = "https://elsewhere" }),
-		"expired":        assertion(func(c map[string]any) { c["exp"] = time.Now().Add(-time.Hour).Unix(); c["iat"] = time.Now().Add(-2 * time.Hour).Unix() }),
+		"expired": assertion(func(c map[string]any) {
+			c["exp"] = time.Now().Add(-time.Hour).Unix()
+			c["iat"] = time.Now().Add(-2 * time.Hour).Unix()
+		}),
 		"too long-lived": assertion(func(c map[string]any) { c["exp"] = time.Now().Add(time.Hour).Unix() }),
 		"another issuer": assertion(func(c map[string]any) { c["iss"] = "dev-x" }),
 		"no jti":         assertion(func(c map[string]any) { delete(c, "jti") }),
