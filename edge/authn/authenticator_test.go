@@ -10,6 +10,7 @@ import (
 	"encoding/base64"
 	"log/slog"
 	"math/big"
+	"reflect"
 	"testing"
 	"time"
 
@@ -195,7 +196,7 @@ func TestTokenSuccess(t *testing.T) {
 		t.Fatalf("Token: %v", err)
 	}
 	want, _ := f.store.Device("d1")
-	if p.Device != want || p.Method != authn.MethodToken || p.Claims == nil || p.Claims.ClientID != "d1" || p.CertSHA256 != "" {
+	if !reflect.DeepEqual(p.Device, want) || p.Method != authn.MethodToken || p.Claims == nil || p.Claims.ClientID != "d1" || p.CertSHA256 != "" {
 		t.Errorf("principal = %+v", p)
 	}
 	if wantEnd := p.Claims.Expiry.Add(30 * time.Second); !p.End.Equal(wantEnd) {
