@@ -417,3 +417,36 @@ func (g *Gateway) loadEnrollment() error {
 	g.log.Info("enrolled", "gateway", e.Gateway, "authority", e.Authority)
 	return nil
 }
+
+// Healthy answers whether the daemon's main parts respond: the store reads,
+// and the session registry's lock can be taken. The watchdog pings systemd
+// only when it does, so a hung gateway is restarted.
+func (g *Gateway) Healthy(ctx context.Context) error {
+	done := make(chan error, 1)
+	go func() {
+		if _, err := g.Store.Rev(); err != nil {
+			done <- fmt.Errorf("store: %w", err)
+			return
+		}
+		_ = g.Broker.Sessions.All()
+		done <- nil
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("health check timed out: %w", ctx.Err())
+	}
+}
+
+// StatusLine is the one-line state systemd shows.
+func (g *Gateway) StatusLine() string {
+	sync := "not enrolled"
+	if g.Syncer != nil {
+		sync = "authority offline"
+		if g.Syncer.Online() {
+			sync = "authority online"
+		}
+	}
+	return fmt.Sprintf("%d sessions; %s", g.Broker.Sessions.Len(), sync)
+}

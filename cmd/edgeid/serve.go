@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -15,17 +17,30 @@ import (
 	"github.com/edgeid/edgeid/edge"
 	"github.com/edgeid/edgeid/edge/config"
 	"github.com/edgeid/edgeid/edge/demo"
+	"github.com/edgeid/edgeid/edge/sysd"
 	"github.com/edgeid/edgeid/store"
 )
 
-func newLogger(c config.Log) *slog.Logger {
+// logLevel is changed by SIGHUP without a restart.
+var logLevel = new(slog.LevelVar)
+
+// newLogger logs to journald with structured fields when systemd started us
+// (JOURNAL_STREAM), else as text or JSON on stderr.
+func newLogger(c config.Log, gateway string) *slog.Logger {
 	var lvl slog.Level
 	_ = lvl.UnmarshalText([]byte(c.Level))
-	opts := &slog.HandlerOptions{Level: lvl}
-	if c.Format == "json" {
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	logLevel.Set(lvl)
+	opts := &slog.HandlerOptions{Level: logLevel}
+	var h slog.Handler
+	switch {
+	case sysd.UseJournal():
+		h = sysd.NewJournalHandler(logLevel)
+	case c.Format == "json":
+		h = slog.NewJSONHandler(os.Stderr, opts)
+	default:
+		h = slog.NewTextHandler(os.Stderr, opts)
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+	return slog.New(h).With("gateway", gateway)
 }
 
 func runServe(ctx context.Context, args []string) error {
@@ -54,11 +69,15 @@ func runServe(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	return serve(ctx, cfg, nil)
+	reload := func() (config.Config, error) { return config.Load(v, *path) }
+	return serve(ctx, cfg, reload, nil)
 }
 
-func serve(ctx context.Context, cfg config.Config, ready func(*edge.Gateway) error) error {
-	log := newLogger(cfg.Log)
+// serve runs the gateway until ctx ends: READY once listeners and store are
+// up, STATUS every few seconds, the watchdog while healthy, SIGHUP reloads
+// what can change without a restart, STOPPING and a clean close at the end.
+func serve(ctx context.Context, cfg config.Config, reload func() (config.Config, error), ready func(*edge.Gateway) error) error {
+	log := newLogger(cfg.Log, cfg.Gateway.ID)
 	g, err := edge.New(cfg, log)
 	if err != nil {
 		return err
@@ -73,7 +92,38 @@ func serve(ctx context.Context, cfg config.Config, ready func(*edge.Gateway) err
 			return err
 		}
 	}
-	<-ctx.Done()
+	sysd.Ready(g.StatusLine())
+	wctx, stopWatchdog := context.WithCancel(ctx)
+	defer stopWatchdog()
+	go sysd.Watchdog(wctx, log, g.Healthy)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	tick := time.NewTicker(5 * time.Second)
+	defer tick.Stop()
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case <-tick.C:
+			sysd.Status(g.StatusLine())
+		case <-hup:
+			sysd.Reloading()
+			if reload != nil {
+				if nc, err := reload(); err != nil {
+					log.Error("reload refused; keeping the running configuration", "err", err)
+				} else {
+					var lvl slog.Level
+					_ = lvl.UnmarshalText([]byte(nc.Log.Level))
+					logLevel.Set(lvl)
+					log.Info("configuration reloaded", "log_level", nc.Log.Level, "note", "listeners, store and auth settings change on restart")
+				}
+			}
+			sysd.Ready(g.StatusLine())
+		}
+	}
+	sysd.Stopping()
 	log.Info("stopping", "reason", context.Cause(ctx))
 	return g.Close()
 }
@@ -108,7 +158,7 @@ func serveDemo(ctx context.Context, v *viper.Viper) error {
 	if err != nil {
 		return err
 	}
-	return serve(ctx, cfg, func(g *edge.Gateway) error {
+	return serve(ctx, cfg, nil, func(g *edge.Gateway) error {
 		if _, err := g.Store.Apply(bundle, nil); err != nil {
 			return fmt.Errorf("demo bundle: %w", err)
 		}

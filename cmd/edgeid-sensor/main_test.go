@@ -1,0 +1,77 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgeid/edgeid/edge"
+	"github.com/edgeid/edgeid/edge/config"
+	"github.com/edgeid/edgeid/edge/demo"
+)
+
+func TestConnectAgainstGateway(t *testing.T) {
+	sockDir, err := os.MkdirTemp("", "eidsensor")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(sockDir) })
+	cfg := config.Default()
+	cfg.Gateway.ID = "sensor-test"
+	cfg.StateDir = t.TempDir()
+	cfg.MQTT.TCP = "127.0.0.1:0"
+	cfg.MQTT.TLS.Listen = ""
+	cfg.Admin.Socket = filepath.Join(sockDir, "admin.sock")
+	g, err := edge.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { g.Close() })
+	iss, err := demo.NewIssuer("https://issuer.test", "k1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := demo.Bundle(iss, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.Store.Apply(b, nil); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := iss.Mint(iss.Claims("thermo-1", "alice", "edgeid", "publish:devices/thermo-1/telemetry/#", time.Hour), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sensor := func(args ...string) (string, error) {
+		var out bytes.Buffer
+		err := run(context.Background(), append([]string{"connect", "--broker", g.Addr("tcp"), "--timeout", "5s"}, args...), &out)
+		return out.String(), err
+	}
+
+	out, err := sensor("--client-id", "thermo-1", "--token", tok, "--publish", "devices/thermo-1/telemetry/temp", "--message", "21.5", "--count", "2")
+	if err != nil || !strings.Contains(out, "CONNACK 0x00 Success") || strings.Count(out, " 0x00 Success") != 3 {
+		t.Fatalf("allowed publish: %v\n%s", err, out)
+	}
+	out, err = sensor("--client-id", "thermo-1", "--token", tok, "--publish", "devices/thermo-2/telemetry/temp", "--message", "99")
+	var refused errRefused
+	if !errors.As(err, &refused) || !strings.Contains(out, "PUBACK 1 0x87 Not authorized") {
+		t.Fatalf("another device's topic: %v\n%s", err, out)
+	}
+	out, err = sensor("--client-id", "thermo-2", "--token", tok)
+	if !errors.As(err, &refused) || !strings.Contains(out, "CONNACK 0x85 Client Identifier not valid") {
+		t.Fatalf("token of another device: %v\n%s", err, out)
+	}
+	if _, err := sensor(); !errors.Is(err, errUsage) {
+		t.Fatalf("no client id: %v", err)
+	}
+}
