@@ -6,7 +6,7 @@ LDFLAGS   := -s -w -X github.com/edgeid/edgeid/edge.Version=$(VERSION)
 # with "context deadline exceeded" (golang/go#75804).
 FUZZTIME  ?= 20000x
 
-.PHONY: build run test lint vet staticcheck fuzz fuzz-long bench clean
+.PHONY: build run test lint vet staticcheck fuzz fuzz-long bench clean deb
 
 build:
 	mkdir -p bin
@@ -51,5 +51,22 @@ fuzz-long: fuzz
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem ./edge/... ./store/...
 
+# Debian packages for the gateway and the authority. armhf is not built: see
+# docs/OPERATIONS.md ("32-bit boards").
+DEB_ARCHES ?= arm64 amd64
+DEB_VERSION ?= $(shell git describe --tags --match 'v*' 2>/dev/null | sed 's/^v//' || true)
+DEB_VERSION := $(if $(DEB_VERSION),$(DEB_VERSION),0.1.0~git$(shell git rev-parse --short HEAD 2>/dev/null || echo 0))
+deb:
+	mkdir -p dist
+	@for arch in $(DEB_ARCHES); do \
+		echo "building $$arch"; \
+		mkdir -p bin/pkg && gzip -9n < packaging/changelog > bin/pkg/changelog.gz; \
+		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -ldflags '-s -w -X github.com/edgeid/edgeid/edge.Version=$(DEB_VERSION)' -o bin/pkg/ ./cmd/edgeid ./cmd/edgeid-authority || exit 1; \
+		for pkg in edgeid authority; do \
+			ARCH=$$arch VERSION=$(DEB_VERSION) $(GO) tool nfpm package --config packaging/nfpm-$$pkg.yaml --packager deb --target dist/ || exit 1; \
+		done; \
+	done
+	@ls -l dist/
+
 clean:
-	rm -rf bin
+	rm -rf bin dist

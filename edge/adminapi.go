@@ -63,7 +63,7 @@ func newAdminServer(g *Gateway) (*adminServer, error) {
 	a := &adminServer{g: g, ln: ln, gid: -1, log: g.log.With("component", "admin")}
 	if grp, err := user.LookupGroup(g.cfg.Admin.Group); err == nil {
 		a.gid, _ = strconv.Atoi(grp.Gid)
-		_ = os.Chown(path, 0, a.gid)
+		_ = os.Chown(path, -1, a.gid) // keep the owner: the daemon may not run as root
 	}
 	if err := os.Chmod(path, 0o660); err != nil {
 		ln.Close()

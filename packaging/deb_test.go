@@ -1,0 +1,147 @@
+// Package packaging holds the Debian packaging (nfpm configs, systemd units,
+// maintainer scripts); this test builds the packages with `make deb` and
+// checks them the way Debian and systemd will.
+package packaging
+
+import (
+	"context"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func need(t *testing.T, tools ...string) {
+	t.Helper()
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s not found: .ci/run installs it (Debian packages lintian, qemu-user-static, systemd, dpkg)", tool)
+		}
+	}
+}
+
+func run(t *testing.T, dir, name string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+func TestDebPackages(t *testing.T) {
+	need(t, "make", "dpkg-deb", "lintian", "systemd-analyze", "qemu-aarch64-static")
+	out := run(t, "..", "make", "deb", "DEB_ARCHES=amd64 arm64", "DEB_VERSION=1.2.3")
+	_ = out
+	debs := map[string]string{}
+	for _, name := range []string{"edgeid_1.2.3_amd64.deb", "edgeid_1.2.3_arm64.deb", "edgeid-authority_1.2.3_amd64.deb", "edgeid-authority_1.2.3_arm64.deb"} {
+		p := filepath.Join("..", "dist", name)
+		if _, err := os.Stat(p); err != nil {
+			t.Fatalf("make deb did not build %s", name)
+		}
+		debs[name] = p
+	}
+	if _, err := os.Stat(filepath.Join("..", "dist", "edgeid_1.2.3_armhf.deb")); err == nil {
+		t.Error("an armhf package was built; 32-bit is not safe (docs/OPERATIONS.md)")
+	}
+
+	gw := debs["edgeid_1.2.3_arm64.deb"]
+	contents := run(t, ".", "dpkg-deb", "-c", gw)
+	for _, want := range []string{"./usr/bin/edgeid", "./usr/lib/systemd/system/edgeid.service", "./usr/lib/sysusers.d/edgeid.conf",
+		"./etc/edgeid/edgeid.yaml", "./usr/share/doc/edgeid/copyright", "./usr/share/doc/edgeid/changelog.gz"} {
+		if !strings.Contains(contents, want+"\n") {
+			t.Errorf("package lacks %s:\n%s", want, contents)
+		}
+	}
+	for field, want := range map[string]string{"Package": "edgeid", "Version": "1.2.3", "Architecture": "arm64", "Section": "net", "Depends": "adduser"} {
+		if got := strings.TrimSpace(run(t, ".", "dpkg-deb", "-f", gw, field)); got != want {
+			t.Errorf("control %s = %q, want %q", field, got, want)
+		}
+	}
+	tmp := t.TempDir()
+	run(t, ".", "dpkg-deb", "-e", gw, filepath.Join(tmp, "control"))
+	conffiles, _ := os.ReadFile(filepath.Join(tmp, "control", "conffiles"))
+	if strings.TrimSpace(string(conffiles)) != "/etc/edgeid/edgeid.yaml" {
+		t.Errorf("conffiles = %q, want /etc/edgeid/edgeid.yaml (upgrades keep local edits)", conffiles)
+	}
+	postrm, _ := os.ReadFile(filepath.Join(tmp, "control", "postrm"))
+	if !strings.Contains(string(postrm), "purge)") || !strings.Contains(string(postrm), "rm -rf /var/lib/edgeid") {
+		t.Error("postrm must remove state on purge only")
+	}
+
+	for name, p := range debs {
+		cmd := exec.Command("lintian", "--tag-display-limit", "0", p)
+		lo, _ := cmd.CombinedOutput()
+		for _, line := range strings.Split(string(lo), "\n") {
+			if strings.HasPrefix(line, "E: ") {
+				t.Errorf("lintian error in %s: %s", name, line)
+			}
+		}
+	}
+
+	// systemd accepts the unit (with ExecStart pointing at the packaged binary).
+	root := filepath.Join(tmp, "root-amd64")
+	run(t, ".", "dpkg-deb", "-x", debs["edgeid_1.2.3_amd64.deb"], root)
+	unit, _ := os.ReadFile(filepath.Join(root, "usr/lib/systemd/system/edgeid.service"))
+	for _, want := range []string{"Type=notify", "WatchdogSec=", "Restart=on-failure", "ProtectSystem=strict", "NoNewPrivileges=yes", "StateDirectory=edgeid", "RuntimeDirectory=edgeid"} {
+		if !strings.Contains(string(unit), want) {
+			t.Errorf("unit lacks %s", want)
+		}
+	}
+	local := strings.ReplaceAll(string(unit), "ExecStart=/usr/bin/edgeid", "ExecStart="+filepath.Join(root, "usr/bin/edgeid"))
+	unitPath := filepath.Join(tmp, "edgeid.service")
+	_ = os.WriteFile(unitPath, []byte(local), 0o644)
+	if out, err := exec.Command("systemd-analyze", "verify", unitPath).CombinedOutput(); err != nil {
+		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
+	}
+
+	// The arm64 binary runs under qemu: version, then serve until READY.
+	arm := filepath.Join(tmp, "root-arm64")
+	run(t, ".", "dpkg-deb", "-x", gw, arm)
+	bin := filepath.Join(arm, "usr/bin/edgeid")
+	if v := run(t, ".", "qemu-aarch64-static", bin, "version"); !strings.Contains(v, "edgeid 1.2.3") {
+		t.Errorf("arm64 version: %q", v)
+	}
+	serveUnderQemu(t, bin)
+}
+
+func serveUnderQemu(t *testing.T, bin string) {
+	dir := t.TempDir()
+	sockDir, _ := os.MkdirTemp("", "eidq")
+	defer os.RemoveAll(sockDir)
+	notify := filepath.Join(sockDir, "notify")
+	sock, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: notify, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sock.Close()
+	cfg := filepath.Join(dir, "edgeid.yaml")
+	_ = os.WriteFile(cfg, []byte("gateway:\n  id: qemu-gw\nstate_dir: "+filepath.Join(dir, "state")+
+		"\nmqtt:\n  tcp: 127.0.0.1:0\n  tls:\n    listen: \"\"\nadmin:\n  socket: "+filepath.Join(sockDir, "admin.sock")+"\n"), 0o644)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "qemu-aarch64-static", bin, "serve", "-c", cfg)
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+notify)
+	var logs strings.Builder
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4096)
+	_ = sock.SetReadDeadline(time.Now().Add(90 * time.Second))
+	n, err := sock.Read(buf)
+	if err != nil || !strings.HasPrefix(string(buf[:n]), "READY=1") {
+		_ = cmd.Process.Kill()
+		t.Fatalf("arm64 serve under qemu did not reach READY (%v, %q)\n%s", err, buf[:n], logs.String())
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("arm64 serve did not stop cleanly on SIGTERM: %v\n%s", err, logs.String())
+	}
+}
