@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"syscall"
 
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
@@ -57,6 +58,15 @@ func runEnroll(ctx context.Context, args []string) error {
 	}
 	if err := e.Save(dest); err != nil {
 		return err
+	}
+	// The technician runs this as root; the daemon runs as the owner of the
+	// state directory (user edgeid) and must be able to read its key.
+	if fi, err := os.Stat(cfg.StateDir); err == nil && os.Geteuid() == 0 {
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			if err := os.Chown(dest, int(st.Uid), int(st.Gid)); err != nil {
+				return fmt.Errorf("give %s to the daemon's user: %w", dest, err)
+			}
+		}
 	}
 	_, err = fmt.Fprintf(stdout, "enrolled as gateway %q with %s; restart edgeid (systemctl restart edgeid) to start syncing\n", e.Gateway, e.Authority)
 	return err
