@@ -44,6 +44,7 @@ type Gateway struct {
 	admin     *adminServer
 	wg        sync.WaitGroup
 	stopGC    context.CancelFunc
+	metrics   *metrics
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -116,6 +117,7 @@ func (g *Gateway) build() error {
 	}
 	g.Broker = b
 	g.Store.Watch(g.onApplied)
+	g.metrics = newMetrics(g)
 
 	if cfg.MQTT.TCP != "" {
 		g.listeners = append(g.listeners, broker.NewListener("mqtt-tcp", cfg.MQTT.TCP, nil, cfg.MQTT.ConnectTimeout))
@@ -172,6 +174,13 @@ func (g *Gateway) Start(ctx context.Context) error {
 		return err
 	}
 	g.admin = a
+	if g.cfg.Metrics.Listen != "" {
+		if err := g.metrics.serve(g.cfg.Metrics.Listen); err != nil {
+			_ = a.close()
+			_ = g.Broker.Server.Close()
+			return err
+		}
+	}
 	gcCtx, cancel := context.WithCancel(context.Background())
 	g.wg.Add(2)
 	go func() { defer g.wg.Done(); a.serve() }()
@@ -217,6 +226,7 @@ func (g *Gateway) close() error {
 	if g.admin != nil {
 		errs = append(errs, g.admin.close())
 	}
+	errs = append(errs, g.metrics.close())
 	if g.Broker != nil {
 		errs = append(errs, g.Broker.Server.Close())
 	}
@@ -234,6 +244,8 @@ func (g *Gateway) close() error {
 // onApplied runs after every committed batch: caches follow the store, and
 // every live session the batch touches is re-checked at once.
 func (g *Gateway) onApplied(a store.Applied) {
+	start := time.Now()
+	defer func() { g.metrics.kickLat.Observe(time.Since(start).Seconds()) }()
 	b := a.Batch
 	g.Broker.Gen.Add(1)
 	affected := map[*broker.Session]bool{}
@@ -413,6 +425,7 @@ func (g *Gateway) loadEnrollment() error {
 	if err != nil {
 		return err
 	}
+	s.OnReject = func(reason string) { g.metrics.rejects.WithLabelValues(reason).Inc() }
 	g.Syncer = s
 	g.log.Info("enrolled", "gateway", e.Gateway, "authority", e.Authority)
 	return nil

@@ -79,6 +79,7 @@ func startGatewayTB(t testing.TB, opts ...gwOpt) *gw {
 	cfg.Admin.Socket = filepath.Join(sockDir, "admin.sock")
 	cfg.Auth.ClockSkew = 0
 	cfg.MQTT.ConnectRate = 0 // tests connect often from one address; TestConnectRatePerSource turns it on
+	cfg.Metrics.Listen = ""  // tests run side by side; TestMetrics turns it on
 	for _, o := range opts {
 		o(&cfg)
 	}

@@ -123,7 +123,7 @@ func serveUnderQemu(t *testing.T, bin string) {
 	defer sock.Close()
 	cfg := filepath.Join(dir, "edgeid.yaml")
 	_ = os.WriteFile(cfg, []byte("gateway:\n  id: qemu-gw\nstate_dir: "+filepath.Join(dir, "state")+
-		"\nmqtt:\n  tcp: 127.0.0.1:0\n  tls:\n    listen: \"\"\nadmin:\n  socket: "+filepath.Join(sockDir, "admin.sock")+"\n"), 0o644)
+		"\nmqtt:\n  tcp: 127.0.0.1:0\n  tls:\n    listen: \"\"\nadmin:\n  socket: "+filepath.Join(sockDir, "admin.sock")+"\nmetrics:\n  listen: \"\"\n"), 0o644)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "qemu-aarch64-static", bin, "serve", "-c", cfg)

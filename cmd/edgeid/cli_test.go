@@ -35,6 +35,7 @@ func daemon(t *testing.T) (*edge.Gateway, *demo.Issuer, string) {
 	cfg.StateDir = t.TempDir()
 	cfg.MQTT.TCP = "127.0.0.1:0"
 	cfg.MQTT.TLS.Listen = ""
+	cfg.Metrics.Listen = ""
 	cfg.Admin.Socket = filepath.Join(sockDir, "admin.sock")
 	g, err := edge.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {

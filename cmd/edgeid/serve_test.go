@@ -29,6 +29,7 @@ func TestServeNotifiesSystemd(t *testing.T) {
 	cfg.MQTT.TCP, cfg.MQTT.TLS.Listen = "127.0.0.1:0", ""
 	cfg.Admin.Socket = filepath.Join(sockDir, "admin.sock")
 	cfg.Log.Level = "error"
+	cfg.Metrics.Listen = ""
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- serve(ctx, cfg, nil, nil) }()

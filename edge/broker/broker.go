@@ -25,6 +25,14 @@ const AuthMethodACE = "ace"
 type Events struct {
 	AuthResult func(method string, reason authn.Reason) // reason "" on success
 	Kicked     func(reason string)
+	// Session is called with +1 when a session starts and -1 when it ends.
+	Session func(protocol byte, delta int)
+}
+
+// Counters are the broker's message counters, bumped without allocation on
+// the message path and read by the metrics collector.
+type Counters struct {
+	MessagesIn, MessagesOut, BytesIn, BytesOut, Denied atomic.Uint64
 }
 
 // Broker is the gateway's MQTT broker with its hooks.
@@ -34,6 +42,7 @@ type Broker struct {
 	Auth     *authn.Authenticator
 	Log      *slog.Logger
 	Events   Events
+	Counters Counters
 	Now      func() time.Time
 	// Gen counts store changes seen. A CONNECT authenticated under an older
 	// Gen is re-checked once its session is registered, so a revocation that
@@ -63,6 +72,9 @@ func New(server *mqtt.Server, auth *authn.Authenticator, log *slog.Logger) (*Bro
 	}
 	if err := server.AddHook(&aclHook{b: b}, nil); err != nil {
 		return nil, fmt.Errorf("add acl hook: %w", err)
+	}
+	if err := server.AddHook(&statsHook{b: b}, nil); err != nil {
+		return nil, fmt.Errorf("add stats hook: %w", err)
 	}
 	return b, nil
 }
@@ -165,6 +177,9 @@ func (b *Broker) startSession(cl *mqtt.Client, p *authn.Principal) *Session {
 	}
 	s.SetPerms(p.Perms)
 	b.Sessions.add(s)
+	if b.Events.Session != nil {
+		b.Events.Session(s.Protocol, 1)
+	}
 	s.timer = time.AfterFunc(s.End.Sub(b.Now()), func() {
 		b.End(s, packets.ErrNotAuthorized, "credential expired")
 	})
@@ -306,6 +321,9 @@ func (h *authHook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 	h.b.pending.Delete(cl)
 	if s := h.b.Sessions.remove(cl); s != nil {
 		s.timer.Stop()
+		if h.b.Events.Session != nil {
+			h.b.Events.Session(s.Protocol, -1)
+		}
 		h.b.Log.Info("disconnected", "device", s.Device, "client", s.ClientID, "remote", s.Remote, "err", err)
 	}
 }
@@ -330,10 +348,40 @@ func (h *aclHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 		return false
 	}
 	p := s.perms.Load()
+	var ok bool
 	if write {
-		return p.CanPublish(topic)
+		ok = p.CanPublish(topic)
+	} else {
+		ok = p.CanSubscribe(sharedFilter(topic))
 	}
-	return p.CanSubscribe(sharedFilter(topic))
+	if !ok {
+		h.b.Counters.Denied.Add(1)
+	}
+	return ok
+}
+
+// statsHook counts messages in and out for the metrics.
+type statsHook struct {
+	mqtt.HookBase
+	b *Broker
+}
+
+func (h *statsHook) ID() string { return "edgeid-stats" }
+
+func (h *statsHook) Provides(x byte) bool { return x == mqtt.OnPublished || x == mqtt.OnPacketSent }
+
+// OnPublished counts an accepted PUBLISH from a client.
+func (h *statsHook) OnPublished(cl *mqtt.Client, pk packets.Packet) {
+	h.b.Counters.MessagesIn.Add(1)
+	h.b.Counters.BytesIn.Add(uint64(len(pk.Payload)))
+}
+
+// OnPacketSent counts a PUBLISH delivered to a client.
+func (h *statsHook) OnPacketSent(cl *mqtt.Client, pk packets.Packet, b []byte) {
+	if pk.FixedHeader.Type == packets.Publish {
+		h.b.Counters.MessagesOut.Add(1)
+		h.b.Counters.BytesOut.Add(uint64(len(pk.Payload)))
+	}
 }
 
 // sharedFilter strips the MQTT 5 shared-subscription prefix

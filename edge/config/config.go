@@ -23,12 +23,20 @@ const DefaultPath = "/etc/edgeid/edgeid.yaml"
 type Config struct {
 	Gateway Gateway `mapstructure:"gateway"`
 	// StateDir holds the Badger store.
-	StateDir string `mapstructure:"state_dir"`
-	Log      Log    `mapstructure:"log"`
-	MQTT     MQTT   `mapstructure:"mqtt"`
-	Auth     Auth   `mapstructure:"auth"`
-	Admin    Admin  `mapstructure:"admin"`
-	Sync     Sync   `mapstructure:"sync"`
+	StateDir string  `mapstructure:"state_dir"`
+	Log      Log     `mapstructure:"log"`
+	MQTT     MQTT    `mapstructure:"mqtt"`
+	Auth     Auth    `mapstructure:"auth"`
+	Admin    Admin   `mapstructure:"admin"`
+	Sync     Sync    `mapstructure:"sync"`
+	Metrics  Metrics `mapstructure:"metrics"`
+}
+
+// Metrics configures the Prometheus endpoint.
+type Metrics struct {
+	// Listen is the address of /metrics; "" turns it off. Keep it on
+	// localhost unless the network in between is trusted.
+	Listen string `mapstructure:"listen"`
 }
 
 // Sync configures the link to the cloud authority.
@@ -134,7 +142,8 @@ func Default() Config {
 			MaxTokenSize:     8 << 10,
 			TokenCacheSize:   20000,
 		},
-		Admin: Admin{Socket: "/run/edgeid/admin.sock", Group: "edgeid"},
+		Admin:   Admin{Socket: "/run/edgeid/admin.sock", Group: "edgeid"},
+		Metrics: Metrics{Listen: "127.0.0.1:9464"},
 	}
 }
 
@@ -240,6 +249,7 @@ func (c Config) Validate() error {
 	}
 	checkAddr("mqtt.tcp", c.MQTT.TCP)
 	checkAddr("mqtt.tls.listen", c.MQTT.TLS.Listen)
+	checkAddr("metrics.listen", c.Metrics.Listen)
 	if c.MQTT.TCP == "" && c.MQTT.TLS.Listen == "" {
 		bad("mqtt", "both mqtt.tcp and mqtt.tls.listen are empty; devices could not connect")
 	}

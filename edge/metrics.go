@@ -1,0 +1,147 @@
+package edge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/edgeid/edgeid/edge/authn"
+)
+
+// metrics are the gateway's Prometheus series, served on metrics.listen
+// (localhost by default: the box's own agent scrapes it).
+type metrics struct {
+	reg      *prometheus.Registry
+	sessions *prometheus.GaugeVec
+	auth     *prometheus.CounterVec
+	kicks    *prometheus.CounterVec
+	kickLat  prometheus.Histogram
+	rejects  *prometheus.CounterVec
+	srv      *http.Server
+	ln       net.Listener
+}
+
+func protocolName(p byte) string {
+	if p == 5 {
+		return "mqtt5"
+	}
+	return "mqtt3"
+}
+
+func newMetrics(g *Gateway) *metrics {
+	m := &metrics{reg: prometheus.NewRegistry()}
+	m.sessions = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "edgeid_sessions", Help: "Live device sessions by protocol."}, []string{"protocol"})
+	m.auth = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edgeid_auth_results_total",
+		Help: "Connect authentication results by method and reason (reason ok for success)."}, []string{"method", "reason"})
+	m.kicks = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edgeid_sessions_ended_total",
+		Help: "Sessions ended by the gateway (revoked, expired, kicked, changed)."}, []string{"reason"})
+	m.kickLat = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "edgeid_kick_seconds",
+		Help:    "Time from a store change being applied to the affected sessions being disconnected.",
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1}})
+	m.rejects = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edgeid_sync_batches_refused_total",
+		Help: "Sync batches refused, by reason."}, []string{"reason"})
+	c := &g.Broker.Counters
+	counter := func(name, help string, f func() float64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, f)
+	}
+	gauge := func(name, help string, f func() float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
+	}
+	m.reg.MustRegister(m.sessions, m.auth, m.kicks, m.kickLat, m.rejects,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		counter("edgeid_messages_in_total", "PUBLISH packets accepted from clients.", func() float64 { return float64(c.MessagesIn.Load()) }),
+		counter("edgeid_messages_out_total", "PUBLISH packets delivered to clients.", func() float64 { return float64(c.MessagesOut.Load()) }),
+		counter("edgeid_bytes_in_total", "Payload bytes accepted from clients.", func() float64 { return float64(c.BytesIn.Load()) }),
+		counter("edgeid_bytes_out_total", "Payload bytes delivered to clients.", func() float64 { return float64(c.BytesOut.Load()) }),
+		counter("edgeid_acl_denied_total", "Publishes, subscriptions and deliveries refused by authorization.", func() float64 { return float64(c.Denied.Load()) }),
+		gauge("edgeid_token_cache_entries", "Verified tokens cached.", func() float64 { return float64(g.Verifier.CacheLen()) }),
+		gauge("edgeid_revocations_held", "Revocations held in the store.", func() float64 {
+			n, _ := g.Store.Counts()
+			return float64(n["revocations"])
+		}),
+		gauge("edgeid_sync_online", "1 while the push stream from the authority is connected.", func() float64 {
+			if g.Syncer != nil && g.Syncer.Online() {
+				return 1
+			}
+			return 0
+		}),
+		gauge("edgeid_sync_cursor", "Sequence number of the last applied sync batch.", func() float64 {
+			cur, _ := g.Store.Cursor()
+			return float64(cur.Seq)
+		}),
+		gauge("edgeid_sync_lag_seconds", "Seconds since the authority was last heard from (-1: never).", func() float64 {
+			if g.Syncer == nil {
+				return -1
+			}
+			last := g.Syncer.LastContact()
+			if last.IsZero() {
+				cur, _ := g.Store.Cursor()
+				last = cur.SyncedAt
+			}
+			if last.IsZero() {
+				return -1
+			}
+			return time.Since(last).Seconds()
+		}),
+	)
+	b := g.Broker
+	b.Events.AuthResult = func(method string, r authn.Reason) {
+		if r == "" {
+			r = "ok"
+		}
+		m.auth.WithLabelValues(method, string(r)).Inc()
+	}
+	b.Events.Kicked = func(reason string) {
+		// "revoked: device" and the like: keep the label set small.
+		for i, ch := range reason {
+			if ch == ':' {
+				reason = reason[:i]
+				break
+			}
+		}
+		m.kicks.WithLabelValues(reason).Inc()
+	}
+	b.Events.Session = func(p byte, d int) { m.sessions.WithLabelValues(protocolName(p)).Add(float64(d)) }
+	return m
+}
+
+func (m *metrics) serve(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("metrics.listen: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
+	m.ln = ln
+	m.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := m.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			_ = err
+		}
+	}()
+	return nil
+}
+
+func (m *metrics) close() error {
+	if m.srv == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	return m.srv.Shutdown(ctx)
+}
+
+// MetricsAddr is the bound metrics address ("" when off).
+func (g *Gateway) MetricsAddr() string {
+	if g.metrics == nil || g.metrics.ln == nil {
+		return ""
+	}
+	return g.metrics.ln.Addr().String()
+}
