@@ -102,19 +102,7 @@ func (g *Gateway) build() error {
 	if err := g.loadEnrollment(); err != nil {
 		return err
 	}
-	if cfg.Sync.MaxStaleness > 0 && g.Syncer != nil {
-		b.Stale = func() bool {
-			last := g.Syncer.LastContact()
-			if last.IsZero() {
-				c, err := g.Store.Cursor()
-				if err != nil {
-					return true
-				}
-				last = c.SyncedAt
-			}
-			return time.Since(last) > cfg.Sync.MaxStaleness
-		}
-	}
+	b.Gate = g.gate
 	g.Broker = b
 	g.Store.Watch(g.onApplied)
 	g.metrics = newMetrics(g)
@@ -462,4 +450,30 @@ func (g *Gateway) StatusLine() string {
 		}
 	}
 	return fmt.Sprintf("%d sessions; %s", g.Broker.Sessions.Len(), sync)
+}
+
+// gate refuses token connects while their times cannot be judged: the clock
+// is before this build (a Pi without RTC before NTP answers: a 1970 clock
+// would accept every expired token), or the store is older than
+// sync.max_staleness.
+func (g *Gateway) gate() *authn.Error {
+	if now := time.Now(); now.Before(ClockFloor) {
+		return &authn.Error{Reason: "clock_unsynchronized", Detail: fmt.Sprintf(
+			"the clock says %s, before this edgeid was built; token connects wait for NTP", now.UTC().Format(time.RFC3339))}
+	}
+	if g.cfg.Sync.MaxStaleness <= 0 || g.Syncer == nil {
+		return nil
+	}
+	last := g.Syncer.LastContact()
+	if last.IsZero() {
+		c, err := g.Store.Cursor()
+		if err != nil {
+			return &authn.Error{Reason: authn.ReasonStore, Detail: err.Error()}
+		}
+		last = c.SyncedAt
+	}
+	if time.Since(last) > g.cfg.Sync.MaxStaleness {
+		return &authn.Error{Reason: "stale_sync", Detail: "no word from the authority for longer than sync.max_staleness; token connects refused until it syncs"}
+	}
+	return nil
 }

@@ -143,3 +143,12 @@ func TestCLIWithoutDaemon(t *testing.T) {
 		t.Fatalf("status without a daemon: %v", err)
 	}
 }
+
+func TestDoctorCommand(t *testing.T) {
+	bad := filepath.Join(t.TempDir(), "edgeid.yaml")
+	os.WriteFile(bad, []byte("mqtt:\n  tcp: nope\n"), 0o600)
+	out, err := cli(t, runDoctor, "-c", bad)
+	if err == nil || !strings.Contains(out, "configuration") || !strings.Contains(out, "FAIL") || !strings.Contains(out, "mqtt.tcp") {
+		t.Fatalf("doctor with a broken config: err %v\n%s", err, out)
+	}
+}

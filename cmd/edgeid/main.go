@@ -24,6 +24,7 @@ var commands = []command{
 	{"kick", "disconnect every session of a device, subject or token", runKick},
 	{"import", "apply a JSON batch of classes, devices, issuers, revocations", runImport},
 	{"enroll", "register this gateway with an authority (one-time code)", runEnroll},
+	{"doctor", "check configuration, store, listeners, clock, enrollment, authority, certificates, disk", runDoctor},
 	{"version", "print the version", runVersion},
 }
 

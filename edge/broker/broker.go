@@ -52,9 +52,10 @@ type Broker struct {
 	Recheck func(*Session)
 	// Connects limits CONNECT attempts per source address; nil for no limit.
 	Connects *ConnectLimiter
-	// Stale, when it returns true, refuses new token connects (the store has
-	// not heard from the authority for longer than allowed); nil never.
-	Stale func() bool
+	// Gate, when it returns an error, refuses new token connects with 0x88:
+	// the store is too stale, or the clock cannot be trusted to judge token
+	// times. nil never refuses.
+	Gate func() *authn.Error
 
 	pending sync.Map // *mqtt.Client -> pendingAuth, from OnConnect to OnSessionEstablish
 }
@@ -111,9 +112,10 @@ func (b *Broker) authenticate(cl *mqtt.Client, pk packets.Packet) (*authn.Princi
 	}
 	var p *authn.Principal
 	var err error
-	if token != "" && b.Stale != nil && b.Stale() {
-		return nil, packets.ErrServerUnavailable, &authn.Error{Reason: "stale_sync",
-			Detail: "no word from the authority for longer than sync.max_staleness; token connects refused until it syncs"}
+	if token != "" && b.Gate != nil {
+		if err := b.Gate(); err != nil {
+			return nil, packets.ErrServerUnavailable, err
+		}
 	}
 	if token != "" {
 		var leaf *x509.Certificate

@@ -1,0 +1,175 @@
+package edge
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/edgeid/edgeid/cloudsync/client"
+	"github.com/edgeid/edgeid/edge/admin"
+	"github.com/edgeid/edgeid/edge/config"
+	"github.com/edgeid/edgeid/store"
+)
+
+// Check is one line of `edgeid doctor`.
+type Check struct {
+	Name   string `json:"name"`
+	Result string `json:"result"` // ok, warn, fail
+	Detail string `json:"detail"`
+}
+
+// ClockFloor is the earliest time the gateway's clock may plausibly show:
+// the build date of this binary. A Raspberry Pi has no RTC and boots in
+// 1970 until NTP answers.
+var ClockFloor = time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+
+// DoctorOptions lets tests point the doctor at a fake clock.
+type DoctorOptions struct {
+	Now func() time.Time
+}
+
+// Doctor checks what a technician would check by hand, in order, and says
+// what to do about each problem. It works whether or not the daemon runs.
+func Doctor(ctx context.Context, cfg config.Config, cfgErr error, o DoctorOptions) []Check {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	var out []Check
+	add := func(name, result, format string, args ...any) {
+		out = append(out, Check{Name: name, Result: result, Detail: fmt.Sprintf(format, args...)})
+	}
+	if cfgErr != nil {
+		add("configuration", "fail", "%v", cfgErr)
+		return out
+	}
+	add("configuration", "ok", "valid")
+
+	st, err := admin.NewClient(cfg.Admin.Socket).Status(ctx)
+	running := err == nil
+	if running {
+		add("daemon", "ok", "running: %d sessions, store rev %d", st.Sessions, st.StoreRev)
+		add("store", "ok", "open in the daemon (%s)", cfg.StateDir)
+	} else {
+		add("daemon", "warn", "not answering on %s (systemctl status edgeid)", cfg.Admin.Socket)
+		if s, err := store.Open(store.Options{Dir: cfg.StateDir}); err != nil {
+			add("store", "fail", "%v", err)
+		} else {
+			rev, _ := s.Rev()
+			_ = s.Close()
+			add("store", "ok", "opens (%s, rev %d)", cfg.StateDir, rev)
+		}
+		for key, addr := range map[string]string{"mqtt.tcp": cfg.MQTT.TCP, "mqtt.tls.listen": cfg.MQTT.TLS.Listen, "metrics.listen": cfg.Metrics.Listen} {
+			if addr == "" {
+				continue
+			}
+			if ln, err := net.Listen("tcp", addr); err != nil {
+				add("listener "+key, "fail", "%s: %v (another program holds the port?)", addr, err)
+			} else {
+				ln.Close()
+				add("listener "+key, "ok", "%s can be bound", addr)
+			}
+		}
+	}
+
+	now := o.Now()
+	if now.Before(ClockFloor) {
+		add("clock", "fail", "the clock says %s, before this edgeid was built: not synchronized yet (no RTC); token connects are refused until it is", now.UTC().Format(time.RFC3339))
+	} else if _, err := os.Stat("/run/systemd/timesync/synchronized"); err != nil {
+		add("clock", "warn", "%s; systemd-timesyncd has not confirmed synchronization (timedatectl status)", now.UTC().Format(time.RFC3339))
+	} else {
+		add("clock", "ok", "%s, synchronized", now.UTC().Format(time.RFC3339))
+	}
+
+	e, err := client.LoadEnrollment(EnrollmentPath(cfg))
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		add("enrollment", "warn", "not enrolled: deciding from imported records only (edgeid enroll --authority URL --code CODE)")
+	case err != nil:
+		add("enrollment", "fail", "%v", err)
+	default:
+		add("enrollment", "ok", "gateway %q at %s since %s", e.Gateway, e.Authority, e.Enrolled.Format(time.RFC3339))
+		out = append(out, checkAuthority(ctx, e, now)...)
+	}
+
+	certs := map[string]string{"mqtt.tls.cert": cfg.MQTT.TLS.Cert}
+	if cfg.MQTT.TLS.Listen != "" && cfg.MQTT.TLS.Cert == "" {
+		certs["mqtt.tls (self-signed)"] = filepath.Join(cfg.StateDir, "tls", "server.crt")
+	}
+	for name, path := range certs {
+		if path == "" {
+			continue
+		}
+		out = append(out, checkCert(name, path, now))
+	}
+
+	var fs syscall.Statfs_t
+	if err := syscall.Statfs(cfg.StateDir, &fs); err != nil {
+		add("disk", "warn", "state_dir %s: %v", cfg.StateDir, err)
+	} else {
+		free := int64(fs.Bavail) * int64(fs.Bsize)
+		switch {
+		case free < 20<<20:
+			add("disk", "fail", "%d MB free under %s: the store cannot grow; free space now", free>>20, cfg.StateDir)
+		case free < 200<<20:
+			add("disk", "warn", "%d MB free under %s", free>>20, cfg.StateDir)
+		default:
+			add("disk", "ok", "%d MB free under %s", free>>20, cfg.StateDir)
+		}
+	}
+	return out
+}
+
+func checkAuthority(ctx context.Context, e *client.Enrollment, now time.Time) []Check {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, e.Authority+"/.well-known/oauth-authorization-server", nil)
+	resp, err := client.HTTPClient(e.Fingerprint).Do(req)
+	if err != nil {
+		return []Check{{"authority", "fail", fmt.Sprintf("%s unreachable: %v (the gateway keeps deciding from its store)", e.Authority, err)}}
+	}
+	resp.Body.Close()
+	out := []Check{{"authority", "ok", fmt.Sprintf("%s answers (%s)", e.Authority, resp.Status)}}
+	if d, err := http.ParseTime(resp.Header.Get("Date")); err == nil {
+		skew := now.Sub(d)
+		if skew < 0 {
+			skew = -skew
+		}
+		if skew > time.Minute {
+			out = append(out, Check{"clock vs authority", "fail", fmt.Sprintf("off by %s from the authority's clock: token times will be judged wrongly; fix NTP", skew.Round(time.Second))})
+		} else {
+			out = append(out, Check{"clock vs authority", "ok", fmt.Sprintf("within %s of the authority", skew.Round(time.Second))})
+		}
+	}
+	return out
+}
+
+func checkCert(name, path string, now time.Time) Check {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return Check{"certificate " + name, "warn", fmt.Sprintf("%s: %v", path, err)}
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		return Check{"certificate " + name, "fail", path + ": no PEM certificate"}
+	}
+	c, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		return Check{"certificate " + name, "fail", fmt.Sprintf("%s: %v", path, err)}
+	}
+	left := c.NotAfter.Sub(now)
+	switch {
+	case left < 0:
+		return Check{"certificate " + name, "fail", fmt.Sprintf("%s expired on %s", path, c.NotAfter.Format(time.DateOnly))}
+	case left < 30*24*time.Hour:
+		return Check{"certificate " + name, "warn", fmt.Sprintf("%s expires on %s (in %d days)", path, c.NotAfter.Format(time.DateOnly), int(left.Hours()/24))}
+	}
+	return Check{"certificate " + name, "ok", fmt.Sprintf("valid until %s", c.NotAfter.Format(time.DateOnly))}
+}
