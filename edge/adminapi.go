@@ -75,6 +75,7 @@ func newAdminServer(g *Gateway) (*adminServer, error) {
 		"/v1/devices":     {http.MethodGet, false, a.devices},
 		"/v1/revocations": {http.MethodGet, false, a.revocations},
 		"/v1/kick":        {http.MethodPost, true, a.kick},
+		"/v1/sync":        {http.MethodPost, true, a.syncNow},
 		"/v1/import":      {http.MethodPost, true, a.importBatch},
 	}
 	a.srv = &http.Server{
@@ -229,10 +230,28 @@ func (a *adminServer) sessions(w http.ResponseWriter, r *http.Request) (any, err
 
 func (a *adminServer) devices(w http.ResponseWriter, r *http.Request) (any, error) {
 	ds, err := a.g.Store.Devices()
-	if ds == nil {
-		ds = []store.Device{}
+	if err != nil {
+		return nil, err
 	}
-	return ds, err
+	online := r.URL.Query().Get("online") != ""
+	out := []admin.Device{}
+	for _, d := range ds {
+		n := len(a.g.Broker.Sessions.ByDevice(d.ID))
+		if online && n == 0 {
+			continue
+		}
+		out = append(out, admin.Device{Device: d, Sessions: n})
+	}
+	return out, nil
+}
+
+// syncNow makes a waiting syncer retry at once and reports where it stands.
+func (a *adminServer) syncNow(w http.ResponseWriter, r *http.Request) (any, error) {
+	if a.g.Syncer == nil {
+		return nil, badRequest{"not enrolled with an authority: run edgeid enroll first"}
+	}
+	a.g.Syncer.Now()
+	return a.status(w, r)
 }
 
 func (a *adminServer) revocations(w http.ResponseWriter, r *http.Request) (any, error) {

@@ -20,6 +20,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"slices"
 	"strconv"
@@ -59,6 +60,15 @@ func BenchmarkRevocationLatency(b *testing.B) {
 			b.Fatalf("EDGEID_BENCH_SESSIONS=%q: want a positive number", s)
 		}
 		n = v
+	}
+	debug.FreeOSMemory()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	b.Logf("DEBUG start: goroutines %d heap-inuse %dMB rss %.0f", runtime.NumGoroutine(), ms.HeapInuse>>20, residentMB(b))
+	if runtime.NumGoroutine() > 50 {
+		buf := make([]byte, 1<<20)
+		nb := runtime.Stack(buf, true)
+		os.WriteFile("/tmp/gor.txt", buf[:nb], 0o644)
 	}
 	// Both ends of every session are in this process.
 	var lim syscall.Rlimit

@@ -22,6 +22,7 @@ import (
 
 	"github.com/edgeid/edgeid/cloudsync/authority"
 	syncclient "github.com/edgeid/edgeid/cloudsync/client"
+	"github.com/edgeid/edgeid/edge/admin"
 	"github.com/edgeid/edgeid/edge/demo"
 	"github.com/edgeid/edgeid/store"
 )
@@ -151,6 +152,10 @@ func TestSyncEndToEnd(t *testing.T) {
 	})
 	if st, _ := g.admin().Status(context.Background()); st.Sync.Gateway != "gw-1" || st.Sync.Cursor == 0 || st.Sync.Epoch != x.a.Epoch() {
 		t.Fatalf("status sync: %+v", st.Sync)
+	}
+	var st admin.Status
+	if err := g.admin().Do(context.Background(), "POST", "/v1/sync", nil, &st); err != nil || st.Sync == nil || !st.Sync.Online {
+		t.Fatalf("POST /v1/sync: %+v %v", st.Sync, err)
 	}
 
 	// Call home with the factory certificate, then connect with that token.

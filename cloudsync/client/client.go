@@ -155,6 +155,7 @@ type Syncer struct {
 	http     *http.Client
 	key      jwk.Key
 	feed     jwk.Key
+	wake     chan struct{}
 	lastOK   atomic.Int64 // unix nanos of the last successful contact
 	online   atomic.Bool
 	snapshot atomic.Bool // set when the next round must start from a snapshot
@@ -170,7 +171,15 @@ func NewSyncer(e *Enrollment, st *store.Store, log *slog.Logger) (*Syncer, error
 	if err != nil {
 		return nil, fmt.Errorf("enrollment feed key: %w", err)
 	}
-	return &Syncer{E: e, Store: st, Log: log, http: HTTPClient(e.Fingerprint), key: key, feed: feed}, nil
+	return &Syncer{E: e, Store: st, Log: log, http: HTTPClient(e.Fingerprint), key: key, feed: feed, wake: make(chan struct{}, 1)}, nil
+}
+
+// Now asks a waiting Syncer to retry at once instead of after its backoff.
+func (s *Syncer) Now() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
 }
 
 // Online reports whether the push stream is connected.
@@ -366,6 +375,8 @@ func (s *Syncer) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-time.After(wait):
+		case <-s.wake:
+			backoff = time.Second
 		}
 		if backoff < 2*time.Minute {
 			backoff *= 2

@@ -109,11 +109,16 @@ func runSessions(ctx context.Context, args []string) error {
 
 func runDevices(ctx context.Context, args []string) error {
 	f := newCLIFlags("devices")
+	online := f.fs.Bool("online", false, "only devices with a live session")
 	if err := f.fs.Parse(args); err != nil {
 		return err
 	}
-	var ds []store.Device
-	if err := f.client().Do(ctx, "GET", "/v1/devices", nil, &ds); err != nil {
+	path := "/v1/devices"
+	if *online {
+		path += "?online=1"
+	}
+	var ds []admin.Device
+	if err := f.client().Do(ctx, "GET", path, nil, &ds); err != nil {
 		return err
 	}
 	if *f.json {
@@ -125,9 +130,9 @@ func runDevices(ctx context.Context, args []string) error {
 		if d.CertSHA256 != "" || d.CertSerial != "" {
 			auth = "token,certificate"
 		}
-		rows = append(rows, []string{d.ID, d.Class, string(d.Status), d.Owner, d.Serial, auth})
+		rows = append(rows, []string{d.ID, d.Class, string(d.Status), d.Owner, d.Serial, auth, fmt.Sprint(d.Sessions)})
 	}
-	return table("DEVICE\tCLASS\tSTATUS\tOWNER\tSERIAL\tAUTH", rows)
+	return table("DEVICE\tCLASS\tSTATUS\tOWNER\tSERIAL\tAUTH\tSESSIONS", rows)
 }
 
 func runRevocations(ctx context.Context, args []string) error {
@@ -215,4 +220,35 @@ func runImport(ctx context.Context, args []string) error {
 func runVersion(ctx context.Context, args []string) error {
 	_, err := fmt.Fprintf(stdout, "edgeid %s\n", edge.Version)
 	return err
+}
+
+func runSync(ctx context.Context, args []string) error {
+	f := newCLIFlags("sync")
+	now := f.fs.Bool("now", false, "retry the authority at once instead of waiting for the backoff")
+	if err := f.fs.Parse(args); err != nil {
+		return err
+	}
+	var s admin.Status
+	var err error
+	if *now {
+		err = f.client().Do(ctx, "POST", "/v1/sync", nil, &s)
+	} else {
+		s, err = f.client().Status(ctx)
+	}
+	if err != nil {
+		return err
+	}
+	if s.Sync == nil {
+		return fmt.Errorf("not enrolled with an authority: run edgeid enroll")
+	}
+	if *f.json {
+		return printJSON(s.Sync)
+	}
+	state := "offline: deciding from the local store; retrying with backoff"
+	if s.Sync.Online {
+		state = "online: push stream connected"
+	}
+	return table("KEY\tVALUE", [][]string{{"authority", s.Sync.Authority}, {"gateway", s.Sync.Gateway}, {"state", state},
+		{"cursor", fmt.Sprintf("%s/%d", s.Sync.Epoch, s.Sync.Cursor)}, {"last synced", s.Sync.SyncedAt.Format(time.RFC3339)},
+		{"lag", fmt.Sprintf("%.0fs", s.Sync.LagSeconds)}})
 }

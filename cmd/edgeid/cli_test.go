@@ -120,6 +120,13 @@ func TestCLIAgainstDaemon(t *testing.T) {
 	if err != nil || !strings.Contains(out, "thermo-1") || !strings.Contains(out, "token") {
 		t.Fatalf("sessions: %v\n%s", err, out)
 	}
+	out, err = cli(t, runDevices, "--socket", sock, "--online")
+	if err != nil || !strings.Contains(out, "thermo-1") || strings.Contains(out, "acme-cloud") || strings.Contains(out, "speaker-42") {
+		t.Fatalf("devices --online: %v\n%s", err, out)
+	}
+	if _, err := cli(t, runSync, "--socket", sock, "--now"); err == nil || !strings.Contains(err.Error(), "not enrolled") {
+		t.Fatalf("sync --now on an unenrolled gateway: %v", err)
+	}
 	out, err = cli(t, runKick, "--socket", sock, "thermo-1")
 	if err != nil || !strings.Contains(out, "kicked 1 session(s)") {
 		t.Fatalf("kick: %v\n%s", err, out)

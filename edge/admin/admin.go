@@ -12,6 +12,8 @@ import (
 	"net"
 	"net/http"
 	"time"
+
+	"github.com/edgeid/edgeid/store"
 )
 
 // Status is the answer of GET /v1/status.
@@ -49,6 +51,12 @@ type Session struct {
 	Protocol    byte      `json:"protocol"`
 	ConnectedAt time.Time `json:"connected_at"`
 	Expires     time.Time `json:"expires"`
+}
+
+// Device is a device in GET /v1/devices, with its live session count.
+type Device struct {
+	store.Device
+	Sessions int `json:"sessions"`
 }
 
 // KickRequest names what to disconnect; exactly one field is set.
