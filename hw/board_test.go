@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 
 	"periph.io/x/conn/v3/gpio"
 	"periph.io/x/conn/v3/gpio/gpioreg"
@@ -132,7 +133,7 @@ func TestOpenLEDOnly(t *testing.T) {
 	led := &fakePin{}
 	drv := fakeDriver(nil, map[string]*fakePin{"GPIO17": led}, 1)
 	log, rec := newLog()
-	b, err := openWith(drv, Config{LEDPin: "GPIO17", LongPress: 5e9}, log)
+	b, err := openWith(drv, Config{LEDPin: "GPIO17", LongPress: 5 * time.Second}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,7 +143,7 @@ func TestOpenLEDOnly(t *testing.T) {
 	if _, ok := b.Button().(noButton); !ok {
 		t.Errorf("Button is %T, want no-op (not fitted)", b.Button())
 	}
-	if b.longPress != 5e9 {
+	if b.longPress != 5*time.Second {
 		t.Errorf("long press %v", b.longPress)
 	}
 	if n := len(rec.records()); n != 1 {

@@ -77,7 +77,7 @@ func TestSerial(t *testing.T) {
 		{"dmi Not Specified falls to uuid", with(map[string]string{dtSerial: "-", dmiSerial: "Not Specified\n"}), "dmi-uuid"},
 		{"dmi Default string falls to uuid", with(map[string]string{dtSerial: "-", dmiSerial: "Default string\n"}), "dmi-uuid"},
 		{"dmi empty falls to uuid", with(map[string]string{dtSerial: "-", dmiSerial: "\n"}), "dmi-uuid"},
-		{"dmi unreadable falls to uuid", with(map[string]string{dtSerial: "-", dmiSerial: "-"}), "dmi-uuid"},
+		{"dmi serial missing falls to uuid", with(map[string]string{dtSerial: "-", dmiSerial: "-"}), "dmi-uuid"},
 		{"dmi placeholders fall to machine-id", with(map[string]string{dtSerial: "-", dmiSerial: "Default string", dmiUUID: "Not Specified"}), "0123456789abcdef0123456789abcdef"},
 		{"machine-id only", map[string]string{machineID: "abc123\n"}, "abc123"},
 	}
