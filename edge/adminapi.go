@@ -76,6 +76,7 @@ func newAdminServer(g *Gateway) (*adminServer, error) {
 		"/v1/revocations": {http.MethodGet, false, a.revocations},
 		"/v1/kick":        {http.MethodPost, true, a.kick},
 		"/v1/sync":        {http.MethodPost, true, a.syncNow},
+		"/v1/pair":        {http.MethodPost, true, a.pair},
 		"/v1/import":      {http.MethodPost, true, a.importBatch},
 	}
 	a.srv = &http.Server{
@@ -199,7 +200,8 @@ func (a *adminServer) status(w http.ResponseWriter, r *http.Request) (any, error
 		return nil, err
 	}
 	st := admin.Status{Gateway: g.cfg.Gateway.ID, Version: Version, StartedAt: g.started, Listeners: g.ListenerAddrs(),
-		Sessions: g.Broker.Sessions.Len(), StoreRev: rev, Records: counts, TokenCache: g.Verifier.CacheLen()}
+		Sessions: g.Broker.Sessions.Len(), StoreRev: rev, Records: counts, TokenCache: g.Verifier.CacheLen(),
+		PairingUntil: g.PairingUntil(), LED: g.ledPattern().String(), Hardware: g.board != nil && g.board.Enabled()}
 	if s := g.Syncer; s != nil {
 		cur, err := g.Store.Cursor()
 		if err != nil {
@@ -315,4 +317,21 @@ func DecodeBatch(r io.Reader) (*store.Batch, error) {
 		return nil, errors.New("import file: no records (expected classes, devices, users, grants, issuers, revocations or delete)")
 	}
 	return &b, nil
+}
+
+// pair opens (or, with window 0, closes) the pairing window.
+func (a *adminServer) pair(w http.ResponseWriter, r *http.Request) (any, error) {
+	var req admin.PairRequest
+	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<16))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return nil, badRequest{"pair request: " + err.Error()}
+	}
+	d, err := time.ParseDuration(req.Window)
+	if err != nil || d < 0 || d > time.Hour {
+		return nil, badRequest{fmt.Sprintf("window %q: give a duration from 0s (close) to 1h, e.g. 5m", req.Window)}
+	}
+	until := a.g.OpenPairing(d)
+	a.log.Info("pairing window set", "until", until.Format(time.RFC3339))
+	return admin.PairResult{Until: a.g.PairingUntil()}, nil
 }

@@ -78,6 +78,8 @@ admin:
   group: %q
 sync:
   enrollment: %q
+metrics:
+  listen: ""
 `, stateDir, sock, group, enrollment)
 	if err := os.WriteFile(cfgPath, []byte(cfgYAML), 0o600); err != nil {
 		t.Fatal(err)
@@ -116,7 +118,7 @@ sync:
 		// must be exactly the batches up to its cursor. On even ones the
 		// daemon itself is the first to open the crashed store.
 		if i%2 == 1 {
-			seq := checkPrefix(t, stateDir, byRev, x.a.Epoch(), fmt.Sprintf("after the kill of iteration %d (%s); daemon log:\n%s", i, phase, d.logs.String()))
+			seq := checkCrashedStore(t, stateDir, byRev, x.a.Epoch(), fmt.Sprintf("after the kill of iteration %d (%s); daemon log:\n%s", i, phase, d.logs.String()))
 			if seq == rev && phase == "syncing" {
 				phase = "committed, not yet logged"
 			}
@@ -129,7 +131,7 @@ sync:
 		d = startDaemon(t, bin, cfgPath)
 		d.waitCaughtUp(t, sock, len(all), min(waitLimit, time.Until(testDeadline)))
 		catchUp = time.Since(t0)
-		d.stop(t, waitLimit)
+		d.stop(t, max(min(waitLimit, time.Until(testDeadline)), 5*time.Second))
 	}
 	t.Logf("kills by phase: %v", phases)
 
@@ -252,7 +254,7 @@ func (d *daemonProc) stop(t *testing.T, limit time.Duration) {
 	}
 }
 
-var appliedTo = regexp.MustCompile(`sync batch applied from=\d+ to=(\d+)`)
+var crashAppliedRe = regexp.MustCompile(`sync batch applied from=\d+ to=(\d+)`)
 
 // phase says how far the killed daemon had logged it got with rev.
 func (d *daemonProc) phase(rev uint64) string {
@@ -260,7 +262,7 @@ func (d *daemonProc) phase(rev uint64) string {
 	switch {
 	case !strings.Contains(logs, "gateway ready"):
 		return "starting"
-	case slices.ContainsFunc(appliedTo.FindAllStringSubmatch(logs, -1), func(m []string) bool { return m[1] == fmt.Sprint(rev) }):
+	case slices.ContainsFunc(crashAppliedRe.FindAllStringSubmatch(logs, -1), func(m []string) bool { return m[1] == fmt.Sprint(rev) }):
 		return "caught up"
 	default:
 		return "syncing"
@@ -296,12 +298,12 @@ func (d *daemonProc) waitCaughtUp(t *testing.T, sock string, want int, limit tim
 	}
 }
 
-// checkPrefix opens the (stopped) gateway's store and checks it holds exactly
+// checkCrashedStore opens the (stopped) gateway's store and checks it holds exactly
 // the revocations of the authority's batches up to its cursor: as many as
 // those batches carry, and from each batch (all values are distinct) its
 // first, middle and last value, none from a later batch. It returns the
 // cursor's seq.
-func checkPrefix(t *testing.T, dir string, byRev map[uint64][]string, epoch, where string) uint64 {
+func checkCrashedStore(t *testing.T, dir string, byRev map[uint64][]string, epoch, where string) uint64 {
 	t.Helper()
 	st, err := store.Open(store.Options{Dir: dir})
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -21,6 +22,7 @@ import (
 	"github.com/edgeid/edgeid/edge/authn"
 	"github.com/edgeid/edgeid/edge/broker"
 	"github.com/edgeid/edgeid/edge/config"
+	"github.com/edgeid/edgeid/hw"
 	"github.com/edgeid/edgeid/internal/pki"
 	"github.com/edgeid/edgeid/store"
 )
@@ -45,6 +47,9 @@ type Gateway struct {
 	wg        sync.WaitGroup
 	stopGC    context.CancelFunc
 	metrics   *metrics
+	board     *hw.Board
+	stopBoard context.CancelFunc
+	pairUntil atomic.Int64 // unix nanos; the pairing window is open before it
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -174,6 +179,16 @@ func (g *Gateway) Start(ctx context.Context) error {
 	go func() { defer g.wg.Done(); a.serve() }()
 	go func() { defer g.wg.Done(); g.Store.RunGC(gcCtx, 10*time.Minute) }()
 	g.stopGC = cancel
+	board, err := hw.Open(hw.Config{LEDPin: g.cfg.HW.LEDPin, ButtonPin: g.cfg.HW.ButtonPin, LongPress: g.cfg.HW.LongPress}, g.log.With("component", "hw"))
+	if err != nil {
+		g.log.Error("hardware: pair button and status LED unavailable", "err", err)
+	} else {
+		g.board = board
+		bctx, stop := context.WithCancel(context.Background())
+		g.stopBoard = stop
+		g.wg.Add(1)
+		go func() { defer g.wg.Done(); g.runBoard(bctx, board) }()
+	}
 	if g.Syncer != nil {
 		syncCtx, stop := context.WithCancel(context.Background())
 		g.stopSync = stop
@@ -224,7 +239,13 @@ func (g *Gateway) close() error {
 	if g.stopSync != nil {
 		g.stopSync()
 	}
+	if g.stopBoard != nil {
+		g.stopBoard()
+	}
 	g.wg.Wait()
+	if g.board != nil {
+		errs = append(errs, g.board.Close())
+	}
 	errs = append(errs, g.Store.Close())
 	return errors.Join(errs...)
 }

@@ -579,7 +579,7 @@ func (w *stressWorkload) progress(start time.Time) {
 		return nil
 	})
 	el := time.Since(start)
-	w.t.Logf("stress: %4d MB written in %v (%.1f MB/s), %d rounds, rev %d: %d devices, %d long revocations, %d short maybe held; on disk sst %d MB, vlog %d MB, memtables %d MB",
+	w.t.Logf("stress: %4d MB written in %v (%.1f MB/s), %d rounds, rev %d: %d devices, %d long revocations, %d short maybe held; files (apparent size; vlog and memtable files are preallocated) sst %d MB, vlog %d MB, mem %d MB",
 		w.written>>20, el.Round(time.Second), float64(w.written)/(1<<20)/el.Seconds(), w.rounds, w.lastRev,
 		len(w.devices), len(w.longRevs), len(w.shortLive), sst>>20, vlog>>20, mem>>20)
 }

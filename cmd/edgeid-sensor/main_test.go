@@ -28,6 +28,7 @@ func TestConnectAgainstGateway(t *testing.T) {
 	cfg.StateDir = t.TempDir()
 	cfg.MQTT.TCP = "127.0.0.1:0"
 	cfg.MQTT.TLS.Listen = ""
+	cfg.Metrics.Listen = "" // tests run side by side
 	cfg.Admin.Socket = filepath.Join(sockDir, "admin.sock")
 	g, err := edge.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {

@@ -73,6 +73,10 @@ func runStatus(ctx context.Context, args []string) error {
 		{"gateway", s.Gateway}, {"version", s.Version}, {"up since", s.StartedAt.Format(time.RFC3339)},
 		{"listeners", strings.Join(s.Listeners, " ")}, {"sessions", fmt.Sprint(s.Sessions)},
 		{"store rev", fmt.Sprint(s.StoreRev)}, {"records", strings.Join(recs, " ")}, {"cached tokens", fmt.Sprint(s.TokenCache)},
+		{"status LED", s.LED + map[bool]string{true: "", false: " (no GPIO)"}[s.Hardware]},
+	}
+	if !s.PairingUntil.IsZero() {
+		rows = append(rows, []string{"pairing window", "open until " + s.PairingUntil.Format(time.RFC3339)})
 	}
 	if y := s.Sync; y != nil {
 		state := "offline (deciding from the local store)"
@@ -251,4 +255,25 @@ func runSync(ctx context.Context, args []string) error {
 	return table("KEY\tVALUE", [][]string{{"authority", s.Sync.Authority}, {"gateway", s.Sync.Gateway}, {"state", state},
 		{"cursor", fmt.Sprintf("%s/%d", s.Sync.Epoch, s.Sync.Cursor)}, {"last synced", s.Sync.SyncedAt.Format(time.RFC3339)},
 		{"lag", fmt.Sprintf("%.0fs", s.Sync.LagSeconds)}})
+}
+
+func runPair(ctx context.Context, args []string) error {
+	f := newCLIFlags("pair")
+	window := f.fs.Duration("window", 5*time.Minute, "how long to keep the pairing window open (0 closes it)")
+	if err := f.fs.Parse(args); err != nil {
+		return err
+	}
+	var r admin.PairResult
+	if err := f.client().Do(ctx, "POST", "/v1/pair", admin.PairRequest{Window: window.String()}, &r); err != nil {
+		return err
+	}
+	if *f.json {
+		return printJSON(r)
+	}
+	if r.Until.IsZero() {
+		_, err := fmt.Fprintln(stdout, "pairing window closed")
+		return err
+	}
+	_, err := fmt.Fprintf(stdout, "pairing window open until %s\n", r.Until.Format(time.RFC3339))
+	return err
 }

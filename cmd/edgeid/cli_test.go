@@ -120,6 +120,21 @@ func TestCLIAgainstDaemon(t *testing.T) {
 	if err != nil || !strings.Contains(out, "thermo-1") || !strings.Contains(out, "token") {
 		t.Fatalf("sessions: %v\n%s", err, out)
 	}
+	out, err = cli(t, runPair, "--socket", sock, "--window", "5m")
+	if err != nil || !strings.Contains(out, "pairing window open until") {
+		t.Fatalf("pair: %v\n%s", err, out)
+	}
+	out, err = cli(t, runStatus, "--socket", sock, "--json")
+	if err != nil || json.Unmarshal([]byte(out), &st) != nil || st.PairingUntil.IsZero() || st.LED != "pairing" {
+		t.Fatalf("status after pair: %v\n%s", err, out)
+	}
+	out, err = cli(t, runPair, "--socket", sock, "--window", "0s")
+	if err != nil || !strings.Contains(out, "pairing window closed") {
+		t.Fatalf("pair --window 0s: %v\n%s", err, out)
+	}
+	if _, err := cli(t, runPair, "--socket", sock, "--window", "5h"); err == nil || !strings.Contains(err.Error(), "0s (close) to 1h") {
+		t.Fatalf("pair with a 5h window: %v", err)
+	}
 	out, err = cli(t, runDevices, "--socket", sock, "--online")
 	if err != nil || !strings.Contains(out, "thermo-1") || strings.Contains(out, "acme-cloud") || strings.Contains(out, "speaker-42") {
 		t.Fatalf("devices --online: %v\n%s", err, out)

@@ -13,6 +13,7 @@ import (
 	"github.com/edgeid/edgeid/cloudsync/client"
 	"github.com/edgeid/edgeid/edge"
 	"github.com/edgeid/edgeid/edge/config"
+	"github.com/edgeid/edgeid/hw"
 )
 
 // runEnroll registers this gateway with an authority using a one-time code
@@ -23,7 +24,7 @@ func runEnroll(ctx context.Context, args []string) error {
 	authority := fs.String("authority", "", "the authority's base URL, e.g. https://authority.example.com:8443")
 	code := fs.String("code", "", "the one-time code from edgeid-authority gateway add")
 	fp := fs.String("fingerprint", "", "the authority's TLS certificate sha256, when it is self-signed")
-	hardware := fs.String("hardware", "", "board serial number to register (default: /etc/machine-id)")
+	hardware := fs.String("hardware", "", "board serial number to register (default: read from the board)")
 	force := fs.Bool("force", false, "replace an existing enrollment")
 	fs.String("state-dir", "", "state directory (state_dir)")
 	if err := fs.Parse(args); err != nil {
@@ -45,9 +46,7 @@ func runEnroll(ctx context.Context, args []string) error {
 		return fmt.Errorf("already enrolled (%s); use --force to enroll again", dest)
 	}
 	if *hardware == "" {
-		if b, err := os.ReadFile("/etc/machine-id"); err == nil && len(b) > 1 {
-			*hardware = string(b[:len(b)-1])
-		}
+		*hardware, _ = hw.Serial("") // the board's serial (Pi, device tree, DMI, machine-id)
 	}
 	e, err := client.Enroll(ctx, *authority, *fp, *code, *hardware)
 	if err != nil {

@@ -22,6 +22,7 @@ var commands = []command{
 	{"devices", "list devices in the store", runDevices},
 	{"revocations", "list revocations held", runRevocations},
 	{"sync", "show the link to the authority; --now retries at once", runSync},
+	{"pair", "open the pairing window (--window 5m), as the pair button does", runPair},
 	{"kick", "disconnect every session of a device, subject or token", runKick},
 	{"import", "apply a JSON batch of classes, devices, issuers, revocations", runImport},
 	{"enroll", "register this gateway with an authority (one-time code)", runEnroll},

@@ -27,6 +27,21 @@ type Status struct {
 	Records    map[string]int `json:"records"`
 	TokenCache int            `json:"token_cache"`
 	Sync       *SyncStatus    `json:"sync,omitempty"`
+	// PairingUntil is when the pairing window closes (zero: closed).
+	PairingUntil time.Time `json:"pairing_until,omitzero"`
+	// LED is the status LED's pattern; Hardware is false without GPIO.
+	LED      string `json:"led"`
+	Hardware bool   `json:"hardware"`
+}
+
+// PairRequest opens the pairing window for Window (a duration; "0s" closes it).
+type PairRequest struct {
+	Window string `json:"window"`
+}
+
+// PairResult says until when the window is open.
+type PairResult struct {
+	Until time.Time `json:"until,omitzero"`
 }
 
 // SyncStatus is the link to the authority, when the gateway is enrolled.

@@ -30,6 +30,21 @@ type Config struct {
 	Admin    Admin   `mapstructure:"admin"`
 	Sync     Sync    `mapstructure:"sync"`
 	Metrics  Metrics `mapstructure:"metrics"`
+	HW       HW      `mapstructure:"hw"`
+	Pairing  Pairing `mapstructure:"pairing"`
+}
+
+// HW names the board's GPIO pins (periph names, e.g. GPIO17); empty means
+// not fitted. Without GPIO the gateway runs with them off.
+type HW struct {
+	LEDPin    string        `mapstructure:"led_pin"`
+	ButtonPin string        `mapstructure:"button_pin"`
+	LongPress time.Duration `mapstructure:"long_press"`
+}
+
+// Pairing configures the pairing window a press of the pair button opens.
+type Pairing struct {
+	Window time.Duration `mapstructure:"window"`
 }
 
 // Metrics configures the Prometheus endpoint.
@@ -144,6 +159,8 @@ func Default() Config {
 		},
 		Admin:   Admin{Socket: "/run/edgeid/admin.sock", Group: "edgeid"},
 		Metrics: Metrics{Listen: "127.0.0.1:9464"},
+		HW:      HW{LongPress: 3 * time.Second},
+		Pairing: Pairing{Window: 5 * time.Minute},
 	}
 }
 
@@ -300,6 +317,12 @@ func (c Config) Validate() error {
 	}
 	if c.Auth.TokenCacheSize < 0 {
 		bad("auth.token_cache_size", "%d must not be negative (0 turns the cache off)", c.Auth.TokenCacheSize)
+	}
+	if c.HW.LongPress < 500*time.Millisecond || c.HW.LongPress > time.Minute {
+		bad("hw.long_press", "%s is outside 500ms..1m", c.HW.LongPress)
+	}
+	if c.Pairing.Window < 10*time.Second || c.Pairing.Window > time.Hour {
+		bad("pairing.window", "%s is outside 10s..1h", c.Pairing.Window)
 	}
 	if c.Sync.MaxStaleness < 0 {
 		bad("sync.max_staleness", "%s must not be negative (0 turns it off)", c.Sync.MaxStaleness)
