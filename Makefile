@@ -6,7 +6,7 @@ LDFLAGS   := -s -w -X github.com/edgeid/edgeid/edge.Version=$(VERSION)
 # with "context deadline exceeded" (golang/go#75804).
 FUZZTIME  ?= 20000x
 
-.PHONY: build run test lint vet staticcheck fuzz fuzz-long bench clean deb
+.PHONY: build run test lint vet staticcheck fuzz fuzz-long bench clean deb stress32
 
 build:
 	mkdir -p bin
@@ -67,6 +67,13 @@ deb:
 		done; \
 	done
 	@ls -l dist/
+
+# The store's own write, TTL and compaction workload as a 32-bit (GOARCH=386)
+# binary: armhf ships only once this passes (docs/OPERATIONS.md).
+stress32:
+	mkdir -p bin
+	GOARCH=386 $(GO) test -c -o bin/store386.test ./store/
+	EDGEID_STRESS=1 ./bin/store386.test -test.run TestStress32 -test.v -test.timeout 30m
 
 clean:
 	rm -rf bin dist

@@ -120,6 +120,16 @@ func TestCLIAgainstDaemon(t *testing.T) {
 	if err != nil || !strings.Contains(out, "thermo-1") || !strings.Contains(out, "token") {
 		t.Fatalf("sessions: %v\n%s", err, out)
 	}
+	out, err = cli(t, runSessions, "--socket", sock, "--json")
+	var ss []admin.Session
+	if err != nil || json.Unmarshal([]byte(out), &ss) != nil || len(ss) != 1 || ss[0].Device != "thermo-1" || ss[0].Protocol != 5 {
+		t.Fatalf("sessions --json: %v\n%s", err, out)
+	}
+	out, err = cli(t, runDevices, "--socket", sock, "--json", "--online")
+	var ds []admin.Device
+	if err != nil || json.Unmarshal([]byte(out), &ds) != nil || len(ds) != 1 || ds[0].ID != "thermo-1" || ds[0].Sessions != 1 {
+		t.Fatalf("devices --json --online: %v\n%s", err, out)
+	}
 	out, err = cli(t, runPair, "--socket", sock, "--window", "5m")
 	if err != nil || !strings.Contains(out, "pairing window open until") {
 		t.Fatalf("pair: %v\n%s", err, out)
