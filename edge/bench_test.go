@@ -19,6 +19,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/listeners"
 
+	"github.com/edgeid/edgeid/edge/config"
 	"github.com/edgeid/edgeid/store"
 )
 
@@ -57,8 +58,8 @@ func BenchmarkPublishThroughput(b *testing.B) {
 				Username: id, UsernameFlag: true, Password: []byte("pw-" + id), PasswordFlag: true}
 		})
 	})
-	b.Run("edgeid", func(b *testing.B) {
-		g := startBenchGateway(b)
+	edgeid := func(b *testing.B, opts ...gwOpt) {
+		g := startBenchGateway(b, opts...)
 		runThroughput(b, g.g.Addr("tcp"), func(id string) *paho.Connect {
 			dev := id
 			sub := "alice"
@@ -68,12 +69,20 @@ func BenchmarkPublishThroughput(b *testing.B) {
 			return &paho.Connect{ClientID: id, KeepAlive: 30, CleanStart: true,
 				Properties: &paho.ConnectProperties{AuthMethod: "ace", AuthData: []byte(g.token(dev, sub, nil))}}
 		})
+	}
+	b.Run("edgeid", func(b *testing.B) { edgeid(b) })
+	// Throttling on with limits the load never reaches: the cost of checking.
+	b.Run("edgeid-throttle-on", func(b *testing.B) {
+		edgeid(b, func(c *configT) {
+			r := config.Rates{MessagesPerSecond: 1e9, MessageBurst: 1 << 30, BytesPerSecond: 1e12, ByteBurst: 1 << 30}
+			c.Throttle = config.Throttle{Device: r, Subject: r, Persist: 100}
+		})
 	})
 }
 
 // startBenchGateway is startGateway for benchmarks, with bench devices added.
-func startBenchGateway(b *testing.B) *gw {
-	g := startGatewayTB(b)
+func startBenchGateway(b *testing.B, opts ...gwOpt) *gw {
+	g := startGatewayTB(b, opts...)
 	var ds []store.Device
 	for i := 0; i < benchPublishers; i++ {
 		ds = append(ds, store.Device{ID: fmt.Sprintf("bench-%d", i), Class: "thermostat", Owner: "alice", Status: store.DeviceActive})

@@ -129,7 +129,7 @@ metrics:
 		// Run 2: starts on the crashed store, catches up, stops cleanly.
 		t0 := time.Now()
 		d = startDaemon(t, bin, cfgPath)
-		d.waitCaughtUp(t, sock, len(all), min(waitLimit, time.Until(testDeadline)))
+		d.waitCaughtUp(t, sock, stateDir, len(all), min(waitLimit, time.Until(testDeadline)))
 		catchUp = time.Since(t0)
 		d.stop(t, max(min(waitLimit, time.Until(testDeadline)), 5*time.Second))
 	}
@@ -270,7 +270,7 @@ func (d *daemonProc) phase(rev uint64) string {
 }
 
 // waitCaughtUp polls the admin socket until the store holds want revocations.
-func (d *daemonProc) waitCaughtUp(t *testing.T, sock string, want int, limit time.Duration) {
+func (d *daemonProc) waitCaughtUp(t *testing.T, sock, stateDir string, want int, limit time.Duration) {
 	t.Helper()
 	c := admin.NewClient(sock)
 	deadline := time.Now().Add(limit)
@@ -278,7 +278,7 @@ func (d *daemonProc) waitCaughtUp(t *testing.T, sock string, want int, limit tim
 	var lastErr error
 	for {
 		if !d.running() {
-			t.Fatalf("daemon exited on a restart after a kill (store corrupt?): %v; log:\n%s", d.err, d.logs.String())
+			t.Fatalf("daemon exited on a restart after a kill (store corrupt?): %v; log:\n%s\nstate_dir:\n%s", d.err, d.logs.String(), listDir(stateDir))
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		s, err := c.Status(ctx)
@@ -296,6 +296,21 @@ func (d *daemonProc) waitCaughtUp(t *testing.T, sock string, want int, limit tim
 		}
 		time.Sleep(25 * time.Millisecond)
 	}
+}
+
+// listDir lists a directory's files and sizes (Badger's, for a failure report).
+func listDir(dir string) string {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err.Error()
+	}
+	var b strings.Builder
+	for _, e := range ents {
+		if fi, err := e.Info(); err == nil {
+			fmt.Fprintf(&b, "  %10d %s\n", fi.Size(), e.Name())
+		}
+	}
+	return b.String()
 }
 
 // checkCrashedStore opens the (stopped) gateway's store and checks it holds exactly

@@ -22,6 +22,7 @@ import (
 	"github.com/edgeid/edgeid/edge/authn"
 	"github.com/edgeid/edgeid/edge/broker"
 	"github.com/edgeid/edgeid/edge/config"
+	"github.com/edgeid/edgeid/edge/throttle"
 	"github.com/edgeid/edgeid/hw"
 	"github.com/edgeid/edgeid/internal/pki"
 	"github.com/edgeid/edgeid/store"
@@ -108,6 +109,12 @@ func (g *Gateway) build() error {
 		return err
 	}
 	b.Gate = g.gate
+	rates := func(r config.Rates) throttle.Limits {
+		return throttle.Limits{Messages: throttle.Limit{Rate: r.MessagesPerSecond, Burst: r.MessageBurst},
+			Bytes: throttle.Limit{Rate: r.BytesPerSecond, Burst: r.ByteBurst}}
+	}
+	b.Devices = throttle.New(rates(cfg.Throttle.Device), cfg.Throttle.Persist, 50000)
+	b.Subjects = throttle.New(rates(cfg.Throttle.Subject), cfg.Throttle.Persist, 50000)
 	g.Broker = b
 	g.Store.Watch(g.onApplied)
 	g.metrics = newMetrics(g)

@@ -60,6 +60,7 @@ func newMetrics(g *Gateway) *metrics {
 		counter("edgeid_messages_out_total", "PUBLISH packets delivered to clients.", func() float64 { return float64(c.MessagesOut.Load()) }),
 		counter("edgeid_bytes_in_total", "Payload bytes accepted from clients.", func() float64 { return float64(c.BytesIn.Load()) }),
 		counter("edgeid_bytes_out_total", "Payload bytes delivered to clients.", func() float64 { return float64(c.BytesOut.Load()) }),
+		counter("edgeid_throttled_total", "Publishes refused or dropped for going over a rate limit.", func() float64 { return float64(c.Throttled.Load()) }),
 		counter("edgeid_acl_denied_total", "Publishes, subscriptions and deliveries refused by authorization.", func() float64 { return float64(c.Denied.Load()) }),
 		gauge("edgeid_token_cache_entries", "Verified tokens cached.", func() float64 { return float64(g.Verifier.CacheLen()) }),
 		gauge("edgeid_revocations_held", "Revocations held in the store.", func() float64 {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/edgeid/edgeid/edge/authn"
 	"github.com/edgeid/edgeid/edge/policy"
+	"github.com/edgeid/edgeid/edge/throttle"
 )
 
 // AuthMethodACE is the MQTT 5 Authentication Method of RFC 9431.
@@ -32,7 +33,7 @@ type Events struct {
 // Counters are the broker's message counters, bumped without allocation on
 // the message path and read by the metrics collector.
 type Counters struct {
-	MessagesIn, MessagesOut, BytesIn, BytesOut, Denied atomic.Uint64
+	MessagesIn, MessagesOut, BytesIn, BytesOut, Denied, Throttled atomic.Uint64
 }
 
 // Broker is the gateway's MQTT broker with its hooks.
@@ -52,6 +53,9 @@ type Broker struct {
 	Recheck func(*Session)
 	// Connects limits CONNECT attempts per source address; nil for no limit.
 	Connects *ConnectLimiter
+	// Devices and Subjects throttle PUBLISH rates per device and per token
+	// subject; nil or unlimited throttles allow everything.
+	Devices, Subjects *throttle.Throttle
 	// Gate, when it returns an error, refuses new token connects with 0x88:
 	// the store is too stale, or the clock cannot be trusted to judge token
 	// times. nil never refuses.
@@ -73,6 +77,9 @@ func New(server *mqtt.Server, auth *authn.Authenticator, log *slog.Logger) (*Bro
 	}
 	if err := server.AddHook(&aclHook{b: b}, nil); err != nil {
 		return nil, fmt.Errorf("add acl hook: %w", err)
+	}
+	if err := server.AddHook(&throttleHook{b: b}, nil); err != nil {
+		return nil, fmt.Errorf("add throttle hook: %w", err)
 	}
 	if err := server.AddHook(&statsHook{b: b}, nil); err != nil {
 		return nil, fmt.Errorf("add stats hook: %w", err)
@@ -399,4 +406,44 @@ func sharedFilter(f string) string {
 		return f
 	}
 	return f[len(p)+i+1:]
+}
+
+// throttleHook slows, then refuses, senders over their rate: PUBACK 0x97
+// (quota exceeded) for MQTT 5 QoS > 0, a silent drop (counted) otherwise, and
+// DISCONNECT 0x96 (message rate too high) when refusals go on.
+type throttleHook struct {
+	mqtt.HookBase
+	b *Broker
+}
+
+func (h *throttleHook) ID() string { return "edgeid-throttle" }
+
+func (h *throttleHook) Provides(x byte) bool { return x == mqtt.OnPublish }
+
+func (h *throttleHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	b := h.b
+	if cl.Net.Inline || (!b.Devices.Enabled() && !b.Subjects.Enabled()) {
+		return pk, nil
+	}
+	s := b.Sessions.get(cl)
+	if s == nil {
+		return pk, packets.ErrRejectPacket
+	}
+	now := b.Now()
+	v := b.Devices.Check(s.Device, len(pk.Payload), now)
+	if s.Subject != "" && s.Subject != s.Device {
+		v = max(v, b.Subjects.Check(s.Subject, len(pk.Payload), now))
+	}
+	switch v {
+	case throttle.Allow:
+		return pk, nil
+	case throttle.Disconnect:
+		b.End(s, packets.ErrMessageRateTooHigh, "message rate too high")
+		return pk, packets.ErrRejectPacket
+	}
+	b.Counters.Throttled.Add(1)
+	if cl.Properties.ProtocolVersion == 5 && pk.FixedHeader.Qos > 0 {
+		return pk, packets.ErrQuotaExceeded
+	}
+	return pk, packets.ErrRejectPacket
 }

@@ -23,15 +23,16 @@ const DefaultPath = "/etc/edgeid/edgeid.yaml"
 type Config struct {
 	Gateway Gateway `mapstructure:"gateway"`
 	// StateDir holds the Badger store.
-	StateDir string  `mapstructure:"state_dir"`
-	Log      Log     `mapstructure:"log"`
-	MQTT     MQTT    `mapstructure:"mqtt"`
-	Auth     Auth    `mapstructure:"auth"`
-	Admin    Admin   `mapstructure:"admin"`
-	Sync     Sync    `mapstructure:"sync"`
-	Metrics  Metrics `mapstructure:"metrics"`
-	HW       HW      `mapstructure:"hw"`
-	Pairing  Pairing `mapstructure:"pairing"`
+	StateDir string   `mapstructure:"state_dir"`
+	Log      Log      `mapstructure:"log"`
+	MQTT     MQTT     `mapstructure:"mqtt"`
+	Auth     Auth     `mapstructure:"auth"`
+	Admin    Admin    `mapstructure:"admin"`
+	Sync     Sync     `mapstructure:"sync"`
+	Metrics  Metrics  `mapstructure:"metrics"`
+	HW       HW       `mapstructure:"hw"`
+	Throttle Throttle `mapstructure:"throttle"`
+	Pairing  Pairing  `mapstructure:"pairing"`
 }
 
 // HW names the board's GPIO pins (periph names, e.g. GPIO17); empty means
@@ -40,6 +41,24 @@ type HW struct {
 	LEDPin    string        `mapstructure:"led_pin"`
 	ButtonPin string        `mapstructure:"button_pin"`
 	LongPress time.Duration `mapstructure:"long_press"`
+}
+
+// Throttle configures PUBLISH rate limits.
+type Throttle struct {
+	// Device limits each device; Subject limits each token subject (an owner
+	// or service) across all the devices acting for it.
+	Device  Rates `mapstructure:"device"`
+	Subject Rates `mapstructure:"subject"`
+	// Persist is how many refusals in a row end the session with 0x96.
+	Persist int `mapstructure:"persist"`
+}
+
+// Rates are a message rate and a byte rate, each with a burst; 0 is unlimited.
+type Rates struct {
+	MessagesPerSecond float64 `mapstructure:"messages_per_second"`
+	MessageBurst      int     `mapstructure:"message_burst"`
+	BytesPerSecond    float64 `mapstructure:"bytes_per_second"`
+	ByteBurst         int     `mapstructure:"byte_burst"`
 }
 
 // Pairing configures the pairing window a press of the pair button opens.
@@ -160,6 +179,11 @@ func Default() Config {
 		Admin:   Admin{Socket: "/run/edgeid/admin.sock", Group: "edgeid"},
 		Metrics: Metrics{Listen: "127.0.0.1:9464"},
 		HW:      HW{LongPress: 3 * time.Second},
+		Throttle: Throttle{
+			Device:  Rates{MessagesPerSecond: 50, MessageBurst: 200, BytesPerSecond: 256 << 10, ByteBurst: 1 << 20},
+			Subject: Rates{MessagesPerSecond: 500, MessageBurst: 2000, BytesPerSecond: 2 << 20, ByteBurst: 8 << 20},
+			Persist: 100,
+		},
 		Pairing: Pairing{Window: 5 * time.Minute},
 	}
 }
@@ -317,6 +341,20 @@ func (c Config) Validate() error {
 	}
 	if c.Auth.TokenCacheSize < 0 {
 		bad("auth.token_cache_size", "%d must not be negative (0 turns the cache off)", c.Auth.TokenCacheSize)
+	}
+	for key, r := range map[string]Rates{"throttle.device": c.Throttle.Device, "throttle.subject": c.Throttle.Subject} {
+		if r.MessagesPerSecond < 0 || r.BytesPerSecond < 0 {
+			bad(key, "rates must not be negative (0 is unlimited)")
+		}
+		if r.MessagesPerSecond > 0 && r.MessageBurst < 1 {
+			bad(key+".message_burst", "must be at least 1 when messages_per_second is set")
+		}
+		if r.BytesPerSecond > 0 && r.ByteBurst < 1 {
+			bad(key+".byte_burst", "must be at least 1 when bytes_per_second is set")
+		}
+	}
+	if c.Throttle.Persist < 0 {
+		bad("throttle.persist", "%d must not be negative (0: never disconnect)", c.Throttle.Persist)
 	}
 	if c.HW.LongPress < 500*time.Millisecond || c.HW.LongPress > time.Minute {
 		bad("hw.long_press", "%s is outside 500ms..1m", c.HW.LongPress)
