@@ -26,30 +26,40 @@ func SignAssertion(key jwk.Key, gateway, audience string, now time.Time) (string
 	return string(out), err
 }
 
-// VerifyAssertion checks a gateway's request assertion and returns the
-// gateway id. keyOf returns the gateway's enrolled public key.
-func VerifyAssertion(raw, audience string, keyOf func(gateway string) (jwk.Key, error), now time.Time) (string, error) {
+// Assertion is a verified gateway request assertion.
+type Assertion struct {
+	Gateway string
+	JTI     string
+	Expires time.Time
+}
+
+// VerifyAssertion checks a gateway's request assertion. keyOf returns the
+// gateway's enrolled public key. The caller refuses a JTI seen before.
+func VerifyAssertion(raw, audience string, keyOf func(gateway string) (jwk.Key, error), now time.Time) (Assertion, error) {
 	msg, err := jws.Parse([]byte(raw), jws.WithCompact())
 	if err != nil || len(msg.Signatures()) != 1 {
-		return "", errors.New("malformed assertion")
+		return Assertion{}, errors.New("malformed assertion")
 	}
 	if typ, _ := msg.Signatures()[0].ProtectedHeaders().Type(); typ != AssertionType {
-		return "", fmt.Errorf("assertion typ %q is not %s", typ, AssertionType)
+		return Assertion{}, fmt.Errorf("assertion typ %q is not %s", typ, AssertionType)
 	}
 	unverified, err := jwt.ParseInsecure([]byte(raw))
 	if err != nil {
-		return "", errors.New("malformed assertion claims")
+		return Assertion{}, errors.New("malformed assertion claims")
 	}
 	gw, _ := unverified.Issuer()
 	key, err := keyOf(gw)
 	if err != nil {
-		return "", fmt.Errorf("gateway %q is not enrolled", gw)
+		return Assertion{}, fmt.Errorf("gateway %q is not enrolled", gw)
 	}
-	_, err = jwt.Parse([]byte(raw), jwt.WithKey(jwa.ES256(), key), jwt.WithValidate(true),
+	tok, err := jwt.Parse([]byte(raw), jwt.WithKey(jwa.ES256(), key), jwt.WithValidate(true),
 		jwt.WithIssuer(gw), jwt.WithSubject(gw), jwt.WithAudience(audience), jwt.WithClock(jwt.ClockFunc(func() time.Time { return now })),
-		jwt.WithAcceptableSkew(30*time.Second), jwt.WithMaxDelta(AssertionLifetime, jwt.ExpirationKey, jwt.IssuedAtKey))
+		jwt.WithAcceptableSkew(30*time.Second), jwt.WithMaxDelta(AssertionLifetime, jwt.ExpirationKey, jwt.IssuedAtKey),
+		jwt.WithRequiredClaim(jwt.JwtIDKey))
 	if err != nil {
-		return "", fmt.Errorf("assertion of gateway %q: %v", gw, err)
+		return Assertion{}, fmt.Errorf("assertion of gateway %q: %v", gw, err)
 	}
-	return gw, nil
+	jti, _ := tok.JwtID()
+	exp, _ := tok.Expiration()
+	return Assertion{Gateway: gw, JTI: jti, Expires: exp}, nil
 }

@@ -115,6 +115,9 @@ func Check(b *Batch, gw string, cur store.Cursor) error {
 		if b.Epoch == cur.Epoch && b.To < cur.Seq {
 			return &Reject{"rollback", fmt.Sprintf("snapshot at %d is older than the cursor %d", b.To, cur.Seq)}
 		}
+		if b.IssuedAt < cur.SnapshotIssued {
+			return &Reject{"rollback", fmt.Sprintf("snapshot issued at %d is older than the one applied (%d): replayed", b.IssuedAt, cur.SnapshotIssued)}
+		}
 		return nil
 	}
 	if b.Epoch != cur.Epoch {
@@ -129,9 +132,13 @@ func Check(b *Batch, gw string, cur store.Cursor) error {
 	return nil
 }
 
-// Cursor is where the store stands after applying b.
-func (b *Batch) Cursor(now time.Time) store.Cursor {
-	return store.Cursor{Epoch: b.Epoch, Seq: b.To, SyncedAt: now}
+// Cursor is where the store stands after applying b on top of prev.
+func (b *Batch) Cursor(prev store.Cursor, now time.Time) store.Cursor {
+	c := store.Cursor{Epoch: b.Epoch, Seq: b.To, SyncedAt: now, SnapshotIssued: prev.SnapshotIssued}
+	if b.Snapshot {
+		c.SnapshotIssued = b.IssuedAt
+	}
+	return c
 }
 
 func randomJTI() string {

@@ -267,8 +267,13 @@ func (g *Gateway) onApplied(a store.Applied) {
 	affected := map[*broker.Session]bool{}
 	if a.Replaced || len(b.Issuers) > 0 || len(b.Delete.Issuers) > 0 {
 		if err := g.loadIssuers(); err != nil {
-			g.log.Error("reload issuers", "err", err)
+			// Fail closed: trust no key rather than keys that may be gone.
+			g.log.Error("reload issuers failed; trusting no token issuer until the next change", "err", err)
+			_ = g.Verifier.SetIssuers(nil)
 		}
+		// A CONNECT verified against the old keys after the first bump is
+		// re-checked when it registers.
+		g.Broker.Gen.Add(1)
 		for _, s := range g.Broker.Sessions.All() {
 			if a.Replaced || s.Method == authn.MethodToken {
 				affected[s] = true
@@ -286,12 +291,15 @@ func (g *Gateway) onApplied(a store.Applied) {
 			byKind[r.Kind][r.Value] = r
 		}
 		covers := func(c *authn.Claims) bool {
-			for kind, v := range map[store.RevocationKind]string{store.RevokeToken: c.JTI, store.RevokeDevice: c.ClientID, store.RevokeSubject: c.Subject} {
-				if r, ok := byKind[kind][v]; ok && authn.RevocationCovers(r, c) {
-					return true
-				}
+			r, ok := byKind[store.RevokeToken][c.JTI]
+			if ok && authn.RevocationCovers(r, c) {
+				return true
 			}
-			return false
+			if r, ok = byKind[store.RevokeDevice][c.ClientID]; ok && authn.RevocationCovers(r, c) {
+				return true
+			}
+			r, ok = byKind[store.RevokeSubject][c.Subject]
+			return ok && authn.RevocationCovers(r, c)
 		}
 		n := g.Verifier.Forget(covers)
 		kicked := 0
@@ -331,15 +339,11 @@ func (g *Gateway) onApplied(a store.Applied) {
 			affected[s] = true
 		}
 	}
-	if len(b.Classes) > 0 {
-		changed := map[string]bool{}
-		for _, c := range b.Classes {
-			changed[c.Name] = true
-		}
+	if len(b.Classes) > 0 || len(b.Delete.Classes) > 0 {
+		// A session's device may have moved class since it connected: check
+		// them all (class changes are rare; correctness is not).
 		for _, s := range g.Broker.Sessions.All() {
-			if changed[s.Class] {
-				affected[s] = true
-			}
+			affected[s] = true
 		}
 	}
 	for s := range affected {
@@ -377,9 +381,18 @@ func (g *Gateway) recheck(s *broker.Session) {
 			end("signing key no longer trusted")
 			return
 		}
-	} else if d.CertSHA256 != "" && d.CertSHA256 != s.CertSHA256 {
-		end("certificate no longer registered")
-		return
+	}
+	if s.CertSHA256 != "" {
+		byFP := d.CertSHA256 == s.CertSHA256
+		byIssuer := d.CertIssuer != "" && d.CertIssuer == s.CertIssuer && d.CertSerial == s.CertSerial
+		switch {
+		case c == nil && !byFP && !byIssuer:
+			end("certificate no longer registered to the device")
+			return
+		case c != nil && d.CertSHA256 != "" && !byFP:
+			end("TLS certificate no longer the device's")
+			return
+		}
 	}
 	perms, err := g.Auth.Permissions(d, c, s.ClientID)
 	if err != nil {
@@ -442,6 +455,7 @@ func (g *Gateway) loadEnrollment() error {
 		return err
 	}
 	s.OnReject = func(reason string) { g.metrics.rejects.WithLabelValues(reason).Inc() }
+	s.Prepare = func(b *store.Batch) { g.extendRevocations(b.Revocations) }
 	g.Syncer = s
 	g.log.Info("enrolled", "gateway", e.Gateway, "authority", e.Authority)
 	return nil
@@ -504,4 +518,26 @@ func (g *Gateway) gate() *authn.Error {
 		return &authn.Error{Reason: "stale_sync", Detail: "no word from the authority for longer than sync.max_staleness; token connects refused until it syncs"}
 	}
 	return nil
+}
+
+// extendRevocations keeps synced revocations at least as long as this
+// gateway could still accept a token they cover: its own max token lifetime
+// and clock skew may be longer than the authority assumed.
+func (g *Gateway) extendRevocations(rs []store.Revocation) {
+	skew, life := g.cfg.Auth.ClockSkew, g.cfg.Auth.MaxTokenLifetime
+	for i := range rs {
+		r := &rs[i]
+		if r.ExpiresAt.IsZero() {
+			continue // kept forever
+		}
+		min := r.ExpiresAt.Add(skew)
+		if r.Kind != store.RevokeToken && !r.RevokedAt.IsZero() {
+			if m := r.RevokedAt.Add(life + skew); m.After(min) {
+				min = m
+			}
+		}
+		if min.After(r.ExpiresAt) {
+			r.ExpiresAt = min
+		}
+	}
 }

@@ -481,3 +481,54 @@ func TestSelfSignedServerCertificateKept(t *testing.T) {
 		t.Fatalf("certificate changed across restarts: %s then %s", a, b)
 	}
 }
+
+// A device moved to another class gets that class's permissions, and later
+// changes to the new class reach its live session.
+func TestClassMoveThenNarrowReachesSession(t *testing.T) {
+	g := startGateway(t)
+	dev := g.mustConnect(connOpts{clientID: "thermo-1", token: g.token("thermo-1", "alice", nil)})
+	var thermo store.DeviceClass
+	for _, c := range demo.Classes() {
+		if c.Name == "thermostat" {
+			thermo = c
+		}
+	}
+	moved := thermo
+	moved.Name = "thermo2"
+	if _, err := g.importJSON(store.Batch{Classes: []store.DeviceClass{moved},
+		Devices: []store.Device{{ID: "thermo-1", Class: "thermo2", Owner: "alice", Status: store.DeviceActive}}}); err != nil {
+		t.Fatal(err)
+	}
+	if code := dev.publish(t, "devices/thermo-1/telemetry/t", "1", 1); code != 0 {
+		t.Fatalf("after the move: %s", hexCode(code))
+	}
+	var kept []policy.Rule
+	for _, r := range moved.Permissions {
+		if !strings.Contains(r.Filter, "telemetry") {
+			kept = append(kept, r)
+		}
+	}
+	moved.Permissions = kept
+	if _, err := g.importJSON(store.Batch{Classes: []store.DeviceClass{moved}}); err != nil {
+		t.Fatal(err)
+	}
+	if code := dev.publish(t, "devices/thermo-1/telemetry/t", "2", 1); code != 0x87 {
+		t.Fatalf("the new class lost telemetry: PUBACK %s, want 0x87", hexCode(code))
+	}
+}
+
+// A certificate session ends when the certificate is taken off the device.
+func TestCertificateDeregisteredEndsSession(t *testing.T) {
+	g := startGateway(t)
+	cert, err := tls.LoadX509KeyPair(g.files.DeviceCert, g.files.DeviceKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev := g.mustConnect(connOpts{tls: true, cert: &cert, clientID: "thermo-2"})
+	if _, err := g.importJSON(store.Batch{Devices: []store.Device{{ID: "thermo-2", Class: "thermostat", Owner: "alice", Status: store.DeviceActive}}}); err != nil {
+		t.Fatal(err)
+	}
+	if code := dev.expectDisconnect(t); code != 0x87 {
+		t.Fatalf("DISCONNECT %s, want 0x87", hexCode(code))
+	}
+}

@@ -29,7 +29,7 @@ import (
 
 // auth is a real authority on loopback HTTPS (in-process).
 type authSrv struct {
-	t     *testing.T
+	t     testing.TB
 	a     *authority.Authority
 	srv   *httptest.Server
 	fp    string
@@ -37,8 +37,13 @@ type authSrv struct {
 	logs  *syncBuf
 }
 
-func startAuthority(t *testing.T) *authSrv {
+func startAuthority(t testing.TB) *authSrv {
 	t.Helper()
+	st, err := store.Open(store.Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() }) // registered first: runs after the server has stopped
 	var h http.Handler
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h.ServeHTTP(w, r) }))
 	srv.TLS = &tls.Config{ClientAuth: tls.RequestClientCert}
@@ -50,11 +55,6 @@ func startAuthority(t *testing.T) *authSrv {
 		}
 		srv.Close()
 	})
-	st, err := store.Open(store.Options{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
 	logs := &syncBuf{}
 	a, err = authority.New(authority.Config{URL: srv.URL, TokenAudience: "edgeid", TokenTTL: time.Hour,
 		MaxTokenLifetime: 24 * time.Hour, EnrollCodeTTL: time.Hour}, st, slog.New(slog.NewTextHandler(io.MultiWriter(logs, testWriter{t}), nil)))

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -103,6 +104,14 @@ func Open(o Options) (*Store, error) {
 		o.Logger = slog.Default()
 	}
 	db, err := badger.Open(badgerOptions(o))
+	// A crash between Badger creating a memtable or value-log file and sizing
+	// it leaves an empty file that Badger refuses to open
+	// (dgraph-io/badger#2207). The failed attempt sizes it, so opening again
+	// succeeds and nothing is lost. Badger drops the error chain: match text.
+	for i := 0; i < 3 && err != nil && !o.InMemory && strings.Contains(err.Error(), "Create a new file"); i++ {
+		o.Logger.Warn("store: opening again after a crash left an empty file", "dir", o.Dir, "err", err)
+		db, err = badger.Open(badgerOptions(o))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open store at %q: %w", o.Dir, err)
 	}
@@ -203,13 +212,20 @@ func (s *Store) apply(b *Batch, cursor *Cursor, logged, replace bool) (uint64, e
 	var rev uint64
 	prev := map[string]Device{}
 	err := s.db.Update(func(txn *badger.Txn) error {
+		var lookupErr error
 		if err := b.validate(func(name string) bool {
 			if replace {
 				return false // the snapshot must carry its own classes
 			}
 			_, err := txn.Get([]byte(pClass + name))
+			if err != nil && !errors.Is(err, badger.ErrKeyNotFound) {
+				lookupErr = err // a storage error is not "unknown class"
+			}
 			return err == nil
 		}); err != nil {
+			if lookupErr != nil {
+				return fmt.Errorf("read classes: %w", lookupErr)
+			}
 			return err
 		}
 		if replace {
@@ -233,88 +249,8 @@ func (s *Store) apply(b *Batch, cursor *Cursor, logged, replace bool) (uint64, e
 		if err := txn.Set([]byte(kSeq), u64(rev)); err != nil {
 			return err
 		}
-		for _, c := range b.Classes {
-			c.Rev = rev
-			if err := putJSON(txn, pClass+c.Name, c); err != nil {
-				return err
-			}
-		}
-		for _, d := range b.Devices {
-			old, err := getDevice(txn, d.ID)
-			if err == nil {
-				prev[d.ID] = old
-				if err := dropDeviceIndexes(txn, old); err != nil {
-					return err
-				}
-			} else if !errors.Is(err, ErrNotFound) {
-				return err
-			}
-			d.Rev = rev
-			if err := putJSON(txn, pDevice+d.ID, d); err != nil {
-				return err
-			}
-			if err := addDeviceIndexes(txn, d); err != nil {
-				return err
-			}
-		}
-		for _, u := range b.Users {
-			u.Rev = rev
-			if err := putJSON(txn, pUser+u.ID, u); err != nil {
-				return err
-			}
-		}
-		for _, g := range b.Grants {
-			g.Rev = rev
-			if err := putJSON(txn, pGrant+g.ID, g); err != nil {
-				return err
-			}
-		}
-		for _, is := range b.Issuers {
-			is.Rev = rev
-			if err := putJSON(txn, pIssuer+is.Issuer, is); err != nil {
-				return err
-			}
-		}
-		now := time.Now()
-		for _, r := range b.Revocations {
-			v, err := json.Marshal(r)
-			if err != nil {
-				return err
-			}
-			e := badger.NewEntry([]byte(pRevoke+r.Key()), v)
-			if ttl, ok := revocationTTL(r, now); ok {
-				e = e.WithTTL(ttl)
-				// Badger keeps expiry in whole seconds, rounded down: round up
-				// instead, so an entry is never forgotten before ExpiresAt.
-				if up := uint64(r.ExpiresAt.Add(time.Second - time.Nanosecond).Unix()); up > e.ExpiresAt {
-					e.ExpiresAt = up
-				}
-			}
-			if err := txn.SetEntry(e); err != nil {
-				return err
-			}
-		}
-		for _, id := range b.Delete.Devices {
-			old, err := getDevice(txn, id)
-			if errors.Is(err, ErrNotFound) {
-				continue
-			} else if err != nil {
-				return err
-			}
-			prev[id] = old
-			if err := dropDeviceIndexes(txn, old); err != nil {
-				return err
-			}
-			if err := txn.Delete([]byte(pDevice + id)); err != nil {
-				return err
-			}
-		}
-		for prefix, keys := range map[string][]string{pClass: b.Delete.Classes, pUser: b.Delete.Users, pGrant: b.Delete.Grants, pIssuer: b.Delete.Issuers, pRevoke: b.Delete.Revocations} {
-			for _, k := range keys {
-				if err := txn.Delete([]byte(prefix + k)); err != nil {
-					return err
-				}
-			}
+		if err := writeRecords(txn, b, rev, prev); err != nil {
+			return err
 		}
 		if cursor != nil {
 			if err := putJSON(txn, kCursor, cursor); err != nil {
@@ -338,13 +274,16 @@ func (s *Store) apply(b *Batch, cursor *Cursor, logged, replace bool) (uint64, e
 		}
 		return 0, fmt.Errorf("apply batch: %w", err)
 	}
-	// Durable before reported: a revocation must survive a power cut.
-	if err := s.db.Sync(); err != nil {
-		return 0, fmt.Errorf("apply batch: sync to disk: %w", err)
-	}
+	// Durable before reported: a revocation must survive a power cut. The
+	// batch is committed either way, so the watchers run either way: its
+	// revocations must cut sessions even if the disk then misbehaves.
+	syncErr := s.db.Sync()
 	a := Applied{Rev: rev, Batch: b, Previous: prev, Replaced: replace}
 	for _, w := range s.watchers {
 		w(a)
+	}
+	if syncErr != nil {
+		return rev, fmt.Errorf("apply batch: committed, but sync to disk failed: %w", syncErr)
 	}
 	return rev, nil
 }
@@ -597,4 +536,93 @@ func (s *Store) Snapshot() (*Batch, uint64, error) {
 		return nil
 	})
 	return b, rev, err
+}
+
+// writeRecords writes b's records and deletions into txn, stamped with rev,
+// keeping the indexes in step; prev receives devices as they were.
+func writeRecords(txn *badger.Txn, b *Batch, rev uint64, prev map[string]Device) error {
+	for _, c := range b.Classes {
+		c.Rev = rev
+		if err := putJSON(txn, pClass+c.Name, c); err != nil {
+			return err
+		}
+	}
+	for _, d := range b.Devices {
+		old, err := getDevice(txn, d.ID)
+		if err == nil {
+			prev[d.ID] = old
+			if err := dropDeviceIndexes(txn, old); err != nil {
+				return err
+			}
+		} else if !errors.Is(err, ErrNotFound) {
+			return err
+		}
+		d.Rev = rev
+		if err := putJSON(txn, pDevice+d.ID, d); err != nil {
+			return err
+		}
+		if err := addDeviceIndexes(txn, d); err != nil {
+			return err
+		}
+	}
+	for _, u := range b.Users {
+		u.Rev = rev
+		if err := putJSON(txn, pUser+u.ID, u); err != nil {
+			return err
+		}
+	}
+	for _, g := range b.Grants {
+		g.Rev = rev
+		if err := putJSON(txn, pGrant+g.ID, g); err != nil {
+			return err
+		}
+	}
+	for _, is := range b.Issuers {
+		is.Rev = rev
+		if err := putJSON(txn, pIssuer+is.Issuer, is); err != nil {
+			return err
+		}
+	}
+	now := time.Now()
+	for _, r := range b.Revocations {
+		v, err := json.Marshal(r)
+		if err != nil {
+			return err
+		}
+		e := badger.NewEntry([]byte(pRevoke+r.Key()), v)
+		if ttl, ok := revocationTTL(r, now); ok {
+			e = e.WithTTL(ttl)
+			// Badger keeps expiry in whole seconds, rounded down: round up
+			// instead, so an entry is never forgotten before ExpiresAt.
+			if up := uint64(r.ExpiresAt.Add(time.Second - time.Nanosecond).Unix()); up > e.ExpiresAt {
+				e.ExpiresAt = up
+			}
+		}
+		if err := txn.SetEntry(e); err != nil {
+			return err
+		}
+	}
+	for _, id := range b.Delete.Devices {
+		old, err := getDevice(txn, id)
+		if errors.Is(err, ErrNotFound) {
+			continue
+		} else if err != nil {
+			return err
+		}
+		prev[id] = old
+		if err := dropDeviceIndexes(txn, old); err != nil {
+			return err
+		}
+		if err := txn.Delete([]byte(pDevice + id)); err != nil {
+			return err
+		}
+	}
+	for prefix, keys := range map[string][]string{pClass: b.Delete.Classes, pUser: b.Delete.Users, pGrant: b.Delete.Grants, pIssuer: b.Delete.Issuers, pRevoke: b.Delete.Revocations} {
+		for _, k := range keys {
+			if err := txn.Delete([]byte(prefix + k)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }

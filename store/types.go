@@ -123,6 +123,9 @@ type Cursor struct {
 	Epoch    string    `json:"epoch"`
 	Seq      uint64    `json:"seq"`
 	SyncedAt time.Time `json:"synced_at"`
+	// SnapshotIssued is the iat of the last snapshot applied: an older one,
+	// from any epoch, is a replay and is refused.
+	SnapshotIssued int64 `json:"snapshot_issued,omitempty"`
 }
 
 // JWKS is a JSON Web Key Set kept as the issuer published it.

@@ -325,15 +325,6 @@ var ErrEnroll = errors.New("enrollment refused: the code is unknown, used or exp
 
 // Enroll exchanges a one-time code and the gateway's public key for its identity.
 func (a *Authority) Enroll(req cloudsync.EnrollRequest) (cloudsync.EnrollResponse, error) {
-	var c enrollCode
-	if err := a.Store.TakeDoc(docCode, codeID(req.Code), &c); err != nil {
-		a.log.Warn("enrollment refused", "reason", "unknown or used code")
-		return cloudsync.EnrollResponse{}, ErrEnroll
-	}
-	if time.Now().After(c.Expires) {
-		a.log.Warn("enrollment refused", "reason", "expired code", "gateway", c.Name)
-		return cloudsync.EnrollResponse{}, ErrEnroll
-	}
 	k, err := jwk.ParseKey(req.Key)
 	if err != nil {
 		return cloudsync.EnrollResponse{}, fmt.Errorf("key: not a JWK: %w", err)
@@ -343,6 +334,15 @@ func (a *Authority) Enroll(req cloudsync.EnrollRequest) (cloudsync.EnrollRespons
 	}
 	if alg, ok := k.Algorithm(); !ok || alg.String() != "ES256" {
 		return cloudsync.EnrollResponse{}, errors.New("key: want an ES256 key with alg set")
+	}
+	var c enrollCode
+	if err := a.Store.TakeDoc(docCode, codeID(req.Code), &c); err != nil {
+		a.log.Warn("enrollment refused", "reason", "unknown or used code")
+		return cloudsync.EnrollResponse{}, ErrEnroll
+	}
+	if time.Now().After(c.Expires) {
+		a.log.Warn("enrollment refused", "reason", "expired code", "gateway", c.Name)
+		return cloudsync.EnrollResponse{}, ErrEnroll
 	}
 	gw := Gateway{ID: c.Name, Name: c.Name, Key: req.Key, Hardware: req.Hardware, Enrolled: time.Now()}
 	if err := a.Store.PutDoc(docGateway, gw.ID, gw); err != nil {
@@ -383,7 +383,11 @@ func (a *Authority) RemoveGateway(id, who string) error {
 		return err
 	}
 	a.log.Info("gateway removed", "by", who, "gateway", id)
-	return a.Store.DeleteDoc(docGateway, id)
+	if err := a.Store.DeleteDoc(docGateway, id); err != nil {
+		return err
+	}
+	a.wake() // open streams re-check their gateway now
+	return nil
 }
 
 // Snapshot is a signed snapshot batch for gateway gw.
@@ -399,6 +403,16 @@ func (a *Authority) Snapshot(gw string) (string, error) {
 // Changes returns signed deltas after from, or NeedSnapshot.
 func (a *Authority) Changes(gw, epoch string, from uint64, max int) (cloudsync.ChangesResponse, error) {
 	if epoch != a.epoch {
+		return cloudsync.ChangesResponse{NeedSnapshot: true}, nil
+	}
+	head, err := a.Store.Rev()
+	if err != nil {
+		return cloudsync.ChangesResponse{}, err
+	}
+	if from > head {
+		// The gateway is ahead of us: we were restored from a backup. Only a
+		// snapshot can make it whole again.
+		a.log.Warn("gateway cursor is ahead of the log; sending a snapshot", "gateway", gw, "cursor", from, "head", head)
 		return cloudsync.ChangesResponse{NeedSnapshot: true}, nil
 	}
 	entries, err := a.Store.LogSince(from, max)

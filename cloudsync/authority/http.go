@@ -91,19 +91,22 @@ func (h *Handler) gateway(next func(w http.ResponseWriter, r *http.Request, gw s
 			fail(w, http.StatusUnauthorized, "invalid_client", "send Authorization: EdgeID-GW <assertion signed with the gateway key>")
 			return
 		}
-		gw, err := cloudsync.VerifyAssertion(raw, h.A.URL(), func(id string) (jwk.Key, error) {
+		as, err := cloudsync.VerifyAssertion(raw, h.A.URL(), func(id string) (jwk.Key, error) {
 			g, err := h.A.Gateway(id)
 			if err != nil {
 				return nil, err
 			}
 			return jwk.ParseKey(g.Key)
 		}, time.Now())
+		if err == nil && !h.A.seenAssertion("gw:"+as.Gateway+"/"+as.JTI, as.Expires) {
+			err = fmt.Errorf("assertion %s of gateway %q replayed", as.JTI, as.Gateway)
+		}
 		if err != nil {
 			h.A.log.Warn("gateway request refused", "path", r.URL.Path, "remote", r.RemoteAddr, "reason", err.Error())
 			fail(w, http.StatusUnauthorized, "invalid_client", "gateway not enrolled or assertion invalid")
 			return
 		}
-		next(w, r, gw)
+		next(w, r, as.Gateway)
 	}
 }
 
@@ -136,6 +139,9 @@ func decode(r *http.Request, v any) error {
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return fmt.Errorf("request body: %v", err)
+	}
+	if dec.More() {
+		return errors.New("request body: trailing data after the JSON value")
 	}
 	return nil
 }
@@ -211,7 +217,17 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request, gw string) {
 	defer h.A.log.Info("gateway stream closed", "gateway", gw)
 	ping := time.NewTicker(15 * time.Second)
 	defer ping.Stop()
+	enrolled, err := h.A.Gateway(gw)
+	if err != nil {
+		return
+	}
 	for {
+		// A gateway removed (or enrolled again with another key) while its
+		// stream is open gets nothing more.
+		if cur, err := h.A.Gateway(gw); err != nil || string(cur.Key) != string(enrolled.Key) {
+			h.A.log.Info("gateway stream ended: gateway removed or re-enrolled", "gateway", gw)
+			return
+		}
 		changed := h.A.Changed() // before reading, so no change slips between read and wait
 		resp, err := h.A.Changes(gw, epoch, from, 500)
 		if err != nil {
@@ -275,7 +291,10 @@ func (h *Handler) getDevice(w http.ResponseWriter, r *http.Request, who string) 
 func (h *Handler) importBatch(w http.ResponseWriter, r *http.Request, who string) {
 	var b store.Batch
 	if strings.HasPrefix(r.Header.Get("Content-Type"), "text/csv") {
-		ds, err := DevicesFromCSV(io.LimitReader(r.Body, 64<<20))
+		ds, err := DevicesFromCSV(io.LimitReader(r.Body, 64<<20), func(id string) (store.Device, bool) {
+			d, err := h.A.Store.Device(id)
+			return d, err == nil
+		})
 		if err != nil {
 			fail(w, http.StatusBadRequest, "invalid_request", err.Error())
 			return

@@ -127,6 +127,16 @@ func TestCSVImportAllOrNothing(t *testing.T) {
 	if _, err := f.a.Store.Device("dev-3"); err == nil {
 		t.Fatal("a rejected import created dev-3")
 	}
+	// Re-uploading the list never re-activates a revoked device or drops its owner.
+	if code, body := f.do("POST", "/admin/v1/devices/dev-1/revoke", adminToken, "", "", nil); code != 200 {
+		t.Fatalf("revoke: %d %s", code, body)
+	}
+	if code, body := f.do("POST", "/admin/v1/import", adminToken, "text/csv", "id,serial,class\ndev-1,S1-NEW,thermostat\n", nil); code != 200 {
+		t.Fatalf("re-upload: %d %s", code, body)
+	}
+	if d, _ := f.a.Store.Device("dev-1"); d.Status != store.DeviceRevoked || d.Owner != "alice" || d.Serial != "S1-NEW" {
+		t.Fatalf("re-uploaded device: %+v", d)
+	}
 	if code, body := f.do("POST", "/admin/v1/import", adminToken, "text/csv", "id,colour\nx,red\n", nil); code != 400 || !strings.Contains(body, `unknown column \"colour\"`) {
 		t.Fatalf("unknown column: %d %s", code, body)
 	}

@@ -119,8 +119,11 @@ var csvColumns = map[string]func(*store.Device, string){
 }
 
 // DevicesFromCSV reads a manufacturer's device list: a header row naming
-// columns (id, class required; status defaults to active), one device a row.
-func DevicesFromCSV(r io.Reader) ([]store.Device, error) {
+// columns (id and class required), one device a row. A new device is active
+// unless a status column says otherwise; for a device already registered
+// (existing returns it) only the columns present change: re-uploading a
+// list never re-activates a revoked device or drops its owner or keys.
+func DevicesFromCSV(r io.Reader, existing func(id string) (store.Device, bool)) ([]store.Device, error) {
 	cr := csv.NewReader(r)
 	cr.TrimLeadingSpace = true
 	header, err := cr.Read()
@@ -149,7 +152,18 @@ func DevicesFromCSV(r io.Reader) ([]store.Device, error) {
 		if err != nil {
 			return nil, fmt.Errorf("csv line %d: %w", line, err)
 		}
+		idCol := -1
+		for i, h := range header {
+			if strings.ToLower(strings.TrimSpace(h)) == "id" {
+				idCol = i
+			}
+		}
 		d := store.Device{Status: store.DeviceActive}
+		if idCol < len(rec) {
+			if old, ok := existing(strings.TrimSpace(rec[idCol])); ok {
+				d = old
+			}
+		}
 		for i, v := range rec {
 			if v = strings.TrimSpace(v); v != "" {
 				set[i](&d, v)

@@ -151,6 +151,9 @@ type Syncer struct {
 	Log   *slog.Logger
 	// OnReject is told about every refused batch (for metrics); may be nil.
 	OnReject func(reason string)
+	// Prepare may adjust a verified batch before it is applied (the gateway
+	// extends revocations to its own token lifetime); may be nil.
+	Prepare func(*store.Batch)
 
 	http     *http.Client
 	key      jwk.Key
@@ -185,7 +188,8 @@ func (s *Syncer) Now() {
 // Online reports whether the push stream is connected.
 func (s *Syncer) Online() bool { return s.online.Load() }
 
-// LastContact is when the authority last answered.
+// LastContact is when the store was last known to hold everything the
+// authority had (a batch applied, an empty catch-up, a stream ping).
 func (s *Syncer) LastContact() time.Time {
 	n := s.lastOK.Load()
 	if n == 0 {
@@ -217,18 +221,20 @@ func (s *Syncer) get(ctx context.Context, path string, q url.Values) (*http.Resp
 		resp.Body.Close()
 		return nil, fmt.Errorf("GET %s: %s: %s", path, resp.Status, strings.TrimSpace(string(data)))
 	}
-	s.lastOK.Store(time.Now().UnixNano())
 	return resp, nil
 }
+
+// current records that the store holds everything the authority has sent.
+func (s *Syncer) current() { s.lastOK.Store(time.Now().UnixNano()) }
 
 // Apply verifies one signed batch and applies it atomically with the new
 // cursor. A refused batch changes nothing and is logged with its reason.
 func (s *Syncer) Apply(raw string) error {
 	b, err := cloudsync.Verify(raw, s.feed)
+	var prev store.Cursor
 	if err == nil {
-		var cur store.Cursor
-		if cur, err = s.Store.Cursor(); err == nil {
-			err = cloudsync.Check(b, s.E.Gateway, cur)
+		if prev, err = s.Store.Cursor(); err == nil {
+			err = cloudsync.Check(b, s.E.Gateway, prev)
 		}
 	}
 	if err != nil {
@@ -246,7 +252,10 @@ func (s *Syncer) Apply(raw string) error {
 		}
 		return err
 	}
-	cur := b.Cursor(time.Now())
+	if s.Prepare != nil {
+		s.Prepare(&b.Changes)
+	}
+	cur := b.Cursor(prev, time.Now())
 	if b.Snapshot {
 		_, err = s.Store.Replace(&b.Changes, &cur)
 	} else {
@@ -308,6 +317,7 @@ func (s *Syncer) SyncOnce(ctx context.Context) error {
 			}
 		}
 		if len(ch.Batches) == 0 {
+			s.current()
 			return nil
 		}
 	}
@@ -332,8 +342,11 @@ func (s *Syncer) stream(ctx context.Context) error {
 	event := ""
 	for sc.Scan() {
 		line := sc.Text()
-		s.lastOK.Store(time.Now().UnixNano())
 		switch {
+		case strings.HasPrefix(line, ":"):
+			// A ping: the stream is alive, and every batch sent on it was
+			// applied (a refused one ends the stream), so we are current.
+			s.current()
 		case strings.HasPrefix(line, "event: "):
 			event = strings.TrimPrefix(line, "event: ")
 		case strings.HasPrefix(line, "data: "):
@@ -342,6 +355,7 @@ func (s *Syncer) stream(ctx context.Context) error {
 				if err := s.Apply(strings.TrimPrefix(line, "data: ")); err != nil {
 					return err
 				}
+				s.current()
 			case "snapshot-required":
 				s.snapshot.Store(true)
 				return errors.New("authority asks for a new snapshot")

@@ -65,6 +65,9 @@ run a command with -h for its flags
 
 func adminToken(file string) (string, error) {
 	if t := os.Getenv("EDGEID_AUTHORITY_ADMIN_TOKEN"); t != "" {
+		if len(t) < 16 {
+			return "", errors.New("EDGEID_AUTHORITY_ADMIN_TOKEN: use at least 16 characters")
+		}
 		return t, nil
 	}
 	if file == "" {

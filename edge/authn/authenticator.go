@@ -34,8 +34,9 @@ type Principal struct {
 	Method Method
 	// Claims is nil for a certificate-only session.
 	Claims *Claims
-	// CertSHA256 is the hex fingerprint of the TLS client certificate, if any.
-	CertSHA256 string
+	// CertSHA256 is the hex fingerprint of the TLS client certificate, if
+	// any; CertIssuer and CertSerial identify it for CA-issued certificates.
+	CertSHA256, CertIssuer, CertSerial string
 	// End is when the credential stops being valid (token exp plus skew, or
 	// certificate NotAfter); the session is ended then.
 	End   time.Time
@@ -77,6 +78,7 @@ func (a *Authenticator) Token(token string, cert *x509.Certificate, provenJKT st
 	p := &Principal{Method: MethodToken, Claims: c, End: c.Expiry.Add(a.Skew)}
 	if cert != nil {
 		p.CertSHA256 = CertFingerprint(cert)
+		p.CertIssuer, p.CertSerial = store.CertIssuerKey(cert)
 	}
 	if c.Cnf.X5T != "" {
 		if cert == nil {
@@ -151,6 +153,7 @@ func (a *Authenticator) Certificate(chain []*x509.Certificate, clientID string) 
 		return nil, fail(ReasonDeviceInactive, "device %q is %s", d.ID, d.Status)
 	}
 	p := &Principal{Device: d, Method: MethodCertificate, CertSHA256: fp, End: leaf.NotAfter}
+	p.CertIssuer, p.CertSerial = store.CertIssuerKey(leaf)
 	if p.Perms, err = a.Permissions(d, nil, clientID); err != nil {
 		return nil, err
 	}

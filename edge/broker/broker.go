@@ -150,6 +150,9 @@ func (b *Broker) authenticate(cl *mqtt.Client, pk packets.Packet) (*authn.Princi
 		return nil, packets.ErrClientIdentifierNotValid, &authn.Error{Reason: authn.ReasonClientID,
 			Detail: fmt.Sprintf("client id %q is not the device id %q", pk.Connect.ClientIdentifier, p.Device.ID)}
 	}
+	// A delayed Will would be published from mochi's queue after the session
+	// ends, even if the device was revoked meanwhile: send Wills at once.
+	cl.Properties.Will.WillDelayInterval = 0
 	if pk.Connect.WillFlag && !p.Perms.CanPublish(pk.Connect.WillTopic) {
 		return nil, packets.ErrNotAuthorized, &authn.Error{Reason: authn.ReasonWillDenied,
 			Detail: fmt.Sprintf("will topic %q is not allowed for publish", pk.Connect.WillTopic)}
@@ -178,7 +181,7 @@ func (b *Broker) refuse(cl *mqtt.Client, code packets.Code) {
 func (b *Broker) startSession(cl *mqtt.Client, p *authn.Principal) *Session {
 	s := &Session{
 		ClientID: cl.ID, Device: p.Device.ID, Class: p.Device.Class, Owner: p.Device.Owner,
-		Method: p.Method, CertSHA256: p.CertSHA256, Remote: cl.Net.Remote,
+		Method: p.Method, CertSHA256: p.CertSHA256, CertIssuer: p.CertIssuer, CertSerial: p.CertSerial, Remote: cl.Net.Remote,
 		Protocol: cl.Properties.ProtocolVersion, ConnectedAt: b.Now(), End: p.End, cl: cl,
 	}
 	if c := p.Claims; c != nil {
@@ -208,11 +211,20 @@ func (b *Broker) End(s *Session, code packets.Code, reason string) bool {
 	if b.Events.Kicked != nil {
 		b.Events.Kicked(reason)
 	}
-	if s.Protocol == 5 {
-		_ = b.Server.DisconnectClient(s.cl, code)
-	} else {
-		s.cl.Stop(code)
-	}
+	// Never block the caller (a store watcher holding the store lock) on a
+	// client that does not read: write the DISCONNECT with a deadline, from
+	// a goroutine. The session is already refused everything (ended is set).
+	cl := s.cl
+	go func() {
+		if cl.Net.Conn != nil {
+			_ = cl.Net.Conn.SetWriteDeadline(time.Now().Add(time.Second))
+		}
+		if s.Protocol == 5 {
+			_ = b.Server.DisconnectClient(cl, code)
+		} else {
+			cl.Stop(code)
+		}
+	}()
 	return true
 }
 
@@ -236,9 +248,15 @@ func (b *Broker) Apply(s *Session, p policy.Perms) {
 
 func (b *Broker) dropForbidden(s *Session) {
 	cl := s.cl
+	if s.ended.Load() {
+		return
+	}
+	if cur, ok := b.Server.Clients.Get(cl.ID); ok && cur != cl {
+		return // taken over: the topic index now belongs to the successor
+	}
 	p := s.Perms()
 	for filter := range cl.State.Subscriptions.GetAll() {
-		if p.CanSubscribe(filter) {
+		if p.CanSubscribe(sharedFilter(filter)) {
 			continue
 		}
 		b.Server.Topics.Unsubscribe(filter, cl.ID)

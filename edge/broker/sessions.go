@@ -27,6 +27,8 @@ type Session struct {
 	JTI         string
 	IssuedAt    time.Time
 	CertSHA256  string
+	CertIssuer  string
+	CertSerial  string
 	Remote      string
 	Protocol    byte
 	ConnectedAt time.Time
