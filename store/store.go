@@ -199,6 +199,9 @@ func (s *Store) Replace(b *Batch, cursor *Cursor) (uint64, error) {
 	if len(b.Delete.Classes)+len(b.Delete.Devices)+len(b.Delete.Users)+len(b.Delete.Grants)+len(b.Delete.Issuers)+len(b.Delete.Revocations) > 0 {
 		return 0, &ValidationError{Problems: []string{"delete: a snapshot replaces everything and cannot delete"}}
 	}
+	if b.Size() > replaceChunk {
+		return s.replaceChunked(b, cursor)
+	}
 	return s.apply(b, cursor, false, true)
 }
 

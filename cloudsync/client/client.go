@@ -276,7 +276,11 @@ func (s *Syncer) SyncOnce(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if cur.Epoch == "" || s.snapshot.Load() {
+	interrupted, err := s.Store.ReplaceInterrupted()
+	if err != nil {
+		return err
+	}
+	if cur.Epoch == "" || s.snapshot.Load() || interrupted {
 		resp, err := s.get(ctx, cloudsync.PathSnapshot, nil)
 		if err != nil {
 			return err
