@@ -236,6 +236,31 @@ func (b *Batch) validate(classKnown func(string) bool) error {
 			p.add("delete.revocations[%d] %q must be kind/value with kind jti, device or subject", i, k)
 		}
 	}
+	// Writing and deleting the same record in one batch is ambiguous.
+	written := map[string]bool{}
+	for _, c := range b.Classes {
+		written["classes/"+c.Name] = true
+	}
+	for _, u := range b.Users {
+		written["users/"+u.ID] = true
+	}
+	for _, g := range b.Grants {
+		written["grants/"+g.ID] = true
+	}
+	for _, is := range b.Issuers {
+		written["issuers/"+is.Issuer] = true
+	}
+	for _, r := range b.Revocations {
+		written["revocations/"+r.Key()] = true
+	}
+	for kind, ids := range map[string][]string{"classes": b.Delete.Classes, "users": b.Delete.Users, "grants": b.Delete.Grants,
+		"issuers": b.Delete.Issuers, "revocations": b.Delete.Revocations} {
+		for i, id := range ids {
+			if written[kind+"/"+id] {
+				p.add("delete.%s[%d] %q is also written by this batch; do one or the other", kind, i, id)
+			}
+		}
+	}
 	if len(p.list) > 0 {
 		return &ValidationError{Problems: p.list}
 	}

@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -62,5 +63,23 @@ func TestReplaceLargeSnapshot(t *testing.T) {
 	}
 	if len(applied) != 1 || !applied[0].Replaced {
 		t.Fatalf("watchers: %+v", applied)
+	}
+}
+
+func TestWriteAndDeleteSameRecordRejected(t *testing.T) {
+	s, err := store.Open(store.Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for name, b := range map[string]*store.Batch{
+		"class": {Classes: []store.DeviceClass{{Name: "c"}}, Delete: store.Deletions{Classes: []string{"c"}}},
+		"user":  {Users: []store.User{{ID: "u", Status: store.UserActive}}, Delete: store.Deletions{Users: []string{"u"}}},
+		"revocation": {Revocations: []store.Revocation{{Kind: store.RevokeToken, Value: "j", RevokedAt: time.Now()}},
+			Delete: store.Deletions{Revocations: []string{"jti/j"}}},
+	} {
+		if _, err := s.Apply(b, nil); err == nil || !strings.Contains(err.Error(), "is also written by this batch") {
+			t.Errorf("%s written and deleted: %v", name, err)
+		}
 	}
 }
