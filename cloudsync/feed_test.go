@@ -15,7 +15,7 @@ import (
 )
 
 func TestCheckSequence(t *testing.T) {
-	cur := store.Cursor{Epoch: "e1", Seq: 10}
+	cur := store.Cursor{Epoch: "e1", Seq: 10, SnapshotIssued: 100}
 	cases := []struct {
 		name   string
 		b      cloudsync.Batch
@@ -29,9 +29,11 @@ func TestCheckSequence(t *testing.T) {
 		{"backwards range", cloudsync.Batch{Gateway: "gw", Epoch: "e1", From: 10, To: 9}, "malformed"},
 		{"another gateway", cloudsync.Batch{Gateway: "gw2", Epoch: "e1", From: 10, To: 11}, "wrong_gateway"},
 		{"another epoch, delta", cloudsync.Batch{Gateway: "gw", Epoch: "e2", From: 10, To: 11}, "wrong_epoch"},
-		{"another epoch, snapshot", cloudsync.Batch{Gateway: "gw", Epoch: "e2", To: 3, Snapshot: true}, ""},
-		{"same epoch, newer snapshot", cloudsync.Batch{Gateway: "gw", Epoch: "e1", To: 12, Snapshot: true}, ""},
+		{"another epoch, snapshot", cloudsync.Batch{Gateway: "gw", Epoch: "e2", To: 3, Snapshot: true, IssuedAt: 100}, ""},
+		{"same epoch, newer snapshot", cloudsync.Batch{Gateway: "gw", Epoch: "e1", To: 12, Snapshot: true, IssuedAt: 100}, ""},
 		{"same epoch, older snapshot", cloudsync.Batch{Gateway: "gw", Epoch: "e1", To: 8, Snapshot: true}, "rollback"},
+		{"snapshot of another epoch issued before the last applied", cloudsync.Batch{Gateway: "gw", Epoch: "e0", To: 50, Snapshot: true, IssuedAt: 99}, "rollback"},
+		{"snapshot of another epoch issued after", cloudsync.Batch{Gateway: "gw", Epoch: "e2", To: 1, Snapshot: true, IssuedAt: 101}, ""},
 	}
 	for _, c := range cases {
 		err := cloudsync.Check(&c.b, "gw", cur)

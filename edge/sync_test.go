@@ -288,6 +288,11 @@ func TestRemovedGatewayGetsNothing(t *testing.T) {
 	if err := s.SyncOnce(context.Background()); err != nil {
 		t.Fatalf("enrolled gateway: %v", err)
 	}
+	// The authority restored from an older backup: a cursor ahead of its log
+	// gets "start again from a snapshot", never a silent gap.
+	if resp, err := x.a.Changes("gw-9", x.a.Epoch(), 1000, 10); err != nil || !resp.NeedSnapshot {
+		t.Fatalf("cursor ahead of the log: %+v %v", resp, err)
+	}
 	x.admin("DELETE", "/admin/v1/gateways/gw-9", nil)
 	if err := s.SyncOnce(context.Background()); err == nil || !strings.Contains(err.Error(), "401") {
 		t.Fatalf("removed gateway synced: %v", err)
@@ -347,5 +352,44 @@ func TestMaxStalenessRefusesTokenConnects(t *testing.T) {
 	})
 	if !strings.Contains(g.logs.String(), "reason=stale_sync") {
 		t.Error("stale refusal not logged")
+	}
+}
+
+// A gateway removed at the authority while its push stream is open loses the
+// stream at once.
+func TestRemovedGatewayStreamEnds(t *testing.T) {
+	x := startAuthority(t)
+	g := startGateway(t, func(c *configT) { c.Sync.Enrollment = x.enroll("gw-3") })
+	online := func() bool {
+		st, err := g.admin().Status(context.Background())
+		return err == nil && st.Sync != nil && st.Sync.Online
+	}
+	waitFor(t, "the push stream", online)
+	x.admin("DELETE", "/admin/v1/gateways/gw-3", nil)
+	waitFor(t, "the stream to end", func() bool { return !online() })
+	if !strings.Contains(x.logs.String(), "gateway stream ended: gateway removed") {
+		t.Error("authority did not log why the stream ended")
+	}
+}
+
+// Revocations from the feed are kept as long as this gateway could accept a
+// token they cover, even when the authority assumed shorter tokens.
+func TestSyncedRevocationsKeptForOwnTokenLifetime(t *testing.T) {
+	x := startAuthority(t)
+	g := startGateway(t, func(c *configT) {
+		c.Sync.Enrollment = x.enroll("gw-4")
+		c.Auth.MaxTokenLifetime = 72 * time.Hour
+	})
+	revokedAt := time.Now().Truncate(time.Second)
+	x.a.Apply(&store.Batch{Revocations: []store.Revocation{{Kind: store.RevokeSubject, Value: "mallory", RevokedAt: revokedAt,
+		ExpiresAt: revokedAt.Add(time.Hour)}}}, "test")
+	var r store.Revocation
+	waitFor(t, "the revocation at the gateway", func() bool {
+		var ok bool
+		r, ok, _ = g.g.Store.Revocation(store.RevokeSubject, "mallory")
+		return ok
+	})
+	if want := revokedAt.Add(72 * time.Hour); r.ExpiresAt.Before(want) {
+		t.Fatalf("kept until %s, want at least %s (this gateway accepts 72h tokens)", r.ExpiresAt, want)
 	}
 }
