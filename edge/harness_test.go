@@ -151,6 +151,12 @@ func (g *gw) token(device, sub string, mod func(map[string]any)) string {
 	return tok
 }
 
+func (g *gw) ctx() context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	g.t.Cleanup(cancel)
+	return ctx
+}
+
 func (g *gw) admin() *admin.Client { return admin.NewClient(g.cfg.Admin.Socket) }
 
 func (g *gw) importJSON(v any) (admin.ImportResult, error) {

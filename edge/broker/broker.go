@@ -129,7 +129,16 @@ func (b *Broker) authenticate(cl *mqtt.Client, pk packets.Packet) (*authn.Princi
 		if len(chain) > 0 {
 			leaf = chain[0]
 		}
-		p, err = b.Auth.Token(token, leaf, "", pk.Connect.ClientIdentifier)
+		proven := ""
+		if pk.ProtocolVersion == 5 && pk.Properties.AuthenticationMethod == AuthMethodACE {
+			if proven, err = b.challenge(cl, token, pk.Connect.ClientIdentifier); err != nil {
+				if _, ok := err.(*authn.Error); !ok {
+					err = &authn.Error{Reason: authn.ReasonPoPRequired, Detail: err.Error()}
+				}
+				return nil, packets.ErrNotAuthorized, err
+			}
+		}
+		p, err = b.Auth.Token(token, leaf, proven, pk.Connect.ClientIdentifier)
 	} else {
 		p, err = b.Auth.Certificate(chain, pk.Connect.ClientIdentifier)
 	}
