@@ -91,3 +91,56 @@ func TestProofOfPossession(t *testing.T) {
 	}
 	_ = time.Second
 }
+
+func TestReauthentication(t *testing.T) {
+	g := startGateway(t)
+	devKey, _ := demo.NewIssuer("dev", "dev-key")
+	pub, _ := devKey.Key.PublicKey()
+	pubJSON, _ := json.Marshal(pub)
+	if _, err := g.g.Store.Apply(&store.Batch{Devices: []store.Device{{ID: "thermo-7", Class: "thermostat", Owner: "alice",
+		Status: store.DeviceActive, PublicKey: pubJSON}}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	thumb, _ := pub.Thumbprint(crypto.SHA256)
+	jkt := base64.RawURLEncoding.EncodeToString(thumb)
+	mint := func(exp time.Duration, jti string) string {
+		return g.token("thermo-7", "alice", func(c map[string]any) {
+			c["cnf"] = map[string]any{"jkt": jkt}
+			c["exp"] = time.Now().Add(exp).Unix()
+			c["jti"] = jti
+		})
+	}
+	p := &prover{key: devKey.Key, clientID: "thermo-7"}
+	disc := make(chan byte, 1)
+	conn := g.dial(connOpts{})
+	c := paho.NewClient(paho.ClientConfig{Conn: conn, AuthHandler: p, OnClientError: func(error) {},
+		OnServerDisconnect: func(d *paho.Disconnect) { disc <- d.ReasonCode }})
+	ca, err := c.Connect(g.ctx(), &paho.Connect{ClientID: "thermo-7", KeepAlive: 30, CleanStart: true,
+		Properties: &paho.ConnectProperties{AuthMethod: "ace", AuthData: []byte(mint(2*time.Second, "first"))}})
+	if err != nil || ca.ReasonCode != 0 {
+		t.Fatalf("connect: %v", err)
+	}
+	// Re-authenticate with a fresh, longer token before the first one expires.
+	r, err := c.Authenticate(g.ctx(), &paho.Auth{ReasonCode: 0x19, Properties: &paho.AuthProperties{AuthMethod: "ace", AuthData: []byte(mint(time.Hour, "second"))}})
+	if err != nil || !r.Success {
+		t.Fatalf("re-authentication: %+v %v", r, err)
+	}
+	time.Sleep(2500 * time.Millisecond) // past the first token's expiry
+	if pr, err := c.Publish(g.ctx(), &paho.Publish{Topic: "devices/thermo-7/telemetry/t", Payload: []byte("1"), QoS: 1}); err != nil || pr.ReasonCode != 0 {
+		t.Fatalf("publish after the first token expired, under the second: %+v %v", pr, err)
+	}
+	// A re-authentication with a revoked token ends the session.
+	if _, err := g.g.Store.Apply(&store.Batch{Revocations: []store.Revocation{{Kind: store.RevokeToken, Value: "third",
+		RevokedAt: time.Now(), ExpiresAt: time.Now().Add(time.Hour)}}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	go c.Authenticate(g.ctx(), &paho.Auth{ReasonCode: 0x19, Properties: &paho.AuthProperties{AuthMethod: "ace", AuthData: []byte(mint(time.Hour, "third"))}})
+	select {
+	case code := <-disc:
+		if code != 0x87 {
+			t.Fatalf("DISCONNECT %s, want 0x87", hexCode(code))
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("re-authentication with a revoked token did not end the session")
+	}
+}

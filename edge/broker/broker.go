@@ -188,6 +188,23 @@ func (b *Broker) refuse(cl *mqtt.Client, code packets.Code) {
 }
 
 func (b *Broker) startSession(cl *mqtt.Client, p *authn.Principal) *Session {
+	s := b.newSession(cl, p)
+	b.Sessions.add(s)
+	if b.Events.Session != nil {
+		b.Events.Session(s.Protocol, 1)
+	}
+	b.armTimer(s)
+	return s
+}
+
+// armTimer ends s when its credential does.
+func (b *Broker) armTimer(s *Session) {
+	s.timer = time.AfterFunc(s.End.Sub(b.Now()), func() {
+		b.End(s, packets.ErrNotAuthorized, "credential expired")
+	})
+}
+
+func (b *Broker) newSession(cl *mqtt.Client, p *authn.Principal) *Session {
 	s := &Session{
 		ClientID: cl.ID, Device: p.Device.ID, Class: p.Device.Class, Owner: p.Device.Owner,
 		Method: p.Method, CertSHA256: p.CertSHA256, CertIssuer: p.CertIssuer, CertSerial: p.CertSerial, Remote: cl.Net.Remote,
@@ -197,13 +214,6 @@ func (b *Broker) startSession(cl *mqtt.Client, p *authn.Principal) *Session {
 		s.claims, s.Issuer, s.Subject, s.JTI, s.IssuedAt = c, c.Issuer, c.Subject, c.JTI, c.IssuedAt
 	}
 	s.SetPerms(p.Perms)
-	b.Sessions.add(s)
-	if b.Events.Session != nil {
-		b.Events.Session(s.Protocol, 1)
-	}
-	s.timer = time.AfterFunc(s.End.Sub(b.Now()), func() {
-		b.End(s, packets.ErrNotAuthorized, "credential expired")
-	})
 	return s
 }
 
@@ -287,7 +297,7 @@ func (h *authHook) ID() string { return "edgeid-auth" }
 
 func (h *authHook) Provides(x byte) bool {
 	return bytes.Contains([]byte{mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnSessionEstablish,
-		mqtt.OnSessionEstablished, mqtt.OnDisconnect}, []byte{x})
+		mqtt.OnSessionEstablished, mqtt.OnDisconnect, mqtt.OnAuthPacket}, []byte{x})
 }
 
 // OnConnect authenticates, because only here can we answer a reason code of

@@ -40,6 +40,7 @@ type Session struct {
 	cl     *mqtt.Client
 	timer  *time.Timer
 	ended  atomic.Bool
+	reauth atomic.Pointer[reauthState]
 }
 
 // Perms returns the session's current permissions.
@@ -105,6 +106,24 @@ func (r *Sessions) add(s *Session) {
 	addIdx(r.bySubject, s.Subject, s)
 	addIdx(r.byJTI, s.JTI, s)
 	r.count.Add(1)
+}
+
+// replace swaps old for nw (same connection, new credential) in every
+// index; false if old is no longer the connection's session.
+func (r *Sessions) replace(old, nw *Session) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.byClient[old.cl] != old {
+		return false
+	}
+	delIdx(r.byDevice, old.Device, old)
+	delIdx(r.bySubject, old.Subject, old)
+	delIdx(r.byJTI, old.JTI, old)
+	r.byClient[nw.cl] = nw
+	addIdx(r.byDevice, nw.Device, nw)
+	addIdx(r.bySubject, nw.Subject, nw)
+	addIdx(r.byJTI, nw.JTI, nw)
+	return true
 }
 
 func (r *Sessions) remove(cl *mqtt.Client) *Session {
