@@ -43,6 +43,8 @@ type Config struct {
 	EnrollCodeTTL time.Duration
 	// KeyPublishAhead is how long a new token key is published before it signs.
 	KeyPublishAhead time.Duration
+	// PairingCodeTTL is how long a device's pairing codes live (RFC 8628); 0 means 10 minutes.
+	PairingCodeTTL time.Duration
 }
 
 // Authority holds the registry and the keys.

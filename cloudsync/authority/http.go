@@ -2,6 +2,7 @@ package authority
 
 import (
 	"crypto/subtle"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -32,6 +33,7 @@ func NewHandler(a *Authority, adminToken string) *Handler {
 	m.HandleFunc("GET /jwks.json", h.jwks)
 	m.HandleFunc("POST "+cloudsync.PathEnroll, h.enroll)
 	m.HandleFunc("POST /oauth/token", h.token)
+	m.HandleFunc("POST /oauth/device_authorization", h.deviceAuthorization)
 	m.HandleFunc("GET "+cloudsync.PathSnapshot, h.gateway(h.snapshot))
 	m.HandleFunc("GET "+cloudsync.PathChanges, h.gateway(h.changes))
 	m.HandleFunc("GET "+cloudsync.PathEvents, h.gateway(h.events))
@@ -116,7 +118,8 @@ func (h *Handler) metadata(w http.ResponseWriter, r *http.Request) {
 		"issuer":                                     u,
 		"jwks_uri":                                   u + "/jwks.json",
 		"token_endpoint":                             u + "/oauth/token",
-		"grant_types_supported":                      []string{"client_credentials"},
+		"grant_types_supported":                      []string{"client_credentials", DeviceCodeGrant, "refresh_token"},
+		"device_authorization_endpoint":              u + "/oauth/device_authorization",
 		"token_endpoint_auth_methods_supported":      []string{"tls_client_auth"},
 		"revocation_endpoint":                        u + "/oauth/revoke",
 		"introspection_endpoint":                     u + "/oauth/introspect",
@@ -384,4 +387,27 @@ func (h *Handler) rotate(w http.ResponseWriter, r *http.Request, who string) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"next_kid": kid, "signs_from": from})
+}
+
+func (h *Handler) deviceAuthorization(w http.ResponseWriter, r *http.Request) {
+	if err := r.ParseForm(); err != nil {
+		fail(w, http.StatusBadRequest, "invalid_request", "form: "+err.Error())
+		return
+	}
+	f := r.PostForm
+	var cert *x509.Certificate
+	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+		cert = r.TLS.PeerCertificates[0]
+	}
+	resp, err := h.A.StartPairing(f.Get("client_id"), f.Get("client_assertion_type"), f.Get("client_assertion"), h.A.URL()+"/oauth/token", cert)
+	var oe *OAuthError
+	if errors.As(err, &oe) {
+		writeJSON(w, oe.status, oe)
+		return
+	}
+	if err != nil {
+		fail(w, http.StatusInternalServerError, "server_error", err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, resp)
 }

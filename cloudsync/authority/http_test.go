@@ -43,7 +43,9 @@ type fixture struct {
 
 const adminToken = "test-admin-token-0123456789"
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t *testing.T) *fixture { return newFixtureWith(t, nil) }
+
+func newFixtureWith(t *testing.T, mod func(*authority.Config)) *fixture {
 	var h http.Handler
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h.ServeHTTP(w, r) }))
 	srv.TLS = &tls.Config{ClientAuth: tls.RequestClientCert}
@@ -53,8 +55,12 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	logs := &logBuf{}
-	a, err := authority.New(authority.Config{URL: srv.URL, TokenAudience: "edgeid", TokenTTL: time.Hour,
-		MaxTokenLifetime: 24 * time.Hour, EnrollCodeTTL: time.Hour}, st, slog.New(slog.NewTextHandler(logs, nil)))
+	cfg := authority.Config{URL: srv.URL, TokenAudience: "edgeid", TokenTTL: time.Hour,
+		MaxTokenLifetime: 24 * time.Hour, EnrollCodeTTL: time.Hour}
+	if mod != nil {
+		mod(&cfg)
+	}
+	a, err := authority.New(cfg, st, slog.New(slog.NewTextHandler(logs, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

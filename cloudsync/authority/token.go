@@ -28,6 +28,8 @@ type TokenResponse struct {
 	TokenType   string `json:"token_type"`
 	ExpiresIn   int    `json:"expires_in"`
 	Scope       string `json:"scope"`
+	// RefreshToken is set for paired devices (device grant, refresh).
+	RefreshToken string `json:"refresh_token,omitempty"`
 }
 
 // OAuthError is an RFC 6749 §5.2 error.
@@ -39,30 +41,77 @@ type OAuthError struct {
 
 func (e *OAuthError) Error() string { return e.Code + ": " + e.Description }
 
-// CallHome issues a device its access token for its class topics ("call
-// home", before it is paired), bound to the factory certificate it
-// authenticated with (RFC 8705 tls_client_auth, cnf x5t#S256).
-func (a *Authority) CallHome(clientID string, cert *x509.Certificate) (TokenResponse, error) {
-	if cert == nil {
-		return TokenResponse{}, &OAuthError{"invalid_client", "authenticate with the device's factory certificate (mutual TLS)", http.StatusUnauthorized}
+// clientAuth authenticates the device behind a token-endpoint request:
+// by its factory certificate (RFC 8705 tls_client_auth) or by a client
+// assertion signed with its registered key (RFC 7523 private_key_jwt). It
+// returns the device and the confirmation (cnf) its tokens are bound to.
+func (a *Authority) clientAuth(clientID, assertionType, assertion, audience string, cert *x509.Certificate) (store.Device, map[string]string, error) {
+	bad := func(reason, desc string) (store.Device, map[string]string, error) {
+		a.log.Warn("client authentication refused", "device", clientID, "reason", reason)
+		return store.Device{}, nil, &OAuthError{"invalid_client", desc, http.StatusUnauthorized}
 	}
 	d, err := a.Store.Device(clientID)
 	if errors.Is(err, store.ErrNotFound) {
-		a.log.Warn("call home refused", "device", clientID, "reason", "unknown device")
-		return TokenResponse{}, &OAuthError{"invalid_client", "unknown client_id", http.StatusUnauthorized}
+		return bad("unknown device", "unknown client_id")
 	} else if err != nil {
-		return TokenResponse{}, err
+		return store.Device{}, nil, err
+	}
+	if assertionType == ClientAssertionType {
+		if len(d.PublicKey) == 0 {
+			return bad("no registered key", "no key is registered for this client_id")
+		}
+		key, err := jwk.ParseKey(d.PublicKey)
+		if err != nil {
+			return store.Device{}, nil, err
+		}
+		alg := jwa.ES256()
+		if key.KeyType() == jwa.OKP() {
+			alg = jwa.EdDSA()
+		}
+		tok, err := jwt.Parse([]byte(assertion), jwt.WithKey(alg, key), jwt.WithValidate(true),
+			jwt.WithIssuer(clientID), jwt.WithSubject(clientID), jwt.WithAudience(audience),
+			jwt.WithAcceptableSkew(30*time.Second), jwt.WithRequiredClaim(jwt.JwtIDKey),
+			jwt.WithMaxDelta(5*time.Minute, jwt.ExpirationKey, jwt.IssuedAtKey))
+		if err != nil {
+			return bad("client assertion: "+err.Error(), "client assertion invalid")
+		}
+		jti, _ := tok.JwtID()
+		exp, _ := tok.Expiration()
+		if !a.seenAssertion(clientID+"/"+jti, exp) {
+			return bad("client assertion replayed", "client assertion already used")
+		}
+		thumb, err := key.Thumbprint(crypto.SHA256)
+		if err != nil {
+			return store.Device{}, nil, err
+		}
+		return d, map[string]string{"jkt": base64.RawURLEncoding.EncodeToString(thumb)}, nil
+	}
+	if cert == nil {
+		return bad("no client certificate", "authenticate with the device's factory certificate (mutual TLS) or a client assertion")
 	}
 	sum := sha256.Sum256(cert.Raw)
 	if d.CertSHA256 == "" || subtle.ConstantTimeCompare([]byte(hex.EncodeToString(sum[:])), []byte(d.CertSHA256)) != 1 {
-		a.log.Warn("call home refused", "device", clientID, "reason", "certificate is not the device's registered certificate")
-		return TokenResponse{}, &OAuthError{"invalid_client", "the client certificate is not registered for this client_id", http.StatusUnauthorized}
+		return bad("certificate is not the device's registered certificate", "the client certificate is not registered for this client_id")
+	}
+	return d, map[string]string{"x5t#S256": base64.RawURLEncoding.EncodeToString(sum[:])}, nil
+}
+
+// CallHome issues a device its own access token for its class topics ("call
+// home", before it is paired), bound to the credential it authenticated with.
+func (a *Authority) CallHome(clientID, assertionType, assertion, audience string, cert *x509.Certificate) (TokenResponse, error) {
+	d, cnf, err := a.clientAuth(clientID, assertionType, assertion, audience, cert)
+	if err != nil {
+		return TokenResponse{}, err
 	}
 	if d.Status != store.DeviceActive {
 		a.log.Warn("call home refused", "device", clientID, "reason", "device "+string(d.Status))
 		return TokenResponse{}, &OAuthError{"unauthorized_client", "device is " + string(d.Status), http.StatusBadRequest}
 	}
-	return a.issueCallHome(d, map[string]string{"x5t#S256": base64.RawURLEncoding.EncodeToString(sum[:])}, "x5t#S256")
+	binding := "x5t#S256"
+	if _, ok := cnf["jkt"]; ok {
+		binding = "jkt"
+	}
+	return a.issueCallHome(d, cnf, binding)
 }
 
 // issueCallHome signs a device's own token (sub = the device) for its class
@@ -114,47 +163,6 @@ func (a *Authority) sign(claims map[string]any) (string, error) {
 // ClientAssertionType is RFC 7523's client assertion type.
 const ClientAssertionType = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
-// CallHomeWithKey issues a device its call-home token after it proved its
-// registered key with a client assertion (RFC 7523 private_key_jwt); the
-// token is bound to that key (cnf jkt, RFC 7638 thumbprint).
-func (a *Authority) CallHomeWithKey(clientID, assertion, audience string) (TokenResponse, error) {
-	d, err := a.Store.Device(clientID)
-	if err != nil || len(d.PublicKey) == 0 {
-		a.log.Warn("call home refused", "device", clientID, "reason", "unknown device or no registered key")
-		return TokenResponse{}, &OAuthError{"invalid_client", "unknown client_id or no key registered for it", http.StatusUnauthorized}
-	}
-	key, err := jwk.ParseKey(d.PublicKey)
-	if err != nil {
-		return TokenResponse{}, err
-	}
-	alg := jwa.ES256()
-	if key.KeyType() == jwa.OKP() {
-		alg = jwa.EdDSA()
-	}
-	tok, err := jwt.Parse([]byte(assertion), jwt.WithKey(alg, key), jwt.WithValidate(true),
-		jwt.WithIssuer(clientID), jwt.WithSubject(clientID), jwt.WithAudience(audience),
-		jwt.WithAcceptableSkew(30*time.Second), jwt.WithRequiredClaim(jwt.JwtIDKey),
-		jwt.WithMaxDelta(5*time.Minute, jwt.ExpirationKey, jwt.IssuedAtKey))
-	if err != nil {
-		a.log.Warn("call home refused", "device", clientID, "reason", "client assertion: "+err.Error())
-		return TokenResponse{}, &OAuthError{"invalid_client", "client assertion invalid", http.StatusUnauthorized}
-	}
-	jti, _ := tok.JwtID()
-	exp, _ := tok.Expiration()
-	if !a.seenAssertion(clientID+"/"+jti, exp) {
-		a.log.Warn("call home refused", "device", clientID, "reason", "client assertion replayed")
-		return TokenResponse{}, &OAuthError{"invalid_client", "client assertion already used", http.StatusUnauthorized}
-	}
-	if d.Status != store.DeviceActive {
-		return TokenResponse{}, &OAuthError{"unauthorized_client", "device is " + string(d.Status), http.StatusBadRequest}
-	}
-	thumb, err := key.Thumbprint(crypto.SHA256)
-	if err != nil {
-		return TokenResponse{}, err
-	}
-	return a.issueCallHome(d, map[string]string{"jkt": base64.RawURLEncoding.EncodeToString(thumb)}, "jkt")
-}
-
 // seenAssertion records a client assertion id until it expires; false if it
 // was already used (replay).
 func (a *Authority) seenAssertion(id string, exp time.Time) bool {
@@ -181,20 +189,24 @@ func (h *Handler) token(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusBadRequest, "invalid_request", "form: "+err.Error())
 		return
 	}
-	if gt := r.PostForm.Get("grant_type"); gt != "client_credentials" {
-		fail(w, http.StatusBadRequest, "unsupported_grant_type", fmt.Sprintf("grant_type %q: this endpoint serves client_credentials", gt))
-		return
+	f := r.PostForm
+	var cert *x509.Certificate
+	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+		cert = r.TLS.PeerCertificates[0]
 	}
-	var resp TokenResponse
+	aud := h.A.URL() + "/oauth/token"
+	var resp any
 	var err error
-	if r.PostForm.Get("client_assertion_type") == ClientAssertionType {
-		resp, err = h.A.CallHomeWithKey(r.PostForm.Get("client_id"), r.PostForm.Get("client_assertion"), h.A.URL()+"/oauth/token")
-	} else {
-		var cert *x509.Certificate
-		if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
-			cert = r.TLS.PeerCertificates[0]
-		}
-		resp, err = h.A.CallHome(r.PostForm.Get("client_id"), cert)
+	switch gt := f.Get("grant_type"); gt {
+	case "client_credentials":
+		resp, err = h.A.CallHome(f.Get("client_id"), f.Get("client_assertion_type"), f.Get("client_assertion"), aud, cert)
+	case DeviceCodeGrant:
+		resp, err = h.A.PollDeviceCode(f.Get("client_id"), f.Get("client_assertion_type"), f.Get("client_assertion"), aud, cert, f.Get("device_code"))
+	case "refresh_token":
+		resp, err = h.A.Refresh(f.Get("client_id"), f.Get("client_assertion_type"), f.Get("client_assertion"), aud, cert, f.Get("refresh_token"))
+	default:
+		fail(w, http.StatusBadRequest, "unsupported_grant_type", fmt.Sprintf("grant_type %q: use client_credentials, %s or refresh_token", gt, DeviceCodeGrant))
+		return
 	}
 	var oe *OAuthError
 	if errors.As(err, &oe) {

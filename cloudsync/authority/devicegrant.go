@@ -1,0 +1,304 @@
+package authority
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math/big"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/edgeid/edgeid/edge/policy"
+	"github.com/edgeid/edgeid/store"
+)
+
+// The OAuth 2.0 device authorization grant (RFC 8628), "pin & pair": a device
+// with no keyboard gets a user code, its owner enters it on the authority's
+// page and approves, and the device's poll returns a token that acts for the
+// owner (sub), is the device (client_id) and is bound to the device's key or
+// certificate (cnf), with a rotating refresh token bound the same way.
+
+// DeviceCodeGrant is RFC 8628's grant type.
+const DeviceCodeGrant = "urn:ietf:params:oauth:grant-type:device_code"
+
+// userCodeAlphabet is RFC 8628 §6.1's: no vowels (no words), no lookalikes.
+const userCodeAlphabet = "BCDFGHJKLMNPQRSTVWXZ"
+
+const (
+	docDeviceCode = "device-code"
+	docUserCode   = "user-code"
+	docRefresh    = "refresh"
+	deviceCodeTTL = 10 * time.Minute
+	pollInterval  = 5 * time.Second
+	refreshTTL    = 30 * 24 * time.Hour
+)
+
+// DeviceAuthorization is the RFC 8628 §3.2 answer.
+type DeviceAuthorization struct {
+	DeviceCode              string `json:"device_code"`
+	UserCode                string `json:"user_code"`
+	VerificationURI         string `json:"verification_uri"`
+	VerificationURIComplete string `json:"verification_uri_complete"`
+	ExpiresIn               int    `json:"expires_in"`
+	Interval                int    `json:"interval"`
+}
+
+// pendingPairing is a device code's state; kept under the hash of the code.
+type pendingPairing struct {
+	Device   string            `json:"device"`
+	UserCode string            `json:"user_code"`
+	Cnf      map[string]string `json:"cnf"`
+	Expires  time.Time         `json:"expires"`
+	Interval time.Duration     `json:"interval"`
+	LastPoll time.Time         `json:"last_poll,omitzero"`
+	// State is pending, approved or denied; Owner is set on approval.
+	State string `json:"state"`
+	Owner string `json:"owner,omitempty"`
+}
+
+type refreshGrant struct {
+	Device  string            `json:"device"`
+	Owner   string            `json:"owner"`
+	Cnf     map[string]string `json:"cnf"`
+	Expires time.Time         `json:"expires"`
+}
+
+func hashCode(s string) string {
+	h := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(h[:])
+}
+
+func newUserCode() string {
+	b := make([]byte, 8)
+	for i := range b {
+		n, _ := rand.Int(rand.Reader, big.NewInt(int64(len(userCodeAlphabet))))
+		b[i] = userCodeAlphabet[n.Int64()]
+	}
+	return string(b[:4]) + "-" + string(b[4:])
+}
+
+// NormalizeUserCode accepts what people type: any case, with or without the dash or spaces.
+func NormalizeUserCode(s string) string {
+	s = strings.ToUpper(strings.NewReplacer("-", "", " ", "").Replace(strings.TrimSpace(s)))
+	if len(s) != 8 {
+		return s
+	}
+	return s[:4] + "-" + s[4:]
+}
+
+// StartPairing is RFC 8628 §3.1: the authenticated device asks for codes.
+func (a *Authority) StartPairing(clientID, assertionType, assertion, audience string, cert *x509.Certificate) (DeviceAuthorization, error) {
+	d, cnf, err := a.clientAuth(clientID, assertionType, assertion, audience, cert)
+	if err != nil {
+		return DeviceAuthorization{}, err
+	}
+	if d.Status != store.DeviceActive {
+		return DeviceAuthorization{}, &OAuthError{"unauthorized_client", "device is " + string(d.Status), http.StatusBadRequest}
+	}
+	deviceCode := randomID(32)
+	ttl := a.cfg.PairingCodeTTL
+	if ttl <= 0 {
+		ttl = deviceCodeTTL
+	}
+	p := pendingPairing{Device: d.ID, UserCode: newUserCode(), Cnf: cnf, Expires: time.Now().Add(ttl), Interval: pollInterval, State: "pending"}
+	if err := a.Store.PutDoc(docDeviceCode, hashCode(deviceCode), p); err != nil {
+		return DeviceAuthorization{}, err
+	}
+	if err := a.Store.PutDoc(docUserCode, p.UserCode, hashCode(deviceCode)); err != nil {
+		return DeviceAuthorization{}, err
+	}
+	a.log.Info("pairing started", "device", d.ID)
+	return DeviceAuthorization{DeviceCode: deviceCode, UserCode: p.UserCode, VerificationURI: a.cfg.URL + "/device",
+		VerificationURIComplete: a.cfg.URL + "/device?user_code=" + p.UserCode,
+		ExpiresIn:               int(ttl.Seconds()), Interval: int(pollInterval.Seconds())}, nil
+}
+
+// PairingRequest is what the owner's consent page shows for a user code.
+type PairingRequest struct {
+	UserCode string
+	Device   store.Device
+	Scope    []policy.Rule
+	Expires  time.Time
+}
+
+// ErrUserCode is returned for an unknown, used or expired user code.
+var ErrUserCode = errors.New("that code is unknown or has expired; check the code on the device's display")
+
+// LookupPairing finds the pending request behind a user code.
+func (a *Authority) LookupPairing(userCode, owner string) (PairingRequest, error) {
+	code := NormalizeUserCode(userCode)
+	var h string
+	if err := a.Store.GetDoc(docUserCode, code, &h); err != nil {
+		return PairingRequest{}, ErrUserCode
+	}
+	var p pendingPairing
+	if err := a.Store.GetDoc(docDeviceCode, h, &p); err != nil || p.State != "pending" || time.Now().After(p.Expires) {
+		return PairingRequest{}, ErrUserCode
+	}
+	d, err := a.Store.Device(p.Device)
+	if err != nil {
+		return PairingRequest{}, ErrUserCode
+	}
+	class, err := a.Store.Class(d.Class)
+	if err != nil {
+		return PairingRequest{}, err
+	}
+	rules, _ := policy.Expand(class.Permissions, policy.Vars{Device: d.ID, Owner: owner, Client: d.ID})
+	return PairingRequest{UserCode: code, Device: d, Scope: rules, Expires: p.Expires}, nil
+}
+
+// DecidePairing records the owner's answer. Approving pairs the device to
+// the owner (synced to every gateway); a device paired to someone else must
+// be unpaired by its owner first.
+func (a *Authority) DecidePairing(userCode, owner string, approve bool) error {
+	code := NormalizeUserCode(userCode)
+	var h string
+	if err := a.Store.TakeDoc(docUserCode, code, &h); err != nil {
+		return ErrUserCode // single use: taken whatever the answer
+	}
+	var p pendingPairing
+	if err := a.Store.GetDoc(docDeviceCode, h, &p); err != nil || p.State != "pending" || time.Now().After(p.Expires) {
+		return ErrUserCode
+	}
+	if !approve {
+		p.State = "denied"
+		a.log.Info("pairing denied", "device", p.Device, "by", owner)
+		return a.Store.PutDoc(docDeviceCode, h, p)
+	}
+	d, err := a.Store.Device(p.Device)
+	if err != nil {
+		return err
+	}
+	if d.Owner != "" && d.Owner != owner {
+		return fmt.Errorf("device %s is paired to another account; its owner must unpair it first", d.ID)
+	}
+	d.Owner = owner
+	if _, err := a.Apply(&store.Batch{Devices: []store.Device{d}}, "owner "+owner); err != nil {
+		return err
+	}
+	p.State, p.Owner = "approved", owner
+	a.log.Info("pairing approved", "device", p.Device, "owner", owner)
+	return a.Store.PutDoc(docDeviceCode, h, p)
+}
+
+// PollDeviceCode is RFC 8628 §3.4/3.5: the device polls until the owner
+// decides; then it gets its token once.
+func (a *Authority) PollDeviceCode(clientID, assertionType, assertion, audience string, cert *x509.Certificate, deviceCode string) (TokenResponse, error) {
+	d, cnf, err := a.clientAuth(clientID, assertionType, assertion, audience, cert)
+	if err != nil {
+		return TokenResponse{}, err
+	}
+	h := hashCode(deviceCode)
+	var p pendingPairing
+	if deviceCode == "" || a.Store.GetDoc(docDeviceCode, h, &p) != nil || p.Device != d.ID {
+		return TokenResponse{}, &OAuthError{"invalid_grant", "unknown device_code", http.StatusBadRequest}
+	}
+	now := time.Now()
+	switch {
+	case now.After(p.Expires):
+		_ = a.Store.DeleteDoc(docDeviceCode, h)
+		return TokenResponse{}, &OAuthError{"expired_token", "the device_code has expired; start again", http.StatusBadRequest}
+	case p.State == "denied":
+		_ = a.Store.DeleteDoc(docDeviceCode, h)
+		return TokenResponse{}, &OAuthError{"access_denied", "the owner denied the request", http.StatusBadRequest}
+	case p.State == "pending":
+		if !p.LastPoll.IsZero() && now.Sub(p.LastPoll) < p.Interval {
+			p.Interval += 5 * time.Second // RFC 8628 §3.5: slow down by 5 s
+			p.LastPoll = now
+			_ = a.Store.PutDoc(docDeviceCode, h, p)
+			return TokenResponse{}, &OAuthError{"slow_down", fmt.Sprintf("poll at most every %s", p.Interval), http.StatusBadRequest}
+		}
+		p.LastPoll = now
+		_ = a.Store.PutDoc(docDeviceCode, h, p)
+		return TokenResponse{}, &OAuthError{"authorization_pending", "waiting for the owner to approve", http.StatusBadRequest}
+	}
+	// Approved: the device code is used up now.
+	if err := a.Store.TakeDoc(docDeviceCode, h, &p); err != nil {
+		return TokenResponse{}, &OAuthError{"invalid_grant", "device_code already used", http.StatusBadRequest}
+	}
+	if !sameCnf(p.Cnf, cnf) {
+		return TokenResponse{}, &OAuthError{"invalid_grant", "the device_code was issued to another credential of this device", http.StatusBadRequest}
+	}
+	return a.issuePaired(d, p.Owner, cnf)
+}
+
+func sameCnf(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// issuePaired signs a paired device's access token (sub = owner) and a new
+// refresh token bound to the same credential.
+func (a *Authority) issuePaired(d store.Device, owner string, cnf map[string]string) (TokenResponse, error) {
+	class, err := a.Store.Class(d.Class)
+	if err != nil {
+		return TokenResponse{}, err
+	}
+	rules, err := policy.Expand(class.Permissions, policy.Vars{Device: d.ID, Owner: owner, Client: d.ID})
+	if err != nil {
+		return TokenResponse{}, err
+	}
+	scope := policy.FormatScope(rules)
+	tok, err := a.sign(map[string]any{"sub": owner, "client_id": d.ID, "scope": scope, "cnf": cnf})
+	if err != nil {
+		return TokenResponse{}, err
+	}
+	refresh := randomID(32)
+	if err := a.Store.PutDoc(docRefresh, hashCode(refresh), refreshGrant{Device: d.ID, Owner: owner, Cnf: cnf, Expires: time.Now().Add(refreshTTL)}); err != nil {
+		return TokenResponse{}, err
+	}
+	a.log.Info("token issued", "device", d.ID, "owner", owner, "grant", "device_code")
+	return TokenResponse{AccessToken: tok, TokenType: "Bearer", ExpiresIn: int(a.cfg.TokenTTL.Seconds()), Scope: scope, RefreshToken: refresh}, nil
+}
+
+// Refresh rotates a refresh token: the old one is spent, the new token is
+// bound to the same credential, and a device unpaired since gets nothing.
+func (a *Authority) Refresh(clientID, assertionType, assertion, audience string, cert *x509.Certificate, refresh string) (TokenResponse, error) {
+	d, cnf, err := a.clientAuth(clientID, assertionType, assertion, audience, cert)
+	if err != nil {
+		return TokenResponse{}, err
+	}
+	var g refreshGrant
+	if refresh == "" || a.Store.TakeDoc(docRefresh, hashCode(refresh), &g) != nil {
+		return TokenResponse{}, &OAuthError{"invalid_grant", "unknown or used refresh_token", http.StatusBadRequest}
+	}
+	if g.Device != d.ID || !sameCnf(g.Cnf, cnf) || time.Now().After(g.Expires) {
+		return TokenResponse{}, &OAuthError{"invalid_grant", "refresh_token not valid for this client", http.StatusBadRequest}
+	}
+	if d.Owner != g.Owner || d.Status != store.DeviceActive {
+		return TokenResponse{}, &OAuthError{"invalid_grant", "the device is no longer paired to this owner", http.StatusBadRequest}
+	}
+	return a.issuePaired(d, g.Owner, cnf)
+}
+
+// Unpair ends a device's pairing: its owner is cleared, every token it holds
+// is revoked (pushed to the gateways, which disconnect it), its refresh
+// tokens stop working. The next owner can pair it again.
+func (a *Authority) Unpair(deviceID, owner string) error {
+	d, err := a.Store.Device(deviceID)
+	if err != nil {
+		return err
+	}
+	if d.Owner != owner {
+		return fmt.Errorf("device %s is not paired to %s", deviceID, owner)
+	}
+	d.Owner = ""
+	_, err = a.Apply(&store.Batch{Devices: []store.Device{d},
+		Revocations: []store.Revocation{{Kind: store.RevokeDevice, Value: deviceID, Reason: "unpaired by its owner"}}}, "owner "+owner)
+	if err != nil {
+		return err
+	}
+	a.log.Info("device unpaired", "device", deviceID, "owner", owner)
+	return nil
+}
