@@ -21,6 +21,8 @@ const (
 type Device struct {
 	// ID is the device's identity: its MQTT client ID and its token's client_id.
 	ID string `json:"id"`
+	// Name is what the owner calls the device ("kitchen speaker").
+	Name string `json:"name,omitempty"`
 	// Serial and MAC are informational (shown to technicians and owners).
 	Serial string `json:"serial,omitempty"`
 	MAC    string `json:"mac,omitempty"`

@@ -50,6 +50,7 @@ func NewHandler(a *Authority, adminToken string) *Handler {
 	m.HandleFunc("POST /admin/v1/gateways", h.admin(h.addGateway))
 	m.HandleFunc("GET /admin/v1/gateways", h.admin(h.listGateways))
 	m.HandleFunc("DELETE /admin/v1/gateways/{id}", h.admin(h.removeGateway))
+	h.mountWeb()
 	return h
 }
 
