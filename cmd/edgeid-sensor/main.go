@@ -41,7 +41,10 @@ func main() {
 }
 
 const usage = `usage: edgeid-sensor connect --broker HOST:PORT --client-id ID [--token TOKEN]
-                             [--publish TOPIC [--message M] [--count N]] [--timeout D]`
+                             [--publish TOPIC [--message M] [--count N]] [--timeout D]
+       edgeid-sensor keygen --out device.jwk      (prints the public key to register)
+       edgeid-sensor pair --authority URL [--fingerprint SHA256] --device ID --key device.jwk
+                          --broker HOST:PORT [--count N] [--listen D]`
 
 var errUsage = errors.New("usage")
 
@@ -52,6 +55,12 @@ type errRefused struct{ what string }
 func (e errRefused) Error() string { return e.what }
 
 func run(ctx context.Context, args []string, out io.Writer) error {
+	if len(args) > 0 && args[0] == "keygen" {
+		return keygen(args[1:], out)
+	}
+	if len(args) > 0 && args[0] == "pair" {
+		return pairJourney(ctx, args[1:], out)
+	}
 	if len(args) == 0 || args[0] != "connect" {
 		return errUsage
 	}

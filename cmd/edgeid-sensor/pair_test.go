@@ -1,0 +1,124 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/edgeid/edgeid/cloudsync/authority"
+	"github.com/edgeid/edgeid/cloudsync/client"
+	"github.com/edgeid/edgeid/edge"
+	"github.com/edgeid/edgeid/edge/config"
+	"github.com/edgeid/edgeid/edge/demo"
+	"github.com/edgeid/edgeid/store"
+)
+
+type lockedBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuf) Write(p []byte) (int, error) { l.mu.Lock(); defer l.mu.Unlock(); return l.b.Write(p) }
+func (l *lockedBuf) String() string              { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
+
+// The device's side of the journey, as edgeid-sensor walks it against a real
+// authority and gateway: keygen, pair (the owner approves), connect with
+// proof of possession, publish telemetry.
+func TestPairJourney(t *testing.T) {
+	var h http.Handler
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h.ServeHTTP(w, r) }))
+	srv.TLS = &tls.Config{}
+	srv.StartTLS()
+	st, err := store.Open(store.Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	a, err := authority.New(authority.Config{URL: srv.URL, TokenAudience: "edgeid", TokenTTL: time.Hour, MaxTokenLifetime: 24 * time.Hour,
+		EnrollCodeTTL: time.Hour}, st, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close(); srv.Close(); st.Close() })
+	h = authority.NewHandler(a, "sensor-test-admin-token")
+	sum := sha256.Sum256(srv.Certificate().Raw)
+	fp := hex.EncodeToString(sum[:])
+
+	dir := t.TempDir()
+	var pubOut bytes.Buffer
+	if err := run(context.Background(), []string{"keygen", "--out", filepath.Join(dir, "device.jwk")}, &pubOut); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Apply(&store.Batch{Classes: demo.Classes(), Devices: []store.Device{{ID: "speaker-9", Class: "thermostat",
+		Status: store.DeviceActive, PublicKey: json.RawMessage(bytes.TrimSpace(pubOut.Bytes()))}}}, "test"); err != nil {
+		t.Fatal(err)
+	}
+
+	code, _, _ := a.AddGateway("gw-s", "test")
+	e, err := client.Enroll(context.Background(), srv.URL, fp, code, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sockDir, _ := os.MkdirTemp("", "eidpair")
+	t.Cleanup(func() { os.RemoveAll(sockDir) })
+	cfg := config.Default()
+	cfg.Gateway.ID, cfg.StateDir = "gw-s", t.TempDir()
+	cfg.MQTT.TCP, cfg.MQTT.TLS.Listen, cfg.Metrics.Listen = "127.0.0.1:0", "", ""
+	cfg.Admin.Socket = filepath.Join(sockDir, "admin.sock")
+	cfg.Sync.Enrollment = filepath.Join(dir, "enrollment.json")
+	if err := e.Save(cfg.Sync.Enrollment); err != nil {
+		t.Fatal(err)
+	}
+	g, err := edge.New(cfg, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { g.Close() })
+
+	out := &lockedBuf{}
+	done := make(chan error, 1)
+	go func() {
+		done <- run(context.Background(), []string{"pair", "--authority", srv.URL, "--fingerprint", fp, "--device", "speaker-9",
+			"--key", filepath.Join(dir, "device.jwk"), "--broker", g.Addr("tcp"), "--count", "2", "--timeout", "60s"}, out)
+	}()
+	codeRE := regexp.MustCompile(`enter the code\s+([A-Z]{4}-[A-Z]{4})`)
+	deadline := time.Now().Add(30 * time.Second)
+	var userCode string
+	for userCode == "" && time.Now().Before(deadline) {
+		if m := codeRE.FindStringSubmatch(out.String()); m != nil {
+			userCode = m[1]
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if userCode == "" {
+		t.Fatalf("no user code printed:\n%s", out.String())
+	}
+	if err := a.DecidePairing(userCode, "alice", true); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("pair journey: %v\n%s", err, out.String())
+	}
+	for _, want := range []string{"paired: got an access token bound to this device's key", "CONNACK 0x00", "PUBACK 1 0x00", "PUBACK 2 0x00"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+}
