@@ -29,7 +29,16 @@ const (
 	PathSnapshot = "/sync/v1/snapshot"
 	PathChanges  = "/sync/v1/changes"
 	PathEvents   = "/sync/v1/events"
+	// PathPairRelay is where a gateway relays a device's pairing.
+	PathPairRelay = "/sync/v1/pair"
 )
+
+// PairRelayRequest is a device's pairing step relayed by its gateway.
+type PairRelayRequest struct {
+	Op         string `json:"op"` // start or poll
+	Device     string `json:"device"`
+	DeviceCode string `json:"device_code,omitempty"`
+}
 
 // ChangesResponse carries signed batches; Snapshot is set when the gateway
 // must start again from a snapshot (another epoch, or the log was trimmed).

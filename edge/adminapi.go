@@ -242,6 +242,7 @@ func (a *adminServer) devices(w http.ResponseWriter, r *http.Request) (any, erro
 		if online && n == 0 {
 			continue
 		}
+		d.PSK = nil // a secret: never over the admin socket
 		out = append(out, admin.Device{Device: d, Sessions: n})
 	}
 	return out, nil

@@ -21,6 +21,7 @@ import (
 	"github.com/edgeid/edgeid/cloudsync/client"
 	"github.com/edgeid/edgeid/edge/authn"
 	"github.com/edgeid/edgeid/edge/broker"
+	"github.com/edgeid/edgeid/edge/coap"
 	"github.com/edgeid/edgeid/edge/config"
 	"github.com/edgeid/edgeid/edge/throttle"
 	"github.com/edgeid/edgeid/hw"
@@ -39,7 +40,9 @@ type Gateway struct {
 	Verifier *authn.Verifier
 	Auth     *authn.Authenticator
 	Broker   *broker.Broker
-	started  time.Time
+	// CoAP is the coaps:// front end; nil when coap.dtls_listen is "".
+	CoAP    *coap.Server
+	started time.Time
 
 	listeners []*broker.Listener
 	Syncer    *client.Syncer
@@ -98,7 +101,7 @@ func (g *Gateway) build() error {
 	caps.MaximumPacketSize = cfg.MQTT.MaxPacketSize
 	caps.MaximumClients = cfg.MQTT.MaxClients
 	caps.MaximumSessionExpiryInterval = 24 * 3600
-	server := mqtt.New(&mqtt.Options{Capabilities: caps, Logger: g.log.With("component", "mochi"), InlineClient: false})
+	server := mqtt.New(&mqtt.Options{Capabilities: caps, Logger: slog.New(quietMochi{g.log.Handler()}).With("component", "mochi"), InlineClient: true /* the gateway's own publishes (pairing answers, CoAP), authorized before they are made */})
 	b, err := broker.New(server, g.Auth, g.log.With("component", "mqtt"))
 	if err != nil {
 		return err
@@ -109,6 +112,7 @@ func (g *Gateway) build() error {
 		return err
 	}
 	b.Gate = g.gate
+	b.PairRelay = g.pairRelay
 	rates := func(r config.Rates) throttle.Limits {
 		return throttle.Limits{Messages: throttle.Limit{Rate: r.MessagesPerSecond, Burst: r.MessageBurst},
 			Bytes: throttle.Limit{Rate: r.BytesPerSecond, Burst: r.ByteBurst}}
@@ -116,6 +120,16 @@ func (g *Gateway) build() error {
 	b.Devices = throttle.New(rates(cfg.Throttle.Device), cfg.Throttle.Persist, 50000)
 	b.Subjects = throttle.New(rates(cfg.Throttle.Subject), cfg.Throttle.Persist, 50000)
 	g.Broker = b
+	// --- CoAP ---
+	if cfg.CoAP.DTLSListen != "" {
+		g.CoAP, err = coap.New(coap.Options{DTLSListen: cfg.CoAP.DTLSListen, IdleTimeout: cfg.CoAP.IdleTimeout,
+			ObserveIdleTimeout: cfg.CoAP.ObserveIdleTimeout, MaxObservations: cfg.CoAP.MaxObservations,
+			Store: g.Store, Auth: g.Auth, Broker: b, Log: g.log.With("component", "coap")})
+		if err != nil {
+			return err
+		}
+	}
+	// --- end CoAP ---
 	g.Store.Watch(g.onApplied)
 	g.metrics = newMetrics(g)
 
@@ -168,6 +182,14 @@ func (g *Gateway) Start(ctx context.Context) error {
 	if err := g.Broker.Server.Serve(); err != nil {
 		return fmt.Errorf("start mqtt: %w", err)
 	}
+	// --- CoAP ---
+	if g.CoAP != nil {
+		if err := g.CoAP.Start(); err != nil {
+			_ = g.Broker.Server.Close()
+			return err
+		}
+	}
+	// --- end CoAP ---
 	a, err := newAdminServer(g)
 	if err != nil {
 		_ = g.Broker.Server.Close()
@@ -237,6 +259,9 @@ func (g *Gateway) close() error {
 		errs = append(errs, g.admin.close())
 	}
 	errs = append(errs, g.metrics.close())
+	if g.CoAP != nil { // --- CoAP ---
+		errs = append(errs, g.CoAP.Close())
+	}
 	if g.Broker != nil {
 		errs = append(errs, g.Broker.Server.Close())
 	}
@@ -349,6 +374,23 @@ func (g *Gateway) onApplied(a store.Applied) {
 	for s := range affected {
 		g.recheck(s)
 	}
+	// --- CoAP: PSK sessions follow their device records (status, key, class) ---
+	if g.CoAP != nil {
+		if a.Replaced || len(b.Devices) > 0 || len(b.Delete.Devices) > 0 {
+			g.CoAP.InvalidatePSKs()
+		}
+		if a.Replaced || len(b.Classes) > 0 || len(b.Delete.Classes) > 0 {
+			g.CoAP.RecheckAll()
+		} else {
+			for _, d := range b.Devices {
+				g.CoAP.Recheck(d.ID)
+			}
+			for _, id := range b.Delete.Devices {
+				g.CoAP.Recheck(id)
+			}
+		}
+	}
+	// --- end CoAP ---
 }
 
 // recheck re-evaluates a live session against the store, as a new CONNECT
@@ -541,3 +583,18 @@ func (g *Gateway) extendRevocations(rs []store.Revocation) {
 		}
 	}
 }
+
+// quietMochi drops mochi's per-packet "publish packet error" records: a
+// refused or throttled publish is answered with its reason code and counted
+// in the metrics; logging each one would let an abusive device flood the journal.
+type quietMochi struct{ slog.Handler }
+
+func (q quietMochi) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == "publish packet error" || r.Message == "publish packet rejected" {
+		return nil
+	}
+	return q.Handler.Handle(ctx, r)
+}
+
+func (q quietMochi) WithAttrs(a []slog.Attr) slog.Handler { return quietMochi{q.Handler.WithAttrs(a)} }
+func (q quietMochi) WithGroup(n string) slog.Handler      { return quietMochi{q.Handler.WithGroup(n)} }

@@ -112,6 +112,7 @@ func (b *Batch) validate(classKnown func(string) bool) error {
 		}
 	}
 	seen = map[string]bool{}
+	pskSeen := map[string]string{} // PSK identity -> device id
 	for i, d := range b.Devices {
 		at := fmt.Sprintf("devices[%d]", i)
 		if err := validID(d.ID); err != nil {
@@ -153,6 +154,16 @@ func (b *Batch) validate(classKnown func(string) bool) error {
 				p.add("%s.public_key: %v", at, err)
 			}
 		}
+		// --- CoAP DTLS-PSK (see psk.go) ---
+		if problem := checkPSK(d); problem != "" {
+			p.add("%s%s", at, problem)
+		} else if d.PSKIdentity != "" {
+			if other, dup := pskSeen[d.PSKIdentity]; dup {
+				p.add("%s.psk_identity is also the identity of %s in this batch; PSK identities must be unique", at, other)
+			}
+			pskSeen[d.PSKIdentity] = d.ID
+		}
+		// --- end CoAP DTLS-PSK ---
 		if (d.CertIssuer == "") != (d.CertSerial == "") {
 			p.add("%s: cert_issuer and cert_serial go together; set both or neither", at)
 		}

@@ -40,6 +40,12 @@ type Device struct {
 	// PublicKey is the device's own public key (JWK): it signs the device's
 	// client assertions (RFC 7523) and proves possession of key-bound tokens.
 	PublicKey json.RawMessage `json:"public_key,omitempty"`
+	// PSKIdentity and PSK are the device's DTLS pre-shared key for CoAP
+	// (coaps://): the identity the device sends in the handshake and the
+	// secret key, 16..64 bytes (base64 in JSON). Both or neither. The key is
+	// a secret: never log it.
+	PSKIdentity string `json:"psk_identity,omitempty"`
+	PSK         []byte `json:"psk,omitempty"`
 	// Rev is the store batch that last wrote this record (set by the store).
 	Rev uint64 `json:"rev,omitempty"`
 }

@@ -96,6 +96,11 @@ func (a *Authority) StartPairing(clientID, assertionType, assertion, audience st
 	if err != nil {
 		return DeviceAuthorization{}, err
 	}
+	return a.startPairing(d, cnf)
+}
+
+// startPairing makes the codes for device d, whose tokens will carry cnf.
+func (a *Authority) startPairing(d store.Device, cnf map[string]string) (DeviceAuthorization, error) {
 	if d.Status != store.DeviceActive {
 		return DeviceAuthorization{}, &OAuthError{"unauthorized_client", "device is " + string(d.Status), http.StatusBadRequest}
 	}
@@ -192,6 +197,11 @@ func (a *Authority) PollDeviceCode(clientID, assertionType, assertion, audience 
 	if err != nil {
 		return TokenResponse{}, err
 	}
+	return a.pollPairing(d, cnf, deviceCode)
+}
+
+// pollPairing is one poll of device d (authenticated, holding cnf).
+func (a *Authority) pollPairing(d store.Device, cnf map[string]string, deviceCode string) (TokenResponse, error) {
 	h := hashCode(deviceCode)
 	var p pendingPairing
 	if deviceCode == "" || a.Store.GetDoc(docDeviceCode, h, &p) != nil || p.Device != d.ID {

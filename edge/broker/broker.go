@@ -2,6 +2,7 @@ package broker
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -53,6 +54,9 @@ type Broker struct {
 	Recheck func(*Session)
 	// Connects limits CONNECT attempts per source address; nil for no limit.
 	Connects *ConnectLimiter
+	// PairRelay answers a device's pairing request published on
+	// $edgeid/pair/<device>/request; nil turns the relay off.
+	PairRelay func(ctx context.Context, device string, request []byte) []byte
 	// Devices and Subjects throttle PUBLISH rates per device and per token
 	// subject; nil or unlimited throttles allow everything.
 	Devices, Subjects *throttle.Throttle
@@ -77,6 +81,9 @@ func New(server *mqtt.Server, auth *authn.Authenticator, log *slog.Logger) (*Bro
 	}
 	if err := server.AddHook(&aclHook{b: b}, nil); err != nil {
 		return nil, fmt.Errorf("add acl hook: %w", err)
+	}
+	if err := server.AddHook(&pairHook{b: b}, nil); err != nil {
+		return nil, fmt.Errorf("add pairing hook: %w", err)
 	}
 	if err := server.AddHook(&throttleHook{b: b}, nil); err != nil {
 		return nil, fmt.Errorf("add throttle hook: %w", err)
@@ -150,6 +157,10 @@ func (b *Broker) authenticate(cl *mqtt.Client, pk packets.Packet) (*authn.Princi
 	}
 	// The client id is the device id: anything else would let one device take
 	// over another's session (mochi ends the older session of a client id).
+	// "inline" is mochi's own inline client, which the CoAP side publishes through.
+	if pk.Connect.ClientIdentifier == "inline" || p.Device.ID == "inline" {
+		return nil, packets.ErrClientIdentifierNotValid, &authn.Error{Reason: authn.ReasonClientID, Detail: `client id "inline" is reserved`}
+	}
 	if pk.Connect.ClientIdentifier == "" {
 		cl.ID = p.Device.ID
 		if pk.ProtocolVersion == 5 {
@@ -278,6 +289,9 @@ func (b *Broker) dropForbidden(s *Session) {
 		if p.CanSubscribe(sharedFilter(filter)) {
 			continue
 		}
+		if ok, mine := pairTopicAllowed(filter, s.Device, false); mine && ok && b.PairRelay != nil {
+			continue // the device's own pairing answers, whatever its class
+		}
 		b.Server.Topics.Unsubscribe(filter, cl.ID)
 		cl.State.Subscriptions.Delete(filter)
 		b.Log.Info("subscription dropped", "device", s.Device, "client", s.ClientID, "filter", filter, "reason", "no longer allowed")
@@ -392,6 +406,11 @@ func (h *aclHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	s := h.b.Sessions.get(cl)
 	if s == nil || s.ended.Load() || !h.b.Now().Before(s.End) {
 		return false
+	}
+	if len(topic) > len(pairPrefix) && topic[0] == '$' && h.b.PairRelay != nil {
+		if ok, mine := pairTopicAllowed(topic, s.Device, write); mine {
+			return ok
+		}
 	}
 	p := s.perms.Load()
 	var ok bool

@@ -33,6 +33,22 @@ type Config struct {
 	HW       HW       `mapstructure:"hw"`
 	Throttle Throttle `mapstructure:"throttle"`
 	Pairing  Pairing  `mapstructure:"pairing"`
+	CoAP     CoAP     `mapstructure:"coap"`
+}
+
+// CoAP configures the CoAP (RFC 7252) front end: devices publish and observe
+// the MQTT topic space under /ps/<topic> over DTLS with a pre-shared key.
+type CoAP struct {
+	// DTLSListen is the coaps:// (DTLS 1.2, PSK) UDP address; "" turns CoAP
+	// off. The IANA port is 5684.
+	DTLSListen string `mapstructure:"dtls_listen"`
+	// IdleTimeout closes a DTLS session without observations after this long
+	// without a message; sessions holding observations are kept for
+	// ObserveIdleTimeout (go-coap's own default would drop them after 16 s).
+	IdleTimeout        time.Duration `mapstructure:"idle_timeout"`
+	ObserveIdleTimeout time.Duration `mapstructure:"observe_idle_timeout"`
+	// MaxObservations caps the observations one device may hold at once.
+	MaxObservations int `mapstructure:"max_observations"`
 }
 
 // HW names the board's GPIO pins (periph names, e.g. GPIO17); empty means
@@ -185,6 +201,7 @@ func Default() Config {
 			Persist: 100,
 		},
 		Pairing: Pairing{Window: 5 * time.Minute},
+		CoAP:    CoAP{IdleTimeout: 5 * time.Minute, ObserveIdleTimeout: 24 * time.Hour, MaxObservations: 16},
 	}
 }
 
@@ -365,6 +382,18 @@ func (c Config) Validate() error {
 	if c.Sync.MaxStaleness < 0 {
 		bad("sync.max_staleness", "%s must not be negative (0 turns it off)", c.Sync.MaxStaleness)
 	}
+	// --- CoAP ---
+	checkAddr("coap.dtls_listen", c.CoAP.DTLSListen)
+	if c.CoAP.IdleTimeout < 10*time.Second || c.CoAP.IdleTimeout > 24*time.Hour {
+		bad("coap.idle_timeout", "%s is outside 10s..24h", c.CoAP.IdleTimeout)
+	}
+	if c.CoAP.ObserveIdleTimeout < c.CoAP.IdleTimeout || c.CoAP.ObserveIdleTimeout > 30*24*time.Hour {
+		bad("coap.observe_idle_timeout", "%s is outside coap.idle_timeout..720h", c.CoAP.ObserveIdleTimeout)
+	}
+	if c.CoAP.MaxObservations < 1 || c.CoAP.MaxObservations > 1024 {
+		bad("coap.max_observations", "%d is outside 1..1024", c.CoAP.MaxObservations)
+	}
+	// --- end CoAP ---
 	if c.Admin.Socket == "" {
 		bad("admin.socket", "is empty; give a unix socket path such as /run/edgeid/admin.sock")
 	}

@@ -1,0 +1,102 @@
+package authority
+
+import (
+	"crypto"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+
+	"github.com/lestrrat-go/jwx/v3/jwk"
+
+	"github.com/edgeid/edgeid/cloudsync"
+	"github.com/edgeid/edgeid/store"
+)
+
+// Pairing relayed by a gateway, for devices that cannot speak HTTPS: the
+// device is authenticated by the gateway (its MQTT or CoAP session), and the
+// enrolled gateway vouches for it here. Tokens are bound to the device's
+// registered key (jkt), else to its registered certificate (x5t#S256).
+
+// RelayStart begins a pairing for a device on behalf of gateway gw.
+func (a *Authority) RelayStart(gw, deviceID string) (DeviceAuthorization, error) {
+	d, err := a.Store.Device(deviceID)
+	if err != nil {
+		return DeviceAuthorization{}, &OAuthError{"invalid_client", "unknown device", http.StatusBadRequest}
+	}
+	cnf, err := registeredCnf(d)
+	if err != nil {
+		return DeviceAuthorization{}, &OAuthError{"invalid_client", err.Error(), http.StatusBadRequest}
+	}
+	a.log.Info("pairing relayed", "gateway", gw, "device", deviceID)
+	return a.startPairing(d, cnf)
+}
+
+// RelayPoll polls a relayed pairing.
+func (a *Authority) RelayPoll(gw, deviceID, deviceCode string) (TokenResponse, error) {
+	d, err := a.Store.Device(deviceID)
+	if err != nil {
+		return TokenResponse{}, &OAuthError{"invalid_client", "unknown device", http.StatusBadRequest}
+	}
+	cnf, err := registeredCnf(d)
+	if err != nil {
+		return TokenResponse{}, &OAuthError{"invalid_client", err.Error(), http.StatusBadRequest}
+	}
+	return a.pollPairing(d, cnf, deviceCode)
+}
+
+// registeredCnf is the confirmation a relayed device's tokens are bound to.
+func registeredCnf(d store.Device) (map[string]string, error) {
+	if len(d.PublicKey) > 0 {
+		k, err := jwk.ParseKey(d.PublicKey)
+		if err != nil {
+			return nil, err
+		}
+		t, err := k.Thumbprint(crypto.SHA256)
+		if err != nil {
+			return nil, err
+		}
+		return map[string]string{"jkt": base64.RawURLEncoding.EncodeToString(t)}, nil
+	}
+	if d.CertSHA256 != "" {
+		b, err := hex.DecodeString(d.CertSHA256)
+		if err != nil {
+			return nil, err
+		}
+		return map[string]string{"x5t#S256": base64.RawURLEncoding.EncodeToString(b)}, nil
+	}
+	return nil, errors.New("the device has no registered key or certificate to bind its tokens to")
+}
+
+func (h *Handler) relay(w http.ResponseWriter, r *http.Request, gw string) {
+	var req cloudsync.PairRelayRequest
+	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<16))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		fail(w, http.StatusBadRequest, "invalid_request", "request body: "+err.Error())
+		return
+	}
+	var resp any
+	var err error
+	switch req.Op {
+	case "start":
+		resp, err = h.A.RelayStart(gw, req.Device)
+	case "poll":
+		resp, err = h.A.RelayPoll(gw, req.Device, req.DeviceCode)
+	default:
+		fail(w, http.StatusBadRequest, "invalid_request", `op: use "start" or "poll"`)
+		return
+	}
+	var oe *OAuthError
+	if errors.As(err, &oe) {
+		writeJSON(w, oe.status, oe)
+		return
+	}
+	if err != nil {
+		fail(w, http.StatusInternalServerError, "server_error", err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, resp)
+}

@@ -1,0 +1,638 @@
+// Package coap is the gateway's CoAP front end (RFC 7252 over DTLS 1.2 with
+// a per-device pre-shared key). Devices use the MQTT topic space under
+// /ps/<topic>: PUT or POST publishes, GET reads the retained message, and GET
+// with Observe (RFC 7641) subscribes. Every request and every delivery is
+// authorized with the device's class permissions, as the MQTT ACL does, and
+// publishes go through the device throttle.
+//
+// Messages enter the broker through mochi's inline client, which bypasses the
+// broker's ACL hook: this package authorizes before every inline publish and
+// before every delivery to an observer.
+package coap
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+	piondtls "github.com/pion/dtls/v3"
+	dtlsServer "github.com/plgd-dev/go-coap/v3/dtls/server"
+	"github.com/plgd-dev/go-coap/v3/message"
+	"github.com/plgd-dev/go-coap/v3/message/codes"
+	"github.com/plgd-dev/go-coap/v3/message/pool"
+	coapNet "github.com/plgd-dev/go-coap/v3/net"
+	"github.com/plgd-dev/go-coap/v3/net/responsewriter"
+	"github.com/plgd-dev/go-coap/v3/options"
+	udpClient "github.com/plgd-dev/go-coap/v3/udp/client"
+
+	"github.com/edgeid/edgeid/edge/authn"
+	"github.com/edgeid/edgeid/edge/broker"
+	"github.com/edgeid/edgeid/edge/policy"
+	"github.com/edgeid/edgeid/edge/throttle"
+	"github.com/edgeid/edgeid/store"
+)
+
+// PathPrefix is where the MQTT topic space is mapped: /ps/<topic>.
+const PathPrefix = "/ps/"
+
+// Options configure a Server.
+type Options struct {
+	// DTLSListen is the UDP address of the coaps:// listener.
+	DTLSListen string
+	// IdleTimeout closes a session without observations after this long
+	// without a message; ObserveIdleTimeout one that holds observations.
+	IdleTimeout, ObserveIdleTimeout time.Duration
+	// MaxObservations caps the observations one device holds at once.
+	MaxObservations int
+
+	Store  *store.Store
+	Auth   *authn.Authenticator
+	Broker *broker.Broker // its Server must have the inline client enabled
+	Log    *slog.Logger
+}
+
+// Server is the running CoAP front end.
+type Server struct {
+	o      Options
+	log    *slog.Logger
+	ln     *coapNet.DTLSListener
+	srv    *dtlsServer.Server
+	served chan struct{}
+
+	subID atomic.Int64 // inline subscription ids
+
+	mu    sync.Mutex
+	peers map[string]map[*peer]struct{} // device id -> live DTLS sessions
+	psks  map[string][]string           // PSK identity -> device ids; nil: rebuild
+}
+
+// New checks the options; Start listens.
+func New(o Options) (*Server, error) {
+	if o.Store == nil || o.Auth == nil || o.Broker == nil || o.Log == nil {
+		return nil, errors.New("coap: Store, Auth, Broker and Log are required")
+	}
+	if !o.Broker.Server.Options.InlineClient {
+		return nil, errors.New("coap: the MQTT server needs its inline client enabled")
+	}
+	if o.MaxObservations <= 0 {
+		o.MaxObservations = 16
+	}
+	if o.IdleTimeout <= 0 {
+		o.IdleTimeout = 5 * time.Minute
+	}
+	if o.ObserveIdleTimeout < o.IdleTimeout {
+		o.ObserveIdleTimeout = o.IdleTimeout
+	}
+	return &Server{o: o, log: o.Log, peers: map[string]map[*peer]struct{}{}}, nil
+}
+
+// pskCipherSuites are the PSK suites offered: CCM_8 is CoAP's mandatory one
+// (RFC 7252 §9.1.3.1); the others are what common stacks (libcoap, tinydtls,
+// mbedTLS) also speak.
+var pskCipherSuites = []piondtls.CipherSuiteID{
+	piondtls.TLS_PSK_WITH_AES_128_CCM_8,
+	piondtls.TLS_PSK_WITH_AES_128_CCM,
+	piondtls.TLS_PSK_WITH_AES_128_GCM_SHA256,
+	piondtls.TLS_PSK_WITH_AES_128_CBC_SHA256,
+}
+
+// Start binds the DTLS listener and serves in the background.
+func (s *Server) Start() error {
+	ln, err := coapNet.NewDTLSListener("udp", s.o.DTLSListen, coapNet.NewDTLSServerOptions(
+		piondtls.WithPSK(s.pskFor),
+		piondtls.WithCipherSuites(pskCipherSuites...),
+		piondtls.WithExtendedMasterSecret(piondtls.RequestExtendedMasterSecret),
+	))
+	if err != nil {
+		return fmt.Errorf("coap.dtls_listen %s: %w", s.o.DTLSListen, err)
+	}
+	s.ln = ln
+	s.srv = dtlsServer.New(
+		options.WithHandlerFunc(udpClient.HandlerFunc(s.handle)),
+		options.WithOnNewConn(s.onNewConn),
+		idleMonitor{s: s},
+		options.WithDTLSHandshakeTimeout(10*time.Second),
+		options.WithErrors(func(err error) {
+			s.log.Debug("coap", "err", err)
+		}),
+	)
+	s.served = make(chan struct{})
+	go func() {
+		defer close(s.served)
+		if err := s.srv.Serve(ln); err != nil {
+			s.log.Error("coap server stopped", "err", err)
+		}
+	}()
+	s.log.Info("coap listening", "dtls", ln.Addr().String())
+	return nil
+}
+
+// Addr is the bound DTLS address, or "" before Start.
+func (s *Server) Addr() string {
+	if s.ln == nil {
+		return ""
+	}
+	return s.ln.Addr().String()
+}
+
+// Close stops the listener and ends every session and observation.
+func (s *Server) Close() error {
+	if s.srv == nil {
+		return nil
+	}
+	s.srv.Stop()
+	<-s.served
+	s.mu.Lock()
+	var all []*peer
+	for _, ps := range s.peers {
+		for p := range ps {
+			all = append(all, p)
+		}
+	}
+	s.mu.Unlock()
+	for _, p := range all {
+		s.end(p, "gateway shutting down", false)
+	}
+	return nil
+}
+
+// peer is one DTLS session of a device.
+type peer struct {
+	cc       *udpClient.Conn
+	device   string
+	identity string
+	keySum   [32]byte // SHA-256 of the PSK the session was opened with
+	remote   string
+	perms    atomic.Pointer[policy.Perms]
+	ended    atomic.Bool
+
+	mu  sync.Mutex
+	obs map[string]*observation // by token
+}
+
+type peerKey struct{}
+
+// pskFor is the DTLS PSK callback: the key of the device holding identity.
+// An unknown identity gets a random key, so the handshake fails exactly as
+// with a wrong key and identities cannot be probed.
+func (s *Server) pskFor(identity []byte) ([]byte, error) {
+	d, err := s.deviceByIdentity(string(identity))
+	if err != nil {
+		s.log.Warn("coap handshake refused", "psk_identity", printable(string(identity)), "reason", err.Error())
+		k := make([]byte, 32)
+		_, _ = rand.Read(k)
+		return k, nil
+	}
+	return bytes.Clone(d.PSK), nil
+}
+
+// deviceByIdentity finds the active device holding a PSK identity.
+func (s *Server) deviceByIdentity(identity string) (store.Device, error) {
+	for attempt := 0; attempt < 2; attempt++ {
+		ids, err := s.identityIndex(identity, attempt > 0)
+		if err != nil {
+			return store.Device{}, err
+		}
+		switch len(ids) {
+		case 0:
+			if attempt == 0 {
+				continue // the cache may predate the device
+			}
+			return store.Device{}, errors.New("unknown psk identity")
+		case 1:
+		default:
+			return store.Device{}, fmt.Errorf("psk identity is held by %d devices (%s); refusing all of them", len(ids), strings.Join(ids, ", "))
+		}
+		d, err := s.o.Store.Device(ids[0])
+		if err != nil || d.PSKIdentity != identity {
+			continue // changed since the cache was built
+		}
+		if d.Status != store.DeviceActive {
+			return store.Device{}, fmt.Errorf("device %q is %s", d.ID, d.Status)
+		}
+		if len(d.PSK) == 0 {
+			return store.Device{}, fmt.Errorf("device %q has no psk", d.ID)
+		}
+		return d, nil
+	}
+	return store.Device{}, errors.New("unknown psk identity")
+}
+
+func (s *Server) identityIndex(identity string, rebuild bool) ([]string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.psks == nil || rebuild {
+		m, err := s.o.Store.PSKIdentities()
+		if err != nil {
+			return nil, fmt.Errorf("store: %w", err)
+		}
+		s.psks = m
+	}
+	return s.psks[identity], nil
+}
+
+// InvalidatePSKs drops the cached PSK identity index; call it when devices change.
+func (s *Server) InvalidatePSKs() {
+	s.mu.Lock()
+	s.psks = nil
+	s.mu.Unlock()
+}
+
+// onNewConn runs after a successful handshake: it binds the session to the
+// device whose key it used.
+func (s *Server) onNewConn(cc *udpClient.Conn) {
+	dc, ok := cc.NetConn().(*piondtls.Conn)
+	if !ok {
+		_ = cc.Close()
+		return
+	}
+	st, ok := dc.ConnectionState()
+	if !ok {
+		_ = cc.Close()
+		return
+	}
+	identity := string(st.IdentityHint)
+	d, err := s.deviceByIdentity(identity)
+	if err != nil {
+		s.log.Warn("coap session refused", "psk_identity", printable(identity), "remote", cc.RemoteAddr().String(), "reason", err.Error())
+		_ = cc.Close()
+		return
+	}
+	perms, err := s.o.Auth.Permissions(d, nil, d.ID)
+	if err != nil {
+		s.log.Warn("coap session refused", "device", d.ID, "reason", err.Error())
+		_ = cc.Close()
+		return
+	}
+	p := &peer{cc: cc, device: d.ID, identity: identity, keySum: sha256.Sum256(d.PSK), remote: cc.RemoteAddr().String(),
+		obs: map[string]*observation{}}
+	p.perms.Store(&perms)
+	cc.SetContextValue(peerKey{}, p)
+	s.mu.Lock()
+	if s.peers[d.ID] == nil {
+		s.peers[d.ID] = map[*peer]struct{}{}
+	}
+	s.peers[d.ID][p] = struct{}{}
+	s.mu.Unlock()
+	cc.AddOnClose(func() { s.end(p, "session closed", false) })
+	s.log.Info("coap connected", "device", d.ID, "remote", p.remote, "method", "psk")
+	// The device may have changed between the handshake and now.
+	s.check(p)
+}
+
+// check re-evaluates a session against the store: it ends it, or installs
+// the device's current permissions and cancels observations no longer allowed.
+func (s *Server) check(p *peer) {
+	if p.ended.Load() {
+		return
+	}
+	d, err := s.o.Store.Device(p.device)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		s.end(p, "device deleted", true)
+		return
+	case err != nil:
+		s.end(p, "store error: "+err.Error(), true) // fail closed
+		return
+	case d.Status != store.DeviceActive:
+		s.end(p, "device "+string(d.Status), true)
+		return
+	case d.PSKIdentity != p.identity:
+		s.end(p, "psk identity changed", true)
+		return
+	}
+	sum := sha256.Sum256(d.PSK)
+	if subtle.ConstantTimeCompare(sum[:], p.keySum[:]) != 1 {
+		s.end(p, "psk changed", true)
+		return
+	}
+	perms, err := s.o.Auth.Permissions(d, nil, d.ID)
+	if err != nil {
+		s.end(p, err.Error(), true)
+		return
+	}
+	p.perms.Store(&perms)
+	p.mu.Lock()
+	var drop []*observation
+	for _, o := range p.obs {
+		if !perms.CanSubscribe(o.topic) {
+			drop = append(drop, o)
+		}
+	}
+	p.mu.Unlock()
+	for _, o := range drop {
+		s.log.Info("coap observation cancelled", "device", p.device, "topic", o.topic, "reason", "no longer allowed")
+		s.cancel(o, codes.Forbidden)
+	}
+}
+
+// Recheck re-evaluates every CoAP session of device id against the store.
+// It does not block on the network: call it from the store watcher.
+func (s *Server) Recheck(id string) {
+	for _, p := range s.peersOf(id) {
+		s.check(p)
+	}
+}
+
+// RecheckAll re-evaluates every CoAP session (after class changes).
+func (s *Server) RecheckAll() {
+	s.mu.Lock()
+	var all []*peer
+	for _, ps := range s.peers {
+		for p := range ps {
+			all = append(all, p)
+		}
+	}
+	s.mu.Unlock()
+	for _, p := range all {
+		s.check(p)
+	}
+}
+
+// EndDevice ends every CoAP session of device id, cancelling its
+// observations with 4.03, and returns how many it ended.
+func (s *Server) EndDevice(id, reason string) int {
+	n := 0
+	for _, p := range s.peersOf(id) {
+		if s.end(p, reason, true) {
+			n++
+		}
+	}
+	return n
+}
+
+// Sessions is the number of live CoAP sessions of device id ("" for all).
+func (s *Server) Sessions(id string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if id != "" {
+		return len(s.peers[id])
+	}
+	n := 0
+	for _, ps := range s.peers {
+		n += len(ps)
+	}
+	return n
+}
+
+// Observations is the number of live observations of device id.
+func (s *Server) Observations(id string) int {
+	n := 0
+	for _, p := range s.peersOf(id) {
+		p.mu.Lock()
+		n += len(p.obs)
+		p.mu.Unlock()
+	}
+	return n
+}
+
+func (s *Server) peersOf(id string) []*peer {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*peer, 0, len(s.peers[id]))
+	for p := range s.peers[id] {
+		out = append(out, p)
+	}
+	return out
+}
+
+// end ends a session: its observations are unsubscribed at once (no message
+// is delivered after end returns) and, when notify, told 4.03 before the
+// DTLS session is closed, from a goroutine so the caller never waits on the
+// network.
+func (s *Server) end(p *peer, reason string, notify bool) bool {
+	if !p.ended.CompareAndSwap(false, true) {
+		return false
+	}
+	s.mu.Lock()
+	if ps := s.peers[p.device]; ps != nil {
+		delete(ps, p)
+		if len(ps) == 0 {
+			delete(s.peers, p.device)
+		}
+	}
+	s.mu.Unlock()
+	p.mu.Lock()
+	obs := make([]*observation, 0, len(p.obs))
+	for _, o := range p.obs {
+		obs = append(obs, o)
+	}
+	p.mu.Unlock()
+	for _, o := range obs {
+		s.unsubscribe(o)
+	}
+	if notify {
+		s.log.Warn("coap session ended", "device", p.device, "remote", p.remote, "reason", reason)
+		go func() {
+			for _, o := range obs {
+				o.final(codes.Forbidden)
+			}
+			_ = p.cc.Close()
+		}()
+	} else {
+		s.log.Info("coap disconnected", "device", p.device, "remote", p.remote, "reason", reason)
+	}
+	return true
+}
+
+// idleMonitor closes idle sessions: after IdleTimeout without a message, or
+// ObserveIdleTimeout when the session holds observations (go-coap's default
+// would close observers after 16 s).
+type idleMonitor struct{ s *Server }
+
+func (m idleMonitor) DTLSServerApply(cfg *dtlsServer.Config) {
+	cfg.CreateInactivityMonitor = func() udpClient.InactivityMonitor {
+		im := &inactivity{s: m.s}
+		im.Notify()
+		return im
+	}
+}
+
+type inactivity struct {
+	s    *Server
+	last atomic.Int64
+}
+
+func (m *inactivity) Notify() { m.last.Store(time.Now().UnixNano()) }
+
+func (m *inactivity) CheckInactivity(now time.Time, cc *udpClient.Conn) {
+	idle := now.Sub(time.Unix(0, m.last.Load()))
+	limit := m.s.o.IdleTimeout
+	if p, ok := cc.Context().Value(peerKey{}).(*peer); ok {
+		p.mu.Lock()
+		if len(p.obs) > 0 {
+			limit = m.s.o.ObserveIdleTimeout
+		}
+		p.mu.Unlock()
+	}
+	if idle > limit {
+		_ = cc.Close()
+	}
+}
+
+// handle serves one request.
+func (s *Server) handle(w *responsewriter.ResponseWriter[*udpClient.Conn], r *pool.Message) {
+	p, _ := w.Conn().Context().Value(peerKey{}).(*peer)
+	if p == nil || p.ended.Load() {
+		reply(w, codes.Unauthorized, "no authenticated session")
+		return
+	}
+	path, err := r.Options().Path()
+	if err != nil || !strings.HasPrefix(path, PathPrefix) {
+		reply(w, codes.NotFound, "resources are under "+PathPrefix+"<topic>")
+		return
+	}
+	topic := path[len(PathPrefix):]
+	if why := badTopic(topic); why != "" {
+		reply(w, codes.BadRequest, why)
+		return
+	}
+	switch r.Code() {
+	case codes.PUT, codes.POST:
+		s.publish(w, r, p, topic)
+	case codes.GET:
+		s.get(w, r, p, topic)
+	default:
+		reply(w, codes.MethodNotAllowed, "use PUT or POST to publish, GET (with Observe to subscribe)")
+	}
+}
+
+// badTopic refuses what is not an MQTT topic name a device may use.
+func badTopic(t string) string {
+	switch {
+	case t == "":
+		return "empty topic"
+	case len(t) > 65535:
+		return "topic longer than 65535 bytes"
+	case !utf8.ValidString(t):
+		return "topic is not UTF-8"
+	case strings.ContainsAny(t, "+#\x00"):
+		return "topic must not contain + # or NUL (wildcards are not supported over CoAP)"
+	case strings.HasPrefix(t, "$"):
+		return "topics starting with $ are reserved"
+	}
+	return ""
+}
+
+func (s *Server) publish(w *responsewriter.ResponseWriter[*udpClient.Conn], r *pool.Message, p *peer, topic string) {
+	b := s.o.Broker
+	if !p.perms.Load().CanPublish(topic) {
+		b.Counters.Denied.Add(1)
+		s.log.Info("coap publish denied", "device", p.device, "topic", topic)
+		reply(w, codes.Forbidden, "not allowed to publish to this topic")
+		return
+	}
+	payload, err := r.ReadBody()
+	if err != nil {
+		reply(w, codes.BadRequest, "cannot read payload")
+		return
+	}
+	if v := b.Devices.Check(p.device, len(payload), b.Now()); v != throttle.Allow {
+		b.Counters.Throttled.Add(1)
+		_ = w.SetResponse(codes.TooManyRequests, message.TextPlain, bytes.NewReader([]byte("message rate too high")),
+			message.Option{ID: message.MaxAge, Value: []byte{1}})
+		return
+	}
+	// A device whose MQTT client id is mochi's "inline" could take the inline
+	// client's place in the registry: publish only through the real one.
+	inline, ok := b.Server.Clients.Get(mqtt.InlineClientId)
+	if !ok || !inline.Net.Inline {
+		reply(w, codes.ServiceUnavailable, "broker not ready")
+		return
+	}
+	retain := false
+	if qs, err := r.Options().Queries(); err == nil {
+		for _, q := range qs {
+			if q == "retain" || q == "retain=1" || q == "retain=true" {
+				retain = true
+			}
+		}
+	}
+	var qos byte
+	if r.Type() == message.Confirmable {
+		qos = 1
+	}
+	pk := packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: qos, Retain: retain},
+		TopicName:   topic,
+		Payload:     payload,
+		PacketID:    uint16(qos), // as mochi's Server.Publish: a valid id for QoS 1
+	}
+	if cf, err := r.ContentFormat(); err == nil {
+		pk.Properties.ContentType = mimeOf(cf)
+	}
+	// Authorized above: the inline client itself is allowed everything.
+	if err := b.Server.InjectPacket(inline, pk); err != nil {
+		s.log.Warn("coap publish failed", "device", p.device, "topic", topic, "err", err)
+		reply(w, codes.InternalServerError, "publish failed")
+		return
+	}
+	_ = w.SetResponse(codes.Changed, message.TextPlain, nil)
+}
+
+func (s *Server) get(w *responsewriter.ResponseWriter[*udpClient.Conn], r *pool.Message, p *peer, topic string) {
+	b := s.o.Broker
+	obs, obsErr := r.Options().Observe()
+	if obsErr == nil && obs == 1 {
+		s.deregister(p, r.Token())
+	}
+	if !p.perms.Load().CanSubscribe(topic) {
+		b.Counters.Denied.Add(1)
+		s.log.Info("coap subscribe denied", "device", p.device, "topic", topic)
+		reply(w, codes.Forbidden, "not allowed to subscribe to this topic")
+		return
+	}
+	var retained *packets.Packet
+	if ms := b.Server.Topics.Messages(topic); len(ms) > 0 {
+		retained = &ms[0]
+	}
+	if obsErr != nil || obs != 0 {
+		if retained == nil {
+			reply(w, codes.NotFound, "no retained message on this topic")
+			return
+		}
+		_ = w.SetResponse(codes.Content, formatOf(*retained), bytes.NewReader(retained.Payload))
+		return
+	}
+	o, code := s.register(p, r.Token(), topic, retained)
+	if o == nil {
+		reply(w, code, "cannot observe: too many observations")
+		return
+	}
+	var body []byte
+	cf := message.TextPlain
+	if retained != nil {
+		body, cf = retained.Payload, formatOf(*retained)
+	}
+	_ = w.SetResponse(codes.Content, cf, bytes.NewReader(body), message.Option{ID: message.Observe, Value: encodeUint(2)})
+}
+
+// reply sets a response with a short diagnostic payload (RFC 7252 §5.5.2).
+func reply(w *responsewriter.ResponseWriter[*udpClient.Conn], code codes.Code, diag string) {
+	_ = w.SetResponse(code, message.TextPlain, bytes.NewReader([]byte(diag)))
+}
+
+func encodeUint(v uint32) []byte {
+	buf := make([]byte, 4)
+	n, _ := message.EncodeUint32(buf, v)
+	return buf[:n]
+}
+
+// printable shortens an untrusted identity for a log line.
+func printable(s string) string {
+	if len(s) > 64 {
+		s = s[:64] + "..."
+	}
+	return fmt.Sprintf("%q", s)
+}

@@ -1,0 +1,227 @@
+package coap
+
+import (
+	"bytes"
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/plgd-dev/go-coap/v3/message"
+	"github.com/plgd-dev/go-coap/v3/message/codes"
+)
+
+// queueLen is how many messages may wait for one observer; more are dropped
+// (a CoAP observer only needs the latest state, RFC 7641 §4.5.2).
+const queueLen = 32
+
+// observation is one Observe registration: an inline MQTT subscription whose
+// messages are sent to the observer as notifications.
+type observation struct {
+	s     *Server
+	p     *peer
+	token []byte
+	topic string
+	id    int
+
+	seq     atomic.Uint32 // last Observe sequence number used
+	queue   chan packets.Packet
+	stop    chan struct{}
+	once    sync.Once
+	skip    atomic.Pointer[[]byte] // retained payload already sent with the registration
+	dropped atomic.Uint64
+}
+
+// register subscribes an observation of topic for p under token. It returns
+// nil and the code to answer when it cannot.
+func (s *Server) register(p *peer, token []byte, topic string, retained *packets.Packet) (*observation, codes.Code) {
+	o := &observation{s: s, p: p, token: bytes.Clone(token), topic: topic, id: int(s.subID.Add(1)),
+		queue: make(chan packets.Packet, queueLen), stop: make(chan struct{})}
+	o.seq.Store(2) // the registration answer carries 2; notifications count up
+	if retained != nil {
+		pl := bytes.Clone(retained.Payload)
+		o.skip.Store(&pl)
+	}
+	p.mu.Lock()
+	if p.ended.Load() {
+		p.mu.Unlock()
+		return nil, codes.Unauthorized
+	}
+	old := p.obs[string(o.token)]
+	n := len(p.obs)
+	if old != nil {
+		n--
+	}
+	if n >= s.o.MaxObservations {
+		p.mu.Unlock()
+		return nil, codes.ServiceUnavailable
+	}
+	p.obs[string(o.token)] = o
+	p.mu.Unlock()
+	if old != nil {
+		s.unsubscribe(old)
+	}
+	if err := s.o.Broker.Server.Subscribe(topic, o.id, o.offer); err != nil {
+		s.unsubscribe(o)
+		s.log.Warn("coap observe failed", "device", p.device, "topic", topic, "err", err)
+		return nil, codes.InternalServerError
+	}
+	o.skip.Store(nil) // retained replay is over
+	go o.run()
+	s.log.Info("coap observing", "device", p.device, "topic", topic)
+	return o, codes.Content
+}
+
+// deregister cancels p's observation under token (GET with Observe 1).
+func (s *Server) deregister(p *peer, token []byte) {
+	p.mu.Lock()
+	o := p.obs[string(token)]
+	p.mu.Unlock()
+	if o != nil {
+		s.unsubscribe(o)
+	}
+}
+
+// unsubscribe removes the observation from the broker and the session. No
+// message is queued for it after it returns.
+func (s *Server) unsubscribe(o *observation) {
+	o.once.Do(func() {
+		_ = s.o.Broker.Server.Unsubscribe(o.topic, o.id)
+		close(o.stop)
+		o.p.mu.Lock()
+		if o.p.obs[string(o.token)] == o {
+			delete(o.p.obs, string(o.token))
+		}
+		o.p.mu.Unlock()
+	})
+}
+
+// cancel ends an observation and tells the observer with code (a non-2.xx
+// notification ends an observation, RFC 7641 §3.2), without blocking.
+func (s *Server) cancel(o *observation, code codes.Code) {
+	s.unsubscribe(o)
+	go o.final(code)
+}
+
+// final sends the closing notification.
+func (o *observation) final(code codes.Code) {
+	cc := o.p.cc
+	m := cc.AcquireMessage(context.Background())
+	defer cc.ReleaseMessage(m)
+	m.SetCode(code)
+	m.SetToken(o.token)
+	m.SetType(message.NonConfirmable)
+	m.SetContentFormat(message.TextPlain)
+	m.SetBody(bytes.NewReader([]byte("observation cancelled: not authorized")))
+	_ = cc.WriteMessage(m)
+}
+
+// offer is the inline subscription handler. mochi calls it on the
+// publisher's goroutine: it must never block.
+func (o *observation) offer(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
+	if sk := o.skip.Load(); sk != nil && pk.FixedHeader.Retain && bytes.Equal(*sk, pk.Payload) {
+		return // the registration answer already carries it
+	}
+	select {
+	case <-o.stop:
+	case o.queue <- pk:
+	default:
+		o.dropped.Add(1)
+	}
+}
+
+// run sends queued messages as notifications until the observation ends.
+func (o *observation) run() {
+	for {
+		select {
+		case <-o.stop:
+			return
+		case pk := <-o.queue:
+			select {
+			case <-o.stop:
+				return
+			default:
+			}
+			// Authorize every delivery, as the MQTT ACL does.
+			p := o.p
+			if p.ended.Load() {
+				return
+			}
+			if !p.perms.Load().CanSubscribe(pk.TopicName) {
+				o.s.o.Broker.Counters.Denied.Add(1)
+				continue
+			}
+			if err := o.notify(pk); err != nil {
+				o.s.log.Info("coap observation ended", "device", p.device, "topic", o.topic, "reason", "notification failed: "+err.Error())
+				o.s.unsubscribe(o)
+				return
+			}
+			o.s.o.Broker.Counters.MessagesOut.Add(1)
+			o.s.o.Broker.Counters.BytesOut.Add(uint64(len(pk.Payload)))
+		}
+	}
+}
+
+func (o *observation) notify(pk packets.Packet) error {
+	cc := o.p.cc
+	ctx, cancel := context.WithTimeout(cc.Context(), time.Minute)
+	defer cancel()
+	m := cc.AcquireMessage(ctx)
+	defer cc.ReleaseMessage(m)
+	m.SetCode(codes.Content)
+	m.SetToken(o.token)
+	m.SetObserve(o.seq.Add(1) & 0xffffff)
+	m.SetContentFormat(formatOf(pk))
+	m.SetBody(bytes.NewReader(pk.Payload))
+	// Confirmable: an observer that stopped answering is noticed and dropped.
+	m.SetType(message.Confirmable)
+	return cc.WriteMessage(m)
+}
+
+// Content-Format numbers (RFC 7252 §12.3 registry) for MQTT 5 content types.
+var formats = map[string]message.MediaType{
+	"text/plain":                message.TextPlain,
+	"text/plain;charset=utf-8":  message.TextPlain,
+	"text/plain; charset=utf-8": message.TextPlain,
+	"application/link-format":   message.AppLinkFormat,
+	"application/xml":           message.AppXML,
+	"application/octet-stream":  message.AppOctets,
+	"application/exi":           message.AppExi,
+	"application/json":          message.AppJSON,
+	"application/cbor":          message.AppCBOR,
+	"application/senml+json":    message.AppSenmlJSON,
+	"application/senml+cbor":    message.AppSenmlCbor,
+}
+
+// formatOf is the Content-Format of an MQTT message: its content type when
+// it has a CoAP number, else text/plain for UTF-8 and octet-stream otherwise.
+func formatOf(pk packets.Packet) message.MediaType {
+	if f, ok := formats[pk.Properties.ContentType]; ok {
+		return f
+	}
+	if utf8.Valid(pk.Payload) {
+		return message.TextPlain
+	}
+	return message.AppOctets
+}
+
+// mimeOf is the MQTT content type of a CoAP Content-Format ("" if unknown).
+func mimeOf(f message.MediaType) string {
+	switch f {
+	case message.TextPlain:
+		return "text/plain;charset=utf-8"
+	case message.AppSenmlJSON:
+		return "application/senml+json"
+	case message.AppSenmlCbor:
+		return "application/senml+cbor"
+	}
+	for k, v := range formats {
+		if v == f && k != "text/plain" && k != "text/plain; charset=utf-8" {
+			return k
+		}
+	}
+	return ""
+}
