@@ -31,6 +31,8 @@ const (
 	PathEvents   = "/sync/v1/events"
 	// PathPairRelay is where a gateway relays a device's pairing.
 	PathPairRelay = "/sync/v1/pair"
+	// PathSeen is where a gateway reports when its devices were last connected.
+	PathSeen = "/sync/v1/seen"
 )
 
 // PairRelayRequest is a device's pairing step relayed by its gateway.
@@ -52,3 +54,12 @@ const AssertionType = "edgeid-gw+jwt"
 
 // AssertionLifetime bounds how long a signed request stays usable.
 const AssertionLifetime = 2 * time.Minute
+
+// Seen is a gateway's report of device presence: device id -> last seen.
+type Seen map[string]SeenAt
+
+// SeenAt is when a device was last connected, and whether it still is.
+type SeenAt struct {
+	At     time.Time `json:"at"`
+	Online bool      `json:"online"`
+}

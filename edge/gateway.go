@@ -18,6 +18,7 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/edgeid/edgeid/cloudsync"
 	"github.com/edgeid/edgeid/cloudsync/client"
 	"github.com/edgeid/edgeid/edge/authn"
 	"github.com/edgeid/edgeid/edge/broker"
@@ -53,6 +54,7 @@ type Gateway struct {
 	metrics   *metrics
 	board     *hw.Board
 	stopBoard context.CancelFunc
+	stopSeen  context.CancelFunc
 	pairUntil atomic.Int64 // unix nanos; the pairing window is open before it
 	closeOnce sync.Once
 	closeErr  error
@@ -219,6 +221,10 @@ func (g *Gateway) Start(ctx context.Context) error {
 		go func() { defer g.wg.Done(); g.runBoard(bctx, board) }()
 	}
 	if g.Syncer != nil {
+		seenCtx, stopSeen := context.WithCancel(context.Background())
+		g.stopSeen = stopSeen
+		g.wg.Add(1)
+		go func() { defer g.wg.Done(); g.reportSeen(seenCtx) }()
 		syncCtx, stop := context.WithCancel(context.Background())
 		g.stopSync = stop
 		g.wg.Add(1)
@@ -273,6 +279,9 @@ func (g *Gateway) close() error {
 	}
 	if g.stopBoard != nil {
 		g.stopBoard()
+	}
+	if g.stopSeen != nil {
+		g.stopSeen()
 	}
 	g.wg.Wait()
 	if g.board != nil {
@@ -598,3 +607,26 @@ func (q quietMochi) Handle(ctx context.Context, r slog.Record) error {
 
 func (q quietMochi) WithAttrs(a []slog.Attr) slog.Handler { return quietMochi{q.Handler.WithAttrs(a)} }
 func (q quietMochi) WithGroup(n string) slog.Handler      { return quietMochi{q.Handler.WithGroup(n)} }
+
+// reportSeen tells the authority, now and then, which devices are connected
+// and when the others left, for the owners' "My devices" page.
+func (g *Gateway) reportSeen(ctx context.Context) {
+	t := time.NewTicker(g.cfg.Sync.PresenceInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		seen := cloudsync.Seen{}
+		for d, s := range g.Broker.Sessions.Seen(time.Now()) {
+			seen[d] = cloudsync.SeenAt{At: s.At, Online: s.Online}
+		}
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		if err := g.Syncer.ReportSeen(rctx, seen); err != nil {
+			g.log.Debug("presence report not sent", "err", err)
+		}
+		cancel()
+	}
+}

@@ -1,13 +1,11 @@
 package edge_test
 
 import (
-	"context"
 	"crypto"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/url"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -47,17 +45,16 @@ func (x *authSrv) oauth(key *demo.Issuer, device, path string, form url.Values) 
 // token bound to its key; it connects to the gateway proving that key; the
 // owner unpairs it on "My devices" and the gateway cuts it off.
 func TestPinAndPairInBrowser(t *testing.T) {
-	chromium, err := exec.LookPath("chromium")
-	if err != nil {
-		t.Fatal("chromium not found: install Debian's chromium (.ci/run does)")
-	}
 	x := startAuthority(t)
 	speaker, _ := demo.NewIssuer("speaker-42", "speaker-42-key") // the speaker's own key pair
 	pub, _ := speaker.Key.PublicKey()
 	pubJSON, _ := json.Marshal(pub)
 	x.admin("POST", "/admin/v1/import", store.Batch{Classes: demo.Classes(),
 		Devices: []store.Device{{ID: "speaker-42", Serial: "SPK-000042", Class: "thermostat", Status: store.DeviceActive, PublicKey: pubJSON}}})
-	g := startGateway(t, func(c *configT) { c.Sync.Enrollment = x.enroll("gw-home") })
+	g := startGateway(t, func(c *configT) {
+		c.Sync.Enrollment = x.enroll("gw-home")
+		c.Sync.PresenceInterval = time.Second
+	})
 	waitFor(t, "the speaker at the gateway", func() bool { _, err := g.g.Store.Device("speaker-42"); return err == nil })
 
 	// The speaker asks for a code (it would show it on its display).
@@ -68,20 +65,11 @@ func TestPinAndPairInBrowser(t *testing.T) {
 		t.Fatalf("device authorization: %v", da)
 	}
 
-	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chromium), chromedp.UserDataDir(t.TempDir()),
-		chromedp.Flag("headless", true), chromedp.NoSandbox, chromedp.Flag("ignore-certificate-errors", true),
-		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true), chromedp.Flag("disable-quic", true), chromedp.Flag("no-first-run", true))
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancelAlloc()
-	ctx, cancel := chromedp.NewContext(actx)
-	defer cancel()
-	ctx, cancelT := context.WithTimeout(ctx, 60*time.Second)
-	defer cancelT()
+	ctx := newBrowser(t)
 	var text string
 	shot := filepath.Join(t.TempDir(), "page.png")
 	_ = shot
-	err = chromedp.Do(ctx,
+	err := chromedp.Do(ctx,
 		chromedp.Navigate(x.srv.URL+"/register"),
 		chromedp.SendKeys("#username", "alice"),
 		chromedp.SendKeys("#email", "alice@example.com"),
@@ -131,6 +119,15 @@ func TestPinAndPairInBrowser(t *testing.T) {
 	if pr, err := c.Publish(g.ctx(), &paho.Publish{Topic: "owners/alice/alerts", Payload: []byte("hello"), QoS: 1}); err != nil || pr.ReasonCode != 0 {
 		t.Fatalf("publish on the owner's topic: %+v %v", pr, err)
 	}
+
+	// "My devices" shows the speaker online, as its gateway reports it.
+	waitFor(t, "the speaker shown online", func() bool {
+		if err := chromedp.Do(ctx, chromedp.Navigate(x.srv.URL+"/devices"), chromedp.WaitVisible("#dev-speaker-42")); err != nil {
+			return false
+		}
+		seen, err := chromedp.Run(ctx, chromedp.Text("#dev-speaker-42 .seen"))
+		return err == nil && strings.Contains(seen, "online now (gw-home)")
+	})
 
 	// Unpair in the browser: the gateway disconnects the speaker.
 	if err := chromedp.Do(ctx, chromedp.Click("#unpair-speaker-42"), chromedp.WaitNotPresent("#dev-speaker-42"), chromedp.WaitVisible("#notice")); err != nil {

@@ -38,6 +38,12 @@ func TestThrottle(t *testing.T) {
 		for _, p := range []string{"1", "2", "3", "4", "5", "6"} {
 			dev.publish(t, "devices/thermo-1/telemetry/t", p, 0)
 		}
+		// QoS 0 is not acknowledged: wait until the broker has handled all six
+		// before the marker goes out on another connection.
+		waitFor(t, "the six publishes handled", func() bool {
+			c := &g.g.Broker.Counters
+			return c.Throttled.Load() == 3 && c.MessagesIn.Load() == 3
+		})
 		marker := g.mustConnect(connOpts{clientID: "thermo-5", token: g.token("thermo-5", "thermo-5", nil)})
 		marker.publish(t, "devices/thermo-5/telemetry/t", "marker", 1)
 		var got []string

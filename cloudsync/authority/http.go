@@ -38,6 +38,7 @@ func NewHandler(a *Authority, adminToken string) *Handler {
 	m.HandleFunc("GET "+cloudsync.PathChanges, h.gateway(h.changes))
 	m.HandleFunc("GET "+cloudsync.PathEvents, h.gateway(h.events))
 	m.HandleFunc("POST "+cloudsync.PathPairRelay, h.gateway(h.relay))
+	m.HandleFunc("POST "+cloudsync.PathSeen, h.gateway(h.seen))
 	m.HandleFunc("GET /admin/v1/devices", h.admin(h.listDevices))
 	m.HandleFunc("GET /admin/v1/devices/{id}", h.admin(h.getDevice))
 	m.HandleFunc("POST /admin/v1/import", h.admin(h.importBatch))

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"time"
 
 	"github.com/lestrrat-go/jwx/v3/jwk"
 
@@ -99,4 +100,50 @@ func (h *Handler) relay(w http.ResponseWriter, r *http.Request, gw string) {
 		return
 	}
 	writeJSON(w, http.StatusOK, resp)
+}
+
+// seenDoc is where a device was last connected, as its gateway reported.
+type seenDoc struct {
+	At      time.Time `json:"at"`
+	Online  bool      `json:"online"`
+	Gateway string    `json:"gateway"`
+}
+
+// RecordSeen stores a gateway's presence report for the devices it names.
+func (a *Authority) RecordSeen(gw string, seen cloudsync.Seen) error {
+	for id, s := range seen {
+		if _, err := a.Store.Device(id); err != nil {
+			continue
+		}
+		if err := a.Store.PutDoc("seen", id, seenDoc{At: s.At, Online: s.Online, Gateway: gw}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// LastSeen says where and when a device was last connected ("" if never).
+func (a *Authority) LastSeen(id string, now time.Time) string {
+	var s seenDoc
+	if a.Store.GetDoc("seen", id, &s) != nil {
+		return "not yet"
+	}
+	if s.Online && now.Sub(s.At) < 3*time.Minute {
+		return "online now (" + s.Gateway + ")"
+	}
+	return s.At.UTC().Format("2006-01-02 15:04 UTC") + " (" + s.Gateway + ")"
+}
+
+func (h *Handler) seen(w http.ResponseWriter, r *http.Request, gw string) {
+	var seen cloudsync.Seen
+	dec := json.NewDecoder(io.LimitReader(r.Body, 8<<20))
+	if err := dec.Decode(&seen); err != nil {
+		fail(w, http.StatusBadRequest, "invalid_request", "request body: "+err.Error())
+		return
+	}
+	if err := h.A.RecordSeen(gw, seen); err != nil {
+		fail(w, http.StatusInternalServerError, "server_error", err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]int{"devices": len(seen)})
 }

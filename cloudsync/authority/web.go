@@ -91,7 +91,13 @@ type page struct {
 	Next    string
 	Form    map[string]string
 	Pairing PairingRequest
-	Devices []store.Device
+	Devices []deviceView
+}
+
+// deviceView is a row of "My devices".
+type deviceView struct {
+	store.Device
+	LastSeen string
 }
 
 var dummyHash = sync.OnceValue(func() []byte {
@@ -376,10 +382,11 @@ func (w *web) consent(rw http.ResponseWriter, r *http.Request) {
 
 func (w *web) renderDevices(rw http.ResponseWriter, s webSession, notice string, errs []string) {
 	ids, _ := w.a.Store.DevicesOfOwner(s.User)
-	var ds []store.Device
+	var ds []deviceView
+	now := time.Now()
 	for _, id := range ids {
 		if d, err := w.a.Store.Device(id); err == nil {
-			ds = append(ds, d)
+			ds = append(ds, deviceView{Device: d, LastSeen: w.a.LastSeen(id, now)})
 		}
 	}
 	w.render(rw, "devices.html", http.StatusOK, page{Title: "My devices", User: s.User, CSRF: s.CSRF, Devices: ds, Notice: notice, Errors: errs})

@@ -429,3 +429,31 @@ func (s *Syncer) Relay(ctx context.Context, req cloudsync.PairRelayRequest) (map
 	}
 	return m, resp.StatusCode, nil
 }
+
+// ReportSeen tells the authority when devices were last connected here (for
+// the owners' "My devices" page). Best effort: presence is not security.
+func (s *Syncer) ReportSeen(ctx context.Context, seen cloudsync.Seen) error {
+	if len(seen) == 0 {
+		return nil
+	}
+	body, _ := json.Marshal(seen)
+	r, err := http.NewRequestWithContext(ctx, http.MethodPost, s.E.Authority+cloudsync.PathSeen, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	a, err := cloudsync.SignAssertion(s.key, s.E.Gateway, s.E.Authority, time.Now())
+	if err != nil {
+		return err
+	}
+	r.Header.Set("Authorization", "EdgeID-GW "+a)
+	r.Header.Set("Content-Type", "application/json")
+	resp, err := s.http.Do(r)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("report presence: %s", resp.Status)
+	}
+	return nil
+}

@@ -65,6 +65,8 @@ type Sessions struct {
 	bySubject map[string]map[*Session]struct{}
 	byJTI     map[string]map[*Session]struct{}
 	count     atomic.Int64
+	// left records when a device's last session ended, for "last seen".
+	left map[string]time.Time
 }
 
 // NewSessions returns an empty registry.
@@ -74,6 +76,7 @@ func NewSessions() *Sessions {
 		byDevice:  map[string]map[*Session]struct{}{},
 		bySubject: map[string]map[*Session]struct{}{},
 		byJTI:     map[string]map[*Session]struct{}{},
+		left:      map[string]time.Time{},
 	}
 }
 
@@ -135,6 +138,9 @@ func (r *Sessions) remove(cl *mqtt.Client) *Session {
 	}
 	delete(r.byClient, cl)
 	delIdx(r.byDevice, s.Device, s)
+	if len(r.byDevice[s.Device]) == 0 {
+		r.left[s.Device] = time.Now()
+	}
 	delIdx(r.bySubject, s.Subject, s)
 	delIdx(r.byJTI, s.JTI, s)
 	r.count.Add(-1)
@@ -191,4 +197,27 @@ func (r *Sessions) All() []*Session {
 	r.mu.RUnlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].ClientID < out[j].ClientID })
 	return out
+}
+
+// Seen is when each device was last connected: now for connected devices,
+// the end of their last session for devices that left since the last call
+// (those are then forgotten, so each is reported once).
+func (r *Sessions) Seen(now time.Time) map[string]SeenAt {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := map[string]SeenAt{}
+	for d, t := range r.left {
+		out[d] = SeenAt{At: t}
+	}
+	r.left = map[string]time.Time{}
+	for d := range r.byDevice {
+		out[d] = SeenAt{At: now, Online: true}
+	}
+	return out
+}
+
+// SeenAt is a device's last presence at this gateway.
+type SeenAt struct {
+	At     time.Time `json:"at"`
+	Online bool      `json:"online"`
 }

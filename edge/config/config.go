@@ -98,6 +98,9 @@ type Sync struct {
 	// heard from for this long; 0 (the default) keeps deciding from the store
 	// however long the uplink is down.
 	MaxStaleness time.Duration `mapstructure:"max_staleness"`
+	// PresenceInterval is how often the gateway tells the authority which
+	// devices are connected (shown as "last seen" to owners).
+	PresenceInterval time.Duration `mapstructure:"presence_interval"`
 }
 
 // Gateway identifies this gateway.
@@ -195,6 +198,7 @@ func Default() Config {
 		Admin:   Admin{Socket: "/run/edgeid/admin.sock", Group: "edgeid"},
 		Metrics: Metrics{Listen: "127.0.0.1:9464"},
 		HW:      HW{LongPress: 3 * time.Second},
+		Sync:    Sync{PresenceInterval: 30 * time.Second},
 		Throttle: Throttle{
 			Device:  Rates{MessagesPerSecond: 50, MessageBurst: 200, BytesPerSecond: 256 << 10, ByteBurst: 1 << 20},
 			Subject: Rates{MessagesPerSecond: 500, MessageBurst: 2000, BytesPerSecond: 2 << 20, ByteBurst: 8 << 20},
@@ -378,6 +382,9 @@ func (c Config) Validate() error {
 	}
 	if c.Pairing.Window < 10*time.Second || c.Pairing.Window > time.Hour {
 		bad("pairing.window", "%s is outside 10s..1h", c.Pairing.Window)
+	}
+	if c.Sync.PresenceInterval < time.Second || c.Sync.PresenceInterval > time.Hour {
+		bad("sync.presence_interval", "%s is outside 1s..1h", c.Sync.PresenceInterval)
 	}
 	if c.Sync.MaxStaleness < 0 {
 		bad("sync.max_staleness", "%s must not be negative (0 turns it off)", c.Sync.MaxStaleness)
