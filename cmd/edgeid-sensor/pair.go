@@ -115,6 +115,16 @@ func pairJourney(ctx context.Context, args []string, out io.Writer) error {
 	d := &device{id: *id, authority: strings.TrimRight(*auth, "/"), key: key, http: client.HTTPClient(*fp)}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
+
+	// Call home: the factory identity alone reaches the class's topics.
+	home, code, err := d.post(ctx, "/oauth/token", url.Values{"grant_type": {"client_credentials"}})
+	if err != nil || code != 200 {
+		return fmt.Errorf("call home: %d %v %v", code, home, err)
+	}
+	if err := connectOnce(ctx, *gw, *id, key, home["access_token"].(string), out); err != nil {
+		return fmt.Errorf("call home connect: %w", err)
+	}
+
 	da, code, err := d.post(ctx, "/oauth/device_authorization", url.Values{})
 	if err != nil || code != 200 {
 		return fmt.Errorf("device authorization: %d %v %v", code, da, err)
@@ -199,3 +209,23 @@ func (p *prover) Authenticate(a *paho.Auth) *paho.Auth {
 }
 
 func (p *prover) Authenticated() {}
+
+// connectOnce connects with a call-home token (proving the device key), says
+// how it went, and disconnects.
+func connectOnce(ctx context.Context, addr, id string, key jwk.Key, tok string, out io.Writer) error {
+	conn, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		return err
+	}
+	c := paho.NewClient(paho.ClientConfig{Conn: conn, AuthHandler: &prover{key: key, clientID: id}, OnClientError: func(error) {}})
+	ca, err := c.Connect(ctx, &paho.Connect{ClientID: id, KeepAlive: 30, CleanStart: true,
+		Properties: &paho.ConnectProperties{AuthMethod: "ace", AuthData: []byte(tok)}})
+	if ca == nil {
+		return err
+	}
+	fmt.Fprintf(out, "called home: CONNACK 0x%02x %s\n", ca.ReasonCode, connackReason(ca.ReasonCode))
+	if ca.ReasonCode != 0 {
+		return errRefused{"call-home connection refused"}
+	}
+	return c.Disconnect(&paho.Disconnect{})
+}
