@@ -44,7 +44,8 @@ const usage = `usage: edgeid-sensor connect --broker HOST:PORT --client-id ID [-
                              [--publish TOPIC [--message M] [--count N]] [--timeout D]
        edgeid-sensor keygen --out device.jwk      (prints the public key to register)
        edgeid-sensor pair --authority URL [--fingerprint SHA256] --device ID --key device.jwk
-                          --broker HOST:PORT [--count N] [--listen D]`
+                          --broker HOST:PORT [--count N] [--listen D]
+       edgeid-sensor load --broker HOST:PORT --tokens FILE [--rate R] [--duration D] [--hold D] [--qos Q]`
 
 var errUsage = errors.New("usage")
 
@@ -60,6 +61,9 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	}
 	if len(args) > 0 && args[0] == "pair" {
 		return pairJourney(ctx, args[1:], out)
+	}
+	if len(args) > 0 && args[0] == "load" {
+		return load(ctx, args[1:], out)
 	}
 	if len(args) == 0 || args[0] != "connect" {
 		return errUsage

@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +17,7 @@ import (
 	"github.com/edgeid/edgeid/edge"
 	"github.com/edgeid/edgeid/edge/config"
 	"github.com/edgeid/edgeid/edge/demo"
+	"github.com/edgeid/edgeid/store"
 )
 
 func TestConnectAgainstGateway(t *testing.T) {
@@ -74,5 +77,49 @@ func TestConnectAgainstGateway(t *testing.T) {
 	}
 	if _, err := sensor(); !errors.Is(err, errUsage) {
 		t.Fatalf("no client id: %v", err)
+	}
+}
+
+func TestLoadAgainstGateway(t *testing.T) {
+	sockDir, _ := os.MkdirTemp("", "eidload")
+	t.Cleanup(func() { os.RemoveAll(sockDir) })
+	cfg := config.Default()
+	cfg.Gateway.ID, cfg.StateDir = "load-test", t.TempDir()
+	cfg.MQTT.TCP, cfg.MQTT.TLS.Listen, cfg.Metrics.Listen = "127.0.0.1:0", "", ""
+	cfg.MQTT.ConnectRate = 0
+	cfg.Admin.Socket = filepath.Join(sockDir, "admin.sock")
+	g, err := edge.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { g.Close() })
+	iss, _ := demo.NewIssuer("https://issuer.test", "k1")
+	b, _ := demo.Bundle(iss, "")
+	var lines []string
+	for i := 0; i < 20; i++ {
+		id := "load-" + strings.Repeat("0", 2-len(strconv.Itoa(i))) + strconv.Itoa(i)
+		b.Devices = append(b.Devices, store.Device{ID: id, Class: "thermostat", Status: store.DeviceActive})
+		tok, _ := iss.Mint(iss.Claims(id, id, "edgeid", "publish:devices/"+id+"/telemetry/#", time.Hour), nil)
+		lines = append(lines, id+" "+tok)
+	}
+	lines = append(lines, "ghost-1 not-a-token")
+	if _, err := g.Store.Apply(b, nil); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "tokens")
+	os.WriteFile(file, []byte(strings.Join(lines, "\n")), 0o600)
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"load", "--broker", g.Addr("tcp"), "--tokens", file, "--rate", "10", "--duration", "1s"}, &out); err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`devices 21 connected 20 refused 1 \| sent (\d+) acked (\d+) failed 0`).FindStringSubmatch(out.String())
+	if m == nil || m[1] != m[2] || m[1] == "0" {
+		t.Fatalf("load summary: %s", out.String())
+	}
+	if n := g.Broker.Counters.MessagesIn.Load(); strconv.FormatUint(n, 10) != m[2] {
+		t.Fatalf("gateway accepted %d messages, the load generator counted %s acked", n, m[2])
 	}
 }
