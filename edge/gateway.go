@@ -103,7 +103,8 @@ func (g *Gateway) build() error {
 	caps.MaximumPacketSize = cfg.MQTT.MaxPacketSize
 	caps.MaximumClients = cfg.MQTT.MaxClients
 	caps.MaximumSessionExpiryInterval = 24 * 3600
-	server := mqtt.New(&mqtt.Options{Capabilities: caps, Logger: slog.New(quietMochi{g.log.Handler()}).With("component", "mochi"), InlineClient: true /* the gateway's own publishes (pairing answers, CoAP), authorized before they are made */})
+	caps.MaximumClientWritesPending = cfg.MQTT.MaxPendingWrites
+	server := mqtt.New(&mqtt.Options{Capabilities: caps, ClientNetReadBufferSize: cfg.MQTT.BufferSize, ClientNetWriteBufferSize: cfg.MQTT.BufferSize, Logger: slog.New(quietMochi{g.log.Handler()}).With("component", "mochi"), InlineClient: true /* the gateway's own publishes (pairing answers, CoAP), authorized before they are made */})
 	b, err := broker.New(server, g.Auth, g.log.With("component", "mqtt"))
 	if err != nil {
 		return err

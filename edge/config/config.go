@@ -129,6 +129,12 @@ type MQTT struct {
 	MaxPacketSize uint32 `mapstructure:"max_packet_size"`
 	// MaxClients caps concurrent sessions.
 	MaxClients int64 `mapstructure:"max_clients"`
+	// MaxPendingWrites is how many messages may wait to be written to one
+	// client; past it QoS 0 messages to that client are dropped. mochi's own
+	// default (8192) reserves 64 KB per client: 640 MB for 10,000 sessions.
+	MaxPendingWrites int32 `mapstructure:"max_pending_writes"`
+	// BufferSize is each connection's read and write buffer in bytes.
+	BufferSize int `mapstructure:"buffer_size"`
 	// ConnectRate is the CONNECTs per second allowed from one source address
 	// (0 turns the limit off); ConnectBurst is how many may come at once.
 	ConnectRate  float64 `mapstructure:"connect_rate"`
@@ -180,13 +186,15 @@ func Default() Config {
 		StateDir: "/var/lib/edgeid",
 		Log:      Log{Level: "info", Format: "text"},
 		MQTT: MQTT{
-			TCP:            ":1883",
-			TLS:            TLS{Listen: ":8883"},
-			ConnectTimeout: 10 * time.Second,
-			MaxPacketSize:  256 << 10,
-			MaxClients:     20000,
-			ConnectRate:    5,
-			ConnectBurst:   20,
+			TCP:              ":1883",
+			TLS:              TLS{Listen: ":8883"},
+			ConnectTimeout:   10 * time.Second,
+			MaxPacketSize:    256 << 10,
+			MaxClients:       20000,
+			MaxPendingWrites: 256,
+			BufferSize:       1024,
+			ConnectRate:      5,
+			ConnectBurst:     20,
 		},
 		Auth: Auth{
 			Audiences:        []string{"edgeid"},
@@ -336,6 +344,12 @@ func (c Config) Validate() error {
 	}
 	if c.MQTT.MaxClients < 1 {
 		bad("mqtt.max_clients", "%d must be at least 1", c.MQTT.MaxClients)
+	}
+	if c.MQTT.MaxPendingWrites < 16 || c.MQTT.MaxPendingWrites > 65536 {
+		bad("mqtt.max_pending_writes", "%d is outside 16..65536", c.MQTT.MaxPendingWrites)
+	}
+	if c.MQTT.BufferSize < 512 || c.MQTT.BufferSize > 1<<20 {
+		bad("mqtt.buffer_size", "%d is outside 512..1048576 bytes", c.MQTT.BufferSize)
 	}
 	if c.MQTT.ConnectRate < 0 {
 		bad("mqtt.connect_rate", "%g must not be negative (0 turns the limit off)", c.MQTT.ConnectRate)
