@@ -127,7 +127,8 @@ func (g *Gateway) build() error {
 	if cfg.CoAP.DTLSListen != "" {
 		g.CoAP, err = coap.New(coap.Options{DTLSListen: cfg.CoAP.DTLSListen, IdleTimeout: cfg.CoAP.IdleTimeout,
 			ObserveIdleTimeout: cfg.CoAP.ObserveIdleTimeout, MaxObservations: cfg.CoAP.MaxObservations,
-			Store: g.Store, Auth: g.Auth, Broker: b, Log: g.log.With("component", "coap")})
+			Store: g.Store, Auth: g.Auth, Broker: b, Log: g.log.With("component", "coap"),
+			PairRelay: g.pairRelay, PairingOpen: g.PairingOpen})
 		if err != nil {
 			return err
 		}

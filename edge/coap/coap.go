@@ -12,6 +12,7 @@ package coap
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -60,6 +61,11 @@ type Options struct {
 	Auth   *authn.Authenticator
 	Broker *broker.Broker // its Server must have the inline client enabled
 	Log    *slog.Logger
+	// PairRelay answers a pairing step for a device (as over MQTT); nil
+	// turns /pair off. PairingOpen gates it: CoAP pairing is only allowed
+	// while the gateway's pairing window is open (pair button, edgeid pair).
+	PairRelay   func(ctx context.Context, device string, request []byte) []byte
+	PairingOpen func() bool
 }
 
 // Server is the running CoAP front end.
@@ -489,6 +495,10 @@ func (s *Server) handle(w *responsewriter.ResponseWriter[*udpClient.Conn], r *po
 		return
 	}
 	path, err := r.Options().Path()
+	if err == nil && path == PathPair {
+		s.pair(w, r, p)
+		return
+	}
 	if err != nil || !strings.HasPrefix(path, PathPrefix) {
 		reply(w, codes.NotFound, "resources are under "+PathPrefix+"<topic>")
 		return
@@ -635,4 +645,34 @@ func printable(s string) string {
 		s = s[:64] + "..."
 	}
 	return fmt.Sprintf("%q", s)
+}
+
+// PathPair is the pairing relay resource for devices without HTTPS.
+const PathPair = "/pair"
+
+// pair relays a device's pairing step ({"op":"start"} or {"op":"poll",
+// "device_code":...}, POST) to the authority through the gateway, only while
+// the gateway's pairing window is open; the answer is the authority's JSON.
+func (s *Server) pair(w *responsewriter.ResponseWriter[*udpClient.Conn], r *pool.Message, p *peer) {
+	if r.Code() != codes.POST {
+		reply(w, codes.MethodNotAllowed, `POST {"op":"start"} or {"op":"poll","device_code":"..."}`)
+		return
+	}
+	if s.o.PairRelay == nil {
+		reply(w, codes.NotFound, "pairing through this gateway is not available")
+		return
+	}
+	if s.o.PairingOpen == nil || !s.o.PairingOpen() {
+		reply(w, codes.Forbidden, "the pairing window is closed: press the gateway's pair button (or run edgeid pair) and try again")
+		return
+	}
+	body, err := r.ReadBody()
+	if err != nil || len(body) > 4096 {
+		reply(w, codes.BadRequest, "send a small JSON body")
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	answer := s.o.PairRelay(ctx, p.device, body)
+	_ = w.SetResponse(codes.Changed, message.AppJSON, bytes.NewReader(answer))
 }
