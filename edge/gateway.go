@@ -128,7 +128,7 @@ func (g *Gateway) build() error {
 		g.CoAP, err = coap.New(coap.Options{DTLSListen: cfg.CoAP.DTLSListen, IdleTimeout: cfg.CoAP.IdleTimeout,
 			ObserveIdleTimeout: cfg.CoAP.ObserveIdleTimeout, MaxObservations: cfg.CoAP.MaxObservations,
 			Store: g.Store, Auth: g.Auth, Broker: b, Log: g.log.With("component", "coap"),
-			PairRelay: g.pairRelay, PairingOpen: g.PairingOpen})
+			PairRelay: g.pairRelay, PairingOpen: g.PairingOpen, ASHint: g.authorityURL()})
 		if err != nil {
 			return err
 		}
@@ -390,7 +390,10 @@ func (g *Gateway) onApplied(a store.Applied) {
 		if a.Replaced || len(b.Devices) > 0 || len(b.Delete.Devices) > 0 {
 			g.CoAP.InvalidatePSKs()
 		}
-		if a.Replaced || len(b.Classes) > 0 || len(b.Delete.Classes) > 0 {
+		// Revocations and issuer changes reach sessions holding a token
+		// from /authz-info; users reach them through the token's subject.
+		if a.Replaced || len(b.Classes) > 0 || len(b.Delete.Classes) > 0 || len(b.Revocations) > 0 ||
+			len(b.Issuers) > 0 || len(b.Delete.Issuers) > 0 || len(b.Users) > 0 {
 			g.CoAP.RecheckAll()
 		} else {
 			for _, d := range b.Devices {
@@ -631,4 +634,12 @@ func (g *Gateway) reportSeen(ctx context.Context) {
 		}
 		cancel()
 	}
+}
+
+// authorityURL is where devices get tokens ("" when not enrolled).
+func (g *Gateway) authorityURL() string {
+	if g.Syncer == nil {
+		return ""
+	}
+	return g.Syncer.E.Authority
 }

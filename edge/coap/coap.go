@@ -16,6 +16,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -66,6 +67,9 @@ type Options struct {
 	// while the gateway's pairing window is open (pair button, edgeid pair).
 	PairRelay   func(ctx context.Context, device string, request []byte) []byte
 	PairingOpen func() bool
+	// ASHint is the authority a device should get tokens from (the AS
+	// Request Creation Hint of a 4.01 from /authz-info); "" if none.
+	ASHint string
 }
 
 // Server is the running CoAP front end.
@@ -182,6 +186,9 @@ type peer struct {
 	remote   string
 	perms    atomic.Pointer[policy.Perms]
 	ended    atomic.Bool
+	// claims is the access token posted to /authz-info, bound to this
+	// session (RFC 9200/9202); nil: the class's permissions alone.
+	claims atomic.Pointer[authn.Claims]
 
 	mu  sync.Mutex
 	obs map[string]*observation // by token
@@ -323,7 +330,22 @@ func (s *Server) check(p *peer) {
 		s.end(p, "psk changed", true)
 		return
 	}
-	perms, err := s.o.Auth.Permissions(d, nil, d.ID)
+	c := p.claims.Load()
+	if c != nil {
+		if !s.o.Auth.Verifier.HasKey(c.Issuer, c.Kid) {
+			s.end(p, "token signing key no longer trusted", true)
+			return
+		}
+		if err := s.o.Auth.CheckRevoked(c); err != nil {
+			s.end(p, err.Error(), true)
+			return
+		}
+		if err := s.o.Auth.CheckSubject(d, c); err != nil {
+			s.end(p, err.Error(), true)
+			return
+		}
+	}
+	perms, err := s.o.Auth.Permissions(d, c, d.ID)
 	if err != nil {
 		s.end(p, err.Error(), true)
 		return
@@ -497,6 +519,15 @@ func (s *Server) handle(w *responsewriter.ResponseWriter[*udpClient.Conn], r *po
 	path, err := r.Options().Path()
 	if err == nil && path == PathPair {
 		s.pair(w, r, p)
+		return
+	}
+	if err == nil && path == PathAuthzInfo {
+		s.authzInfo(w, r, p)
+		return
+	}
+	if c := p.claims.Load(); c != nil && s.o.Auth.Verifier.CheckTime(c) != nil {
+		s.end(p, "token expired", false)
+		reply(w, codes.Unauthorized, "the access token of this session has expired; post a new one to "+PathAuthzInfo)
 		return
 	}
 	if err != nil || !strings.HasPrefix(path, PathPrefix) {
@@ -675,4 +706,54 @@ func (s *Server) pair(w *responsewriter.ResponseWriter[*udpClient.Conn], r *pool
 	defer cancel()
 	answer := s.o.PairRelay(ctx, p.device, body)
 	_ = w.SetResponse(codes.Changed, message.AppJSON, bytes.NewReader(answer))
+}
+
+// PathAuthzInfo is RFC 9200's resource for posting an access token.
+const PathAuthzInfo = "/authz-info"
+
+// authzInfo takes an access token (a JWT, as text) for this DTLS session:
+// validated as for MQTT (issuer keys, claims, revocation, the device and its
+// owner), it must be the session's own device's (client_id). The session's
+// permissions become the class's intersected with the token's scope, and the
+// token's expiry and revocation end the session. A token bound to a key
+// (cnf) is refused here: the DTLS-PSK session cannot prove that key.
+func (s *Server) authzInfo(w *responsewriter.ResponseWriter[*udpClient.Conn], r *pool.Message, p *peer) {
+	if r.Code() != codes.POST {
+		reply(w, codes.MethodNotAllowed, "POST the access token")
+		return
+	}
+	body, err := r.ReadBody()
+	if err != nil || len(body) == 0 || len(body) > 8192 {
+		s.unauthorized(w, "post the access token (a JWT) as the body")
+		return
+	}
+	c, err := s.o.Auth.Verifier.Verify(string(body))
+	if err == nil && c.Cnf.Bound() {
+		err = &authn.Error{Reason: authn.ReasonPoPRequired, Detail: "a key-bound token cannot be proven over this DTLS-PSK session"}
+	}
+	if err == nil && c.ClientID != p.device {
+		err = &authn.Error{Reason: authn.ReasonClientID, Detail: "the token is for another device"}
+	}
+	if err == nil {
+		_, err = s.o.Auth.Token(string(body), nil, "", p.device)
+	}
+	if err != nil {
+		s.log.Warn("coap token refused", "device", p.device, "remote", p.remote, "reason", authn.ReasonOf(err), "detail", err.Error())
+		s.unauthorized(w, "token refused: "+string(authn.ReasonOf(err)))
+		return
+	}
+	p.claims.Store(c)
+	s.check(p)
+	if p.ended.Load() {
+		s.unauthorized(w, "token refused")
+		return
+	}
+	s.log.Info("coap token bound to session", "device", p.device, "expires", c.Expiry)
+	_ = w.SetResponse(codes.Created, message.TextPlain, bytes.NewReader(nil))
+}
+
+// unauthorized answers 4.01 with AS Request Creation Hints (as JSON).
+func (s *Server) unauthorized(w *responsewriter.ResponseWriter[*udpClient.Conn], why string) {
+	hint, _ := json.Marshal(map[string]string{"AS": s.o.ASHint, "error": why})
+	_ = w.SetResponse(codes.Unauthorized, message.AppJSON, bytes.NewReader(hint))
 }
