@@ -104,7 +104,7 @@ func (g *Gateway) build() error {
 	caps.MaximumClients = cfg.MQTT.MaxClients
 	caps.MaximumSessionExpiryInterval = 24 * 3600
 	caps.MaximumClientWritesPending = cfg.MQTT.MaxPendingWrites
-	server := mqtt.New(&mqtt.Options{Capabilities: caps, ClientNetReadBufferSize: cfg.MQTT.BufferSize, ClientNetWriteBufferSize: cfg.MQTT.BufferSize, Logger: slog.New(quietMochi{g.log.Handler()}).With("component", "mochi"), InlineClient: true /* the gateway's own publishes (pairing answers, CoAP), authorized before they are made */})
+	server := mqtt.New(&mqtt.Options{Capabilities: caps, Logger: slog.New(quietMochi{g.log.Handler()}).With("component", "mochi"), InlineClient: cfg.CoAP.DTLSListen != "" /* CoAP publishes and observes through it, authorized by package coap */})
 	b, err := broker.New(server, g.Auth, g.log.With("component", "mqtt"))
 	if err != nil {
 		return err

@@ -55,7 +55,13 @@ func (h *pairHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
 		answer := b.PairRelay(ctx, device, req)
-		if err := b.Server.Publish(pairPrefix+device+"/response", answer, false, 1); err != nil {
+		// Written to this connection only: the answer is for nobody else,
+		// so it never goes through the topic tree.
+		if cl.Closed() {
+			return
+		}
+		if err := cl.WritePacket(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish},
+			TopicName: pairPrefix + device + "/response", Payload: answer}); err != nil {
 			b.Log.Warn("pairing relay: answer not delivered", "device", device, "err", err)
 		}
 	}()

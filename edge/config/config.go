@@ -133,8 +133,7 @@ type MQTT struct {
 	// client; past it QoS 0 messages to that client are dropped. mochi's own
 	// default (8192) reserves 64 KB per client: 640 MB for 10,000 sessions.
 	MaxPendingWrites int32 `mapstructure:"max_pending_writes"`
-	// BufferSize is each connection's read and write buffer in bytes.
-	BufferSize int `mapstructure:"buffer_size"`
+
 	// ConnectRate is the CONNECTs per second allowed from one source address
 	// (0 turns the limit off); ConnectBurst is how many may come at once.
 	ConnectRate  float64 `mapstructure:"connect_rate"`
@@ -192,7 +191,6 @@ func Default() Config {
 			MaxPacketSize:    256 << 10,
 			MaxClients:       20000,
 			MaxPendingWrites: 256,
-			BufferSize:       1024,
 			ConnectRate:      5,
 			ConnectBurst:     20,
 		},
@@ -347,9 +345,6 @@ func (c Config) Validate() error {
 	}
 	if c.MQTT.MaxPendingWrites < 16 || c.MQTT.MaxPendingWrites > 65536 {
 		bad("mqtt.max_pending_writes", "%d is outside 16..65536", c.MQTT.MaxPendingWrites)
-	}
-	if c.MQTT.BufferSize < 512 || c.MQTT.BufferSize > 1<<20 {
-		bad("mqtt.buffer_size", "%d is outside 512..1048576 bytes", c.MQTT.BufferSize)
 	}
 	if c.MQTT.ConnectRate < 0 {
 		bad("mqtt.connect_rate", "%g must not be negative (0 turns the limit off)", c.MQTT.ConnectRate)
