@@ -579,6 +579,14 @@ func (s *Server) publish(w *responsewriter.ResponseWriter[*udpClient.Conn], r *p
 		reply(w, codes.BadRequest, "cannot read payload")
 		return
 	}
+	// The same bound as an MQTT packet: block-wise transfer must not let a
+	// CoAP device publish what an MQTT one could not.
+	if max := int(b.Server.Options.Capabilities.MaximumPacketSize); max > 0 && len(payload) > max {
+		s.log.Warn("coap publish refused", "device", p.device, "topic", topic, "reason", "payload too large", "bytes", len(payload))
+		_ = w.SetResponse(codes.RequestEntityTooLarge, message.TextPlain, bytes.NewReader([]byte("payload larger than the gateway accepts")),
+			message.Option{ID: message.Size1, Value: encodeUint(uint32(max))})
+		return
+	}
 	if v := b.Devices.Check(p.device, len(payload), b.Now()); v != throttle.Allow {
 		b.Counters.Throttled.Add(1)
 		_ = w.SetResponse(codes.TooManyRequests, message.TextPlain, bytes.NewReader([]byte("message rate too high")),
