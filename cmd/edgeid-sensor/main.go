@@ -45,7 +45,8 @@ const usage = `usage: edgeid-sensor connect --broker HOST:PORT --client-id ID [-
        edgeid-sensor keygen --out device.jwk      (prints the public key to register)
        edgeid-sensor pair --authority URL [--fingerprint SHA256] --device ID --key device.jwk
                           --broker HOST:PORT [--count N] [--listen D]
-       edgeid-sensor load --broker HOST:PORT --tokens FILE [--rate R] [--duration D] [--hold D] [--qos Q]`
+       edgeid-sensor load --broker HOST:PORT --tokens FILE [--rate R] [--duration D] [--hold D] [--qos Q]
+       edgeid-sensor coap --gateway HOST:5684 --identity ID --key KEY [--publish TOPIC --count N] [--observe TOPIC --listen D]`
 
 var errUsage = errors.New("usage")
 
@@ -64,6 +65,9 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	}
 	if len(args) > 0 && args[0] == "load" {
 		return load(ctx, args[1:], out)
+	}
+	if len(args) > 0 && args[0] == "coap" {
+		return coapJourney(ctx, args[1:], out)
 	}
 	if len(args) == 0 || args[0] != "connect" {
 		return errUsage

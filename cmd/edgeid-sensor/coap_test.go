@@ -1,0 +1,105 @@
+package main
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/edgeid/edgeid/edge"
+	"github.com/edgeid/edgeid/edge/config"
+	"github.com/edgeid/edgeid/edge/demo"
+	"github.com/edgeid/edgeid/store"
+)
+
+// The thermostat journey over CoAP: readings reach the manufacturer's MQTT
+// service; the setpoint it publishes reaches the thermostat's observation.
+func TestThermostatOverCoAP(t *testing.T) {
+	sockDir, _ := os.MkdirTemp("", "eidcoap")
+	t.Cleanup(func() { os.RemoveAll(sockDir) })
+	cfg := config.Default()
+	cfg.Gateway.ID, cfg.StateDir = "coap-gw", t.TempDir()
+	cfg.MQTT.TCP, cfg.MQTT.TLS.Listen, cfg.Metrics.Listen = "127.0.0.1:0", "", ""
+	cfg.CoAP.DTLSListen = "127.0.0.1:0"
+	cfg.Admin.Socket = filepath.Join(sockDir, "admin.sock")
+	g, err := edge.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { g.Close() })
+	iss, _ := demo.NewIssuer("https://issuer.test", "k1")
+	b, _ := demo.Bundle(iss, "")
+	const key = "thermostat-c-psk-0123456789abcdef"
+	b.Devices = append(b.Devices, store.Device{ID: "thermo-c", Class: "thermostat", Owner: "alice", Status: store.DeviceActive,
+		PSKIdentity: "thermo-c", PSK: []byte(key)})
+	if _, err := g.Store.Apply(b, nil); err != nil {
+		t.Fatal(err)
+	}
+
+	// The manufacturer's service over MQTT.
+	conn, err := net.Dial("tcp", g.Addr("tcp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan string, 10)
+	svc := paho.NewClient(paho.ClientConfig{Conn: conn, OnClientError: func(error) {},
+		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
+			got <- pr.Packet.Topic + " " + string(pr.Packet.Payload)
+			return true, nil
+		}}})
+	tok, _ := iss.Mint(iss.Claims("acme-cloud", "acme-cloud", "edgeid", "subscribe:devices/+/telemetry/# publish:devices/+/commands/#", time.Hour), nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if ca, err := svc.Connect(ctx, &paho.Connect{ClientID: "acme-cloud", KeepAlive: 30, CleanStart: true,
+		Properties: &paho.ConnectProperties{AuthMethod: "ace", AuthData: []byte(tok)}}); err != nil || ca.ReasonCode != 0 {
+		t.Fatalf("service connect: %v", err)
+	}
+	if _, err := svc.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "devices/+/telemetry/#"}}}); err != nil {
+		t.Fatal(err)
+	}
+
+	out := &lockedBuf{}
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"coap", "--gateway", g.CoAP.Addr(), "--identity", "thermo-c", "--key", key,
+			"--publish", "devices/thermo-c/telemetry/temp", "--count", "2",
+			"--observe", "devices/thermo-c/commands/setpoint", "--listen", "5s"}, out)
+	}()
+	for i := 0; i < 2; i++ {
+		select {
+		case m := <-got:
+			if !strings.HasPrefix(m, "devices/thermo-c/telemetry/temp ") {
+				t.Fatalf("service got %q", m)
+			}
+		case <-ctx.Done():
+			t.Fatalf("readings never reached the service:\n%s", out.String())
+		}
+	}
+	// The thermostat's observation is registered by now (it observes before publishing).
+	if _, err := svc.Publish(ctx, &paho.Publish{Topic: "devices/thermo-c/commands/setpoint", QoS: 1, Payload: []byte("22.5")}); err != nil {
+		t.Fatal(err)
+	}
+	for !strings.Contains(out.String(), "22.5") {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("the setpoint never reached the thermostat:\n%s", out.String())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("coap journey: %v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "PUT 2 Changed") {
+		t.Fatalf("output:\n%s", out.String())
+	}
+}
