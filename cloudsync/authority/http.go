@@ -403,6 +403,12 @@ func (h *Handler) deviceAuthorization(w http.ResponseWriter, r *http.Request) {
 		cert = r.TLS.PeerCertificates[0]
 	}
 	resp, err := h.A.StartPairing(f.Get("client_id"), f.Get("client_assertion_type"), f.Get("client_assertion"), h.A.URL()+"/oauth/token", cert)
+	answerOAuth(w, resp, err)
+}
+
+// answerOAuth writes an OAuth endpoint's result: the answer, its RFC 6749
+// error with its status, or a server error.
+func answerOAuth(w http.ResponseWriter, resp any, err error) {
 	var oe *OAuthError
 	if errors.As(err, &oe) {
 		writeJSON(w, oe.status, oe)

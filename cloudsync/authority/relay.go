@@ -90,16 +90,7 @@ func (h *Handler) relay(w http.ResponseWriter, r *http.Request, gw string) {
 		fail(w, http.StatusBadRequest, "invalid_request", `op: use "start" or "poll"`)
 		return
 	}
-	var oe *OAuthError
-	if errors.As(err, &oe) {
-		writeJSON(w, oe.status, oe)
-		return
-	}
-	if err != nil {
-		fail(w, http.StatusInternalServerError, "server_error", err.Error())
-		return
-	}
-	writeJSON(w, http.StatusOK, resp)
+	answerOAuth(w, resp, err)
 }
 
 // seenDoc is where a device was last connected, as its gateway reported.

@@ -208,14 +208,5 @@ func (h *Handler) token(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusBadRequest, "unsupported_grant_type", fmt.Sprintf("grant_type %q: use client_credentials, %s or refresh_token", gt, DeviceCodeGrant))
 		return
 	}
-	var oe *OAuthError
-	if errors.As(err, &oe) {
-		writeJSON(w, oe.status, oe)
-		return
-	}
-	if err != nil {
-		fail(w, http.StatusInternalServerError, "server_error", err.Error())
-		return
-	}
-	writeJSON(w, http.StatusOK, resp)
+	answerOAuth(w, resp, err)
 }
