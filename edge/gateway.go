@@ -411,32 +411,11 @@ func (g *Gateway) onApplied(a store.Applied) {
 // would be, and ends it or updates its permissions.
 func (g *Gateway) recheck(s *broker.Session) {
 	end := func(reason string) { g.Broker.End(s, packets.ErrNotAuthorized, reason) }
-	d, err := g.Store.Device(s.Device)
-	if errors.Is(err, store.ErrNotFound) {
-		end("device deleted")
-		return
-	} else if err != nil {
-		end("store error: " + err.Error()) // fail closed
-		return
-	}
-	if d.Status != store.DeviceActive {
-		end("device " + string(d.Status))
-		return
-	}
 	c := s.Claims()
-	if c != nil {
-		if err := g.Auth.CheckSubject(d, c); err != nil {
-			end(err.Error())
-			return
-		}
-		if err := g.Auth.CheckRevoked(c); err != nil {
-			end(err.Error())
-			return
-		}
-		if !g.Verifier.HasKey(c.Issuer, c.Kid) {
-			end("signing key no longer trusted")
-			return
-		}
+	d, perms, err := g.Auth.Revalidate(s.Device, c, s.ClientID)
+	if err != nil {
+		end(err.Error()) // fail closed, store errors included
+		return
 	}
 	if s.CertSHA256 != "" {
 		byFP := d.CertSHA256 == s.CertSHA256
@@ -449,11 +428,6 @@ func (g *Gateway) recheck(s *broker.Session) {
 			end("TLS certificate no longer the device's")
 			return
 		}
-	}
-	perms, err := g.Auth.Permissions(d, c, s.ClientID)
-	if err != nil {
-		end(err.Error())
-		return
 	}
 	g.Broker.Apply(s, perms)
 }

@@ -398,11 +398,7 @@ func (h *Handler) deviceAuthorization(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f := r.PostForm
-	var cert *x509.Certificate
-	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
-		cert = r.TLS.PeerCertificates[0]
-	}
-	resp, err := h.A.StartPairing(f.Get("client_id"), f.Get("client_assertion_type"), f.Get("client_assertion"), h.A.URL()+"/oauth/token", cert)
+	resp, err := h.A.StartPairing(f.Get("client_id"), f.Get("client_assertion_type"), f.Get("client_assertion"), h.A.URL()+"/oauth/token", clientCert(r))
 	answerOAuth(w, resp, err)
 }
 
@@ -419,4 +415,12 @@ func answerOAuth(w http.ResponseWriter, resp any, err error) {
 		return
 	}
 	writeJSON(w, http.StatusOK, resp)
+}
+
+// clientCert is the TLS client certificate of a request (mutual TLS), or nil.
+func clientCert(r *http.Request) *x509.Certificate {
+	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+		return r.TLS.PeerCertificates[0]
+	}
+	return nil
 }

@@ -190,10 +190,7 @@ func (h *Handler) token(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f := r.PostForm
-	var cert *x509.Certificate
-	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
-		cert = r.TLS.PeerCertificates[0]
-	}
+	cert := clientCert(r)
 	aud := h.A.URL() + "/oauth/token"
 	var resp any
 	var err error

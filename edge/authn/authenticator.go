@@ -253,3 +253,28 @@ func (a *Authenticator) Permissions(d store.Device, c *Claims, clientID string) 
 	}
 	return policy.NewPerms(set, c.Scope), nil
 }
+
+// Revalidate re-decides a live session against the store, as a new CONNECT
+// would: the device must exist and be active and, for a token session, the
+// signing key must still be trusted, the token unrevoked and acting for the
+// device or its current owner. It returns the device and the session's
+// current permissions. Both the MQTT and the CoAP front ends use it.
+func (a *Authenticator) Revalidate(deviceID string, c *Claims, clientID string) (store.Device, policy.Perms, error) {
+	d, err := a.device(deviceID)
+	if err != nil {
+		return d, policy.Perms{}, err
+	}
+	if c != nil {
+		if !a.Verifier.HasKey(c.Issuer, c.Kid) {
+			return d, policy.Perms{}, fail(ReasonUnknownKey, "signing key %q of %s is no longer trusted", c.Kid, c.Issuer)
+		}
+		if err := a.CheckSubject(d, c); err != nil {
+			return d, policy.Perms{}, err
+		}
+		if err := a.CheckRevoked(c); err != nil {
+			return d, policy.Perms{}, err
+		}
+	}
+	perms, err := a.Permissions(d, c, clientID)
+	return d, perms, err
+}

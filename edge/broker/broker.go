@@ -330,7 +330,11 @@ func (h *authHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	gen := b.Gen.Load()
 	p, code, err := b.authenticate(cl, pk)
 	method := "certificate"
-	if tok, _, _ := credentials(cl, pk); tok != "" {
+	if m := pk.Properties.AuthenticationMethod; pk.ProtocolVersion == 5 && m != "" {
+		if m == AuthMethodACE && len(pk.Properties.AuthenticationData) > 0 {
+			method = "token" // as credentials() decides, without a second look at the TLS state
+		}
+	} else if pk.Connect.PasswordFlag && len(pk.Connect.Password) > 0 {
 		method = "token"
 	}
 	if err != nil {

@@ -310,16 +310,10 @@ func (s *Server) check(p *peer) {
 	if p.ended.Load() {
 		return
 	}
-	d, err := s.o.Store.Device(p.device)
+	d, perms, err := s.o.Auth.Revalidate(p.device, p.claims.Load(), p.device)
 	switch {
-	case errors.Is(err, store.ErrNotFound):
-		s.end(p, "device deleted", true)
-		return
 	case err != nil:
-		s.end(p, "store error: "+err.Error(), true) // fail closed
-		return
-	case d.Status != store.DeviceActive:
-		s.end(p, "device "+string(d.Status), true)
+		s.end(p, err.Error(), true) // fail closed, store errors included
 		return
 	case d.PSKIdentity != p.identity:
 		s.end(p, "psk identity changed", true)
@@ -328,26 +322,6 @@ func (s *Server) check(p *peer) {
 	sum := sha256.Sum256(d.PSK)
 	if subtle.ConstantTimeCompare(sum[:], p.keySum[:]) != 1 {
 		s.end(p, "psk changed", true)
-		return
-	}
-	c := p.claims.Load()
-	if c != nil {
-		if !s.o.Auth.Verifier.HasKey(c.Issuer, c.Kid) {
-			s.end(p, "token signing key no longer trusted", true)
-			return
-		}
-		if err := s.o.Auth.CheckRevoked(c); err != nil {
-			s.end(p, err.Error(), true)
-			return
-		}
-		if err := s.o.Auth.CheckSubject(d, c); err != nil {
-			s.end(p, err.Error(), true)
-			return
-		}
-	}
-	perms, err := s.o.Auth.Permissions(d, c, d.ID)
-	if err != nil {
-		s.end(p, err.Error(), true)
 		return
 	}
 	p.perms.Store(&perms)
