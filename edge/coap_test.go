@@ -86,10 +86,16 @@ func (o *observer) String() string {
 // once the gateway holds the observation.
 func (g *gw) observe(t *testing.T, topic string, secs string) *observer {
 	t.Helper()
+	return g.observeAs(t, coapDevice, []string{"-u", coapID, "-k", coapKey}, g.coapURI(topic), secs)
+}
+
+// observeAs observes uri as device, with coap-client's credential flags.
+func (g *gw) observeAs(t *testing.T, device string, cred []string, uri string, secs string) *observer {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Second)
 	o := &observer{done: make(chan struct{})}
-	before := g.g.CoAP.Observations(coapDevice)
-	args := []string{"-oL", "-eL", coapClientBin(t), "-u", coapID, "-k", coapKey, "-s", secs, "-w", "-m", "get", g.coapURI(topic)}
+	before := g.g.CoAP.Observations(device)
+	args := append(append([]string{"-oL", "-eL", coapClientBin(t)}, cred...), "-s", secs, "-w", "-m", "get", uri)
 	cmd := exec.CommandContext(ctx, "stdbuf", args...)
 	cmd.Stdout, cmd.Stderr = o, o
 	if err := cmd.Start(); err != nil {
@@ -98,7 +104,7 @@ func (g *gw) observe(t *testing.T, topic string, secs string) *observer {
 	}
 	go func() { _ = cmd.Wait(); close(o.done); cancel() }()
 	t.Cleanup(func() { cancel(); <-o.done })
-	for g.g.CoAP.Observations(coapDevice) <= before {
+	for g.g.CoAP.Observations(device) <= before {
 		select {
 		case <-o.done:
 			t.Fatalf("coap-client exited before observing:\n%s", o.String())

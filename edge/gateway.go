@@ -35,7 +35,11 @@ var Version = "dev"
 
 // Gateway is a running edgeid daemon.
 type Gateway struct {
-	cfg      config.Config
+	cfg config.Config
+	// cert is the server certificate of MQTT over TLS and CoAP over DTLS.
+	certOnce sync.Once
+	cert     tls.Certificate
+	certErr  error
 	log      *slog.Logger
 	Store    *store.Store
 	Verifier *authn.Verifier
@@ -125,10 +129,15 @@ func (g *Gateway) build() error {
 	g.Broker = b
 	// --- CoAP ---
 	if cfg.CoAP.DTLSListen != "" {
+		cert, err := g.serverCert()
+		if err != nil {
+			return err
+		}
 		g.CoAP, err = coap.New(coap.Options{DTLSListen: cfg.CoAP.DTLSListen, IdleTimeout: cfg.CoAP.IdleTimeout,
 			ObserveIdleTimeout: cfg.CoAP.ObserveIdleTimeout, MaxObservations: cfg.CoAP.MaxObservations,
 			Store: g.Store, Auth: g.Auth, Broker: b, Log: g.log.With("component", "coap"),
-			PairRelay: g.pairRelay, PairingOpen: g.PairingOpen, ASHint: g.authorityURL()})
+			PairRelay: g.pairRelay, PairingOpen: g.PairingOpen, ASHint: g.authorityURL(),
+			Certificate: &cert})
 		if err != nil {
 			return err
 		}
@@ -141,19 +150,9 @@ func (g *Gateway) build() error {
 		g.listeners = append(g.listeners, broker.NewListener("mqtt-tcp", cfg.MQTT.TCP, nil, cfg.MQTT.ConnectTimeout))
 	}
 	if cfg.MQTT.TLS.Listen != "" {
-		var cert tls.Certificate
-		var err error
-		if cfg.MQTT.TLS.Cert != "" {
-			if cert, err = tls.LoadX509KeyPair(cfg.MQTT.TLS.Cert, cfg.MQTT.TLS.Key); err != nil {
-				return fmt.Errorf("mqtt.tls.cert/key: %w", err)
-			}
-		} else {
-			var fp string
-			if cert, fp, err = pki.SelfSigned(filepath.Join(cfg.StateDir, "tls"), cfg.Gateway.ID); err != nil {
-				return fmt.Errorf("mqtt.tls: self-signed certificate: %w", err)
-			}
-			g.log.Info("tls: using the gateway's self-signed certificate; set mqtt.tls.cert and key for one from your CA",
-				"sha256", fp, "dir", filepath.Join(cfg.StateDir, "tls"))
+		cert, err := g.serverCert()
+		if err != nil {
+			return err
 		}
 		tc := &tls.Config{
 			Certificates: []tls.Certificate{cert},
@@ -405,6 +404,30 @@ func (g *Gateway) onApplied(a store.Applied) {
 		}
 	}
 	// --- end CoAP ---
+}
+
+// serverCert is the certificate MQTT over TLS and CoAP over DTLS present:
+// mqtt.tls.cert and key, or the gateway's own self-signed one, made once and
+// kept in the state directory.
+func (g *Gateway) serverCert() (tls.Certificate, error) {
+	g.certOnce.Do(func() {
+		cfg := g.cfg
+		if cfg.MQTT.TLS.Cert != "" {
+			if g.cert, g.certErr = tls.LoadX509KeyPair(cfg.MQTT.TLS.Cert, cfg.MQTT.TLS.Key); g.certErr != nil {
+				g.certErr = fmt.Errorf("mqtt.tls.cert/key: %w", g.certErr)
+			}
+			return
+		}
+		var fp string
+		dir := filepath.Join(cfg.StateDir, "tls")
+		if g.cert, fp, g.certErr = pki.SelfSigned(dir, cfg.Gateway.ID); g.certErr != nil {
+			g.certErr = fmt.Errorf("mqtt.tls: self-signed certificate: %w", g.certErr)
+			return
+		}
+		g.log.Info("tls: using the gateway's self-signed certificate; set mqtt.tls.cert and key for one from your CA",
+			"sha256", fp, "dir", dir)
+	})
+	return g.cert, g.certErr
 }
 
 // recheck re-evaluates a live session against the store, as a new CONNECT

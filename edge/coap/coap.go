@@ -14,12 +14,16 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/subtle"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -70,6 +74,12 @@ type Options struct {
 	// ASHint is the authority a device should get tokens from (the AS
 	// Request Creation Hint of a 4.01 from /authz-info); "" if none.
 	ASHint string
+	// Certificate is the gateway's server certificate (the one MQTT over TLS
+	// presents). Set, the DTLS listener also offers certificate suites and
+	// devices authenticate with their factory certificate, matched as for
+	// MQTT (fingerprint, or issuer and serial under a trusted client CA);
+	// nil, PSK only.
+	Certificate *tls.Certificate
 }
 
 // Server is the running CoAP front end.
@@ -117,13 +127,38 @@ var pskCipherSuites = []piondtls.CipherSuiteID{
 	piondtls.TLS_PSK_WITH_AES_128_CBC_SHA256,
 }
 
+// certCipherSuites are the certificate suites offered, by the server key's
+// type: ECDHE_ECDSA with CCM_8 is CoAP's mandatory one (RFC 7252 §9.1.3.3).
+func certCipherSuites(cert *tls.Certificate) []piondtls.CipherSuiteID {
+	if _, ok := cert.PrivateKey.(*rsa.PrivateKey); ok {
+		return []piondtls.CipherSuiteID{piondtls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256, piondtls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384}
+	}
+	return []piondtls.CipherSuiteID{
+		piondtls.TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8,
+		piondtls.TLS_ECDHE_ECDSA_WITH_AES_128_CCM,
+		piondtls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+		piondtls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+	}
+}
+
 // Start binds the DTLS listener and serves in the background.
 func (s *Server) Start() error {
-	ln, err := coapNet.NewDTLSListener("udp", s.o.DTLSListen, coapNet.NewDTLSServerOptions(
+	suites := pskCipherSuites
+	opts := []piondtls.ServerOption{
 		piondtls.WithPSK(s.pskFor),
-		piondtls.WithCipherSuites(pskCipherSuites...),
 		piondtls.WithExtendedMasterSecret(piondtls.RequestExtendedMasterSecret),
-	))
+	}
+	if c := s.o.Certificate; c != nil {
+		suites = append(slices.Clone(suites), certCipherSuites(c)...)
+		opts = append(opts, piondtls.WithCertificates(*c),
+			// Certificate suites only (PSK suites never ask): a device
+			// without a registered certificate fails the handshake, as one
+			// with a wrong PSK does.
+			piondtls.WithClientAuth(piondtls.RequireAnyClientCert),
+			piondtls.WithVerifyPeerCertificate(s.verifyCert))
+	}
+	opts = append(opts, piondtls.WithCipherSuites(suites...))
+	ln, err := coapNet.NewDTLSListener("udp", s.o.DTLSListen, coapNet.NewDTLSServerOptions(opts...))
 	if err != nil {
 		return fmt.Errorf("coap.dtls_listen %s: %w", s.o.DTLSListen, err)
 	}
@@ -179,13 +214,20 @@ func (s *Server) Close() error {
 
 // peer is one DTLS session of a device.
 type peer struct {
-	cc       *udpClient.Conn
-	device   string
+	cc     *udpClient.Conn
+	device string
+	method string // "psk" or "certificate"
+	// identity and keySum: the PSK identity and the SHA-256 of the key the
+	// session was opened with (PSK sessions).
 	identity string
-	keySum   [32]byte // SHA-256 of the PSK the session was opened with
-	remote   string
-	perms    atomic.Pointer[policy.Perms]
-	ended    atomic.Bool
+	keySum   [32]byte
+	// leaf and its fingerprint, issuer and serial (certificate sessions).
+	leaf                             *x509.Certificate
+	certSHA256, certIssuer, certSerl string
+
+	remote string
+	perms  atomic.Pointer[policy.Perms]
+	ended  atomic.Bool
 	// claims is the access token posted to /authz-info, bound to this
 	// session (RFC 9200/9202); nil: the class's permissions alone.
 	claims atomic.Pointer[authn.Claims]
@@ -263,7 +305,7 @@ func (s *Server) InvalidatePSKs() {
 }
 
 // onNewConn runs after a successful handshake: it binds the session to the
-// device whose key it used.
+// device whose PSK or certificate it used.
 func (s *Server) onNewConn(cc *udpClient.Conn) {
 	dc, ok := cc.NetConn().(*piondtls.Conn)
 	if !ok {
@@ -275,21 +317,38 @@ func (s *Server) onNewConn(cc *udpClient.Conn) {
 		_ = cc.Close()
 		return
 	}
-	identity := string(st.IdentityHint)
-	d, err := s.deviceByIdentity(identity)
-	if err != nil {
-		s.log.Warn("coap session refused", "psk_identity", printable(identity), "remote", cc.RemoteAddr().String(), "reason", err.Error())
-		_ = cc.Close()
-		return
+	p := &peer{cc: cc, remote: cc.RemoteAddr().String(), obs: map[string]*observation{}}
+	var d store.Device
+	var err error
+	if len(st.PeerCertificates) > 0 {
+		var chain []*x509.Certificate
+		var pr *authn.Principal
+		if chain, err = parseChain(st.PeerCertificates); err == nil {
+			pr, err = s.o.Auth.Certificate(chain, "")
+		}
+		if err != nil {
+			s.log.Warn("coap session refused", "remote", p.remote, "method", "certificate", "reason", err.Error())
+			_ = cc.Close()
+			return
+		}
+		d, p.method, p.leaf = pr.Device, "certificate", chain[0]
+		p.certSHA256, p.certIssuer, p.certSerl = pr.CertSHA256, pr.CertIssuer, pr.CertSerial
+	} else {
+		identity := string(st.IdentityHint)
+		if d, err = s.deviceByIdentity(identity); err != nil {
+			s.log.Warn("coap session refused", "psk_identity", printable(identity), "remote", p.remote, "reason", err.Error())
+			_ = cc.Close()
+			return
+		}
+		p.method, p.identity, p.keySum = "psk", identity, sha256.Sum256(d.PSK)
 	}
+	p.device = d.ID
 	perms, err := s.o.Auth.Permissions(d, nil, d.ID)
 	if err != nil {
 		s.log.Warn("coap session refused", "device", d.ID, "reason", err.Error())
 		_ = cc.Close()
 		return
 	}
-	p := &peer{cc: cc, device: d.ID, identity: identity, keySum: sha256.Sum256(d.PSK), remote: cc.RemoteAddr().String(),
-		obs: map[string]*observation{}}
 	p.perms.Store(&perms)
 	cc.SetContextValue(peerKey{}, p)
 	s.mu.Lock()
@@ -299,7 +358,7 @@ func (s *Server) onNewConn(cc *udpClient.Conn) {
 	s.peers[d.ID][p] = struct{}{}
 	s.mu.Unlock()
 	cc.AddOnClose(func() { s.end(p, "session closed", false) })
-	s.log.Info("coap connected", "device", d.ID, "remote", p.remote, "method", "psk")
+	s.log.Info("coap connected", "device", d.ID, "remote", p.remote, "method", p.method)
 	// The device may have changed between the handshake and now.
 	s.check(p)
 }
@@ -311,17 +370,12 @@ func (s *Server) check(p *peer) {
 		return
 	}
 	d, perms, err := s.o.Auth.Revalidate(p.device, p.claims.Load(), p.device)
-	switch {
-	case err != nil:
+	if err != nil {
 		s.end(p, err.Error(), true) // fail closed, store errors included
 		return
-	case d.PSKIdentity != p.identity:
-		s.end(p, "psk identity changed", true)
-		return
 	}
-	sum := sha256.Sum256(d.PSK)
-	if subtle.ConstantTimeCompare(sum[:], p.keySum[:]) != 1 {
-		s.end(p, "psk changed", true)
+	if why := p.credentialGone(d); why != "" {
+		s.end(p, why, true)
 		return
 	}
 	p.perms.Store(&perms)
@@ -337,6 +391,56 @@ func (s *Server) check(p *peer) {
 		s.log.Info("coap observation cancelled", "device", p.device, "topic", o.topic, "reason", "no longer allowed")
 		s.cancel(o, codes.Forbidden)
 	}
+}
+
+// credentialGone says why the credential the session was opened with is no
+// longer the device's, or "".
+func (p *peer) credentialGone(d store.Device) string {
+	if p.method == "certificate" {
+		byFP := d.CertSHA256 == p.certSHA256
+		byIssuer := d.CertIssuer != "" && d.CertIssuer == p.certIssuer && d.CertSerial == p.certSerl
+		if !byFP && !byIssuer {
+			return "certificate no longer registered to the device"
+		}
+		return ""
+	}
+	if d.PSKIdentity != p.identity {
+		return "psk identity changed"
+	}
+	sum := sha256.Sum256(d.PSK)
+	if subtle.ConstantTimeCompare(sum[:], p.keySum[:]) != 1 {
+		return "psk changed"
+	}
+	return ""
+}
+
+// verifyCert refuses, during the handshake, a client certificate that is
+// not a registered device's; onNewConn binds the session to that device.
+func (s *Server) verifyCert(raw [][]byte, _ [][]*x509.Certificate) error {
+	chain, err := parseChain(raw)
+	if err == nil {
+		_, err = s.o.Auth.Certificate(chain, "")
+	}
+	if err != nil {
+		s.log.Warn("coap handshake refused", "method", "certificate", "reason", err.Error())
+		return errors.New("client certificate refused")
+	}
+	return nil
+}
+
+func parseChain(raw [][]byte) ([]*x509.Certificate, error) {
+	chain := make([]*x509.Certificate, 0, len(raw))
+	for _, r := range raw {
+		c, err := x509.ParseCertificate(r)
+		if err != nil {
+			return nil, fmt.Errorf("client certificate: %w", err)
+		}
+		chain = append(chain, c)
+	}
+	if len(chain) == 0 {
+		return nil, errors.New("no client certificate")
+	}
+	return chain, nil
 }
 
 // Recheck re-evaluates every CoAP session of device id against the store.
@@ -497,6 +601,11 @@ func (s *Server) handle(w *responsewriter.ResponseWriter[*udpClient.Conn], r *po
 	}
 	if err == nil && path == PathAuthzInfo {
 		s.authzInfo(w, r, p)
+		return
+	}
+	if p.leaf != nil && s.o.Broker.Now().After(p.leaf.NotAfter) {
+		s.end(p, "client certificate expired", true)
+		reply(w, codes.Unauthorized, "the client certificate has expired")
 		return
 	}
 	if c := p.claims.Load(); c != nil && s.o.Auth.Verifier.CheckTime(c) != nil {
@@ -698,7 +807,8 @@ const PathAuthzInfo = "/authz-info"
 // owner), it must be the session's own device's (client_id). The session's
 // permissions become the class's intersected with the token's scope, and the
 // token's expiry and revocation end the session. A token bound to a key
-// (cnf) is refused here: the DTLS-PSK session cannot prove that key.
+// (cnf jkt) is refused here: the DTLS session cannot prove that key; one
+// bound to a certificate (cnf x5t#S256) must be the session's.
 func (s *Server) authzInfo(w *responsewriter.ResponseWriter[*udpClient.Conn], r *pool.Message, p *peer) {
 	if r.Code() != codes.POST {
 		reply(w, codes.MethodNotAllowed, "POST the access token")
@@ -710,14 +820,16 @@ func (s *Server) authzInfo(w *responsewriter.ResponseWriter[*udpClient.Conn], r 
 		return
 	}
 	c, err := s.o.Auth.Verifier.Verify(string(body))
-	if err == nil && c.Cnf.Bound() {
-		err = &authn.Error{Reason: authn.ReasonPoPRequired, Detail: "a key-bound token cannot be proven over this DTLS-PSK session"}
+	// A token bound to the session's certificate (cnf x5t#S256) is proven by
+	// the handshake; one bound to a key (jkt) cannot be proven here.
+	if err == nil && (c.Cnf.JKT != "" || (c.Cnf.X5T != "" && p.leaf == nil)) {
+		err = &authn.Error{Reason: authn.ReasonPoPRequired, Detail: "a key-bound token cannot be proven over this DTLS session"}
 	}
 	if err == nil && c.ClientID != p.device {
 		err = &authn.Error{Reason: authn.ReasonClientID, Detail: "the token is for another device"}
 	}
 	if err == nil {
-		_, err = s.o.Auth.Token(string(body), nil, "", p.device)
+		_, err = s.o.Auth.Token(string(body), p.leaf, "", p.device)
 	}
 	if err != nil {
 		s.log.Warn("coap token refused", "device", p.device, "remote", p.remote, "reason", authn.ReasonOf(err), "detail", err.Error())
