@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"crypto"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
@@ -12,9 +11,7 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
-	"github.com/lestrrat-go/jwx/v3/jwa"
 	"github.com/lestrrat-go/jwx/v3/jwk"
-	"github.com/lestrrat-go/jwx/v3/jws"
 
 	"github.com/edgeid/edgeid/edge/authn"
 )
@@ -45,27 +42,9 @@ func newNonce() []byte {
 // checkProof verifies a proof against the device's registered key and
 // returns the key's thumbprint (base64url).
 func checkProof(deviceKey []byte, proof []byte, nonce []byte, clientID string) (string, error) {
-	if len(deviceKey) == 0 {
-		return "", errors.New("no public key is registered for the device")
-	}
-	key, err := jwk.ParseKey(deviceKey)
+	payload, jkt, err := authn.VerifyProof(deviceKey, proof, ProofType)
 	if err != nil {
-		return "", fmt.Errorf("device key: %w", err)
-	}
-	alg := jwa.ES256()
-	if key.KeyType() == jwa.OKP() {
-		alg = jwa.EdDSA()
-	}
-	msg, err := jws.Parse(proof, jws.WithCompact())
-	if err != nil || len(msg.Signatures()) != 1 {
-		return "", errors.New("proof is not a compact JWS")
-	}
-	if typ, _ := msg.Signatures()[0].ProtectedHeaders().Type(); typ != ProofType {
-		return "", fmt.Errorf("proof typ %q is not %s", typ, ProofType)
-	}
-	payload, err := jws.Verify(proof, jws.WithKey(alg, key))
-	if err != nil {
-		return "", errors.New("proof signature does not verify with the device key")
+		return "", err
 	}
 	var p proofPayload
 	if err := json.Unmarshal(payload, &p); err != nil {
@@ -74,23 +53,13 @@ func checkProof(deviceKey []byte, proof []byte, nonce []byte, clientID string) (
 	if p.Nonce != base64.RawURLEncoding.EncodeToString(nonce) || p.ClientID != clientID {
 		return "", errors.New("proof is for another challenge (replayed?)")
 	}
-	thumb, err := key.Thumbprint(crypto.SHA256)
-	if err != nil {
-		return "", err
-	}
-	return base64.RawURLEncoding.EncodeToString(thumb), nil
+	return jkt, nil
 }
 
 // Prove answers a challenge: the device side (used by edgeid-sensor and tests).
 func Prove(priv jwk.Key, nonce []byte, clientID string) ([]byte, error) {
 	payload, _ := json.Marshal(proofPayload{Nonce: base64.RawURLEncoding.EncodeToString(nonce), ClientID: clientID})
-	alg := jwa.ES256()
-	if priv.KeyType() == jwa.OKP() {
-		alg = jwa.EdDSA()
-	}
-	h := jws.NewHeaders()
-	_ = h.Set(jws.TypeKey, ProofType)
-	return jws.Sign(payload, jws.WithKey(alg, priv, jws.WithProtectedHeaders(h)))
+	return authn.SignProof(priv, ProofType, payload)
 }
 
 // challenge runs the AUTH exchange inside CONNECT and returns the proven

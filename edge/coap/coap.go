@@ -1,5 +1,8 @@
-// Package coap is the gateway's CoAP front end (RFC 7252 over DTLS 1.2 with
-// a per-device pre-shared key). Devices use the MQTT topic space under
+// Package coap is the gateway's CoAP front end: RFC 7252 over DTLS 1.2,
+// where a device authenticates with its pre-shared key or its certificate,
+// and, off by default, over plain UDP, where every request must prove
+// possession of the key its access token is bound to (udp.go). Devices use
+// the MQTT topic space under
 // /ps/<topic>: PUT or POST publishes, GET reads the retained message, and GET
 // with Observe (RFC 7641) subscribes. Every request and every delivery is
 // authorized with the device's class permissions, as the MQTT ACL does, and
@@ -41,6 +44,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/net/responsewriter"
 	"github.com/plgd-dev/go-coap/v3/options"
 	udpClient "github.com/plgd-dev/go-coap/v3/udp/client"
+	udpServer "github.com/plgd-dev/go-coap/v3/udp/server"
 
 	"github.com/edgeid/edgeid/edge/authn"
 	"github.com/edgeid/edgeid/edge/broker"
@@ -54,8 +58,11 @@ const PathPrefix = "/ps/"
 
 // Options configure a Server.
 type Options struct {
-	// DTLSListen is the UDP address of the coaps:// listener.
+	// DTLSListen is the UDP address of the coaps:// listener; "" for none.
 	DTLSListen string
+	// UDPListen is the address of the plain coap:// listener, which only
+	// takes requests proving possession of a key-bound token; "" for none.
+	UDPListen string
 	// IdleTimeout closes a session without observations after this long
 	// without a message; ObserveIdleTimeout one that holds observations.
 	IdleTimeout, ObserveIdleTimeout time.Duration
@@ -90,6 +97,11 @@ type Server struct {
 	srv    *dtlsServer.Server
 	served chan struct{}
 
+	udpLn     *coapNet.UDPConn
+	udpSrv    *udpServer.Server
+	udpServed chan struct{}
+	udp       *udpState
+
 	subID atomic.Int64 // inline subscription ids
 
 	mu    sync.Mutex
@@ -114,7 +126,10 @@ func New(o Options) (*Server, error) {
 	if o.ObserveIdleTimeout < o.IdleTimeout {
 		o.ObserveIdleTimeout = o.IdleTimeout
 	}
-	return &Server{o: o, log: o.Log, peers: map[string]map[*peer]struct{}{}}, nil
+	if o.DTLSListen == "" && o.UDPListen == "" {
+		return nil, errors.New("coap: no listener (DTLSListen or UDPListen)")
+	}
+	return &Server{o: o, log: o.Log, peers: map[string]map[*peer]struct{}{}, udp: newUDPState()}, nil
 }
 
 // pskCipherSuites are the PSK suites offered: CCM_8 is CoAP's mandatory one
@@ -141,8 +156,38 @@ func certCipherSuites(cert *tls.Certificate) []piondtls.CipherSuiteID {
 	}
 }
 
-// Start binds the DTLS listener and serves in the background.
+// Start binds the listeners and serves in the background.
 func (s *Server) Start() error {
+	if s.o.DTLSListen != "" {
+		if err := s.startDTLS(); err != nil {
+			return err
+		}
+	}
+	if s.o.UDPListen != "" {
+		ln, err := coapNet.NewListenUDP("udp", s.o.UDPListen)
+		if err != nil {
+			_ = s.Close()
+			return fmt.Errorf("coap.udp_listen %s: %w", s.o.UDPListen, err)
+		}
+		s.udpLn = ln
+		s.udpSrv = udpServer.New(
+			options.WithHandlerFunc(udpClient.HandlerFunc(s.handleUDP)),
+			idleMonitor{s: s},
+			options.WithErrors(func(err error) { s.log.Debug("coap udp", "err", err) }),
+		)
+		s.udpServed = make(chan struct{})
+		go func() {
+			defer close(s.udpServed)
+			if err := s.udpSrv.Serve(ln); err != nil {
+				s.log.Error("coap udp server stopped", "err", err)
+			}
+		}()
+		s.log.Info("coap listening", "udp", ln.LocalAddr().String(), "auth", "proof of possession only")
+	}
+	return nil
+}
+
+func (s *Server) startDTLS() error {
 	suites := pskCipherSuites
 	opts := []piondtls.ServerOption{
 		piondtls.WithPSK(s.pskFor),
@@ -191,13 +236,26 @@ func (s *Server) Addr() string {
 	return s.ln.Addr().String()
 }
 
-// Close stops the listener and ends every session and observation.
-func (s *Server) Close() error {
-	if s.srv == nil {
-		return nil
+// UDPAddr is the bound plain-UDP address, or "" when there is none.
+func (s *Server) UDPAddr() string {
+	if s.udpLn == nil {
+		return ""
 	}
-	s.srv.Stop()
-	<-s.served
+	return s.udpLn.LocalAddr().String()
+}
+
+// Close stops the listeners and ends every session and observation.
+func (s *Server) Close() error {
+	if s.srv != nil {
+		s.srv.Stop()
+		<-s.served
+		s.srv = nil
+	}
+	if s.udpSrv != nil {
+		s.udpSrv.Stop()
+		<-s.udpServed
+		s.udpSrv = nil
+	}
 	s.mu.Lock()
 	var all []*peer
 	for _, ps := range s.peers {
@@ -318,6 +376,12 @@ func (s *Server) onNewConn(cc *udpClient.Conn) {
 		return
 	}
 	p := &peer{cc: cc, remote: cc.RemoteAddr().String(), obs: map[string]*observation{}}
+	// The MQTT listeners' limit on new sessions per source address.
+	if !s.o.Broker.Connects.Allow(p.remote, s.o.Broker.Now()) {
+		s.log.Warn("coap session refused", "remote", p.remote, "reason", "too many new sessions from this address")
+		_ = cc.Close()
+		return
+	}
 	var d store.Device
 	var err error
 	if len(st.PeerCertificates) > 0 {
@@ -396,7 +460,10 @@ func (s *Server) check(p *peer) {
 // credentialGone says why the credential the session was opened with is no
 // longer the device's, or "".
 func (p *peer) credentialGone(d store.Device) string {
-	if p.method == "certificate" {
+	switch p.method {
+	case "token":
+		return "" // plain UDP: the token's own checks (Revalidate) are all
+	case "certificate":
 		byFP := d.CertSHA256 == p.certSHA256
 		byIssuer := d.CertIssuer != "" && d.CertIssuer == p.certIssuer && d.CertSerial == p.certSerl
 		if !byFP && !byIssuer {
@@ -557,12 +624,14 @@ func (s *Server) end(p *peer, reason string, notify bool) bool {
 // would close observers after 16 s).
 type idleMonitor struct{ s *Server }
 
-func (m idleMonitor) DTLSServerApply(cfg *dtlsServer.Config) {
-	cfg.CreateInactivityMonitor = func() udpClient.InactivityMonitor {
-		im := &inactivity{s: m.s}
-		im.Notify()
-		return im
-	}
+func (m idleMonitor) DTLSServerApply(cfg *dtlsServer.Config) { cfg.CreateInactivityMonitor = m.create }
+
+func (m idleMonitor) UDPServerApply(cfg *udpServer.Config) { cfg.CreateInactivityMonitor = m.create }
+
+func (m idleMonitor) create() udpClient.InactivityMonitor {
+	im := &inactivity{s: m.s}
+	im.Notify()
+	return im
 }
 
 type inactivity struct {
@@ -587,13 +656,19 @@ func (m *inactivity) CheckInactivity(now time.Time, cc *udpClient.Conn) {
 	}
 }
 
-// handle serves one request.
+// handle serves one request over DTLS: the session's device is the one
+// whose PSK or certificate the handshake used.
 func (s *Server) handle(w *responsewriter.ResponseWriter[*udpClient.Conn], r *pool.Message) {
 	p, _ := w.Conn().Context().Value(peerKey{}).(*peer)
 	if p == nil || p.ended.Load() {
 		reply(w, codes.Unauthorized, "no authenticated session")
 		return
 	}
+	s.serve(w, r, p)
+}
+
+// serve answers an authenticated request of p.
+func (s *Server) serve(w *responsewriter.ResponseWriter[*udpClient.Conn], r *pool.Message, p *peer) {
 	path, err := r.Options().Path()
 	if err == nil && path == PathPair {
 		s.pair(w, r, p)

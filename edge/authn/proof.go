@@ -1,0 +1,71 @@
+package authn
+
+import (
+	"crypto"
+	"crypto/subtle"
+	"encoding/base64"
+	"errors"
+	"fmt"
+
+	"github.com/lestrrat-go/jwx/v3/jwa"
+	"github.com/lestrrat-go/jwx/v3/jwk"
+	"github.com/lestrrat-go/jwx/v3/jws"
+)
+
+// Proofs of possession are compact JWS signed with the device's own key (the
+// one registered for it, whose thumbprint a key-bound token names in cnf
+// jkt). MQTT signs a challenge nonce with one (broker), plain-UDP CoAP each
+// request (coap); both check them here.
+
+// proofAlg is the JWS algorithm of a device key: EdDSA for OKP keys, ES256
+// otherwise (device keys are P-256 or Ed25519).
+func proofAlg(k jwk.Key) jwa.SignatureAlgorithm {
+	if k.KeyType() == jwa.OKP() {
+		return jwa.EdDSA()
+	}
+	return jwa.ES256()
+}
+
+// SignProof signs payload as a proof of type typ with the device's private key.
+func SignProof(priv jwk.Key, typ string, payload []byte) ([]byte, error) {
+	h := jws.NewHeaders()
+	if err := h.Set(jws.TypeKey, typ); err != nil {
+		return nil, err
+	}
+	return jws.Sign(payload, jws.WithKey(proofAlg(priv), priv, jws.WithProtectedHeaders(h)))
+}
+
+// VerifyProof checks that proof is a compact JWS of type typ signed by
+// deviceKey (a public JWK) and returns its payload and the key's SHA-256
+// thumbprint (base64url), to compare with a token's cnf jkt.
+func VerifyProof(deviceKey, proof []byte, typ string) (payload []byte, jkt string, err error) {
+	if len(deviceKey) == 0 {
+		return nil, "", errors.New("no public key is registered for the device")
+	}
+	key, err := jwk.ParseKey(deviceKey)
+	if err != nil {
+		return nil, "", fmt.Errorf("device key: %w", err)
+	}
+	msg, err := jws.Parse(proof, jws.WithCompact())
+	if err != nil || len(msg.Signatures()) != 1 {
+		return nil, "", errors.New("proof is not a compact JWS")
+	}
+	if t, _ := msg.Signatures()[0].ProtectedHeaders().Type(); t != typ {
+		return nil, "", fmt.Errorf("proof typ %q is not %s", t, typ)
+	}
+	// The algorithm comes from the registered key, never from the header.
+	payload, err = jws.Verify(proof, jws.WithKey(proofAlg(key), key))
+	if err != nil {
+		return nil, "", errors.New("proof signature does not verify with the device key")
+	}
+	thumb, err := key.Thumbprint(crypto.SHA256)
+	if err != nil {
+		return nil, "", fmt.Errorf("device key thumbprint: %w", err)
+	}
+	return payload, base64.RawURLEncoding.EncodeToString(thumb), nil
+}
+
+// SameJKT compares two key thumbprints in constant time.
+func SameJKT(a, b string) bool {
+	return a != "" && subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1
+}

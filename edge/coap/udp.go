@@ -1,0 +1,254 @@
+package coap
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	lru "github.com/hashicorp/golang-lru/v2"
+	"github.com/lestrrat-go/jwx/v3/jwk"
+	"github.com/lestrrat-go/jwx/v3/jws"
+	"github.com/plgd-dev/go-coap/v3/message"
+	"github.com/plgd-dev/go-coap/v3/message/codes"
+	"github.com/plgd-dev/go-coap/v3/message/pool"
+	"github.com/plgd-dev/go-coap/v3/net/responsewriter"
+	udpClient "github.com/plgd-dev/go-coap/v3/udp/client"
+
+	"github.com/edgeid/edgeid/edge/authn"
+)
+
+// Plain UDP (coap://) has no channel security, so nothing about the sender
+// is trusted but what each request proves: it must carry a proof of
+// possession of the key its access token is bound to (cnf jkt, the device's
+// registered key). The proof is a compact JWS, signed with that key, over
+// the request itself (method, path and query, payload digest, the token's
+// digest), with a time and a unique id so that a captured request cannot be
+// replayed, altered or moved to another resource. Bearer tokens, PSKs and
+// certificates are not accepted here.
+//
+// The access token rides in option OptionAccessToken, or is posted once to
+// /authz-info (RFC 9200 §5.10.1) and then named by its digest (ath) in each
+// proof. Both options are in the experimental range (RFC 7252 §12.2),
+// elective and unsafe to forward, so a proxy that does not know them drops
+// the request rather than passing the token on.
+const (
+	OptionAccessToken message.OptionID = 65002
+	OptionProof       message.OptionID = 65006
+	// UDPProofType is the typ header of a plain-UDP request proof.
+	UDPProofType = "edgeid-coap-pop+jws"
+	// ProofWindow is how far a proof's iat may be from the gateway's clock.
+	ProofWindow = 60 * time.Second
+)
+
+// Proof is what a plain-UDP request proof signs.
+type Proof struct {
+	Method string `json:"m"`   // "GET", "PUT", "POST", "DELETE"
+	URI    string `json:"u"`   // path, and "?" and the queries joined by "&" if any
+	ATH    string `json:"ath"` // base64url SHA-256 of the access token
+	PH     string `json:"ph"`  // base64url SHA-256 of the payload (empty payload too)
+	IAT    int64  `json:"iat"` // seconds since the epoch
+	JTI    string `json:"jti"` // unique per request
+}
+
+func digest(b []byte) string {
+	h := sha256.Sum256(b)
+	return base64.RawURLEncoding.EncodeToString(h[:])
+}
+
+// Prove signs the proof of one plain-UDP request with the device's private
+// key: method and uri as the request has them, token the access token the
+// request uses (sent along or posted to /authz-info), body its payload.
+func Prove(priv jwk.Key, method codes.Code, uri, token string, body []byte, now time.Time) ([]byte, error) {
+	id := make([]byte, 16)
+	_, _ = rand.Read(id)
+	payload, err := json.Marshal(Proof{Method: method.String(), URI: uri, ATH: digest([]byte(token)), PH: digest(body),
+		IAT: now.Unix(), JTI: base64.RawURLEncoding.EncodeToString(id)})
+	if err != nil {
+		return nil, err
+	}
+	return authn.SignProof(priv, UDPProofType, payload)
+}
+
+// requestURI is the path and query a proof covers.
+func requestURI(r *pool.Message) string {
+	path, _ := r.Options().Path()
+	if qs, err := r.Options().Queries(); err == nil && len(qs) > 0 {
+		return path + "?" + strings.Join(qs, "&")
+	}
+	return path
+}
+
+// udpState is the plain-UDP listener's memory: tokens posted to /authz-info
+// by their digest, and the proof ids already used. Both are bounded LRUs: a
+// flood of tokens or proofs forgets the oldest, never grows memory.
+type udpState struct {
+	tokens *lru.Cache[string, string] // ath -> token
+	jtis   *lru.Cache[string, int64]  // jti -> iat
+}
+
+func newUDPState() *udpState {
+	t, _ := lru.New[string, string](10000)
+	j, _ := lru.New[string, int64](100000)
+	return &udpState{tokens: t, jtis: j}
+}
+
+// handleUDP serves one plain-UDP request: /authz-info takes a token; every
+// other request must prove possession of its token's key.
+func (s *Server) handleUDP(w *responsewriter.ResponseWriter[*udpClient.Conn], r *pool.Message) {
+	if path, err := r.Options().Path(); err == nil && path == PathAuthzInfo {
+		s.authzInfoUDP(w, r)
+		return
+	}
+	p, err := s.udpAuth(w.Conn(), r)
+	if err != nil {
+		s.log.Warn("coap udp request refused", "remote", w.Conn().RemoteAddr().String(), "reason", authn.ReasonOf(err), "detail", err.Error())
+		s.unauthorized(w, err.Error())
+		return
+	}
+	s.serve(w, r, p)
+}
+
+// authzInfoUDP keeps a key-bound token for later proofs to name (2.01).
+func (s *Server) authzInfoUDP(w *responsewriter.ResponseWriter[*udpClient.Conn], r *pool.Message) {
+	if r.Code() != codes.POST {
+		reply(w, codes.MethodNotAllowed, "POST the access token")
+		return
+	}
+	body, err := r.ReadBody()
+	if err != nil || len(body) == 0 || len(body) > 8192 {
+		s.unauthorized(w, "post the access token (a JWT) as the body")
+		return
+	}
+	tok := string(body)
+	c, err := s.o.Auth.Verifier.Verify(tok)
+	if err == nil && c.Cnf.JKT == "" {
+		err = &authn.Error{Reason: authn.ReasonPoPRequired, Detail: "plain UDP takes only tokens bound to the device's key (cnf jkt)"}
+	}
+	if err == nil {
+		// As a CONNECT would be, short of the proof, which comes per request.
+		_, err = s.o.Auth.Token(tok, nil, c.Cnf.JKT, c.ClientID)
+	}
+	if err != nil {
+		s.log.Warn("coap token refused", "remote", w.Conn().RemoteAddr().String(), "transport", "udp", "reason", authn.ReasonOf(err), "detail", err.Error())
+		s.unauthorized(w, "token refused: "+string(authn.ReasonOf(err)))
+		return
+	}
+	s.udp.tokens.Add(digest(body), tok)
+	s.log.Info("coap token stored", "device", c.ClientID, "transport", "udp", "expires", c.Expiry)
+	_ = w.SetResponse(codes.Created, message.TextPlain, nil)
+}
+
+// udpAuth checks a plain-UDP request's proof and token and returns the
+// session of the sender's address, made or updated for that token.
+func (s *Server) udpAuth(cc *udpClient.Conn, r *pool.Message) (*peer, error) {
+	pop := func(format string, args ...any) error {
+		return &authn.Error{Reason: authn.ReasonPoPRequired, Detail: fmt.Sprintf(format, args...)}
+	}
+	proof, err := r.Options().GetBytes(OptionProof)
+	if err != nil || len(proof) == 0 {
+		return nil, pop("plain UDP requests must carry a proof of possession (option %d) for a key-bound token", OptionProof)
+	}
+	msg, err := jws.Parse(proof, jws.WithCompact())
+	if err != nil {
+		return nil, pop("the proof is not a compact JWS")
+	}
+	var claimed Proof
+	if err := json.Unmarshal(msg.Payload(), &claimed); err != nil {
+		return nil, pop("the proof payload is not a JSON object")
+	}
+	var tok string
+	if b, err := r.Options().GetBytes(OptionAccessToken); err == nil && len(b) > 0 {
+		tok = string(b)
+	} else if t, ok := s.udp.tokens.Get(claimed.ATH); ok {
+		tok = t
+	} else {
+		return nil, pop("no access token: send it in option %d or POST it to %s first", OptionAccessToken, PathAuthzInfo)
+	}
+	c, err := s.o.Auth.Verifier.Verify(tok)
+	if err != nil {
+		return nil, err
+	}
+	if c.Cnf.JKT == "" {
+		return nil, pop("plain UDP takes only tokens bound to the device's key (cnf jkt)")
+	}
+	d, err := s.o.Store.Device(c.ClientID)
+	if err != nil {
+		return nil, &authn.Error{Reason: authn.ReasonUnknownDevice, Detail: fmt.Sprintf("client_id %q is not a device known to this gateway", c.ClientID)}
+	}
+	payload, jkt, err := authn.VerifyProof(d.PublicKey, proof, UDPProofType)
+	if err != nil {
+		return nil, &authn.Error{Reason: authn.ReasonCnfMismatch, Detail: "proof of possession: " + err.Error()}
+	}
+	if !authn.SameJKT(jkt, c.Cnf.JKT) {
+		return nil, &authn.Error{Reason: authn.ReasonCnfMismatch, Detail: "the proof is signed by a key other than the one the token is bound to"}
+	}
+	var pr Proof
+	if err := json.Unmarshal(payload, &pr); err != nil {
+		return nil, pop("the proof payload is not a JSON object")
+	}
+	body, err := r.ReadBody()
+	if err != nil {
+		return nil, pop("cannot read the payload")
+	}
+	now := s.o.Broker.Now()
+	switch {
+	case pr.Method != r.Code().String():
+		return nil, pop("the proof is for a %s, not this %s", pr.Method, r.Code())
+	case pr.URI != requestURI(r):
+		return nil, pop("the proof is for another resource")
+	case pr.ATH != digest([]byte(tok)):
+		return nil, pop("the proof is for another access token")
+	case pr.PH != digest(body):
+		return nil, pop("the proof is for another payload")
+	case pr.JTI == "" || len(pr.JTI) > 64:
+		return nil, pop("the proof needs a jti of 1 to 64 characters")
+	case now.Sub(time.Unix(pr.IAT, 0)).Abs() > ProofWindow:
+		return nil, pop("the proof's iat is more than %s from the gateway's clock", ProofWindow)
+	}
+	if seen, _ := s.udp.jtis.ContainsOrAdd(c.ClientID+"\x00"+pr.JTI, pr.IAT); seen {
+		return nil, pop("the proof was already used (replayed?)")
+	}
+	pl, err := s.o.Auth.Token(tok, nil, jkt, c.ClientID)
+	if err != nil {
+		return nil, err
+	}
+	return s.udpPeer(cc, pl, c)
+}
+
+// udpPeer is the session of cc's address: made on its first proven request,
+// then updated to each request's token. One address holds one device.
+func (s *Server) udpPeer(cc *udpClient.Conn, pl *authn.Principal, c *authn.Claims) (*peer, error) {
+	s.mu.Lock()
+	p, _ := cc.Context().Value(peerKey{}).(*peer)
+	fresh := p == nil || p.ended.Load()
+	if !fresh && p.device != pl.Device.ID {
+		s.mu.Unlock()
+		return nil, &authn.Error{Reason: authn.ReasonClientID, Detail: fmt.Sprintf("this address has a session for device %q; the token is for another", p.device)}
+	}
+	if fresh {
+		if !s.o.Broker.Connects.Allow(cc.RemoteAddr().String(), s.o.Broker.Now()) {
+			s.mu.Unlock()
+			return nil, errors.New("too many new sessions from this address")
+		}
+		p = &peer{cc: cc, device: pl.Device.ID, method: "token", remote: cc.RemoteAddr().String(), obs: map[string]*observation{}}
+		cc.SetContextValue(peerKey{}, p)
+		if s.peers[p.device] == nil {
+			s.peers[p.device] = map[*peer]struct{}{}
+		}
+		s.peers[p.device][p] = struct{}{}
+	}
+	p.claims.Store(c)
+	perms := pl.Perms
+	p.perms.Store(&perms)
+	s.mu.Unlock()
+	if fresh {
+		cc.AddOnClose(func() { s.end(p, "session closed", false) })
+		s.log.Info("coap connected", "device", p.device, "remote", p.remote, "method", "token", "transport", "udp")
+	}
+	return p, nil
+}
