@@ -41,6 +41,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"github.com/plgd-dev/go-coap/v3/message/pool"
 	coapNet "github.com/plgd-dev/go-coap/v3/net"
+	"github.com/plgd-dev/go-coap/v3/net/blockwise"
 	"github.com/plgd-dev/go-coap/v3/net/responsewriter"
 	"github.com/plgd-dev/go-coap/v3/options"
 	udpClient "github.com/plgd-dev/go-coap/v3/udp/client"
@@ -173,6 +174,7 @@ func (s *Server) Start() error {
 		s.udpSrv = udpServer.New(
 			options.WithHandlerFunc(udpClient.HandlerFunc(s.handleUDP)),
 			idleMonitor{s: s},
+			options.WithBlockwise(false, maxBlockSZX, blockTimeout), // done in blockwise.go
 			options.WithErrors(func(err error) { s.log.Debug("coap udp", "err", err) }),
 		)
 		s.udpServed = make(chan struct{})
@@ -212,6 +214,7 @@ func (s *Server) startDTLS() error {
 		options.WithHandlerFunc(udpClient.HandlerFunc(s.handle)),
 		options.WithOnNewConn(s.onNewConn),
 		idleMonitor{s: s},
+		options.WithBlockwise(false, maxBlockSZX, blockTimeout), // done in blockwise.go
 		options.WithDTLSHandshakeTimeout(10*time.Second),
 		options.WithErrors(func(err error) {
 			s.log.Debug("coap", "err", err)
@@ -290,8 +293,10 @@ type peer struct {
 	// session (RFC 9200/9202); nil: the class's permissions alone.
 	claims atomic.Pointer[authn.Claims]
 
-	mu  sync.Mutex
-	obs map[string]*observation // by token
+	mu        sync.Mutex
+	obs       map[string]*observation // by token
+	transfers map[string]*transfer    // Block1 uploads under way
+	reprs     map[string]repr         // last large representation by topic
 }
 
 type peerKey struct{}
@@ -732,14 +737,14 @@ func (s *Server) publish(w *responsewriter.ResponseWriter[*udpClient.Conn], r *p
 		reply(w, codes.Forbidden, "not allowed to publish to this topic")
 		return
 	}
-	payload, err := r.ReadBody()
-	if err != nil {
-		reply(w, codes.BadRequest, "cannot read payload")
-		return
-	}
 	// The same bound as an MQTT packet: block-wise transfer must not let a
 	// CoAP device publish what an MQTT one could not.
-	if max := int(b.Server.Options.Capabilities.MaximumPacketSize); max > 0 && len(payload) > max {
+	limit := int(b.Server.Options.Capabilities.MaximumPacketSize)
+	payload, echo, done := s.block1(w, r, p, limit)
+	if !done {
+		return
+	}
+	if max := limit; max > 0 && len(payload) > max {
 		s.log.Warn("coap publish refused", "device", p.device, "topic", topic, "reason", "payload too large", "bytes", len(payload))
 		_ = w.SetResponse(codes.RequestEntityTooLarge, message.TextPlain, bytes.NewReader([]byte("payload larger than the gateway accepts")),
 			message.Option{ID: message.Size1, Value: encodeUint(uint32(max))})
@@ -785,7 +790,11 @@ func (s *Server) publish(w *responsewriter.ResponseWriter[*udpClient.Conn], r *p
 		reply(w, codes.InternalServerError, "publish failed")
 		return
 	}
-	_ = w.SetResponse(codes.Changed, message.TextPlain, nil)
+	var opts []message.Option
+	if echo != 0 {
+		opts = append(opts, message.Option{ID: message.Block1, Value: encodeUint(echo)})
+	}
+	_ = w.SetResponse(codes.Changed, message.TextPlain, nil, opts...)
 }
 
 func (s *Server) get(w *responsewriter.ResponseWriter[*udpClient.Conn], r *pool.Message, p *peer, topic string) {
@@ -804,12 +813,32 @@ func (s *Server) get(w *responsewriter.ResponseWriter[*udpClient.Conn], r *pool.
 	if ms := b.Server.Topics.Messages(topic); len(ms) > 0 {
 		retained = &ms[0]
 	}
+	szx, num := requestedBlock2(r)
+	if num > 0 {
+		// A Block2 follow-up: the rest of the large representation this
+		// session was last sent for the topic, else of the retained message.
+		rp, ok := p.lastRepr(topic)
+		if !ok && retained != nil {
+			rp, ok = repr{body: retained.Payload, cf: formatOf(*retained)}, true
+		}
+		if !ok {
+			reply(w, codes.NotFound, "no representation to continue")
+			return
+		}
+		part, opts, ok := blockOf(rp.body, szx, num)
+		if !ok {
+			reply(w, codes.BadOption, "block number past the end of the representation")
+			return
+		}
+		_ = w.SetResponse(codes.Content, rp.cf, bytes.NewReader(part), opts...)
+		return
+	}
 	if obsErr != nil || obs != 0 {
 		if retained == nil {
 			reply(w, codes.NotFound, "no retained message on this topic")
 			return
 		}
-		_ = w.SetResponse(codes.Content, formatOf(*retained), bytes.NewReader(retained.Payload))
+		s.answer(w, p, topic, codes.Content, formatOf(*retained), retained.Payload, szx)
 		return
 	}
 	o, code := s.register(p, r.Token(), topic, retained)
@@ -822,7 +851,16 @@ func (s *Server) get(w *responsewriter.ResponseWriter[*udpClient.Conn], r *pool.
 	if retained != nil {
 		body, cf = retained.Payload, formatOf(*retained)
 	}
-	_ = w.SetResponse(codes.Content, cf, bytes.NewReader(body), message.Option{ID: message.Observe, Value: encodeUint(2)})
+	s.answer(w, p, topic, codes.Content, cf, body, szx, message.Option{ID: message.Observe, Value: encodeUint(2)})
+}
+
+// answer sets a response with body, or with its first block when it is
+// larger than a block (the client asks for the rest, RFC 7959 §2.4).
+func (s *Server) answer(w *responsewriter.ResponseWriter[*udpClient.Conn], p *peer, topic string, code codes.Code, cf message.MediaType,
+	body []byte, szx blockwise.SZX, extra ...message.Option) {
+	part, opts, _ := blockOf(body, szx, 0)
+	p.rememberRepr(topic, body, cf)
+	_ = w.SetResponse(code, cf, bytes.NewReader(part), append(extra, opts...)...)
 }
 
 // reply sets a response with a short diagnostic payload (RFC 7252 §5.5.2).

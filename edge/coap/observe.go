@@ -174,8 +174,16 @@ func (o *observation) notify(pk packets.Packet) error {
 	m.SetCode(codes.Content)
 	m.SetToken(o.token)
 	m.SetObserve(o.seq.Add(1) & 0xffffff)
-	m.SetContentFormat(formatOf(pk))
-	m.SetBody(bytes.NewReader(pk.Payload))
+	cf := formatOf(pk)
+	m.SetContentFormat(cf)
+	// A notification larger than a block carries its first block; the
+	// observer GETs the rest (RFC 7959 §3.4).
+	part, opts, _ := blockOf(pk.Payload, maxBlockSZX, 0)
+	o.p.rememberRepr(o.topic, pk.Payload, cf)
+	for _, opt := range opts {
+		m.SetOptionBytes(opt.ID, opt.Value)
+	}
+	m.SetBody(bytes.NewReader(part))
 	// Confirmable: an observer that stopped answering is noticed and dropped.
 	m.SetType(message.Confirmable)
 	return cc.WriteMessage(m)

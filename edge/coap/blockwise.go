@@ -1,0 +1,185 @@
+package coap
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"time"
+
+	"github.com/plgd-dev/go-coap/v3/message"
+	"github.com/plgd-dev/go-coap/v3/message/codes"
+	"github.com/plgd-dev/go-coap/v3/message/pool"
+	"github.com/plgd-dev/go-coap/v3/net/blockwise"
+	"github.com/plgd-dev/go-coap/v3/net/responsewriter"
+	udpClient "github.com/plgd-dev/go-coap/v3/udp/client"
+)
+
+// Block-wise transfer (RFC 7959) is done here rather than by go-coap: its
+// Block1 reassembly keys on the token, and clients such as libcoap send every
+// block with a new token (RFC 7959 §2.4 allows it), so go-coap would pass the
+// last block on as if it were the whole payload. Here a Block1 transfer is
+// keyed by the session, the path and the Request-Tag (RFC 9175), and must
+// arrive in order; a Block2 follow-up is served from the representation the
+// session was last sent for that path (a large notification), or else the
+// retained message, with an ETag so the client notices a change.
+
+// optRequestTag is RFC 9175's Request-Tag (not in go-coap's table).
+const optRequestTag message.OptionID = 292
+
+// maxBlockSZX is the largest block the gateway sends: 1024 bytes keeps a
+// block within a 1152-byte CoAP datagram.
+const maxBlockSZX = blockwise.SZX1024
+
+// blockTimeout drops a Block1 transfer that stalls this long between blocks.
+const blockTimeout = 2 * time.Minute
+
+// maxTransfers is how many Block1 transfers one session may have under way.
+const maxTransfers = 4
+
+// transfer is a Block1 upload being reassembled.
+type transfer struct {
+	body []byte
+	last time.Time
+}
+
+// block1 gathers a PUT/POST's payload. It returns the whole payload and
+// true when the request completes it (with the Block1 option to echo in the
+// final answer, 0 if none); otherwise it has answered (2.31 Continue, 4.08,
+// 4.13) and returns false.
+func (s *Server) block1(w *responsewriter.ResponseWriter[*udpClient.Conn], r *pool.Message, p *peer, limit int) ([]byte, uint32, bool) {
+	payload, err := r.ReadBody()
+	if err != nil {
+		reply(w, codes.BadRequest, "cannot read payload")
+		return nil, 0, false
+	}
+	v, err := r.GetOptionUint32(message.Block1)
+	if errors.Is(err, message.ErrOptionNotFound) {
+		return payload, 0, true
+	}
+	szx, num, more, err := blockwise.DecodeBlockOption(v)
+	if err != nil || szx > maxBlockSZX {
+		reply(w, codes.BadOption, "bad Block1 option")
+		return nil, 0, false
+	}
+	path, _ := r.Options().Path()
+	tag, _ := r.Options().GetBytes(optRequestTag)
+	key := path + "\x00" + string(tag)
+	now := time.Now()
+	p.mu.Lock()
+	if p.transfers == nil {
+		p.transfers = map[string]*transfer{}
+	}
+	for k, t := range p.transfers {
+		if now.Sub(t.last) > blockTimeout {
+			delete(p.transfers, k)
+		}
+	}
+	t := p.transfers[key]
+	switch {
+	case num == 0:
+		if len(p.transfers) >= maxTransfers && t == nil {
+			p.mu.Unlock()
+			reply(w, codes.ServiceUnavailable, "too many block-wise transfers under way")
+			return nil, 0, false
+		}
+		t = &transfer{}
+		p.transfers[key] = t
+	case t == nil || int64(len(t.body)) != num*szx.Size():
+		delete(p.transfers, key)
+		p.mu.Unlock()
+		reply(w, codes.RequestEntityIncomplete, "block out of order or transfer unknown: start again at block 0")
+		return nil, 0, false
+	}
+	if limit > 0 && len(t.body)+len(payload) > limit {
+		delete(p.transfers, key)
+		p.mu.Unlock()
+		_ = w.SetResponse(codes.RequestEntityTooLarge, message.TextPlain, bytes.NewReader([]byte("payload larger than the gateway accepts")),
+			message.Option{ID: message.Size1, Value: encodeUint(uint32(limit))})
+		return nil, 0, false
+	}
+	if more && int64(len(payload)) != szx.Size() {
+		delete(p.transfers, key)
+		p.mu.Unlock()
+		reply(w, codes.BadRequest, "a block before the last must be exactly the block size")
+		return nil, 0, false
+	}
+	t.body = append(t.body, payload...)
+	t.last = now
+	if more {
+		p.mu.Unlock()
+		echo, _ := blockwise.EncodeBlockOption(szx, num, true)
+		_ = w.SetResponse(codes.Continue, message.TextPlain, nil, message.Option{ID: message.Block1, Value: encodeUint(echo)})
+		return nil, 0, false
+	}
+	delete(p.transfers, key)
+	p.mu.Unlock()
+	echo, _ := blockwise.EncodeBlockOption(szx, num, false)
+	return t.body, echo, true
+}
+
+// etag names a representation, so a client reading it block by block can
+// tell when it changed under it.
+func etag(body []byte) []byte {
+	h := sha256.Sum256(body)
+	return h[:8]
+}
+
+// requestedBlock2 is the block a request asks for: its Block2 number and
+// size (no larger than maxBlockSZX), or block 0 of maxBlockSZX.
+func requestedBlock2(r *pool.Message) (blockwise.SZX, int64) {
+	if v, err := r.GetOptionUint32(message.Block2); err == nil {
+		if szx, num, _, err := blockwise.DecodeBlockOption(v); err == nil {
+			return min(szx, maxBlockSZX), num
+		}
+	}
+	return maxBlockSZX, 0
+}
+
+// blockOf cuts block num of size szx out of body: the slice and the options
+// that go with it (Block2, ETag, and Size2 on the first block). ok is false
+// when num is past the end.
+func blockOf(body []byte, szx blockwise.SZX, num int64) (part []byte, opts message.Options, ok bool) {
+	size := szx.Size()
+	if num == 0 && int64(len(body)) <= size {
+		return body, nil, true
+	}
+	start := num * size
+	if start >= int64(len(body)) && !(num == 0 && len(body) == 0) {
+		return nil, nil, false
+	}
+	end := min(start+size, int64(len(body)))
+	b2, _ := blockwise.EncodeBlockOption(szx, num, end < int64(len(body)))
+	opts = message.Options{{ID: message.Block2, Value: encodeUint(b2)}, {ID: message.ETag, Value: etag(body)}}
+	if num == 0 {
+		opts = append(opts, message.Option{ID: message.Size2, Value: encodeUint(uint32(len(body)))})
+	}
+	return body[start:end], opts, true
+}
+
+// rememberRepr keeps the last large representation p was sent for path, for
+// its Block2 follow-ups; small ones need none and drop it.
+func (p *peer) rememberRepr(path string, body []byte, cf message.MediaType) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if int64(len(body)) <= maxBlockSZX.Size() {
+		delete(p.reprs, path)
+		return
+	}
+	if p.reprs == nil {
+		p.reprs = map[string]repr{}
+	}
+	p.reprs[path] = repr{body: body, cf: cf}
+}
+
+// repr is a representation kept for Block2 follow-ups.
+type repr struct {
+	body []byte
+	cf   message.MediaType
+}
+
+func (p *peer) lastRepr(path string) (repr, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	r, ok := p.reprs[path]
+	return r, ok
+}
