@@ -639,6 +639,9 @@ func (m idleMonitor) create() udpClient.InactivityMonitor {
 	return im
 }
 
+// unprovenIdle is how long a plain-UDP address without a session is kept.
+const unprovenIdle = 10 * time.Second
+
 type inactivity struct {
 	s    *Server
 	last atomic.Int64
@@ -649,7 +652,14 @@ func (m *inactivity) Notify() { m.last.Store(time.Now().UnixNano()) }
 func (m *inactivity) CheckInactivity(now time.Time, cc *udpClient.Conn) {
 	idle := now.Sub(time.Unix(0, m.last.Load()))
 	limit := m.s.o.IdleTimeout
-	if p, ok := cc.Context().Value(peerKey{}).(*peer); ok {
+	p, ok := cc.Context().Value(peerKey{}).(*peer)
+	if !ok || p.ended.Load() {
+		// A plain-UDP address that never proved anything (spoofed, or a
+		// refused device) is forgotten quickly, so a flood of source
+		// addresses cannot hold memory for long.
+		limit = unprovenIdle
+	}
+	if ok {
 		p.mu.Lock()
 		if len(p.obs) > 0 {
 			limit = m.s.o.ObserveIdleTimeout
