@@ -126,6 +126,12 @@ func (g *Gateway) build() error {
 	}
 	b.Devices = throttle.New(rates(cfg.Throttle.Device), cfg.Throttle.Persist, 50000)
 	b.Subjects = throttle.New(rates(cfg.Throttle.Subject), cfg.Throttle.Persist, 50000)
+	// A class's limit is shared by all its devices: a refusal there says
+	// nothing about the one device that met it, so it never disconnects.
+	b.Classes = throttle.New(rates(cfg.Throttle.Class), 0, 10000)
+	if err := loadClassLimits(g.Store, b); err != nil {
+		return err
+	}
 	g.Broker = b
 	// --- CoAP ---
 	if cfg.CoAP.DTLSListen != "" {
@@ -300,6 +306,11 @@ func (g *Gateway) onApplied(a store.Applied) {
 	b := a.Batch
 	g.Broker.Gen.Add(1)
 	affected := map[*broker.Session]bool{}
+	if a.Replaced || len(b.Classes) > 0 || len(b.Delete.Classes) > 0 {
+		if err := loadClassLimits(g.Store, g.Broker); err != nil {
+			g.log.Error("reload class limits failed; keeping the previous ones", "err", err)
+		}
+	}
 	if a.Replaced || len(b.Issuers) > 0 || len(b.Delete.Issuers) > 0 {
 		if err := g.loadIssuers(); err != nil {
 			// Fail closed: trust no key rather than keys that may be gone.

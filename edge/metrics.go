@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/edgeid/edgeid/edge/authn"
+	"github.com/edgeid/edgeid/edge/throttle"
 )
 
 // metrics are the gateway's Prometheus series, served on metrics.listen
@@ -93,6 +94,17 @@ func newMetrics(g *Gateway) *metrics {
 			return time.Since(last).Seconds()
 		}),
 	)
+	// Which limit refused, from the throttles' own counts (a refusal that
+	// ended the session included); edgeid_throttled_total stays the total
+	// of refused and dropped publishes.
+	for limit, th := range map[string]*throttle.Throttle{"device": g.Broker.Devices, "subject": g.Broker.Subjects, "class": g.Broker.Classes} {
+		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "edgeid_throttle_refusals_total",
+			Help:        "Publishes refused by each rate limit: device, subject, or class (all devices of a class together).",
+			ConstLabels: prometheus.Labels{"limit": limit}}, func() float64 {
+			r, d := th.Stats()
+			return float64(r + d)
+		}))
+	}
 	b := g.Broker
 	b.Events.AuthResult = func(method string, r authn.Reason) {
 		if r == "" {

@@ -393,3 +393,39 @@ func TestSyncedRevocationsKeptForOwnTokenLifetime(t *testing.T) {
 		t.Fatalf("kept until %s, want at least %s (this gateway accepts 72h tokens)", r.ExpiresAt, want)
 	}
 }
+
+// A class's rate limits set at the authority reach the gateway with the
+// snapshot, and a change to them reaches a live session with the next delta.
+func TestSyncedClassLimits(t *testing.T) {
+	x := startAuthority(t)
+	iss, _ := demo.NewIssuer("https://issuer.test", "k1")
+	rec, _ := iss.Record()
+	x.admin("POST", "/admin/v1/import", store.Batch{Classes: []store.DeviceClass{thermostat(&store.ClassLimits{Device: burstOf(10)})},
+		Issuers: []store.Issuer{rec}, Devices: []store.Device{{ID: "thermo-1", Class: "thermostat", Status: store.DeviceActive}}})
+	if body := x.admin("GET", "/admin/v1/classes", nil); !strings.Contains(string(body), `"limits":{"device":{"messages_per_second":0.01,"message_burst":10}}`) {
+		t.Fatalf("authority classes without the limits: %s", body)
+	}
+	g := startGateway(t, func(c *configT) { c.Sync.Enrollment = x.enroll("gw-5") })
+	tok, _ := iss.Mint(iss.Claims("thermo-1", "thermo-1", "edgeid", "publish:devices/thermo-1/telemetry/#", time.Hour), nil)
+	// Issuers, like class limits, are loaded by the store watcher.
+	var dev *client
+	waitFor(t, "a token connect", func() bool {
+		var code byte
+		code, dev = g.connect(connOpts{clientID: "thermo-1", token: tok})
+		return code == 0
+	})
+	if codes := publishN(t, dev, "devices/thermo-1/telemetry/t", 2); string(codes) != string([]byte{0, 0}) {
+		t.Fatalf("codes %x under a burst of 10", codes)
+	}
+	applied := func() int { return strings.Count(g.logs.String(), "sync batch applied") }
+	n := applied()
+	x.admin("POST", "/admin/v1/import", store.Batch{Classes: []store.DeviceClass{thermostat(&store.ClassLimits{Device: burstOf(3)})}})
+	// Logged once the batch and its watchers are done.
+	waitFor(t, "the class change at the gateway", func() bool { return applied() > n })
+	if c, err := g.g.Store.Class("thermostat"); err != nil || c.Limits == nil || c.Limits.Device != burstOf(3) {
+		t.Fatalf("gateway's thermostat class: %+v, %v", c, err)
+	}
+	if codes := publishN(t, dev, "devices/thermo-1/telemetry/t", 4); string(codes) != string([]byte{0, 0, 0, 0x97}) {
+		t.Fatalf("codes %x after the synced burst of 3", codes)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -109,6 +110,10 @@ func (b *Batch) validate(classKnown func(string) bool) error {
 		batchClasses[c.Name] = true
 		if err := policy.CheckTemplate(c.Permissions); err != nil {
 			p.add("%s.permissions: %v", at, err)
+		}
+		if c.Limits != nil {
+			checkRates(&p, at+".limits.device", c.Limits.Device)
+			checkRates(&p, at+".limits.class", c.Limits.Class)
 		}
 	}
 	seen = map[string]bool{}
@@ -276,6 +281,26 @@ func (b *Batch) validate(classKnown func(string) bool) error {
 		return &ValidationError{Problems: p.list}
 	}
 	return nil
+}
+
+// checkRates checks a class's rate limits, each problem naming its field.
+func checkRates(p *problems, at string, r Rates) {
+	for _, f := range []struct {
+		name  string
+		rate  float64
+		burst string
+		n     int
+	}{{"messages_per_second", r.MessagesPerSecond, "message_burst", r.MessageBurst},
+		{"bytes_per_second", r.BytesPerSecond, "byte_burst", r.ByteBurst}} {
+		switch {
+		case math.IsNaN(f.rate) || math.IsInf(f.rate, 0) || f.rate < 0:
+			p.add("%s.%s %v must be a finite number, 0 or more (0 keeps the gateway's configured rate)", at, f.name, f.rate)
+		case f.n < 0:
+			p.add("%s.%s %d must not be negative", at, f.burst, f.n)
+		case f.rate > 0 && f.n < 1:
+			p.add("%s.%s must be at least 1 when %s is set", at, f.burst, f.name)
+		}
+	}
 }
 
 // signingAlgs are the asymmetric algorithms a trusted issuer may use.

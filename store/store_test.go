@@ -203,7 +203,8 @@ func TestRoundTripEveryRecordType(t *testing.T) {
 	now := time.Now().UTC().Truncate(time.Second)
 	jw := validJWKS(t, "k1")
 	b := &store.Batch{
-		Classes: []store.DeviceClass{{Name: "sensor", Description: "a sensor", Permissions: sensorRules}},
+		Classes: []store.DeviceClass{{Name: "sensor", Description: "a sensor", Permissions: sensorRules,
+			Limits: &store.ClassLimits{Device: store.Rates{MessagesPerSecond: 0.5, MessageBurst: 3}, Class: store.Rates{BytesPerSecond: 4096, ByteBurst: 65536}}}},
 		Devices: []store.Device{{ID: "d1", Serial: "S-1", MAC: "00:11:22:33:44:55", Class: "sensor", Owner: "alice",
 			Status: store.DeviceActive, CertSHA256: fp(0xaa), CertIssuer: "CN=Factory CA,O=Acme", CertSerial: "0a1b"}},
 		Users: []store.User{{ID: "alice", Name: "Alice", Status: store.UserActive}, {ID: "bob", Status: store.UserDisabled}},
@@ -385,6 +386,10 @@ func TestInvalidBatchChangesNothing(t *testing.T) {
 		{"class name with slash", store.Batch{Devices: dev(store.Device{ID: "d9", Class: "sensor", Status: store.DeviceActive}), Classes: []store.DeviceClass{{Name: "x/y"}}}, `classes[0].name "x/y"`},
 		{"duplicate class", store.Batch{Devices: dev(store.Device{ID: "d9", Class: "sensor", Status: store.DeviceActive}), Classes: []store.DeviceClass{{Name: "c"}, {Name: "c"}}}, `classes[1].name "c" appears twice`},
 		{"class bad template", store.Batch{Devices: dev(store.Device{ID: "d9", Class: "sensor", Status: store.DeviceActive}), Classes: []store.DeviceClass{{Name: "c", Permissions: []policy.Rule{{Filter: "a/{nope}", Actions: policy.Publish}}}}}, `classes[0].permissions`},
+		{"class limit burst missing", store.Batch{Devices: dev(store.Device{ID: "d9", Class: "sensor", Status: store.DeviceActive}), Classes: []store.DeviceClass{{Name: "sensor", Permissions: sensorRules, Limits: &store.ClassLimits{Class: store.Rates{MessagesPerSecond: 5}}}}}, `classes[0].limits.class.message_burst must be at least 1 when messages_per_second is set`},
+		{"class limit byte burst missing", store.Batch{Devices: dev(store.Device{ID: "d9", Class: "sensor", Status: store.DeviceActive}), Classes: []store.DeviceClass{{Name: "c"}, {Name: "sensor", Permissions: sensorRules, Limits: &store.ClassLimits{Device: store.Rates{BytesPerSecond: 100}}}}}, `classes[1].limits.device.byte_burst must be at least 1 when bytes_per_second is set`},
+		{"class limit negative rate", store.Batch{Devices: dev(store.Device{ID: "d9", Class: "sensor", Status: store.DeviceActive}), Classes: []store.DeviceClass{{Name: "c", Limits: &store.ClassLimits{Device: store.Rates{MessagesPerSecond: -1, MessageBurst: 1}}}}}, `classes[0].limits.device.messages_per_second -1 must be a finite number, 0 or more`},
+		{"class limit negative burst", store.Batch{Devices: dev(store.Device{ID: "d9", Class: "sensor", Status: store.DeviceActive}), Classes: []store.DeviceClass{{Name: "c", Limits: &store.ClassLimits{Class: store.Rates{ByteBurst: -5}}}}}, `classes[0].limits.class.byte_burst -5 must not be negative`},
 		{"user bad status", store.Batch{Devices: dev(store.Device{ID: "d9", Class: "sensor", Status: store.DeviceActive}), Users: []store.User{{ID: "u", Status: "gone"}}}, `users[0].status "gone"`},
 		{"duplicate user", store.Batch{Devices: dev(store.Device{ID: "d9", Class: "sensor", Status: store.DeviceActive}), Users: []store.User{{ID: "u", Status: store.UserActive}, {ID: "u", Status: store.UserActive}}}, `users[1].id "u" appears twice`},
 		{"user id with hash", store.Batch{Devices: dev(store.Device{ID: "d9", Class: "sensor", Status: store.DeviceActive}), Users: []store.User{{ID: "u#", Status: store.UserActive}}}, `users[0].id "u#"`},
@@ -857,5 +862,31 @@ func TestDeviceWrittenAndDeletedInOneBatchRejected(t *testing.T) {
 	var ve *store.ValidationError
 	if !errors.As(err, &ve) || !strings.Contains(err.Error(), `delete.devices[0] "d1" is also written`) {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// Class limits travel as JSON (import files, the authority's admin API, sync
+// batches): the field names are the documented ones and unset parts stay out.
+func TestClassLimitsJSON(t *testing.T) {
+	in := `{"name":"meter","permissions":[],"limits":{"device":{"messages_per_second":0.2,"message_burst":2},"class":{"bytes_per_second":1000,"byte_burst":5000}}}`
+	var c store.DeviceClass
+	if err := json.Unmarshal([]byte(in), &c); err != nil {
+		t.Fatal(err)
+	}
+	want := store.ClassLimits{Device: store.Rates{MessagesPerSecond: 0.2, MessageBurst: 2}, Class: store.Rates{BytesPerSecond: 1000, ByteBurst: 5000}}
+	if c.Limits == nil || *c.Limits != want {
+		t.Fatalf("decoded limits %+v, want %+v", c.Limits, want)
+	}
+	for _, tt := range []struct {
+		limits *store.ClassLimits
+		want   string
+	}{
+		{nil, `{"name":"meter","permissions":[]}`},
+		{&store.ClassLimits{Device: store.Rates{MessagesPerSecond: 1, MessageBurst: 1}}, `{"name":"meter","permissions":[],"limits":{"device":{"messages_per_second":1,"message_burst":1}}}`},
+	} {
+		out, _ := json.Marshal(store.DeviceClass{Name: "meter", Permissions: []policy.Rule{}, Limits: tt.limits})
+		if string(out) != tt.want {
+			t.Errorf("marshalled %s, want %s", out, tt.want)
+		}
 	}
 }

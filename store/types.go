@@ -56,7 +56,30 @@ type DeviceClass struct {
 	Description string `json:"description,omitempty"`
 	// Permissions is a template: filters may use {device}, {owner} and {client}.
 	Permissions []policy.Rule `json:"permissions"`
-	Rev         uint64        `json:"rev,omitempty"`
+	// Limits are the class's own PUBLISH rate limits; nil keeps the
+	// gateway's configured ones (throttle.device, throttle.class).
+	Limits *ClassLimits `json:"limits,omitempty"`
+	Rev    uint64       `json:"rev,omitempty"`
+}
+
+// ClassLimits are a class's rate limits. Each rate a field sets (messages or
+// bytes, with its burst) replaces the gateway's configured one; a rate left
+// at 0 keeps the configured one.
+type ClassLimits struct {
+	// Device limits each device of the class on its own (instead of the
+	// gateway's throttle.device).
+	Device Rates `json:"device,omitzero"`
+	// Class limits all devices of the class together, on one gateway
+	// (instead of the gateway's throttle.class).
+	Class Rates `json:"class,omitzero"`
+}
+
+// Rates are a message rate and a byte rate, each with a burst; 0 is unset.
+type Rates struct {
+	MessagesPerSecond float64 `json:"messages_per_second,omitempty"`
+	MessageBurst      int     `json:"message_burst,omitempty"`
+	BytesPerSecond    float64 `json:"bytes_per_second,omitempty"`
+	ByteBurst         int     `json:"byte_burst,omitempty"`
 }
 
 // UserStatus is the state of an owner account.

@@ -326,3 +326,34 @@ func TestCallHomeWithPrivateKeyJWT(t *testing.T) {
 		t.Errorf("assertion signed by another key: %d, want 401", code)
 	}
 }
+
+// Class records carry their rate limits through the admin API, checked like
+// every other field.
+func TestImportClassLimits(t *testing.T) {
+	f := newFixture(t)
+	c := demo.Classes()[0]
+	c.Limits = &store.ClassLimits{Device: store.Rates{MessagesPerSecond: 2, MessageBurst: 4}, Class: store.Rates{BytesPerSecond: 1000, ByteBurst: 4000}}
+	b, _ := json.Marshal(store.Batch{Classes: []store.DeviceClass{c}})
+	if code, body := f.do("POST", "/admin/v1/import", adminToken, "application/json", string(b), nil); code != 200 {
+		t.Fatalf("import: %d %s", code, body)
+	}
+	if got, err := f.a.Store.Class(c.Name); err != nil || got.Limits == nil || *got.Limits != *c.Limits {
+		t.Fatalf("stored class %+v, %v; want limits %+v", got, err, *c.Limits)
+	}
+	_, body := f.do("GET", "/admin/v1/classes", adminToken, "", "", nil)
+	if !strings.Contains(body, `"limits":{"device":{"messages_per_second":2,"message_burst":4},"class":{"bytes_per_second":1000,"byte_burst":4000}}`) {
+		t.Fatalf("classes listing without the limits: %s", body)
+	}
+	bad := `{"classes":[{"name":"thermostat","permissions":[],"limits":{"class":{"bytes_per_second":10}}}]}`
+	if code, body := f.do("POST", "/admin/v1/import", adminToken, "application/json", bad, nil); code != 422 ||
+		!strings.Contains(body, "classes[0].limits.class.byte_burst must be at least 1 when bytes_per_second is set") {
+		t.Fatalf("bad limits: %d %s", code, body)
+	}
+	typo := `{"classes":[{"name":"thermostat","permissions":[],"limits":{"devices":{"messages_per_second":1}}}]}`
+	if code, body := f.do("POST", "/admin/v1/import", adminToken, "application/json", typo, nil); code != 400 || !strings.Contains(body, `unknown field \"devices\"`) {
+		t.Fatalf("misspelt limits key: %d %s", code, body)
+	}
+	if got, _ := f.a.Store.Class(c.Name); *got.Limits != *c.Limits {
+		t.Fatalf("refused imports changed the class: %+v", got.Limits)
+	}
+}

@@ -57,15 +57,19 @@ type Broker struct {
 	// PairRelay answers a device's pairing request published on
 	// $edgeid/pair/<device>/request; nil turns the relay off.
 	PairRelay func(ctx context.Context, device string, request []byte) []byte
-	// Devices and Subjects throttle PUBLISH rates per device and per token
-	// subject; nil or unlimited throttles allow everything.
-	Devices, Subjects *throttle.Throttle
+	// Devices, Subjects and Classes throttle PUBLISH rates per device, per
+	// token subject and per device class (all its devices together), with
+	// the configured limits as defaults; a class record's own limits, set
+	// with SetClassLimits, replace them for its devices. nil or unlimited
+	// throttles allow everything. See Throttle.
+	Devices, Subjects, Classes *throttle.Throttle
 	// Gate, when it returns an error, refuses new token connects with 0x88:
 	// the store is too stale, or the clock cannot be trusted to judge token
 	// times. nil never refuses.
 	Gate func() *authn.Error
 
-	pending sync.Map // *mqtt.Client -> pendingAuth, from OnConnect to OnSessionEstablish
+	pending     sync.Map // *mqtt.Client -> pendingAuth, from OnConnect to OnSessionEstablish
+	classLimits atomic.Pointer[classTable]
 }
 
 type pendingAuth struct {
@@ -220,6 +224,9 @@ func (b *Broker) newSession(cl *mqtt.Client, p *authn.Principal) *Session {
 		ClientID: cl.ID, Device: p.Device.ID, Class: p.Device.Class, Owner: p.Device.Owner,
 		Method: p.Method, CertSHA256: p.CertSHA256, CertIssuer: p.CertIssuer, CertSerial: p.CertSerial, Remote: cl.Net.Remote,
 		Protocol: cl.Properties.ProtocolVersion, ConnectedAt: b.Now(), End: p.End, cl: cl,
+		// Read here, on the client's own goroutine: mochi later resets the
+		// Will without atomics on a clean DISCONNECT.
+		will: atomic.LoadUint32(&cl.Properties.Will.Flag) == 1,
 	}
 	if c := p.Claims; c != nil {
 		s.claims, s.Issuer, s.Subject, s.JTI, s.IssuedAt = c, c.Issuer, c.Subject, c.JTI, c.IssuedAt
@@ -236,7 +243,9 @@ func (b *Broker) End(s *Session, code packets.Code, reason string) bool {
 	if !s.ended.CompareAndSwap(false, true) {
 		return false
 	}
-	atomic.StoreUint32(&s.cl.Properties.Will.Flag, 0)
+	if s.will {
+		atomic.StoreUint32(&s.cl.Properties.Will.Flag, 0)
+	}
 	b.Log.Warn("session ended", "device", s.Device, "client", s.ClientID, "remote", s.Remote, "reason", reason, "code", fmt.Sprintf("0x%02x", code.Code))
 	if b.Events.Kicked != nil {
 		b.Events.Kicked(reason)
@@ -296,7 +305,9 @@ func (b *Broker) dropForbidden(s *Session) {
 		cl.State.Subscriptions.Delete(filter)
 		b.Log.Info("subscription dropped", "device", s.Device, "client", s.ClientID, "filter", filter, "reason", "no longer allowed")
 	}
-	if atomic.LoadUint32(&cl.Properties.Will.Flag) == 1 && !p.CanPublish(cl.Properties.Will.TopicName) {
+	// Only a session that connected with a Will has one to drop: touching
+	// the Will of others would race with mochi clearing it on DISCONNECT.
+	if s.will && atomic.LoadUint32(&cl.Properties.Will.Flag) == 1 && !p.CanPublish(cl.Properties.Will.TopicName) {
 		atomic.StoreUint32(&cl.Properties.Will.Flag, 0)
 	}
 }
@@ -482,19 +493,14 @@ func (h *throttleHook) Provides(x byte) bool { return x == mqtt.OnPublish }
 
 func (h *throttleHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	b := h.b
-	if cl.Net.Inline || (!b.Devices.Enabled() && !b.Subjects.Enabled()) {
+	if cl.Net.Inline || !b.throttling() {
 		return pk, nil
 	}
 	s := b.Sessions.get(cl)
 	if s == nil {
 		return pk, packets.ErrRejectPacket
 	}
-	now := b.Now()
-	v := b.Devices.Check(s.Device, len(pk.Payload), now)
-	if s.Subject != "" && s.Subject != s.Device {
-		v = max(v, b.Subjects.Check(s.Subject, len(pk.Payload), now))
-	}
-	switch v {
+	switch b.Throttle(s.Device, s.Class, s.Subject, len(pk.Payload)) {
 	case throttle.Allow:
 		return pk, nil
 	case throttle.Disconnect:

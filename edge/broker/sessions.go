@@ -40,6 +40,7 @@ type Session struct {
 	cl     *mqtt.Client
 	timer  *time.Timer
 	ended  atomic.Bool
+	will   bool // connected with a Will
 	reauth atomic.Pointer[reauthState]
 }
 

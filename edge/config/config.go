@@ -62,9 +62,12 @@ type HW struct {
 // Throttle configures PUBLISH rate limits.
 type Throttle struct {
 	// Device limits each device; Subject limits each token subject (an owner
-	// or service) across all the devices acting for it.
+	// or service) across all the devices acting for it; Class limits all the
+	// devices of one class together. A class record's own limits replace
+	// Device and Class for its devices.
 	Device  Rates `mapstructure:"device"`
 	Subject Rates `mapstructure:"subject"`
+	Class   Rates `mapstructure:"class"`
 	// Persist is how many refusals in a row end the session with 0x96.
 	Persist int `mapstructure:"persist"`
 }
@@ -372,7 +375,7 @@ func (c Config) Validate() error {
 	if c.Auth.TokenCacheSize < 0 {
 		bad("auth.token_cache_size", "%d must not be negative (0 turns the cache off)", c.Auth.TokenCacheSize)
 	}
-	for key, r := range map[string]Rates{"throttle.device": c.Throttle.Device, "throttle.subject": c.Throttle.Subject} {
+	for key, r := range map[string]Rates{"throttle.device": c.Throttle.Device, "throttle.subject": c.Throttle.Subject, "throttle.class": c.Throttle.Class} {
 		if r.MessagesPerSecond < 0 || r.BytesPerSecond < 0 {
 			bad(key, "rates must not be negative (0 is unlimited)")
 		}

@@ -170,6 +170,8 @@ func TestLoadRefusesInvalidValues(t *testing.T) {
 		{"state dir empty", "state_dir: \"\"\n", "state_dir"},
 		{"gateway id empty", "gateway:\n  id: \"\"\n", "gateway.id"},
 		{"admin socket empty", "admin:\n  socket: \"\"\n", "admin.socket"},
+		{"throttle class burst missing", "throttle:\n  class:\n    messages_per_second: 5\n", "throttle.class.message_burst"},
+		{"throttle class negative", "throttle:\n  class:\n    bytes_per_second: -1\n", "throttle.class: rates must not be negative"},
 		{"unknown key", "mqtt:\n  tpc: :1883\n", "'mqtt' has invalid keys: tpc"},
 		{"unknown top-level key", "loglevel: debug\n", "invalid keys: loglevel"},
 		{"not yaml", "mqtt: [\n", "read config"},
@@ -224,5 +226,48 @@ func TestLoadMissingFile(t *testing.T) {
 	_, err := config.Load(nil, filepath.Join(t.TempDir(), "absent.yaml"))
 	if err == nil || !strings.Contains(err.Error(), "absent.yaml") {
 		t.Fatalf("Load of a missing file: %v, want an error naming the file", err)
+	}
+}
+
+func TestLoadThrottleClass(t *testing.T) {
+	c, err := config.Load(nil, writeYAML(t, "throttle:\n  class:\n    messages_per_second: 20\n    message_burst: 40\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (config.Rates{MessagesPerSecond: 20, MessageBurst: 40}); c.Throttle.Class != want {
+		t.Errorf("throttle.class = %+v, want %+v", c.Throttle.Class, want)
+	}
+	if d := config.Default().Throttle.Class; d != (config.Rates{}) {
+		t.Errorf("default throttle.class = %+v, want unlimited", d)
+	}
+}
+
+// configs/edgeid.yaml is the reference for operators: it names every key, and
+// loads to exactly the defaults it documents.
+func TestSampleConfigDocumentsEveryKey(t *testing.T) {
+	const sample = "../../configs/edgeid.yaml"
+	v := viper.New()
+	v.SetConfigFile(sample)
+	if err := v.ReadInConfig(); err != nil {
+		t.Fatal(err)
+	}
+	documented := map[string]bool{}
+	for _, k := range v.AllKeys() {
+		documented[k] = true
+	}
+	all := viper.New()
+	c, err := config.Load(all, sample)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range all.AllKeys() {
+		if !documented[k] {
+			t.Errorf("key %s is not in %s", k, sample)
+		}
+	}
+	want := config.Default()
+	want.Gateway.ID = c.Gateway.ID // the host name by default; the sample names a board
+	if !reflect.DeepEqual(c, want) {
+		t.Errorf("%s loads to\n%+v\nnot the defaults\n%+v", sample, c, want)
 	}
 }

@@ -1,8 +1,10 @@
 // Package throttle slows, then refuses, devices, users and services that
 // send more than their rate: messages per second and bytes per second, each
-// with a burst, per device and per subject (the token's sub: the owner or the
-// service acting through it). Limiters live in a bounded LRU, so a flood of
-// distinct identities cannot grow memory without bound.
+// with a burst, per device, per subject (the token's sub: the owner or the
+// service acting through it) and per device class. A throttle has default
+// limits, and a key may be checked under its own (a class record's). Limiters
+// live in a bounded LRU, so a flood of distinct identities cannot grow memory
+// without bound.
 package throttle
 
 import (
@@ -25,6 +27,9 @@ type Limits struct {
 	Bytes    Limit
 }
 
+// Enabled reports whether any rate is set.
+func (l Limits) Enabled() bool { return l.Messages.Rate > 0 || l.Bytes.Rate > 0 }
+
 // Verdict is what to do with one message.
 type Verdict int
 
@@ -39,9 +44,39 @@ const (
 
 // bucket is the limiter state of one key.
 type bucket struct {
-	msgs, bytes *rate.Limiter
 	mu          sync.Mutex
+	limits      Limits // what msgs and bytes were last set to
+	msgs, bytes *rate.Limiter
 	refused     int // consecutive refusals
+}
+
+// follow moves the bucket to new limits at now. A limiter that stays keeps
+// its tokens (capped at the new burst by rate.Limiter on its next use), so
+// changing a class's limits neither hands every device a fresh burst nor
+// empties it.
+func (b *bucket) follow(l Limits, now time.Time) {
+	if l == b.limits {
+		return
+	}
+	b.msgs = adjust(b.msgs, b.limits.Messages, l.Messages, now)
+	b.bytes = adjust(b.bytes, b.limits.Bytes, l.Bytes, now)
+	b.limits = l
+}
+
+func adjust(lim *rate.Limiter, old, l Limit, now time.Time) *rate.Limiter {
+	switch {
+	case l.Rate <= 0:
+		return nil
+	case lim == nil:
+		return limiter(l)
+	}
+	if l.Rate != old.Rate {
+		lim.SetLimitAt(now, rate.Limit(l.Rate))
+	}
+	if b := max(l.Burst, 1); b != lim.Burst() {
+		lim.SetBurstAt(now, b)
+	}
+	return lim
 }
 
 // Throttle holds the limiters for one kind of key (devices, or subjects).
@@ -62,9 +97,17 @@ func New(l Limits, persist, maxKeys int) *Throttle {
 	return &Throttle{limits: l, Persist: persist, by: c}
 }
 
-// Enabled reports whether any limit is set.
+// Enabled reports whether any default limit is set.
 func (t *Throttle) Enabled() bool {
-	return t != nil && (t.limits.Messages.Rate > 0 || t.limits.Bytes.Rate > 0)
+	return t != nil && t.limits.Enabled()
+}
+
+// Limits are the default limits, those Check applies.
+func (t *Throttle) Limits() Limits {
+	if t == nil {
+		return Limits{}
+	}
+	return t.limits
 }
 
 func limiter(l Limit) *rate.Limiter {
@@ -74,25 +117,38 @@ func limiter(l Limit) *rate.Limiter {
 	return rate.NewLimiter(rate.Limit(l.Rate), max(l.Burst, 1))
 }
 
-func (t *Throttle) bucket(key string) *bucket {
+func (t *Throttle) bucket(key string, l Limits) *bucket {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	b, ok := t.by.Get(key)
 	if !ok {
-		b = &bucket{msgs: limiter(t.limits.Messages), bytes: limiter(t.limits.Bytes)}
+		b = &bucket{limits: l, msgs: limiter(l.Messages), bytes: limiter(l.Bytes)}
 		t.by.Add(key, b)
 	}
 	return b
 }
 
-// Check decides one message of size bytes from key at now.
+// Check decides one message of size bytes from key at now under the default
+// limits.
 func (t *Throttle) Check(key string, size int, now time.Time) Verdict {
-	if !t.Enabled() {
+	if t == nil {
 		return Allow
 	}
-	b := t.bucket(key)
+	return t.CheckLimits(key, t.limits, size, now)
+}
+
+// CheckLimits decides one message of size bytes from key at now under l
+// instead of the defaults (l zero: unlimited). The key's bucket follows l when
+// it differs from the last call's, keeping its tokens rather than starting
+// again.
+func (t *Throttle) CheckLimits(key string, l Limits, size int, now time.Time) Verdict {
+	if t == nil || !l.Enabled() {
+		return Allow
+	}
+	b := t.bucket(key, l)
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.follow(l, now)
 	ok := b.msgs == nil || b.msgs.AllowN(now, 1)
 	if ok && b.bytes != nil {
 		// A message larger than the burst could never pass; let it take the
@@ -114,6 +170,16 @@ func (t *Throttle) Check(key string, size int, now time.Time) Verdict {
 	}
 	t.Refused++
 	return Refuse
+}
+
+// Stats are the verdicts counted so far: refusals, and disconnects.
+func (t *Throttle) Stats() (refused, disconnected uint64) {
+	if t == nil {
+		return 0, 0
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.Refused, t.Disconnected
 }
 
 // Len is the number of keys tracked.

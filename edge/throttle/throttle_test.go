@@ -86,3 +86,89 @@ func TestUnlimited(t *testing.T) {
 		t.Fatal("no limits must allow everything")
 	}
 }
+
+func countLimits(th *Throttle, key string, l Limits, n int, at time.Time) map[Verdict]int {
+	out := map[Verdict]int{}
+	for i := 0; i < n; i++ {
+		out[th.CheckLimits(key, l, 1, at)]++
+	}
+	return out
+}
+
+func TestCheckLimitsPerKey(t *testing.T) {
+	th := New(Limits{Messages: Limit{Rate: 1, Burst: 5}}, 0, 100)
+	own := Limits{Messages: Limit{Rate: 1, Burst: 2}}
+	if got := countLimits(th, "a", own, 4, t0); got[Allow] != 2 || got[Refuse] != 2 {
+		t.Fatalf("key under its own burst of 2: %v", got)
+	}
+	if got := count(th, "b", 7, 1, t0); got[Allow] != 5 {
+		t.Fatalf("key under the default burst of 5: %v", got)
+	}
+	// No default limit: Check allows all, CheckLimits still limits.
+	off := New(Limits{}, 0, 100)
+	if off.Enabled() || count(off, "c", 10, 1, t0)[Allow] != 10 {
+		t.Fatal("a throttle without defaults must allow Check")
+	}
+	if got := countLimits(off, "c", own, 4, t0); got[Allow] != 2 {
+		t.Fatalf("own limits on a throttle without defaults: %v", got)
+	}
+	if got := countLimits(off, "d", Limits{}, 10, t0); got[Allow] != 10 || off.Len() != 1 {
+		t.Fatalf("zero limits are unlimited and track nothing: %v, %d keys", got, off.Len())
+	}
+}
+
+func TestLimitsChangeKeepsTokens(t *testing.T) {
+	th := New(Limits{}, 0, 100)
+	wide := Limits{Messages: Limit{Rate: 1, Burst: 10}}
+	narrow := Limits{Messages: Limit{Rate: 1, Burst: 3}}
+	if got := countLimits(th, "k", wide, 2, t0); got[Allow] != 2 {
+		t.Fatalf("first two under a burst of 10: %v", got)
+	}
+	// 8 tokens left; the burst shrinks to 3: three pass, not eight.
+	if got := countLimits(th, "k", narrow, 5, t0); got[Allow] != 3 || got[Refuse] != 2 {
+		t.Fatalf("after the burst shrank to 3: %v", got)
+	}
+	// Widening again does not refill the bucket.
+	if got := countLimits(th, "k", wide, 2, t0); got[Refuse] != 2 {
+		t.Fatalf("widening handed out a fresh burst: %v", got)
+	}
+	// Tokens come back at the rate: 4 in 4 s.
+	if got := countLimits(th, "k", wide, 6, t0.Add(4*time.Second)); got[Allow] != 4 {
+		t.Fatalf("4 s at 1/s: %v", got)
+	}
+	// A faster rate takes effect from the change on: 10/s, so 5 in 500 ms.
+	fast := Limits{Messages: Limit{Rate: 10, Burst: 10}}
+	if got := countLimits(th, "k", fast, 1, t0.Add(4*time.Second)); got[Refuse] != 1 {
+		t.Fatalf("no time passed since the bucket emptied: %v", got)
+	}
+	if got := countLimits(th, "k", fast, 8, t0.Add(4500*time.Millisecond)); got[Allow] != 5 {
+		t.Fatalf("500 ms at 10/s: %v", got)
+	}
+	// Lifting the limit allows everything; setting one again starts from the
+	// state the bucket was left in (here: a full burst, time having passed).
+	if got := countLimits(th, "k", Limits{}, 50, t0.Add(5*time.Second)); got[Allow] != 50 {
+		t.Fatalf("unlimited: %v", got)
+	}
+	if got := countLimits(th, "k", narrow, 5, t0.Add(time.Minute)); got[Allow] != 3 {
+		t.Fatalf("limited again a minute later: %v", got)
+	}
+	// A byte limit added to a message limit starts full.
+	both := Limits{Messages: Limit{Rate: 1, Burst: 3}, Bytes: Limit{Rate: 1, Burst: 2}}
+	if got := countLimits(th, "k", both, 3, t0.Add(2*time.Minute)); got[Allow] != 2 || got[Refuse] != 1 {
+		t.Fatalf("a 2-byte burst added: %v", got)
+	}
+}
+
+func TestCheckLimitsMemoryBounded(t *testing.T) {
+	th := New(Limits{}, 0, 50)
+	l := Limits{Messages: Limit{Rate: 1, Burst: 1}}
+	for i := 0; i < 1000; i++ {
+		th.CheckLimits(fmt.Sprint("k", i), l, 1, t0)
+	}
+	if th.Len() != 50 {
+		t.Fatalf("tracked keys %d, want at most 50", th.Len())
+	}
+	if r, d := th.Stats(); r != 0 || d != 0 {
+		t.Fatalf("stats %d %d, want none refused", r, d)
+	}
+}
