@@ -107,8 +107,9 @@ func TestCoAPRepresentation(t *testing.T) {
 	})
 
 	t.Run("blocks out of order are refused, nothing is published", func(t *testing.T) {
-		cc, err := dtls.Dial(g.g.CoAP.Addr(), &piondtls.Config{PSK: func([]byte) ([]byte, error) { return []byte(coapKey), nil },
-			PSKIdentityHint: []byte(coapID), CipherSuites: []piondtls.CipherSuiteID{piondtls.TLS_PSK_WITH_AES_128_CCM_8}},
+		cc, err := dtls.Dial(g.g.CoAP.Addr(), dtls.NewDTLSClientOptions(
+			piondtls.WithPSK(func([]byte) ([]byte, error) { return []byte(coapKey), nil }),
+			piondtls.WithPSKIdentityHint([]byte(coapID)), piondtls.WithCipherSuites(piondtls.TLS_PSK_WITH_AES_128_CCM_8)),
 			options.WithBlockwise(false, blockwise.SZX16, time.Second)) // the test sets Block1 itself
 		if err != nil {
 			t.Fatal(err)

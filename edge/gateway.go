@@ -45,7 +45,8 @@ type Gateway struct {
 	Verifier *authn.Verifier
 	Auth     *authn.Authenticator
 	Broker   *broker.Broker
-	// CoAP is the coaps:// front end; nil when coap.dtls_listen is "".
+	// CoAP is the CoAP front end (coaps:// and coap://); nil when neither
+	// coap.dtls_listen nor coap.udp_listen is set.
 	CoAP    *coap.Server
 	started time.Time
 
@@ -108,7 +109,7 @@ func (g *Gateway) build() error {
 	caps.MaximumClients = cfg.MQTT.MaxClients
 	caps.MaximumSessionExpiryInterval = 24 * 3600
 	caps.MaximumClientWritesPending = cfg.MQTT.MaxPendingWrites
-	server := mqtt.New(&mqtt.Options{Capabilities: caps, Logger: slog.New(quietMochi{g.log.Handler()}).With("component", "mochi"), InlineClient: cfg.CoAP.DTLSListen != "" /* CoAP publishes and observes through it, authorized by package coap */})
+	server := mqtt.New(&mqtt.Options{Capabilities: caps, Logger: slog.New(quietMochi{g.log.Handler()}).With("component", "mochi"), InlineClient: cfg.CoAP.Enabled() /* CoAP publishes and observes through it, authorized by package coap */})
 	b, err := broker.New(server, g.Auth, g.log.With("component", "mqtt"))
 	if err != nil {
 		return err
@@ -134,12 +135,12 @@ func (g *Gateway) build() error {
 	}
 	g.Broker = b
 	// --- CoAP ---
-	if cfg.CoAP.DTLSListen != "" {
+	if cfg.CoAP.Enabled() {
 		cert, err := g.serverCert()
 		if err != nil {
 			return err
 		}
-		g.CoAP, err = coap.New(coap.Options{DTLSListen: cfg.CoAP.DTLSListen, IdleTimeout: cfg.CoAP.IdleTimeout,
+		g.CoAP, err = coap.New(coap.Options{DTLSListen: cfg.CoAP.DTLSListen, UDPListen: cfg.CoAP.UDPListen, IdleTimeout: cfg.CoAP.IdleTimeout,
 			ObserveIdleTimeout: cfg.CoAP.ObserveIdleTimeout, MaxObservations: cfg.CoAP.MaxObservations,
 			Store: g.Store, Auth: g.Auth, Broker: b, Log: g.log.With("component", "coap"),
 			PairRelay: g.pairRelay, PairingOpen: g.PairingOpen, ASHint: g.authorityURL(),

@@ -2,6 +2,9 @@ package main
 
 import (
 	"context"
+	"crypto"
+	"encoding/base64"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"net"
@@ -21,13 +24,22 @@ import (
 
 // The thermostat journey over CoAP: readings reach the manufacturer's MQTT
 // service; the setpoint it publishes reaches the thermostat's observation.
-func TestThermostatOverCoAP(t *testing.T) {
+func TestThermostatOverCoAP(t *testing.T) { thermostatJourney(t, false) }
+
+// The same journey over plain coap://, with a token bound to the
+// thermostat's own key and a proof of possession on every request.
+func TestThermostatOverCoAPUDP(t *testing.T) { thermostatJourney(t, true) }
+
+func thermostatJourney(t *testing.T, udp bool) {
 	sockDir, _ := os.MkdirTemp("", "eidcoap")
 	t.Cleanup(func() { os.RemoveAll(sockDir) })
 	cfg := config.Default()
 	cfg.Gateway.ID, cfg.StateDir = "coap-gw", t.TempDir()
 	cfg.MQTT.TCP, cfg.MQTT.TLS.Listen, cfg.Metrics.Listen = "127.0.0.1:0", "", ""
 	cfg.CoAP.DTLSListen = "127.0.0.1:0"
+	if udp {
+		cfg.CoAP.DTLSListen, cfg.CoAP.UDPListen = "", "127.0.0.1:0"
+	}
 	cfg.Admin.Socket = filepath.Join(sockDir, "admin.sock")
 	g, err := edge.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
@@ -40,8 +52,16 @@ func TestThermostatOverCoAP(t *testing.T) {
 	iss, _ := demo.NewIssuer("https://issuer.test", "k1")
 	b, _ := demo.Bundle(iss, "")
 	const key = "thermostat-c-psk-0123456789abcdef"
+	devKey, _ := demo.NewIssuer("thermo-c", "thermo-c-key") // the thermostat's own key pair
+	pub, _ := devKey.Key.PublicKey()
+	pubJSON, _ := json.Marshal(pub)
+	privJSON, _ := json.Marshal(devKey.Key)
+	keyFile := filepath.Join(t.TempDir(), "device.jwk")
+	if err := os.WriteFile(keyFile, privJSON, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	b.Devices = append(b.Devices, store.Device{ID: "thermo-c", Class: "thermostat", Owner: "alice", Status: store.DeviceActive,
-		PSKIdentity: "thermo-c", PSK: []byte(key)})
+		PSKIdentity: "thermo-c", PSK: []byte(key), PublicKey: pubJSON})
 	if _, err := g.Store.Apply(b, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -71,9 +91,26 @@ func TestThermostatOverCoAP(t *testing.T) {
 	out := &lockedBuf{}
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"coap", "--gateway", g.CoAP.Addr(), "--identity", "thermo-c", "--key", key,
-			"--publish", "devices/thermo-c/telemetry/temp", "--count", "2",
-			"--observe", "devices/thermo-c/commands/setpoint", "--listen", "5s"}, out)
+		args := []string{"coap", "--gateway", g.CoAP.Addr(), "--identity", "thermo-c", "--key", key}
+		if udp {
+			thumb, _ := pub.Thumbprint(crypto.SHA256)
+			var scope string
+			for _, c := range demo.Classes() {
+				if c.Name == "thermostat" {
+					scope = demo.Scope(c, "thermo-c", "alice")
+				}
+			}
+			claims := iss.Claims("thermo-c", "alice", "edgeid", scope, time.Hour)
+			claims["cnf"] = map[string]any{"jkt": base64.RawURLEncoding.EncodeToString(thumb)}
+			bound, err := iss.Mint(claims, nil)
+			if err != nil {
+				done <- err
+				return
+			}
+			args = []string{"coap", "--udp", "--gateway", g.CoAP.UDPAddr(), "--token", bound, "--device-key", keyFile}
+		}
+		done <- run(ctx, append(args, "--publish", "devices/thermo-c/telemetry/temp", "--count", "2",
+			"--observe", "devices/thermo-c/commands/setpoint", "--listen", "5s"), out)
 	}()
 	for i := 0; i < 2; i++ {
 		select {

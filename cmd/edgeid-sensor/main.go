@@ -46,7 +46,8 @@ const usage = `usage: edgeid-sensor connect --broker HOST:PORT --client-id ID [-
        edgeid-sensor pair --authority URL [--fingerprint SHA256] --device ID --key device.jwk
                           --broker HOST:PORT [--count N] [--listen D]
        edgeid-sensor load --broker HOST:PORT --tokens FILE [--rate R] [--duration D] [--hold D] [--qos Q]
-       edgeid-sensor coap --gateway HOST:5684 --identity ID --key KEY [--publish TOPIC --count N] [--observe TOPIC --listen D]`
+       edgeid-sensor coap --gateway HOST:5684 --identity ID --key KEY [--publish TOPIC --count N] [--observe TOPIC --listen D]
+       edgeid-sensor coap --udp --gateway HOST:5683 --token TOKEN|@FILE --device-key device.jwk [--publish ...] [--observe ...]`
 
 var errUsage = errors.New("usage")
 

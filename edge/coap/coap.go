@@ -287,6 +287,7 @@ type peer struct {
 	certSHA256, certIssuer, certSerl string
 
 	remote string
+	class  atomic.Pointer[string] // the device's class, for its rate limits
 	perms  atomic.Pointer[policy.Perms]
 	ended  atomic.Bool
 	// claims is the access token posted to /authz-info, bound to this
@@ -412,6 +413,7 @@ func (s *Server) onNewConn(cc *udpClient.Conn) {
 		p.method, p.identity, p.keySum = "psk", identity, sha256.Sum256(d.PSK)
 	}
 	p.device = d.ID
+	p.class.Store(&d.Class)
 	perms, err := s.o.Auth.Permissions(d, nil, d.ID)
 	if err != nil {
 		s.log.Warn("coap session refused", "device", d.ID, "reason", err.Error())
@@ -447,6 +449,7 @@ func (s *Server) check(p *peer) {
 		s.end(p, why, true)
 		return
 	}
+	p.class.Store(&d.Class)
 	p.perms.Store(&perms)
 	p.mu.Lock()
 	var drop []*observation
@@ -760,10 +763,18 @@ func (s *Server) publish(w *responsewriter.ResponseWriter[*udpClient.Conn], r *p
 			message.Option{ID: message.Size1, Value: encodeUint(uint32(max))})
 		return
 	}
-	if v := b.Devices.Check(p.device, len(payload), b.Now()); v != throttle.Allow {
+	subject := ""
+	if c := p.claims.Load(); c != nil {
+		subject = c.Subject
+	}
+	// Device, subject and class limits, as for MQTT.
+	if v := b.Throttle(p.device, *p.class.Load(), subject, len(payload)); v != throttle.Allow {
 		b.Counters.Throttled.Add(1)
 		_ = w.SetResponse(codes.TooManyRequests, message.TextPlain, bytes.NewReader([]byte("message rate too high")),
 			message.Option{ID: message.MaxAge, Value: []byte{1}})
+		if v == throttle.Disconnect {
+			s.end(p, "message rate too high", true)
+		}
 		return
 	}
 	// A device whose MQTT client id is mochi's "inline" could take the inline

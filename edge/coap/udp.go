@@ -243,6 +243,7 @@ func (s *Server) udpPeer(cc *udpClient.Conn, pl *authn.Principal, c *authn.Claim
 		s.peers[p.device][p] = struct{}{}
 	}
 	p.claims.Store(c)
+	p.class.Store(&pl.Device.Class)
 	perms := pl.Perms
 	p.perms.Store(&perms)
 	s.mu.Unlock()

@@ -37,11 +37,17 @@ type Config struct {
 }
 
 // CoAP configures the CoAP (RFC 7252) front end: devices publish and observe
-// the MQTT topic space under /ps/<topic> over DTLS with a pre-shared key.
+// the MQTT topic space under /ps/<topic> over DTLS (with a pre-shared key or
+// a certificate) or over plain UDP (with a proof of possession per request).
 type CoAP struct {
-	// DTLSListen is the coaps:// (DTLS 1.2, PSK) UDP address; "" turns CoAP
-	// off. The IANA port is 5684.
+	// DTLSListen is the coaps:// (DTLS 1.2) UDP address; "" for none. The
+	// IANA port is 5684.
 	DTLSListen string `mapstructure:"dtls_listen"`
+	// UDPListen is the plain coap:// address; "" (the default) for none. The
+	// IANA port is 5683. It only takes requests that prove possession of a
+	// key-bound token (see docs/ARCHITECTURE.md); CoAP is off when both
+	// addresses are "".
+	UDPListen string `mapstructure:"udp_listen"`
 	// IdleTimeout closes a DTLS session without observations after this long
 	// without a message; sessions holding observations are kept for
 	// ObserveIdleTimeout (go-coap's own default would drop them after 16 s).
@@ -50,6 +56,9 @@ type CoAP struct {
 	// MaxObservations caps the observations one device may hold at once.
 	MaxObservations int `mapstructure:"max_observations"`
 }
+
+// Enabled reports whether any CoAP listener is configured.
+func (c CoAP) Enabled() bool { return c.DTLSListen != "" || c.UDPListen != "" }
 
 // HW names the board's GPIO pins (periph names, e.g. GPIO17); empty means
 // not fitted. Without GPIO the gateway runs with them off.
@@ -403,6 +412,10 @@ func (c Config) Validate() error {
 	}
 	// --- CoAP ---
 	checkAddr("coap.dtls_listen", c.CoAP.DTLSListen)
+	checkAddr("coap.udp_listen", c.CoAP.UDPListen)
+	if c.CoAP.UDPListen != "" && c.CoAP.UDPListen == c.CoAP.DTLSListen {
+		bad("coap.udp_listen", "%s is also coap.dtls_listen: give plain UDP its own port (the IANA one is 5683)", c.CoAP.UDPListen)
+	}
 	if c.CoAP.IdleTimeout < 10*time.Second || c.CoAP.IdleTimeout > 24*time.Hour {
 		bad("coap.idle_timeout", "%s is outside 10s..24h", c.CoAP.IdleTimeout)
 	}

@@ -1,0 +1,106 @@
+package edge_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/plgd-dev/go-coap/v3/message/codes"
+
+	"github.com/edgeid/edgeid/edge/config"
+	"github.com/edgeid/edgeid/edge/demo"
+	"github.com/edgeid/edgeid/store"
+)
+
+// Rate limits on CoAP are the MQTT ones (Broker.Throttle): per device from
+// the class record, per class across its devices, per token subject. Every
+// rate is one per 1000 s, so only the bursts count and nothing waits.
+
+func thermostatWith(l store.ClassLimits) store.DeviceClass {
+	for _, c := range demo.Classes() {
+		if c.Name == "thermostat" {
+			c.Limits = &l
+			return c
+		}
+	}
+	panic("no thermostat class")
+}
+
+// tally counts coap-client answers: accepted, 4.29, other.
+func tally(outs ...string) (ok, tooMany, other int) {
+	for _, out := range outs {
+		switch {
+		case strings.Contains(out, "4.29"):
+			tooMany++
+		case strings.Contains(out, "4.") || strings.Contains(out, "5."):
+			other++
+		default:
+			ok++
+		}
+	}
+	return
+}
+
+func TestCoAPClassThrottle(t *testing.T) {
+	g := startCoAPGateway(t)
+	const key2 = "coap-2-secret-key-0123456789abcd"
+	if _, err := g.g.Store.Apply(&store.Batch{Devices: []store.Device{{ID: "coap-2", Class: "thermostat", Owner: "alice",
+		Status: store.DeviceActive, PSKIdentity: "coap-2-identity", PSK: []byte(key2)}}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	put := func(id, key, device string) string {
+		return g.coap(t, id, key, "-m", "put", "-e", "1", g.coapURI("devices/"+device+"/telemetry/temp"))
+	}
+
+	// The class bucket first: device buckets a later limit shrinks keep
+	// what they hold, so the order keeps every count exact.
+	t.Run("limits.class shared by the devices of the class", func(t *testing.T) {
+		if _, err := g.importJSON(store.Batch{Classes: []store.DeviceClass{thermostatWith(store.ClassLimits{
+			Class: store.Rates{MessagesPerSecond: 0.001, MessageBurst: 3}})}}); err != nil {
+			t.Fatal(err)
+		}
+		ok, tooMany, _ := tally(put(coapID, coapKey, coapDevice), put("coap-2-identity", key2, "coap-2"),
+			put(coapID, coapKey, coapDevice), put("coap-2-identity", key2, "coap-2"), put(coapID, coapKey, coapDevice))
+		if ok != 3 || tooMany != 2 {
+			t.Fatalf("two thermostats together: %d accepted, %d 4.29; want 3 and 2", ok, tooMany)
+		}
+		// An MQTT thermostat shares the same class bucket: it is spent.
+		dev := g.mustConnect(connOpts{clientID: "thermo-1", token: g.token("thermo-1", "alice", nil)})
+		if code := dev.publish(t, "devices/thermo-1/telemetry/temp", "1", 1); code != 0x97 {
+			t.Errorf("MQTT thermostat after the class burst: %s, want 0x97", hexCode(code))
+		}
+	})
+	t.Run("limits.device from the class record", func(t *testing.T) {
+		if _, err := g.importJSON(store.Batch{Classes: []store.DeviceClass{thermostatWith(store.ClassLimits{
+			Device: store.Rates{MessagesPerSecond: 0.001, MessageBurst: 2}})}}); err != nil {
+			t.Fatal(err)
+		}
+		ok, tooMany, other := tally(put(coapID, coapKey, coapDevice), put(coapID, coapKey, coapDevice), put(coapID, coapKey, coapDevice))
+		if ok != 2 || tooMany != 1 || other != 0 {
+			t.Fatalf("coap-1: %d accepted, %d 4.29, %d other; want 2, 1, 0", ok, tooMany, other)
+		}
+		// coap-2 has its own bucket.
+		if ok, _, _ := tally(put("coap-2-identity", key2, "coap-2")); ok != 1 {
+			t.Fatal("coap-2 refused: the device limit is per device")
+		}
+	})
+}
+
+func TestCoAPSubjectThrottle(t *testing.T) {
+	g, d := startUDPGateway(t, func(c *config.Config) {
+		c.Throttle.Subject = config.Rates{MessagesPerSecond: 0.001, MessageBurst: 2}
+	})
+	if out := d.request(t, "post", "/authz-info", d.token, "", ""); strings.Contains(out, "4.") {
+		t.Fatalf("authz-info: %q", out)
+	}
+	const temp = "/ps/devices/udp-1/telemetry/temp"
+	var outs []string
+	for i := range 3 {
+		body := string(rune('a' + i))
+		outs = append(outs, d.request(t, "put", temp, body, "", d.proof(t, d.key, codes.PUT, temp, d.token, body, time.Now())))
+	}
+	if ok, tooMany, other := tally(outs...); ok != 2 || tooMany != 1 || other != 0 {
+		t.Fatalf("token subject alice: %d accepted, %d 4.29, %d other; want 2, 1, 0: %q", ok, tooMany, other, outs)
+	}
+	_ = g
+}
