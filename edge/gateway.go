@@ -464,7 +464,7 @@ func (g *Gateway) recheck(s *broker.Session) {
 			return
 		}
 	}
-	g.Broker.Apply(s, perms)
+	g.Broker.Apply(s, d.Class, perms)
 }
 
 // kick ends the sessions a request names.

@@ -205,6 +205,25 @@ func TestThrottleClassLimits(t *testing.T) {
 			t.Fatalf("codes %x with no limit left", codes)
 		}
 	})
+	t.Run("a device moved to another class takes that class's limits at once", func(t *testing.T) {
+		g := startGateway(t)
+		lite := thermostat(&store.ClassLimits{Class: burstOf(1)})
+		lite.Name = "thermostat-lite"
+		g.mustImport(store.Batch{Classes: []store.DeviceClass{lite}})
+		dev := g.mustConnect(connOpts{clientID: "thermo-1", token: g.token("thermo-1", "alice", nil)})
+		if codes := publishN(t, dev, "devices/thermo-1/telemetry/t", 3); string(codes) != string([]byte{0, 0, 0}) {
+			t.Fatalf("codes %x under the unlimited thermostat class", codes)
+		}
+		d, err := g.g.Store.Device("thermo-1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		d.Class, d.Rev = "thermostat-lite", 0
+		g.mustImport(store.Batch{Devices: []store.Device{d}})
+		if codes := publishN(t, dev, "devices/thermo-1/telemetry/t", 2); string(codes) != string([]byte{0, 0x97}) {
+			t.Fatalf("codes %x on the same connection after the move, want the new class's burst of 1 then 0x97", codes)
+		}
+	})
 	t.Run("throttle.class applies to a class without limits of its own", func(t *testing.T) {
 		g := startGateway(t, func(c *configT) { c.Throttle.Class = config.Rates{MessagesPerSecond: 0.01, MessageBurst: 3} })
 		a := g.mustConnect(connOpts{clientID: "thermo-1", token: g.token("thermo-1", "alice", nil)})

@@ -221,13 +221,15 @@ func (b *Broker) armTimer(s *Session) {
 
 func (b *Broker) newSession(cl *mqtt.Client, p *authn.Principal) *Session {
 	s := &Session{
-		ClientID: cl.ID, Device: p.Device.ID, Class: p.Device.Class, Owner: p.Device.Owner,
+		ClientID: cl.ID, Device: p.Device.ID, Owner: p.Device.Owner,
 		Method: p.Method, CertSHA256: p.CertSHA256, CertIssuer: p.CertIssuer, CertSerial: p.CertSerial, Remote: cl.Net.Remote,
 		Protocol: cl.Properties.ProtocolVersion, ConnectedAt: b.Now(), End: p.End, cl: cl,
 		// Read here, on the client's own goroutine: mochi later resets the
 		// Will without atomics on a clean DISCONNECT.
 		will: atomic.LoadUint32(&cl.Properties.Will.Flag) == 1,
 	}
+	class := p.Device.Class
+	s.class.Store(&class)
 	if c := p.Claims; c != nil {
 		s.claims, s.Issuer, s.Subject, s.JTI, s.IssuedAt = c, c.Issuer, c.Subject, c.JTI, c.IssuedAt
 	}
@@ -278,9 +280,11 @@ func (b *Broker) Kick(sessions []*Session, reason string) int {
 	return n
 }
 
-// Apply installs new permissions on a live session: subscriptions no longer
-// allowed are removed, and a Will no longer allowed is dropped.
-func (b *Broker) Apply(s *Session, p policy.Perms) {
+// Apply installs a live session's current class (its rate limits follow it)
+// and permissions: subscriptions no longer allowed are removed, and a Will
+// no longer allowed is dropped.
+func (b *Broker) Apply(s *Session, class string, p policy.Perms) {
+	s.class.Store(&class)
 	s.SetPerms(p)
 	b.dropForbidden(s)
 }
@@ -500,7 +504,7 @@ func (h *throttleHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pa
 	if s == nil {
 		return pk, packets.ErrRejectPacket
 	}
-	switch b.Throttle(s.Device, s.Class, s.Subject, len(pk.Payload)) {
+	switch b.Throttle(s.Device, s.Class(), s.Subject, len(pk.Payload)) {
 	case throttle.Allow:
 		return pk, nil
 	case throttle.Disconnect:

@@ -19,7 +19,6 @@ import (
 type Session struct {
 	ClientID    string
 	Device      string
-	Class       string
 	Owner       string
 	Method      authn.Method
 	Issuer      string
@@ -36,12 +35,21 @@ type Session struct {
 	End time.Time
 
 	perms  atomic.Pointer[policy.Perms]
+	class  atomic.Pointer[string] // the device's class now (rate limits follow it)
 	claims *authn.Claims
 	cl     *mqtt.Client
 	timer  *time.Timer
 	ended  atomic.Bool
 	will   bool // connected with a Will
 	reauth atomic.Pointer[reauthState]
+}
+
+// Class is the device's current class.
+func (s *Session) Class() string {
+	if c := s.class.Load(); c != nil {
+		return *c
+	}
+	return ""
 }
 
 // Perms returns the session's current permissions.
