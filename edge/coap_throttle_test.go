@@ -104,3 +104,32 @@ func TestCoAPSubjectThrottle(t *testing.T) {
 	}
 	_ = g
 }
+
+func TestCoAPByteRateAndConnectLimit(t *testing.T) {
+	t.Run("byte rate", func(t *testing.T) {
+		g := startCoAPGateway(t, func(c *config.Config) {
+			c.Throttle.Device = config.Rates{BytesPerSecond: 0.001, ByteBurst: 10}
+		})
+		six := func() string {
+			return g.coap(t, coapID, coapKey, "-m", "put", "-e", "123456", g.coapURI("devices/coap-1/telemetry/temp"))
+		}
+		if ok, tooMany, other := tally(six(), six()); ok != 1 || tooMany != 1 || other != 0 {
+			t.Fatalf("two 6-byte readings under a 10-byte burst: %d accepted, %d 4.29, %d other; want 1, 1, 0", ok, tooMany, other)
+		}
+	})
+	t.Run("new sessions per source address", func(t *testing.T) {
+		g := startCoAPGateway(t, func(c *config.Config) {
+			c.MQTT.ConnectRate, c.MQTT.ConnectBurst = 0.001, 2
+		})
+		var outs []string
+		for range 3 {
+			outs = append(outs, g.coap(t, coapID, coapKey, "-B", "2", "-m", "put", "-e", "1", g.coapURI("devices/coap-1/telemetry/temp")))
+		}
+		if ok, _, _ := tally(outs[:2]...); ok != 2 {
+			t.Fatalf("the first two sessions: %q", outs[:2])
+		}
+		if n := strings.Count(g.logs.String(), "too many new sessions from this address"); n != 1 {
+			t.Fatalf("%d sessions refused by the per-address limit, want the third alone: %q", n, outs)
+		}
+	})
+}
