@@ -208,6 +208,32 @@ func TestCoAPUDP(t *testing.T) {
 		}
 	})
 
+	t.Run("an idle observer's session ends when its token expires", func(t *testing.T) {
+		short := g.token("udp-1", "alice", func(c map[string]any) {
+			c["cnf"] = map[string]any{"jkt": jktOf(t, d.key)}
+			c["exp"] = time.Now().Add(2 * time.Second).Unix()
+			c["jti"] = "short-lived"
+		})
+		if out := d.request(t, "post", "/authz-info", short, "", ""); strings.Contains(out, "4.") {
+			t.Fatalf("authz-info: %q", out)
+		}
+		cmd := "/ps/devices/udp-1/commands/set"
+		o := g.observeAs(t, "udp-1", []string{
+			"-O", strconv.Itoa(int(coap.OptionProof)) + "," + d.proof(t, d.key, codes.GET, cmd, short, "", now()),
+		}, d.uri(cmd), "6")
+		// Nothing is sent by the observer from now on; the session must
+		// still end at exp.
+		waitFor(t, "observation ended at token expiry", func() bool { return g.g.CoAP.Observations("udp-1") == 0 })
+		svc.publish(t, "devices/udp-1/commands/set", "after-expiry", 1)
+		<-o.done
+		if strings.Contains(o.String(), "after-expiry") {
+			t.Fatalf("expired token still observed:\n%s", o.String())
+		}
+		if !strings.Contains(g.logs.String(), "credential expired") {
+			t.Error("no expiry logged")
+		}
+	})
+
 	t.Run("observe, then revocation ends it", func(t *testing.T) {
 		cmd := "/ps/devices/udp-1/commands/set"
 		o := g.observeAs(t, "udp-1", []string{

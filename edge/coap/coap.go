@@ -295,6 +295,7 @@ type peer struct {
 	claims atomic.Pointer[authn.Claims]
 
 	mu        sync.Mutex
+	expiry    *time.Timer             // ends the session when its credential expires
 	obs       map[string]*observation // by token
 	transfers map[string]*transfer    // Block1 uploads under way
 	reprs     map[string]repr         // last large representation by topic
@@ -429,6 +430,7 @@ func (s *Server) onNewConn(cc *udpClient.Conn) {
 	s.peers[d.ID][p] = struct{}{}
 	s.mu.Unlock()
 	cc.AddOnClose(func() { s.end(p, "session closed", false) })
+	s.armExpiry(p)
 	s.log.Info("coap connected", "device", d.ID, "remote", p.remote, "method", p.method)
 	// The device may have changed between the handshake and now.
 	s.check(p)
@@ -463,6 +465,29 @@ func (s *Server) check(p *peer) {
 		s.log.Info("coap observation cancelled", "device", p.device, "topic", o.topic, "reason", "no longer allowed")
 		s.cancel(o, codes.Forbidden)
 	}
+}
+
+// armExpiry ends p when its credential expires, as an MQTT session is cut
+// at its End, even if it holds observations and sends nothing: the token's
+// exp (plus the clock skew allowed) or the client certificate's NotAfter,
+// whichever comes first.
+func (s *Server) armExpiry(p *peer) {
+	var at time.Time
+	if c := p.claims.Load(); c != nil {
+		at = c.Expiry.Add(s.o.Auth.Skew)
+	}
+	if p.leaf != nil && (at.IsZero() || p.leaf.NotAfter.Before(at)) {
+		at = p.leaf.NotAfter
+	}
+	if at.IsZero() {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.expiry != nil {
+		p.expiry.Stop()
+	}
+	p.expiry = time.AfterFunc(at.Sub(s.o.Broker.Now()), func() { s.end(p, "credential expired", true) })
 }
 
 // credentialGone says why the credential the session was opened with is no
@@ -596,6 +621,11 @@ func (s *Server) end(p *peer, reason string, notify bool) bool {
 	if !p.ended.CompareAndSwap(false, true) {
 		return false
 	}
+	p.mu.Lock()
+	if p.expiry != nil {
+		p.expiry.Stop()
+	}
+	p.mu.Unlock()
 	s.mu.Lock()
 	if ps := s.peers[p.device]; ps != nil {
 		delete(ps, p)
@@ -971,6 +1001,7 @@ func (s *Server) authzInfo(w *responsewriter.ResponseWriter[*udpClient.Conn], r 
 		return
 	}
 	p.claims.Store(c)
+	s.armExpiry(p)
 	s.check(p)
 	if p.ended.Load() {
 		s.unauthorized(w, "token refused")

@@ -242,12 +242,16 @@ func (s *Server) udpPeer(cc *udpClient.Conn, pl *authn.Principal, c *authn.Claim
 		}
 		s.peers[p.device][p] = struct{}{}
 	}
-	p.claims.Store(c)
+	old := p.claims.Swap(c)
 	p.class.Store(&pl.Device.Class)
 	perms := pl.Perms
 	p.perms.Store(&perms)
 	s.mu.Unlock()
+	if !fresh && old != c {
+		s.armExpiry(p) // a new token: its own expiry
+	}
 	if fresh {
+		s.armExpiry(p)
 		cc.AddOnClose(func() { s.end(p, "session closed", false) })
 		s.log.Info("coap connected", "device", p.device, "remote", p.remote, "method", "token", "transport", "udp")
 	}
