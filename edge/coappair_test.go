@@ -75,6 +75,26 @@ func TestCoAPAuthzInfo(t *testing.T) {
 	if out := g.coap(t, coapID, coapKey, "-m", "post", "-e", other, authz); !strings.Contains(out, "4.01") {
 		t.Fatalf("another device's token: %q, want 4.01", out)
 	}
+	// RFC 9202: a token bound to the session's PSK (cnf kid = its identity)
+	// is taken; one bound to another PSK is not.
+	for _, c := range []struct{ kid, want string }{{coapID, ""}, {"someone-else", "4.01"}} {
+		tok := g.token(coapDevice, "alice", func(m map[string]any) { m["cnf"] = map[string]any{"kid": c.kid} })
+		bound := strings.Count(g.logs.String(), "coap token bound to session")
+		out := g.coap(t, coapID, coapKey, "-m", "post", "-e", tok, authz)
+		after := strings.Count(g.logs.String(), "coap token bound to session")
+		if c.want == "" && (strings.Contains(out, "4.") || after != bound+1) {
+			t.Fatalf("token bound to this PSK (kid %q) refused: %q", c.kid, out)
+		}
+		if c.want != "" && (!strings.Contains(out, c.want) || after != bound) {
+			t.Fatalf("token bound to another PSK (kid %q): %q, want %s", c.kid, out, c.want)
+		}
+	}
+	// A kid-bound token cannot be used over MQTT: there is no PSK to prove.
+	if code, _ := g.connect(connOpts{clientID: coapDevice, token: g.token(coapDevice, "alice", func(m map[string]any) {
+		m["cnf"] = map[string]any{"kid": coapID}
+	})}); code != 0x87 {
+		t.Fatalf("kid-bound token over MQTT: CONNACK %s, want 0x87", hexCode(code))
+	}
 	narrow := g.token(coapDevice, "alice", func(c map[string]any) {
 		c["scope"] = "publish:devices/coap-1/telemetry/temp"
 		c["jti"] = "coap-token-1"

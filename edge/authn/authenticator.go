@@ -66,11 +66,25 @@ func CertFingerprint(c *x509.Certificate) string {
 	return hex.EncodeToString(h[:])
 }
 
-// Token authenticates a client presenting an access token. cert is the TLS
-// client certificate, or nil. A token bound to a key (cnf) is accepted only
-// with its proof: x5t#S256 must match cert; jkt needs a proof-of-possession
-// exchange, and provenJKT is the thumbprint that exchange proved ("" if none).
-func (a *Authenticator) Token(token string, cert *x509.Certificate, provenJKT string, clientID string) (*Principal, error) {
+// Possession is what the connection proved about the client, against which
+// a key-bound token (cnf) is checked.
+type Possession struct {
+	// Cert is the TLS or DTLS client certificate, or nil.
+	Cert *x509.Certificate
+	// JKT is the thumbprint of the key a proof-of-possession exchange proved
+	// (MQTT 5 AUTH, a plain-UDP CoAP proof); "" if none.
+	JKT string
+	// PSKIdentity is the DTLS pre-shared key identity of the session; "" if
+	// the session has none.
+	PSKIdentity string
+}
+
+// Token authenticates a client presenting an access token. A token bound to
+// a key (cnf) is accepted only with its proof: x5t#S256 must be the
+// certificate's thumbprint, jkt the proven key's, and kid the DTLS session's
+// PSK identity (RFC 9202: the PSK is the key the token is bound to).
+func (a *Authenticator) Token(token string, proven Possession, clientID string) (*Principal, error) {
+	cert, provenJKT := proven.Cert, proven.JKT
 	c, err := a.Verifier.Verify(token)
 	if err != nil {
 		return nil, err
@@ -96,6 +110,14 @@ func (a *Authenticator) Token(token string, cert *x509.Certificate, provenJKT st
 		}
 		if subtle.ConstantTimeCompare([]byte(provenJKT), []byte(c.Cnf.JKT)) != 1 {
 			return nil, fail(ReasonCnfMismatch, "proven key is not the one the token is bound to")
+		}
+	}
+	if c.Cnf.Kid != "" {
+		if proven.PSKIdentity == "" {
+			return nil, fail(ReasonPoPRequired, "token is bound to a DTLS pre-shared key (cnf kid); post it over a coaps:// session opened with that PSK identity")
+		}
+		if subtle.ConstantTimeCompare([]byte(proven.PSKIdentity), []byte(c.Cnf.Kid)) != 1 {
+			return nil, fail(ReasonCnfMismatch, "the session's PSK identity is not the key the token is bound to (cnf kid)")
 		}
 	}
 	d, err := a.device(c.ClientID)

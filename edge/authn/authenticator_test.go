@@ -191,7 +191,7 @@ func (f *fixture) token(t *testing.T, device, sub string, kv ...any) string {
 func TestTokenSuccess(t *testing.T) {
 	f := newFixture(t)
 	tok := f.token(t, "d1", "d1")
-	p, err := f.auth.Token(tok, nil, "", "d1")
+	p, err := f.auth.Token(tok, authn.Possession{}, "d1")
 	if err != nil {
 		t.Fatalf("Token: %v", err)
 	}
@@ -226,7 +226,7 @@ func TestTokenSuccess(t *testing.T) {
 	}
 
 	// The owner may act for the device.
-	if _, err := f.auth.Token(f.token(t, "d1", "alice"), nil, "", "d1"); err != nil {
+	if _, err := f.auth.Token(f.token(t, "d1", "alice"), authn.Possession{}, "d1"); err != nil {
 		t.Errorf("token with sub = owner refused: %v", err)
 	}
 }
@@ -250,7 +250,7 @@ func TestTokenRefusals(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p, err := f.auth.Token(tt.tok, nil, "", "d1")
+			p, err := f.auth.Token(tt.tok, authn.Possession{}, "d1")
 			if p != nil {
 				t.Errorf("principal %+v returned with a refusal", p)
 			}
@@ -276,7 +276,7 @@ func TestTokenRevocations(t *testing.T) {
 	oldSubjOwner := old("d1", "alice")
 	newSubjOwner := f.token(t, "d1", "alice")
 	for _, tok := range []string{byJTI, otherJTI, oldDev, newDev, oldSubj, oldSubjOwner, newSubjOwner} {
-		if _, err := f.auth.Token(tok, nil, "", ""); err != nil {
+		if _, err := f.auth.Token(tok, authn.Possession{}, ""); err != nil {
 			t.Fatalf("token refused before any revocation: %v", err)
 		}
 	}
@@ -298,7 +298,7 @@ func TestTokenRevocations(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := f.auth.Token(tt.tok, nil, "", "")
+			_, err := f.auth.Token(tt.tok, authn.Possession{}, "")
 			if tt.want == "" {
 				if err != nil {
 					t.Fatalf("refused: %v", err)
@@ -314,12 +314,12 @@ func TestTokenRevocations(t *testing.T) {
 		Revocations: []store.Revocation{{Kind: store.RevokeSubject, Value: "alice", RevokedAt: revokedAt}},
 		Delete:      store.Deletions{Revocations: []string{"device/d1"}},
 	})
-	_, err := f.auth.Token(oldSubjOwner, nil, "", "")
+	_, err := f.auth.Token(oldSubjOwner, authn.Possession{}, "")
 	wantReason(t, err, authn.ReasonRevoked)
-	if _, err := f.auth.Token(newSubjOwner, nil, "", ""); err != nil {
+	if _, err := f.auth.Token(newSubjOwner, authn.Possession{}, ""); err != nil {
 		t.Errorf("alice's token issued after revoked_at refused: %v", err)
 	}
-	if _, err := f.auth.Token(oldDev, nil, "", ""); err != nil {
+	if _, err := f.auth.Token(oldDev, authn.Possession{}, ""); err != nil {
 		t.Errorf("token of d1 (sub d1) refused after the device revocation was lifted: %v", err)
 	}
 }
@@ -352,6 +352,7 @@ func TestTokenProofOfPossession(t *testing.T) {
 	jkt := "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
 	jktTok := f.token(t, "d1", "d1", "cnf", map[string]any{"jkt": jkt})
 	x5tTok := f.token(t, "d1", "d1", "cnf", map[string]any{"x5t#S256": x5t(f.unregistered)})
+	kidTok := f.token(t, "d1", "d1", "cnf", map[string]any{"kid": "psk-7"})
 
 	tests := []struct {
 		name   string
@@ -359,22 +360,28 @@ func TestTokenProofOfPossession(t *testing.T) {
 		cert   *x509.Certificate
 		proven string
 		want   authn.Reason
+		psk    string
 	}{
-		{"jkt without proof", jktTok, nil, "", authn.ReasonPoPRequired},
-		{"jkt without proof, with a cert", jktTok, f.unregistered, "", authn.ReasonPoPRequired},
-		{"jkt with another key proven", jktTok, nil, "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I", authn.ReasonCnfMismatch},
-		{"jkt proven", jktTok, nil, jkt, ""},
-		{"x5t with its certificate", x5tTok, f.unregistered, "", ""},
-		{"x5t with another certificate", x5tTok, f.certA, "", authn.ReasonCnfMismatch},
-		{"x5t without certificate", x5tTok, nil, "", authn.ReasonPoPRequired},
-		{"x5t without certificate, with a jkt proof", x5tTok, nil, jkt, authn.ReasonPoPRequired},
+		{"jkt without proof", jktTok, nil, "", authn.ReasonPoPRequired, ""},
+		{"jkt without proof, with a cert", jktTok, f.unregistered, "", authn.ReasonPoPRequired, ""},
+		{"jkt with another key proven", jktTok, nil, "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I", authn.ReasonCnfMismatch, ""},
+		{"jkt proven", jktTok, nil, jkt, "", ""},
+		{"x5t with its certificate", x5tTok, f.unregistered, "", "", ""},
+		{"x5t with another certificate", x5tTok, f.certA, "", authn.ReasonCnfMismatch, ""},
+		{"x5t without certificate", x5tTok, nil, "", authn.ReasonPoPRequired, ""},
+		{"x5t without certificate, with a jkt proof", x5tTok, nil, jkt, authn.ReasonPoPRequired, ""},
 		// A device registered with a certificate cannot use another one with its token.
-		{"device cert mismatch", f.token(t, "d3", "d3"), f.certB, "", authn.ReasonCnfMismatch},
-		{"device cert match", f.token(t, "d3", "d3"), f.certA, "", ""},
+		{"device cert mismatch", f.token(t, "d3", "d3"), f.certB, "", authn.ReasonCnfMismatch, ""},
+		{"device cert match", f.token(t, "d3", "d3"), f.certA, "", "", ""},
+		// RFC 9202: bound to the DTLS PSK whose identity is cnf kid.
+		{"kid over its PSK session", kidTok, nil, "", "", "psk-7"},
+		{"kid over another PSK session", kidTok, nil, "", authn.ReasonCnfMismatch, "psk-8"},
+		{"kid without a PSK session", kidTok, f.unregistered, jkt, authn.ReasonPoPRequired, ""},
+		{"jkt over a PSK session", jktTok, nil, "", authn.ReasonPoPRequired, "psk-7"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p, err := f.auth.Token(tt.tok, tt.cert, tt.proven, "")
+			p, err := f.auth.Token(tt.tok, authn.Possession{Cert: tt.cert, JKT: tt.proven, PSKIdentity: tt.psk}, "")
 			if tt.want == "" {
 				if err != nil {
 					t.Fatalf("refused: %v", err)

@@ -92,10 +92,13 @@ type Cnf struct {
 	JKT string `json:"jkt,omitempty"`
 	// X5T is the RFC 8705 SHA-256 thumbprint of the holder's certificate (base64url).
 	X5T string `json:"x5t#S256,omitempty"`
+	// Kid names a symmetric key the holder shares with the gateway (RFC 7800
+	// §3.4): the DTLS pre-shared key whose identity it is (RFC 9202).
+	Kid string `json:"kid,omitempty"`
 }
 
 // Bound reports whether the token is bound to a key.
-func (c Cnf) Bound() bool { return c.JKT != "" || c.X5T != "" }
+func (c Cnf) Bound() bool { return c.JKT != "" || c.X5T != "" || c.Kid != "" }
 
 // Claims are the verified contents of an access token.
 type Claims struct {
@@ -384,10 +387,10 @@ func (v *Verifier) verify(ring *keyRing, raw []byte) (*Claims, error) {
 	}
 	if tok.Has("cnf") {
 		if err := tok.Get("cnf", &c.Cnf); err != nil {
-			return nil, fail(ReasonBadClaims, "cnf is not an object with jkt or x5t#S256")
+			return nil, fail(ReasonBadClaims, "cnf is not an object with jkt, x5t#S256 or kid")
 		}
 		if !c.Cnf.Bound() {
-			return nil, fail(ReasonBadClaims, "cnf names no supported key (jkt or x5t#S256)")
+			return nil, fail(ReasonBadClaims, "cnf names no supported key (jkt, x5t#S256 or kid)")
 		}
 	}
 	return c, nil

@@ -149,7 +149,7 @@ func (b *Broker) authenticate(cl *mqtt.Client, pk packets.Packet) (*authn.Princi
 				return nil, packets.ErrNotAuthorized, err
 			}
 		}
-		p, err = b.Auth.Token(token, leaf, proven, pk.Connect.ClientIdentifier)
+		p, err = b.Auth.Token(token, authn.Possession{Cert: leaf, JKT: proven}, pk.Connect.ClientIdentifier)
 	} else {
 		p, err = b.Auth.Certificate(chain, pk.Connect.ClientIdentifier)
 	}

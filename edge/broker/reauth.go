@@ -68,7 +68,7 @@ func (h *authHook) OnAuthPacket(cl *mqtt.Client, pk packets.Packet) (packets.Pac
 			leaf = pc[0]
 		}
 	}
-	p, err := b.Auth.Token(token, leaf, proven, s.ClientID)
+	p, err := b.Auth.Token(token, authn.Possession{Cert: leaf, JKT: proven}, s.ClientID)
 	if err == nil && p.Device.ID != s.Device {
 		err = &authn.Error{Reason: authn.ReasonClientID, Detail: "a re-authentication token must be for the same device"}
 	}

@@ -970,9 +970,10 @@ const PathAuthzInfo = "/authz-info"
 // validated as for MQTT (issuer keys, claims, revocation, the device and its
 // owner), it must be the session's own device's (client_id). The session's
 // permissions become the class's intersected with the token's scope, and the
-// token's expiry and revocation end the session. A token bound to a key
-// (cnf jkt) is refused here: the DTLS session cannot prove that key; one
-// bound to a certificate (cnf x5t#S256) must be the session's.
+// token's expiry and revocation end the session. A token bound to a public
+// key (cnf jkt) is refused here: the DTLS session cannot prove that key; one
+// bound to a certificate (cnf x5t#S256) or a PSK (cnf kid) must be the
+// session's.
 func (s *Server) authzInfo(w *responsewriter.ResponseWriter[*udpClient.Conn], r *pool.Message, p *peer) {
 	if r.Code() != codes.POST {
 		reply(w, codes.MethodNotAllowed, "POST the access token")
@@ -984,16 +985,17 @@ func (s *Server) authzInfo(w *responsewriter.ResponseWriter[*udpClient.Conn], r 
 		return
 	}
 	c, err := s.o.Auth.Verifier.Verify(string(body))
-	// A token bound to the session's certificate (cnf x5t#S256) is proven by
-	// the handshake; one bound to a key (jkt) cannot be proven here.
-	if err == nil && (c.Cnf.JKT != "" || (c.Cnf.X5T != "" && p.leaf == nil)) {
-		err = &authn.Error{Reason: authn.ReasonPoPRequired, Detail: "a key-bound token cannot be proven over this DTLS session"}
+	// A token bound to the session's certificate (cnf x5t#S256) or PSK
+	// (cnf kid = the PSK identity, RFC 9202) is proven by the handshake, as
+	// Token checks; one bound to a public key (jkt) cannot be proven here.
+	if err == nil && c.Cnf.JKT != "" {
+		err = &authn.Error{Reason: authn.ReasonPoPRequired, Detail: "a token bound to a public key (cnf jkt) cannot be proven over DTLS: use plain UDP with proofs, or MQTT 5"}
 	}
 	if err == nil && c.ClientID != p.device {
 		err = &authn.Error{Reason: authn.ReasonClientID, Detail: "the token is for another device"}
 	}
 	if err == nil {
-		_, err = s.o.Auth.Token(string(body), p.leaf, "", p.device)
+		_, err = s.o.Auth.Token(string(body), authn.Possession{Cert: p.leaf, PSKIdentity: p.identity}, p.device)
 	}
 	if err != nil {
 		s.log.Warn("coap token refused", "device", p.device, "remote", p.remote, "reason", authn.ReasonOf(err), "detail", err.Error())

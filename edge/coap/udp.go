@@ -131,7 +131,7 @@ func (s *Server) authzInfoUDP(w *responsewriter.ResponseWriter[*udpClient.Conn],
 	}
 	if err == nil {
 		// As a CONNECT would be, short of the proof, which comes per request.
-		_, err = s.o.Auth.Token(tok, nil, c.Cnf.JKT, c.ClientID)
+		_, err = s.o.Auth.Token(tok, authn.Possession{JKT: c.Cnf.JKT}, c.ClientID)
 	}
 	if err != nil {
 		s.log.Warn("coap token refused", "remote", w.Conn().RemoteAddr().String(), "transport", "udp", "reason", authn.ReasonOf(err), "detail", err.Error())
@@ -213,7 +213,7 @@ func (s *Server) udpAuth(cc *udpClient.Conn, r *pool.Message) (*peer, error) {
 	if seen, _ := s.udp.jtis.ContainsOrAdd(c.ClientID+"\x00"+pr.JTI, pr.IAT); seen {
 		return nil, pop("the proof was already used (replayed?)")
 	}
-	pl, err := s.o.Auth.Token(tok, nil, jkt, c.ClientID)
+	pl, err := s.o.Auth.Token(tok, authn.Possession{JKT: jkt}, c.ClientID)
 	if err != nil {
 		return nil, err
 	}
