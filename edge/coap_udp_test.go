@@ -256,3 +256,33 @@ func TestCoAPUDP(t *testing.T) {
 		}
 	})
 }
+
+// A plain-UDP session ends when the device's registered key changes: its
+// proofs were checked with the old key, which no longer speaks for it.
+func TestCoAPUDPKeyChange(t *testing.T) {
+	g, d := startUDPGateway(t)
+	const temp = "/ps/devices/udp-1/telemetry/temp"
+	if out := d.request(t, "post", "/authz-info", d.token, "", ""); strings.Contains(out, "4.") {
+		t.Fatalf("authz-info: %q", out)
+	}
+	if out := d.request(t, "put", temp, "1", "", d.proof(t, d.key, codes.PUT, temp, d.token, "1", time.Now())); strings.Contains(out, "4.") {
+		t.Fatalf("proven publish: %q", out)
+	}
+	if n := g.g.CoAP.Sessions("udp-1"); n != 1 {
+		t.Fatalf("%d sessions, want 1", n)
+	}
+	other, _ := demo.NewIssuer("x", "new-key")
+	pub, _ := other.Key.PublicKey()
+	pubJSON, _ := json.Marshal(pub)
+	if _, err := g.g.Store.Apply(&store.Batch{Devices: []store.Device{{ID: "udp-1", Class: "thermostat", Owner: "alice",
+		Status: store.DeviceActive, PublicKey: pubJSON}}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the session to end", func() bool { return g.g.CoAP.Sessions("udp-1") == 0 })
+	if !strings.Contains(g.logs.String(), "device key changed") {
+		t.Error("no reason logged")
+	}
+	if out := d.request(t, "put", temp, "2", "", d.proof(t, d.key, codes.PUT, temp, d.token, "2", time.Now())); !strings.Contains(out, "4.01") {
+		t.Fatalf("a proof by the old key after the change: %q, want 4.01", out)
+	}
+}

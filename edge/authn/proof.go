@@ -46,23 +46,31 @@ func VerifyProof(deviceKey, proof []byte, typ string) (payload []byte, jkt strin
 	if err != nil {
 		return nil, "", fmt.Errorf("device key: %w", err)
 	}
-	msg, err := jws.Parse(proof, jws.WithCompact())
-	if err != nil || len(msg.Signatures()) != 1 {
-		return nil, "", errors.New("proof is not a compact JWS")
-	}
-	if t, _ := msg.Signatures()[0].ProtectedHeaders().Type(); t != typ {
-		return nil, "", fmt.Errorf("proof typ %q is not %s", t, typ)
-	}
-	// The algorithm comes from the registered key, never from the header.
-	payload, err = jws.Verify(proof, jws.WithKey(proofAlg(key), key))
-	if err != nil {
-		return nil, "", errors.New("proof signature does not verify with the device key")
+	if payload, err = VerifyProofWith(key, proof, typ); err != nil {
+		return nil, "", err
 	}
 	thumb, err := key.Thumbprint(crypto.SHA256)
 	if err != nil {
 		return nil, "", fmt.Errorf("device key thumbprint: %w", err)
 	}
 	return payload, base64.RawURLEncoding.EncodeToString(thumb), nil
+}
+
+// VerifyProofWith is VerifyProof with the device's key already parsed.
+func VerifyProofWith(key jwk.Key, proof []byte, typ string) ([]byte, error) {
+	msg, err := jws.Parse(proof, jws.WithCompact())
+	if err != nil || len(msg.Signatures()) != 1 {
+		return nil, errors.New("proof is not a compact JWS")
+	}
+	if t, _ := msg.Signatures()[0].ProtectedHeaders().Type(); t != typ {
+		return nil, fmt.Errorf("proof typ %q is not %s", t, typ)
+	}
+	// The algorithm comes from the registered key, never from the header.
+	payload, err := jws.Verify(proof, jws.WithKey(proofAlg(key), key))
+	if err != nil {
+		return nil, errors.New("proof signature does not verify with the device key")
+	}
+	return payload, nil
 }
 
 // SameJKT compares two key thumbprints in constant time.

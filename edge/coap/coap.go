@@ -288,8 +288,11 @@ type peer struct {
 
 	remote string
 	class  atomic.Pointer[string] // the device's class, for its rate limits
-	perms  atomic.Pointer[policy.Perms]
-	ended  atomic.Bool
+	// binding is the token and device key a plain-UDP session was proven
+	// with (method "token"); nil for DTLS sessions.
+	binding atomic.Pointer[binding]
+	perms   atomic.Pointer[policy.Perms]
+	ended   atomic.Bool
 	// claims is the access token posted to /authz-info, bound to this
 	// session (RFC 9200/9202); nil: the class's permissions alone.
 	claims atomic.Pointer[authn.Claims]
@@ -495,7 +498,12 @@ func (s *Server) armExpiry(p *peer) {
 func (p *peer) credentialGone(d store.Device) string {
 	switch p.method {
 	case "token":
-		return "" // plain UDP: the token's own checks (Revalidate) are all
+		// Plain UDP: Revalidate checked the token; the key its proofs are
+		// checked with must still be the device's.
+		if b := p.binding.Load(); b == nil || !bytes.Equal(b.keyRaw, d.PublicKey) {
+			return "device key changed"
+		}
+		return ""
 	case "certificate":
 		byFP := d.CertSHA256 == p.certSHA256
 		byIssuer := d.CertIssuer != "" && d.CertIssuer == p.certIssuer && d.CertSerial == p.certSerl

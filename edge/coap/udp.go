@@ -145,36 +145,52 @@ func (s *Server) authzInfoUDP(w *responsewriter.ResponseWriter[*udpClient.Conn],
 
 // udpAuth checks a plain-UDP request's proof and token and returns the
 // session of the sender's address, made or updated for that token.
+//
+// A session already bound to the token the proof names skips what it
+// checked when it was bound (the token's signature and claims, the device
+// and its key, revocation): the store watcher re-checks sessions on every
+// change and a timer ends them at expiry, as for DTLS. Only the proof itself
+// (signature, request, freshness, replay) is checked per request.
 func (s *Server) udpAuth(cc *udpClient.Conn, r *pool.Message) (*peer, error) {
-	pop := func(format string, args ...any) error {
-		return &authn.Error{Reason: authn.ReasonPoPRequired, Detail: fmt.Sprintf(format, args...)}
-	}
 	proof, err := r.Options().GetBytes(OptionProof)
 	if err != nil || len(proof) == 0 {
-		return nil, pop("plain UDP requests must carry a proof of possession (option %d) for a key-bound token", OptionProof)
+		return nil, popErr("plain UDP requests must carry a proof of possession (option %d) for a key-bound token", OptionProof)
 	}
 	msg, err := jws.Parse(proof, jws.WithCompact())
 	if err != nil {
-		return nil, pop("the proof is not a compact JWS")
+		return nil, popErr("the proof is not a compact JWS")
 	}
 	var claimed Proof
 	if err := json.Unmarshal(msg.Payload(), &claimed); err != nil {
-		return nil, pop("the proof payload is not a JSON object")
+		return nil, popErr("the proof payload is not a JSON object")
+	}
+	tokOpt, _ := r.Options().GetBytes(OptionAccessToken)
+	if p, ok := cc.Context().Value(peerKey{}).(*peer); ok && !p.ended.Load() {
+		if b := p.binding.Load(); b != nil && b.ath == claimed.ATH && (len(tokOpt) == 0 || digest(tokOpt) == b.ath) {
+			payload, err := authn.VerifyProofWith(b.key, proof, UDPProofType)
+			if err != nil {
+				return nil, &authn.Error{Reason: authn.ReasonCnfMismatch, Detail: "proof of possession: " + err.Error()}
+			}
+			if err := s.checkProof(r, payload, b.ath, p.device); err != nil {
+				return nil, err
+			}
+			return p, nil
+		}
 	}
 	var tok string
-	if b, err := r.Options().GetBytes(OptionAccessToken); err == nil && len(b) > 0 {
-		tok = string(b)
+	if len(tokOpt) > 0 {
+		tok = string(tokOpt)
 	} else if t, ok := s.udp.tokens.Get(claimed.ATH); ok {
 		tok = t
 	} else {
-		return nil, pop("no access token: send it in option %d or POST it to %s first", OptionAccessToken, PathAuthzInfo)
+		return nil, popErr("no access token: send it in option %d or POST it to %s first", OptionAccessToken, PathAuthzInfo)
 	}
 	c, err := s.o.Auth.Verifier.Verify(tok)
 	if err != nil {
 		return nil, err
 	}
 	if c.Cnf.JKT == "" {
-		return nil, pop("plain UDP takes only tokens bound to the device's key (cnf jkt)")
+		return nil, popErr("plain UDP takes only tokens bound to the device's key (cnf jkt)")
 	}
 	d, err := s.o.Store.Device(c.ClientID)
 	if err != nil {
@@ -187,42 +203,69 @@ func (s *Server) udpAuth(cc *udpClient.Conn, r *pool.Message) (*peer, error) {
 	if !authn.SameJKT(jkt, c.Cnf.JKT) {
 		return nil, &authn.Error{Reason: authn.ReasonCnfMismatch, Detail: "the proof is signed by a key other than the one the token is bound to"}
 	}
-	var pr Proof
-	if err := json.Unmarshal(payload, &pr); err != nil {
-		return nil, pop("the proof payload is not a JSON object")
-	}
-	body, err := r.ReadBody()
-	if err != nil {
-		return nil, pop("cannot read the payload")
-	}
-	now := s.o.Broker.Now()
-	switch {
-	case pr.Method != r.Code().String():
-		return nil, pop("the proof is for a %s, not this %s", pr.Method, r.Code())
-	case pr.URI != requestURI(r):
-		return nil, pop("the proof is for another resource")
-	case pr.ATH != digest([]byte(tok)):
-		return nil, pop("the proof is for another access token")
-	case pr.PH != digest(body):
-		return nil, pop("the proof is for another payload")
-	case pr.JTI == "" || len(pr.JTI) > 64:
-		return nil, pop("the proof needs a jti of 1 to 64 characters")
-	case now.Sub(time.Unix(pr.IAT, 0)).Abs() > ProofWindow:
-		return nil, pop("the proof's iat is more than %s from the gateway's clock", ProofWindow)
-	}
-	if seen, _ := s.udp.jtis.ContainsOrAdd(c.ClientID+"\x00"+pr.JTI, pr.IAT); seen {
-		return nil, pop("the proof was already used (replayed?)")
+	ath := digest([]byte(tok))
+	if err := s.checkProof(r, payload, ath, c.ClientID); err != nil {
+		return nil, err
 	}
 	pl, err := s.o.Auth.Token(tok, authn.Possession{JKT: jkt}, c.ClientID)
 	if err != nil {
 		return nil, err
 	}
-	return s.udpPeer(cc, pl, c)
+	key, err := jwk.ParseKey(d.PublicKey)
+	if err != nil {
+		return nil, fmt.Errorf("device key: %w", err)
+	}
+	return s.udpPeer(cc, pl, c, &binding{ath: ath, key: key, keyRaw: d.PublicKey})
+}
+
+func popErr(format string, args ...any) error {
+	return &authn.Error{Reason: authn.ReasonPoPRequired, Detail: fmt.Sprintf(format, args...)}
+}
+
+// checkProof checks a verified proof's payload against the request: method,
+// path and query, token and payload digests, freshness, and that its jti was
+// never used before by the device.
+func (s *Server) checkProof(r *pool.Message, payload []byte, ath, device string) error {
+	var pr Proof
+	if err := json.Unmarshal(payload, &pr); err != nil {
+		return popErr("the proof payload is not a JSON object")
+	}
+	body, err := r.ReadBody()
+	if err != nil {
+		return popErr("cannot read the payload")
+	}
+	now := s.o.Broker.Now()
+	switch {
+	case pr.Method != r.Code().String():
+		return popErr("the proof is for a %s, not this %s", pr.Method, r.Code())
+	case pr.URI != requestURI(r):
+		return popErr("the proof is for another resource")
+	case pr.ATH != ath:
+		return popErr("the proof is for another access token")
+	case pr.PH != digest(body):
+		return popErr("the proof is for another payload")
+	case pr.JTI == "" || len(pr.JTI) > 64:
+		return popErr("the proof needs a jti of 1 to 64 characters")
+	case now.Sub(time.Unix(pr.IAT, 0)).Abs() > ProofWindow:
+		return popErr("the proof's iat is more than %s from the gateway's clock", ProofWindow)
+	}
+	if seen, _ := s.udp.jtis.ContainsOrAdd(device+"\x00"+pr.JTI, pr.IAT); seen {
+		return popErr("the proof was already used (replayed?)")
+	}
+	return nil
+}
+
+// binding is what a plain-UDP session was proven with: the token (by its
+// digest) and the device key, parsed once.
+type binding struct {
+	ath    string
+	key    jwk.Key
+	keyRaw []byte // as registered, to notice a change
 }
 
 // udpPeer is the session of cc's address: made on its first proven request,
 // then updated to each request's token. One address holds one device.
-func (s *Server) udpPeer(cc *udpClient.Conn, pl *authn.Principal, c *authn.Claims) (*peer, error) {
+func (s *Server) udpPeer(cc *udpClient.Conn, pl *authn.Principal, c *authn.Claims, b *binding) (*peer, error) {
 	s.mu.Lock()
 	p, _ := cc.Context().Value(peerKey{}).(*peer)
 	fresh := p == nil || p.ended.Load()
@@ -243,6 +286,7 @@ func (s *Server) udpPeer(cc *udpClient.Conn, pl *authn.Principal, c *authn.Claim
 		s.peers[p.device][p] = struct{}{}
 	}
 	old := p.claims.Swap(c)
+	p.binding.Store(b)
 	p.class.Store(&pl.Device.Class)
 	perms := pl.Perms
 	p.perms.Store(&perms)
