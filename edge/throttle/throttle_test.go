@@ -2,6 +2,7 @@ package throttle
 
 import (
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -171,4 +172,27 @@ func TestCheckLimitsMemoryBounded(t *testing.T) {
 	if r, d := th.Stats(); r != 0 || d != 0 {
 		t.Fatalf("stats %d %d, want none refused", r, d)
 	}
+}
+
+// BenchmarkThrottle is the per-PUBLISH cost with every limit on and never
+// reached: a device bucket each, one class bucket all of them share.
+//
+//	go test -run '^$' -bench BenchmarkThrottle -benchmem ./edge/throttle/
+func BenchmarkThrottle(b *testing.B) {
+	high := Limits{Messages: Limit{Rate: 1e9, Burst: 1 << 30}, Bytes: Limit{Rate: 1e12, Burst: 1 << 30}}
+	devices, classes := New(high, 100, 50000), New(high, 0, 10000)
+	keys := make([]string, 64)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("device-%d", i)
+	}
+	var n atomic.Int64
+	b.RunParallel(func(pb *testing.PB) {
+		key := keys[n.Add(1)%int64(len(keys))]
+		for pb.Next() {
+			now := time.Now()
+			if devices.CheckLimits(key, high, 64, now) != Allow || classes.CheckLimits("thermostat", high, 64, now) != Allow {
+				b.Fatal("refused")
+			}
+		}
+	})
 }
