@@ -51,9 +51,10 @@ fuzz-long: fuzz
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem ./edge/... ./store/...
 
-# Debian packages for the gateway and the authority. armhf is not built: see
-# docs/OPERATIONS.md ("32-bit boards").
-DEB_ARCHES ?= arm64 amd64
+# Debian packages for the gateway and the authority. armhf is ARMv7 with
+# hardware float (GOARCH=arm GOARM=7, nfpm's arm7); it needs the patched
+# ristretto in third_party (docs/OPERATIONS.md, "32-bit boards").
+DEB_ARCHES ?= arm64 armhf amd64
 DEB_VERSION ?= $(shell git describe --tags --match 'v*' 2>/dev/null | sed 's/^v//' || true)
 DEB_VERSION := $(if $(DEB_VERSION),$(DEB_VERSION),0.1.0~git$(shell git rev-parse --short HEAD 2>/dev/null || echo 0))
 deb:
@@ -61,15 +62,17 @@ deb:
 	@for arch in $(DEB_ARCHES); do \
 		echo "building $$arch"; \
 		mkdir -p bin/pkg && gzip -9n < packaging/changelog > bin/pkg/changelog.gz; \
-		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -ldflags '-s -w -X github.com/edgeid/edgeid/edge.Version=$(DEB_VERSION)' -o bin/pkg/ ./cmd/edgeid ./cmd/edgeid-authority || exit 1; \
+		goarch=$$arch; nfpmarch=$$arch; \
+		if [ $$arch = armhf ]; then goarch=arm; nfpmarch=arm7; fi; \
+		CGO_ENABLED=0 GOOS=linux GOARCH=$$goarch GOARM=7 $(GO) build -trimpath -ldflags '-s -w -X github.com/edgeid/edgeid/edge.Version=$(DEB_VERSION)' -o bin/pkg/ ./cmd/edgeid ./cmd/edgeid-authority || exit 1; \
 		for pkg in edgeid authority; do \
-			ARCH=$$arch VERSION=$(DEB_VERSION) $(GO) tool nfpm package --config packaging/nfpm-$$pkg.yaml --packager deb --target dist/ || exit 1; \
+			ARCH=$$nfpmarch VERSION=$(DEB_VERSION) $(GO) tool nfpm package --config packaging/nfpm-$$pkg.yaml --packager deb --target dist/ || exit 1; \
 		done; \
 	done
 	@ls -l dist/
 
 # The store's own write, TTL and compaction workload as a 32-bit (GOARCH=386)
-# binary: armhf ships only once this passes (docs/OPERATIONS.md).
+# binary: what armhf relies on (docs/OPERATIONS.md, "32-bit boards").
 stress32:
 	mkdir -p bin
 	GOARCH=386 $(GO) test -c -o bin/store386.test ./store/

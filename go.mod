@@ -134,3 +134,5 @@ tool (
 	github.com/goreleaser/nfpm/v2/cmd/nfpm
 	honnef.co/go/tools/cmd/staticcheck
 )
+
+replace github.com/dgraph-io/ristretto/v2 => ./third_party/ristretto

@@ -36,19 +36,17 @@ func run(t *testing.T, dir, name string, args ...string) string {
 }
 
 func TestDebPackages(t *testing.T) {
-	need(t, "make", "dpkg-deb", "lintian", "systemd-analyze", "qemu-aarch64-static")
-	out := run(t, "..", "make", "deb", "DEB_ARCHES=amd64 arm64", "DEB_VERSION=1.2.3")
+	need(t, "make", "dpkg-deb", "lintian", "systemd-analyze", "qemu-aarch64-static", "qemu-arm-static")
+	out := run(t, "..", "make", "deb", "DEB_ARCHES=amd64 arm64 armhf", "DEB_VERSION=1.2.3")
 	_ = out
 	debs := map[string]string{}
-	for _, name := range []string{"edgeid_1.2.3_amd64.deb", "edgeid_1.2.3_arm64.deb", "edgeid-authority_1.2.3_amd64.deb", "edgeid-authority_1.2.3_arm64.deb"} {
+	for _, name := range []string{"edgeid_1.2.3_amd64.deb", "edgeid_1.2.3_arm64.deb", "edgeid_1.2.3_armhf.deb",
+		"edgeid-authority_1.2.3_amd64.deb", "edgeid-authority_1.2.3_arm64.deb", "edgeid-authority_1.2.3_armhf.deb"} {
 		p := filepath.Join("..", "dist", name)
 		if _, err := os.Stat(p); err != nil {
 			t.Fatalf("make deb did not build %s", name)
 		}
 		debs[name] = p
-	}
-	if _, err := os.Stat(filepath.Join("..", "dist", "edgeid_1.2.3_armhf.deb")); err == nil {
-		t.Error("an armhf package was built; 32-bit is not safe (docs/OPERATIONS.md)")
 	}
 
 	gw := debs["edgeid_1.2.3_arm64.deb"]
@@ -101,17 +99,22 @@ func TestDebPackages(t *testing.T) {
 		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
 	}
 
-	// The arm64 binary runs under qemu: version, then serve until READY.
-	arm := filepath.Join(tmp, "root-arm64")
-	run(t, ".", "dpkg-deb", "-x", gw, arm)
-	bin := filepath.Join(arm, "usr/bin/edgeid")
-	if v := run(t, ".", "qemu-aarch64-static", bin, "version"); !strings.Contains(v, "edgeid 1.2.3") {
-		t.Errorf("arm64 version: %q", v)
+	// The arm64 and armhf binaries run under qemu: version, then serve until READY.
+	for _, a := range []struct{ arch, qemu string }{{"arm64", "qemu-aarch64-static"}, {"armhf", "qemu-arm-static"}} {
+		root := filepath.Join(tmp, "root-"+a.arch)
+		run(t, ".", "dpkg-deb", "-x", debs["edgeid_1.2.3_"+a.arch+".deb"], root)
+		if f := run(t, ".", "dpkg-deb", "-f", debs["edgeid_1.2.3_"+a.arch+".deb"], "Architecture"); strings.TrimSpace(f) != a.arch {
+			t.Errorf("%s package Architecture %q", a.arch, f)
+		}
+		bin := filepath.Join(root, "usr/bin/edgeid")
+		if v := run(t, ".", a.qemu, bin, "version"); !strings.Contains(v, "edgeid 1.2.3") {
+			t.Errorf("%s version: %q", a.arch, v)
+		}
+		serveUnderQemu(t, a.qemu, bin)
 	}
-	serveUnderQemu(t, bin)
 }
 
-func serveUnderQemu(t *testing.T, bin string) {
+func serveUnderQemu(t *testing.T, qemu, bin string) {
 	dir := t.TempDir()
 	sockDir, _ := os.MkdirTemp("", "eidq")
 	defer os.RemoveAll(sockDir)
@@ -126,7 +129,7 @@ func serveUnderQemu(t *testing.T, bin string) {
 		"\nmqtt:\n  tcp: 127.0.0.1:0\n  tls:\n    listen: \"\"\nadmin:\n  socket: "+filepath.Join(sockDir, "admin.sock")+"\nmetrics:\n  listen: \"\"\n"), 0o644)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "qemu-aarch64-static", bin, "serve", "-c", cfg)
+	cmd := exec.CommandContext(ctx, qemu, bin, "serve", "-c", cfg)
 	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+notify)
 	var logs strings.Builder
 	cmd.Stdout, cmd.Stderr = &logs, &logs
@@ -138,10 +141,10 @@ func serveUnderQemu(t *testing.T, bin string) {
 	n, err := sock.Read(buf)
 	if err != nil || !strings.HasPrefix(string(buf[:n]), "READY=1") {
 		_ = cmd.Process.Kill()
-		t.Fatalf("arm64 serve under qemu did not reach READY (%v, %q)\n%s", err, buf[:n], logs.String())
+		t.Fatalf("%s serve under %s did not reach READY (%v, %q)\n%s", bin, qemu, err, buf[:n], logs.String())
 	}
 	_ = cmd.Process.Signal(syscall.SIGTERM)
 	if err := cmd.Wait(); err != nil {
-		t.Errorf("arm64 serve did not stop cleanly on SIGTERM: %v\n%s", err, logs.String())
+		t.Errorf("%s serve did not stop cleanly on SIGTERM: %v\n%s", qemu, err, logs.String())
 	}
 }
