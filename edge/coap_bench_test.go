@@ -91,9 +91,11 @@ func BenchmarkCoAPPublish(b *testing.B) {
 			b.Fatalf("authz-info: %v %v", resp, err)
 		}
 		cc.Close()
+		textPlain := message.TextPlain // benchPuts sends it
 		proofs := make([][]byte, b.N)
 		for i := range proofs {
-			if proofs[i], err = coap.Prove(iss.Key, codes.PUT, "/ps/devices/udp-1/telemetry/temp", tok, []byte("21.5"), time.Now()); err != nil {
+			if proofs[i], err = coap.Prove(iss.Key, coap.Request{Method: codes.PUT, URI: "/ps/devices/udp-1/telemetry/temp", Token: tok,
+				Body: []byte("21.5"), ContentFormat: &textPlain}, time.Now()); err != nil {
 				b.Fatal(err)
 			}
 		}

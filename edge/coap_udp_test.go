@@ -71,14 +71,21 @@ func jktOf(t *testing.T, priv jwk.Key) string {
 func (d *udpDevice) uri(path string) string { return "coap://" + d.g.g.CoAP.UDPAddr() + path }
 
 // proof signs a proof for one request.
-func (d *udpDevice) proof(t *testing.T, key jwk.Key, method codes.Code, path, token, body string, at time.Time) string {
+func (d *udpDevice) proof(t *testing.T, key jwk.Key, method codes.Code, path, token, body string, at time.Time, mods ...func(*coap.Request)) string {
 	t.Helper()
-	p, err := coap.Prove(key, method, path, token, []byte(body), at)
+	r := coap.Request{Method: method, URI: path, Token: token, Body: []byte(body)}
+	for _, m := range mods {
+		m(&r)
+	}
+	p, err := coap.Prove(key, r, at)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return string(p)
 }
+
+// observing marks a proof for a GET that registers an observation.
+func observing(r *coap.Request) { zero := uint32(0); r.Observe = &zero }
 
 // request runs coap-client with the given token and proof options ("" to
 // leave one out) and returns what it printed.
@@ -148,7 +155,7 @@ func TestCoAPUDP(t *testing.T) {
 		defer cancel()
 		resp, err := cc.Put(ctx, temp, message.TextPlain, strings.NewReader("in-option"),
 			message.Option{ID: coap.OptionAccessToken, Value: []byte(fresh)},
-			message.Option{ID: coap.OptionProof, Value: []byte(d.proof(t, d.key, codes.PUT, temp, fresh, "in-option", now()))})
+			message.Option{ID: coap.OptionProof, Value: []byte(d.proof(t, d.key, codes.PUT, temp, fresh, "in-option", now(), func(r *coap.Request) { cf := message.TextPlain; r.ContentFormat = &cf }))})
 		if err != nil || resp.Code() != codes.Changed {
 			t.Fatalf("publish with the token in option %d: %v %v", coap.OptionAccessToken, resp, err)
 		}
@@ -185,13 +192,21 @@ func TestCoAPUDP(t *testing.T) {
 				t.Errorf("%s: want 4.01, got %q", c.name, out)
 			}
 		}
+		// The options that change what a request does are covered too.
+		if out := d.request(t, "put", temp, "x", "", d.proof(t, d.key, codes.PUT, temp, d.token, "x", now()), "-t", "json"); !strings.Contains(out, "4.01") {
+			t.Errorf("a Content-Format the proof does not name: want 4.01, got %q", out)
+		}
+		cmd := "/ps/devices/udp-1/commands/set"
+		if out := d.request(t, "get", cmd, "", "", d.proof(t, d.key, codes.GET, cmd, d.token, "", now()), "-s", "1"); !strings.Contains(out, "4.01") {
+			t.Errorf("an Observe registration under a proof for a plain GET: want 4.01, got %q", out)
+		}
 		// None of them reached the broker: the next message after "once" is the marker.
 		svc.expectMsg(t, "devices/udp-1/telemetry/temp", "once")
 		d.request(t, "put", temp, "marker", "", d.proof(t, d.key, codes.PUT, temp, d.token, "marker", now()))
 		svc.expectMsg(t, "devices/udp-1/telemetry/temp", "marker")
 		logs := g.logs.String()
 		for _, want := range []string{"coap udp request refused", "already used", "another payload", "another resource",
-			"does not verify with the device key", "no access token", "from the gateway's clock"} {
+			"does not verify with the device key", "no access token", "from the gateway's clock", "Content-Format", "Observe option"} {
 			if !strings.Contains(logs, want) {
 				t.Errorf("logs lack %q", want)
 			}
@@ -219,7 +234,7 @@ func TestCoAPUDP(t *testing.T) {
 		}
 		cmd := "/ps/devices/udp-1/commands/set"
 		o := g.observeAs(t, "udp-1", []string{
-			"-O", strconv.Itoa(int(coap.OptionProof)) + "," + d.proof(t, d.key, codes.GET, cmd, short, "", now()),
+			"-O", strconv.Itoa(int(coap.OptionProof)) + "," + d.proof(t, d.key, codes.GET, cmd, short, "", now(), observing),
 		}, d.uri(cmd), "6")
 		// Nothing is sent by the observer from now on; the session must
 		// still end at exp.
@@ -237,7 +252,7 @@ func TestCoAPUDP(t *testing.T) {
 	t.Run("observe, then revocation ends it", func(t *testing.T) {
 		cmd := "/ps/devices/udp-1/commands/set"
 		o := g.observeAs(t, "udp-1", []string{
-			"-O", strconv.Itoa(int(coap.OptionProof)) + "," + d.proof(t, d.key, codes.GET, cmd, d.token, "", now()),
+			"-O", strconv.Itoa(int(coap.OptionProof)) + "," + d.proof(t, d.key, codes.GET, cmd, d.token, "", now(), observing),
 		}, d.uri(cmd), "3") // plain UDP has no close to end coap-client early
 		svc.publish(t, "devices/udp-1/commands/set", "21.0", 1)
 		o.waitFor(t, "21.0")
@@ -284,5 +299,36 @@ func TestCoAPUDPKeyChange(t *testing.T) {
 	}
 	if out := d.request(t, "put", temp, "2", "", d.proof(t, d.key, codes.PUT, temp, d.token, "2", time.Now())); !strings.Contains(out, "4.01") {
 		t.Fatalf("a proof by the old key after the change: %q, want 4.01", out)
+	}
+}
+
+// One device's sessions and observations are bounded across its source
+// addresses: each coap-client run is a new address, hence a new session.
+func TestCoAPUDPPerDeviceBounds(t *testing.T) {
+	g, d := startUDPGateway(t, func(c *config.Config) { c.CoAP.MaxObservations = 1 })
+	if out := d.request(t, "post", "/authz-info", d.token, "", ""); strings.Contains(out, "4.") {
+		t.Fatalf("authz-info: %q", out)
+	}
+	cmd := "/ps/devices/udp-1/commands/set"
+	g.observeAs(t, "udp-1", []string{"-O", strconv.Itoa(int(coap.OptionProof)) + "," + d.proof(t, d.key, codes.GET, cmd, d.token, "", time.Now(), observing)}, d.uri(cmd), "5")
+	// A second observation from another address: over the device's cap of 1.
+	out := d.request(t, "get", cmd, "", "", d.proof(t, d.key, codes.GET, cmd, d.token, "", time.Now(), observing), "-s", "1")
+	if !strings.Contains(out, "5.03") {
+		t.Fatalf("a second observation of the device from another address: %q, want 5.03", out)
+	}
+	// A device waking on a new port each time is never locked out: its
+	// oldest idle sessions make room, and the observing one is kept.
+	const temp = "/ps/devices/udp-1/telemetry/temp"
+	for i := range 12 {
+		body := strconv.Itoa(i)
+		if out := d.request(t, "put", temp, body, "", d.proof(t, d.key, codes.PUT, temp, d.token, body, time.Now())); strings.Contains(out, "4.") || strings.Contains(out, "5.") {
+			t.Fatalf("publish %d from a new address: %q", i, out)
+		}
+	}
+	if n := g.g.CoAP.Sessions("udp-1"); n > 8 {
+		t.Fatalf("%d sessions of one device, want at most 8", n)
+	}
+	if n := g.g.CoAP.Observations("udp-1"); n != 1 {
+		t.Fatalf("%d observations after the old sessions made room, want the 1 kept", n)
 	}
 }

@@ -143,8 +143,19 @@ func dialUDP(ctx context.Context, gw, tokenFlag, keyPath string, out io.Writer) 
 		return nil, nil, fmt.Errorf("post token to %s: %w", coap.PathAuthzInfo, err)
 	}
 	fmt.Fprintf(out, "token posted to coap://%s%s\n", gw, coap.PathAuthzInfo)
+	var observeValue uint32
 	sign := func(method codes.Code, path string, body []byte) []message.Option {
-		proof, err := coap.Prove(key, method, path, token, body, time.Now())
+		r := coap.Request{Method: method, URI: path, Token: token, Body: body}
+		switch method {
+		case codes.PUT: // go-coap's Put sends the Content-Format given
+			cf := message.TextPlain
+			r.ContentFormat = &cf
+		case codes.GET: // only Observe registrations (0) and cancellations (1) are signed here
+			v := observeValue
+			r.Observe = &v
+			observeValue = 1 // the next GET this journey signs is the cancellation
+		}
+		proof, err := coap.Prove(key, r, time.Now())
 		if err != nil {
 			return nil // the gateway answers 4.01, which is reported
 		}

@@ -33,6 +33,10 @@ const maxBlockSZX = blockwise.SZX1024
 // blockTimeout drops a Block1 transfer that stalls this long between blocks.
 const blockTimeout = 2 * time.Minute
 
+// maxReprs is how many large representations one session keeps for Block2
+// follow-ups.
+const maxReprs = 16
+
 // maxTransfers is how many Block1 transfers one session may have under way.
 const maxTransfers = 4
 
@@ -167,6 +171,12 @@ func (p *peer) rememberRepr(path string, body []byte, cf message.MediaType) {
 	}
 	if p.reprs == nil {
 		p.reprs = map[string]repr{}
+	}
+	if _, ok := p.reprs[path]; !ok && len(p.reprs) >= maxReprs {
+		for k := range p.reprs { // forget any one: its follow-ups get 4.04 or the retained message
+			delete(p.reprs, k)
+			break
+		}
 	}
 	p.reprs[path] = repr{body: body, cf: cf}
 }

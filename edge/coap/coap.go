@@ -108,6 +108,9 @@ type Server struct {
 	mu    sync.Mutex
 	peers map[string]map[*peer]struct{} // device id -> live DTLS sessions
 	psks  map[string][]string           // PSK identity -> device ids; nil: rebuild
+	// handed is the SHA-256 of the key last given to a handshake, by PSK
+	// identity: a session must be bound to the key it was opened with.
+	handed map[string][32]byte
 }
 
 // New checks the options; Start listens.
@@ -130,7 +133,7 @@ func New(o Options) (*Server, error) {
 	if o.DTLSListen == "" && o.UDPListen == "" {
 		return nil, errors.New("coap: no listener (DTLSListen or UDPListen)")
 	}
-	return &Server{o: o, log: o.Log, peers: map[string]map[*peer]struct{}{}, udp: newUDPState()}, nil
+	return &Server{o: o, log: o.Log, peers: map[string]map[*peer]struct{}{}, handed: map[string][32]byte{}, udp: newUDPState()}, nil
 }
 
 // pskCipherSuites are the PSK suites offered: CCM_8 is CoAP's mandatory one
@@ -173,6 +176,7 @@ func (s *Server) Start() error {
 		s.udpLn = ln
 		s.udpSrv = udpServer.New(
 			options.WithHandlerFunc(udpClient.HandlerFunc(s.handleUDP)),
+			options.WithOnNewConn(s.onNewUDPConn),
 			idleMonitor{s: s},
 			options.WithBlockwise(false, maxBlockSZX, blockTimeout), // done in blockwise.go
 			options.WithErrors(func(err error) { s.log.Debug("coap udp", "err", err) }),
@@ -287,6 +291,7 @@ type peer struct {
 	certSHA256, certIssuer, certSerl string
 
 	remote string
+	used   atomic.Int64           // unix nanoseconds of its last request
 	class  atomic.Pointer[string] // the device's class, for its rate limits
 	// binding is the token and device key a plain-UDP session was proven
 	// with (method "token"); nil for DTLS sessions.
@@ -317,6 +322,9 @@ func (s *Server) pskFor(identity []byte) ([]byte, error) {
 		_, _ = rand.Read(k)
 		return k, nil
 	}
+	s.mu.Lock()
+	s.handed[d.PSKIdentity] = sha256.Sum256(d.PSK)
+	s.mu.Unlock()
 	return bytes.Clone(d.PSK), nil
 }
 
@@ -386,6 +394,7 @@ func (s *Server) onNewConn(cc *udpClient.Conn) {
 		return
 	}
 	p := &peer{cc: cc, remote: cc.RemoteAddr().String(), obs: map[string]*observation{}}
+	p.used.Store(time.Now().UnixNano())
 	// The MQTT listeners' limit on new sessions per source address.
 	if !s.o.Broker.Connects.Allow(p.remote, s.o.Broker.Now()) {
 		s.log.Warn("coap session refused", "remote", p.remote, "reason", "too many new sessions from this address")
@@ -415,6 +424,16 @@ func (s *Server) onNewConn(cc *udpClient.Conn) {
 			return
 		}
 		p.method, p.identity, p.keySum = "psk", identity, sha256.Sum256(d.PSK)
+		s.mu.Lock()
+		used := s.handed[identity]
+		s.mu.Unlock()
+		// The key may have changed between the handshake and now: the
+		// session must be the store's current key's, not an old one's.
+		if subtle.ConstantTimeCompare(used[:], p.keySum[:]) != 1 {
+			s.log.Warn("coap session refused", "psk_identity", printable(identity), "remote", p.remote, "reason", "psk changed during the handshake")
+			_ = cc.Close()
+			return
+		}
 	}
 	p.device = d.ID
 	p.class.Store(&d.Class)
@@ -425,8 +444,14 @@ func (s *Server) onNewConn(cc *udpClient.Conn) {
 		return
 	}
 	p.perms.Store(&perms)
-	cc.SetContextValue(peerKey{}, p)
 	s.mu.Lock()
+	if !s.roomFor(d.ID) {
+		s.mu.Unlock()
+		s.log.Warn("coap session refused", "device", d.ID, "remote", p.remote, "reason", "too many sessions for this device, all observing")
+		_ = cc.Close()
+		return
+	}
+	cc.SetContextValue(peerKey{}, p)
 	if s.peers[d.ID] == nil {
 		s.peers[d.ID] = map[*peer]struct{}{}
 	}
@@ -487,6 +512,9 @@ func (s *Server) armExpiry(p *peer) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.ended.Load() {
+		return // end stopped the timer, or is about to: arm none
+	}
 	if p.expiry != nil {
 		p.expiry.Stop()
 	}
@@ -680,6 +708,36 @@ func (m idleMonitor) create() udpClient.InactivityMonitor {
 	return im
 }
 
+// maxSessionsPerDevice caps one device's live CoAP sessions (DTLS sessions
+// and plain-UDP addresses together), and with them what it can hold.
+const maxSessionsPerDevice = 8
+
+// roomFor makes room for one more session of device, with s.mu held: at the
+// cap, the session used longest ago that holds no observation is ended (a
+// device that wakes on a new source port each time must not lock itself
+// out). False when every session observes something.
+func (s *Server) roomFor(device string) bool {
+	if len(s.peers[device]) < maxSessionsPerDevice {
+		return true
+	}
+	var victim *peer
+	for q := range s.peers[device] {
+		q.mu.Lock()
+		idle := len(q.obs) == 0
+		q.mu.Unlock()
+		if idle && (victim == nil || q.used.Load() < victim.used.Load()) {
+			victim = q
+		}
+	}
+	if victim == nil {
+		return false
+	}
+	// end takes s.mu itself: drop the peer here and finish it outside.
+	delete(s.peers[device], victim)
+	go s.end(victim, "replaced by a newer session of the device", false)
+	return true
+}
+
 // unprovenIdle is how long a plain-UDP address without a session is kept.
 const unprovenIdle = 10 * time.Second
 
@@ -725,15 +783,9 @@ func (s *Server) handle(w *responsewriter.ResponseWriter[*udpClient.Conn], r *po
 
 // serve answers an authenticated request of p.
 func (s *Server) serve(w *responsewriter.ResponseWriter[*udpClient.Conn], r *pool.Message, p *peer) {
-	path, err := r.Options().Path()
-	if err == nil && path == PathPair {
-		s.pair(w, r, p)
-		return
-	}
-	if err == nil && path == PathAuthzInfo {
-		s.authzInfo(w, r, p)
-		return
-	}
+	p.used.Store(time.Now().UnixNano())
+	// An expired credential ends the session whatever the request (the
+	// timer of armExpiry may not have fired yet).
 	if p.leaf != nil && s.o.Broker.Now().After(p.leaf.NotAfter) {
 		s.end(p, "client certificate expired", true)
 		reply(w, codes.Unauthorized, "the client certificate has expired")
@@ -741,7 +793,22 @@ func (s *Server) serve(w *responsewriter.ResponseWriter[*udpClient.Conn], r *poo
 	}
 	if c := p.claims.Load(); c != nil && s.o.Auth.Verifier.CheckTime(c) != nil {
 		s.end(p, "token expired", false)
-		reply(w, codes.Unauthorized, "the access token of this session has expired; post a new one to "+PathAuthzInfo)
+		reply(w, codes.Unauthorized, "the access token of this session has expired; open a new session with a new token")
+		return
+	}
+	path, err := r.Options().Path()
+	if err == nil && path == PathPair {
+		if p.method == "token" {
+			// The relay waits on the authority; on the shared plain-UDP
+			// socket that would hold up every device behind it.
+			reply(w, codes.NotFound, "pair over coaps://")
+			return
+		}
+		s.pair(w, r, p)
+		return
+	}
+	if err == nil && path == PathAuthzInfo {
+		s.authzInfo(w, r, p)
 		return
 	}
 	if err != nil || !strings.HasPrefix(path, PathPrefix) {

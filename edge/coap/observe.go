@@ -45,22 +45,33 @@ func (s *Server) register(p *peer, token []byte, topic string, retained *packets
 		pl := bytes.Clone(retained.Payload)
 		o.skip.Store(&pl)
 	}
+	// MaxObservations is per device, across all its sessions (a plain-UDP
+	// device may talk from several addresses).
+	s.mu.Lock()
+	n := 0
+	for q := range s.peers[p.device] {
+		q.mu.Lock()
+		n += len(q.obs)
+		q.mu.Unlock()
+	}
 	p.mu.Lock()
 	if p.ended.Load() {
 		p.mu.Unlock()
+		s.mu.Unlock()
 		return nil, codes.Unauthorized
 	}
 	old := p.obs[string(o.token)]
-	n := len(p.obs)
 	if old != nil {
 		n--
 	}
 	if n >= s.o.MaxObservations {
 		p.mu.Unlock()
+		s.mu.Unlock()
 		return nil, codes.ServiceUnavailable
 	}
 	p.obs[string(o.token)] = o
 	p.mu.Unlock()
+	s.mu.Unlock()
 	if old != nil {
 		s.unsubscribe(old)
 	}
@@ -70,6 +81,15 @@ func (s *Server) register(p *peer, token []byte, topic string, retained *packets
 		return nil, codes.InternalServerError
 	}
 	o.skip.Store(nil) // retained replay is over
+	select {
+	case <-o.stop:
+		// The session ended (or the observation was replaced) between the
+		// registration and the subscription, and its Unsubscribe came
+		// first: undo this one, which nothing else would.
+		_ = s.o.Broker.Server.Unsubscribe(topic, o.id)
+		return nil, codes.Unauthorized
+	default:
+	}
 	go o.run()
 	s.log.Info("coap observing", "device", p.device, "topic", topic)
 	return o, codes.Content

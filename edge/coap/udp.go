@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
@@ -45,7 +47,10 @@ const (
 	ProofWindow = 60 * time.Second
 )
 
-// Proof is what a plain-UDP request proof signs.
+// Proof is what a plain-UDP request proof signs: the request, so that a
+// captured one cannot be altered (its payload, or the options that change
+// what it does: Observe, Content-Format, Block1, Request-Tag) or moved to
+// another resource, with a time and a unique id so it cannot be replayed.
 type Proof struct {
 	Method string `json:"m"`   // "GET", "PUT", "POST", "DELETE"
 	URI    string `json:"u"`   // path, and "?" and the queries joined by "&" if any
@@ -53,6 +58,12 @@ type Proof struct {
 	PH     string `json:"ph"`  // base64url SHA-256 of the payload (empty payload too)
 	IAT    int64  `json:"iat"` // seconds since the epoch
 	JTI    string `json:"jti"` // unique per request
+	// The request's Observe, Content-Format and Block1 values and its
+	// Request-Tag (base64url), each present exactly when the request has it.
+	Observe       *uint32 `json:"obs,omitempty"`
+	ContentFormat *uint32 `json:"cf,omitempty"`
+	Block1        *uint32 `json:"b1,omitempty"`
+	RequestTag    string  `json:"rt,omitempty"`
 }
 
 func digest(b []byte) string {
@@ -60,18 +71,49 @@ func digest(b []byte) string {
 	return base64.RawURLEncoding.EncodeToString(h[:])
 }
 
-// Prove signs the proof of one plain-UDP request with the device's private
-// key: method and uri as the request has them, token the access token the
-// request uses (sent along or posted to /authz-info), body its payload.
-func Prove(priv jwk.Key, method codes.Code, uri, token string, body []byte, now time.Time) ([]byte, error) {
+// Request is one plain-UDP request to prove: Method and URI as the request
+// has them, Token the access token it uses (sent along or posted to
+// /authz-info), Body its payload, and the options a proof covers when the
+// request carries them.
+type Request struct {
+	Method        codes.Code
+	URI           string
+	Token         string
+	Body          []byte
+	Observe       *uint32
+	ContentFormat *message.MediaType
+	Block1        *uint32
+	RequestTag    []byte
+}
+
+// Prove signs the proof of one plain-UDP request with the device's private key.
+func Prove(priv jwk.Key, r Request, now time.Time) ([]byte, error) {
 	id := make([]byte, 16)
 	_, _ = rand.Read(id)
-	payload, err := json.Marshal(Proof{Method: method.String(), URI: uri, ATH: digest([]byte(token)), PH: digest(body),
-		IAT: now.Unix(), JTI: base64.RawURLEncoding.EncodeToString(id)})
+	pr := Proof{Method: r.Method.String(), URI: r.URI, ATH: digest([]byte(r.Token)), PH: digest(r.Body),
+		IAT: now.Unix(), JTI: base64.RawURLEncoding.EncodeToString(id), Observe: r.Observe, Block1: r.Block1}
+	if r.ContentFormat != nil {
+		cf := uint32(*r.ContentFormat)
+		pr.ContentFormat = &cf
+	}
+	if len(r.RequestTag) > 0 {
+		pr.RequestTag = base64.RawURLEncoding.EncodeToString(r.RequestTag)
+	}
+	payload, err := json.Marshal(pr)
 	if err != nil {
 		return nil, err
 	}
 	return authn.SignProof(priv, UDPProofType, payload)
+}
+
+// sameOption reports whether a proof's value for an option is the request's:
+// both absent, or both present and equal.
+func sameOption(claimed *uint32, r *pool.Message, id message.OptionID) bool {
+	v, err := r.GetOptionUint32(id)
+	if err != nil {
+		return claimed == nil
+	}
+	return claimed != nil && *claimed == v
 }
 
 // requestURI is the path and query a proof covers.
@@ -84,17 +126,67 @@ func requestURI(r *pool.Message) string {
 }
 
 // udpState is the plain-UDP listener's memory: tokens posted to /authz-info
-// by their digest, and the proof ids already used. Both are bounded LRUs: a
-// flood of tokens or proofs forgets the oldest, never grows memory.
+// by their digest (a bounded LRU: a flood of tokens forgets the oldest), the
+// proof ids already used, and how many addresses are talking to it.
 type udpState struct {
-	tokens *lru.Cache[string, string] // ath -> token
-	jtis   *lru.Cache[string, int64]  // jti -> iat
+	tokens  *lru.Cache[string, string] // ath -> token
+	replays *replayGuard
+	conns   atomic.Int64
 }
 
 func newUDPState() *udpState {
 	t, _ := lru.New[string, string](10000)
-	j, _ := lru.New[string, int64](100000)
-	return &udpState{tokens: t, jtis: j}
+	return &udpState{tokens: t, replays: &replayGuard{perDevice: 8192, total: 200000}}
+}
+
+// replayGuard remembers every proof id for as long as its proof could be
+// accepted, and never forgets one early: a proof is good from iat-window to
+// iat+window, so ids are kept in two generations of 2×window each. When a
+// device, or all devices together, have used their share within a
+// generation, further proofs are refused rather than older ids evicted
+// (fail closed). Only proofs signed by a registered device key get here.
+type replayGuard struct {
+	perDevice, total int
+
+	mu        sync.Mutex
+	start     time.Time
+	cur, prev map[string]struct{} // device + "\x00" + jti
+	count     map[string]int      // ids per device in cur
+}
+
+func (g *replayGuard) use(device, jti string, now time.Time) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.cur == nil || now.Sub(g.start) > 2*ProofWindow {
+		g.prev, g.cur, g.count, g.start = g.cur, map[string]struct{}{}, map[string]int{}, now
+	}
+	k := device + "\x00" + jti
+	if _, ok := g.cur[k]; ok {
+		return popErr("the proof was already used (replayed?)")
+	}
+	if _, ok := g.prev[k]; ok {
+		return popErr("the proof was already used (replayed?)")
+	}
+	if g.count[device] >= g.perDevice || len(g.cur) >= g.total {
+		return popErr("too many proofs in the last %s; slow down", 2*ProofWindow)
+	}
+	g.cur[k] = struct{}{}
+	g.count[device]++
+	return nil
+}
+
+// maxUDPAddrs caps the addresses the plain-UDP listener keeps state for
+// (go-coap makes a connection, a goroutine and caches per source address
+// before any check); beyond it, new addresses are dropped until some idle out.
+const maxUDPAddrs = 4096
+
+// onNewUDPConn counts source addresses and drops those over maxUDPAddrs.
+func (s *Server) onNewUDPConn(cc *udpClient.Conn) {
+	n := s.udp.conns.Add(1)
+	cc.AddOnClose(func() { s.udp.conns.Add(-1) })
+	if n > maxUDPAddrs {
+		_ = cc.Close()
+	}
 }
 
 // handleUDP serves one plain-UDP request: /authz-info takes a token; every
@@ -248,11 +340,18 @@ func (s *Server) checkProof(r *pool.Message, payload []byte, ath, device string)
 		return popErr("the proof needs a jti of 1 to 64 characters")
 	case now.Sub(time.Unix(pr.IAT, 0)).Abs() > ProofWindow:
 		return popErr("the proof's iat is more than %s from the gateway's clock", ProofWindow)
+	case !sameOption(pr.Observe, r, message.Observe):
+		return popErr("the proof does not cover this request's Observe option")
+	case !sameOption(pr.ContentFormat, r, message.ContentFormat):
+		return popErr("the proof does not cover this request's Content-Format")
+	case !sameOption(pr.Block1, r, message.Block1):
+		return popErr("the proof does not cover this request's Block1 option")
 	}
-	if seen, _ := s.udp.jtis.ContainsOrAdd(device+"\x00"+pr.JTI, pr.IAT); seen {
-		return popErr("the proof was already used (replayed?)")
+	tag, _ := r.Options().GetBytes(optRequestTag)
+	if pr.RequestTag != base64.RawURLEncoding.EncodeToString(tag) {
+		return popErr("the proof does not cover this request's Request-Tag")
 	}
-	return nil
+	return s.udp.replays.use(device, pr.JTI, now)
 }
 
 // binding is what a plain-UDP session was proven with: the token (by its
@@ -278,7 +377,12 @@ func (s *Server) udpPeer(cc *udpClient.Conn, pl *authn.Principal, c *authn.Claim
 			s.mu.Unlock()
 			return nil, errors.New("too many new sessions from this address")
 		}
+		if !s.roomFor(pl.Device.ID) {
+			s.mu.Unlock()
+			return nil, fmt.Errorf("device %q already has %d sessions, all observing", pl.Device.ID, maxSessionsPerDevice)
+		}
 		p = &peer{cc: cc, device: pl.Device.ID, method: "token", remote: cc.RemoteAddr().String(), obs: map[string]*observation{}}
+		p.used.Store(time.Now().UnixNano())
 		cc.SetContextValue(peerKey{}, p)
 		if s.peers[p.device] == nil {
 			s.peers[p.device] = map[*peer]struct{}{}
