@@ -2,7 +2,10 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -63,7 +66,7 @@ func runServe(ctx context.Context, args []string) error {
 		}
 	}
 	if *demoMode {
-		return serveDemo(ctx, v)
+		return serveDemo(ctx, v, os.Stdout)
 	}
 	cfg, err := config.Load(v, *path)
 	if err != nil {
@@ -130,7 +133,7 @@ loop:
 
 // serveDemo runs the gateway on a throwaway state directory with a local
 // issuer and demo devices, and prints how to connect each one.
-func serveDemo(ctx context.Context, v *viper.Viper) error {
+func serveDemo(ctx context.Context, v *viper.Viper, out io.Writer) error {
 	dir := filepath.Join(os.TempDir(), "edgeid-demo")
 	if err := os.RemoveAll(dir); err != nil {
 		return err
@@ -146,6 +149,7 @@ func serveDemo(ctx context.Context, v *viper.Viper) error {
 	v.SetDefault("mqtt.tls.cert", files.ServerCert)
 	v.SetDefault("mqtt.tls.key", files.ServerKey)
 	v.SetDefault("admin.socket", filepath.Join(dir, "admin.sock"))
+	v.SetDefault("coap.dtls_listen", "127.0.0.1:5684")
 	cfg, err := config.Load(v, "")
 	if err != nil {
 		return err
@@ -158,15 +162,23 @@ func serveDemo(ctx context.Context, v *viper.Viper) error {
 	if err != nil {
 		return err
 	}
+	// thermo-3 is a CoAP thermostat with a pre-shared key, new every run.
+	psk := make([]byte, 16)
+	if _, err := rand.Read(psk); err != nil {
+		return err
+	}
+	key := hex.EncodeToString(psk)
+	bundle.Devices = append(bundle.Devices, store.Device{ID: "thermo-3", Name: "CoAP thermostat", Class: "thermostat", Owner: "alice",
+		Status: store.DeviceActive, PSKIdentity: "thermo-3", PSK: []byte(key)})
 	return serve(ctx, cfg, nil, func(g *edge.Gateway) error {
 		if _, err := g.Store.Apply(bundle, nil); err != nil {
 			return fmt.Errorf("demo bundle: %w", err)
 		}
-		return printDemo(g, cfg, iss, files)
+		return printDemo(out, g, cfg, iss, files, key)
 	})
 }
 
-func printDemo(g *edge.Gateway, cfg config.Config, iss *demo.Issuer, f demo.Files) error {
+func printDemo(out io.Writer, g *edge.Gateway, cfg config.Config, iss *demo.Issuer, f demo.Files, pskKey string) error {
 	classes := map[string]store.DeviceClass{}
 	for _, c := range demo.Classes() {
 		classes[c.Name] = c
@@ -196,10 +208,18 @@ func printDemo(g *edge.Gateway, cfg config.Config, iss *demo.Issuer, f demo.File
 	fmt.Fprintf(&b, "mosquitto_pub -h %s -p %s -V 5 -q 1 -i thermo-1 -u thermo-1 -P '%s' -t devices/thermo-2/telemetry/temp -m 99\n\n", host, port, t1)
 	fmt.Fprintf(&b, "# thermo-2 (client certificate over TLS, no token): publish a reading\n")
 	fmt.Fprintf(&b, "mosquitto_pub -h %s -p %s --cafile %s --cert %s --key %s -i thermo-2 -t devices/thermo-2/telemetry/temp -m 19.0\n\n", thost, tport, f.CACert, f.DeviceCert, f.DeviceKey)
+	if g.CoAP != nil && g.CoAP.Addr() != "" {
+		caddr := g.CoAP.Addr()
+		fmt.Fprintf(&b, "# thermo-3 (CoAP over DTLS, pre-shared key; Debian's libcoap3-bin): publish a reading, then observe its setpoint\n")
+		fmt.Fprintf(&b, "coap-client-openssl -m put -u thermo-3 -k %s -e 20.5 coaps://%s/ps/devices/thermo-3/telemetry/temp\n", pskKey, caddr)
+		fmt.Fprintf(&b, "coap-client-openssl -s 60 -u thermo-3 -k %s coaps://%s/ps/devices/thermo-3/commands/setpoint\n\n", pskKey, caddr)
+		fmt.Fprintf(&b, "# thermo-2 over CoAP with its client certificate\n")
+		fmt.Fprintf(&b, "coap-client-openssl -m put -c %s -j %s -C %s -e 19.5 coaps://%s/ps/devices/thermo-2/telemetry/temp\n\n", f.DeviceCert, f.DeviceKey, f.CACert, caddr)
+	}
 	fmt.Fprintf(&b, "# technician: sessions, kick\n")
 	fmt.Fprintf(&b, "go run ./cmd/edgeid sessions --socket %s\n", cfg.Admin.Socket)
 	fmt.Fprintf(&b, "go run ./cmd/edgeid kick --socket %s --device thermo-1\n\n", cfg.Admin.Socket)
-	_, err = os.Stdout.WriteString(b.String())
+	_, err = io.WriteString(out, b.String())
 	return err
 }
 
