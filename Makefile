@@ -36,7 +36,8 @@ FUZZ_TARGETS := \
 	./edge/policy:FuzzMatch \
 	./edge/policy:FuzzSubset \
 	./edge/policy:FuzzParseScope \
-	./edge/authn:FuzzVerify
+	./edge/authn:FuzzVerify \
+	./edge/authn:FuzzVerifyCWT
 
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \

@@ -1,7 +1,7 @@
-// Package authn authenticates devices: it verifies access tokens (RFC 9068
-// JWTs from trusted issuers), maps client certificates to device records, and
-// checks both against the local store (device state, revocations). Nothing
-// here touches the network.
+// Package authn authenticates devices: it verifies access tokens from trusted
+// issuers (RFC 9068 JWTs, and CWTs signed as COSE_Sign1: see cwt.go), maps
+// client certificates to device records, and checks both against the local
+// store (device state, revocations). Nothing here touches the network.
 package authn
 
 import (
@@ -19,6 +19,7 @@ import (
 	"github.com/lestrrat-go/jwx/v3/jwk"
 	"github.com/lestrrat-go/jwx/v3/jws"
 	"github.com/lestrrat-go/jwx/v3/jwt"
+	"github.com/veraison/go-cose"
 
 	"github.com/edgeid/edgeid/edge/policy"
 	"github.com/edgeid/edgeid/store"
@@ -132,14 +133,19 @@ type ringKey struct {
 	issuer string
 	alg    jwa.SignatureAlgorithm
 	key    jwk.Key
+	// coseAlg and cose verify CWTs; cose is nil for a key whose algorithm
+	// has no accepted COSE form (RS256 and the other PKCS #1 v1.5 ones).
+	coseAlg cose.Algorithm
+	cose    cose.Verifier
 }
 
 // keyRing indexes trusted issuers' keys by kid. Several issuers may use the
 // same kid; every candidate is tried and iss must name the key's own issuer.
 type keyRing map[string][]ringKey
 
-// Verifier checks JWT access tokens against the trusted issuers' keys and
-// remembers verified tokens by hash, so a reconnect costs a hash, not a signature check.
+// Verifier checks JWT and CWT access tokens against the trusted issuers' keys
+// and remembers verified tokens by hash, so a reconnect costs a hash, not a
+// signature check.
 type Verifier struct {
 	cfg   VerifierConfig
 	ring  atomic.Pointer[keyRing]
@@ -177,7 +183,8 @@ func (v *Verifier) SetIssuers(issuers []store.Issuer) error {
 			if !ok {
 				return fmt.Errorf("issuer %q key %q: unknown alg %q", is.Issuer, kid, alg)
 			}
-			ring[kid] = append(ring[kid], ringKey{issuer: is.Issuer, alg: salg, key: k})
+			coseAlg, coseVerifier := coseVerifierFor(salg, k)
+			ring[kid] = append(ring[kid], ringKey{issuer: is.Issuer, alg: salg, key: k, coseAlg: coseAlg, cose: coseVerifier})
 		}
 	}
 	v.ring.Store(&ring)
@@ -232,9 +239,10 @@ func acceptedTyp(t string) bool {
 	return t == "at+jwt" || t == "application/at+jwt"
 }
 
-// Verify checks token and returns its claims. Signature, header and
-// issuer/audience checks are done once per distinct token; time checks on
-// every call. Revocation and device state are the caller's (see Authenticator).
+// Verify checks token, a compact JWS (JWT) or a CWT (COSE_Sign1, binary), and
+// returns its claims. Signature, header and issuer/audience checks are done
+// once per distinct token; time checks on every call. Revocation and device
+// state are the caller's (see Authenticator).
 func (v *Verifier) Verify(token string) (*Claims, error) {
 	if len(token) > v.cfg.MaxSize {
 		return nil, fail(ReasonOversized, "token is %d bytes, more than auth.max_token_size %d", len(token), v.cfg.MaxSize)
@@ -282,7 +290,17 @@ func (v *Verifier) CheckTime(c *Claims) error {
 	return nil
 }
 
+// verify dispatches on the token's format: a compact JWS is ASCII, so a token
+// whose first byte is 0x80 or above is CBOR and taken for a CWT (COSE_Sign1
+// starts 0x84 untagged, 0xd2 with tag 18, 0xd8 0x3d with tag 61).
 func (v *Verifier) verify(ring *keyRing, raw []byte) (*Claims, error) {
+	if isCBOR(raw) {
+		return v.verifyCWT(ring, raw)
+	}
+	return v.verifyJWT(ring, raw)
+}
+
+func (v *Verifier) verifyJWT(ring *keyRing, raw []byte) (*Claims, error) {
 	if strings.Count(string(raw), ".") != 2 {
 		return nil, fail(ReasonMalformed, "not a compact JWS (want header.payload.signature)")
 	}
@@ -343,57 +361,99 @@ func (v *Verifier) verify(ring *keyRing, raw []byte) (*Claims, error) {
 		return nil, fail(ReasonBadClaims, "claims: %v", err)
 	}
 
-	c := &Claims{Kid: kid}
-	c.Issuer, _ = tok.Issuer()
-	if c.Issuer != signer.issuer {
-		return nil, fail(ReasonWrongIssuer, "iss %q is not the issuer of key %q", c.Issuer, kid)
+	p := &parsedClaims{format: jwtFormat}
+	p.Kid = kid
+	p.Issuer, _ = tok.Issuer()
+	p.Audience, _ = tok.Audience()
+	p.Subject, _ = tok.Subject()
+	p.JTI, _ = tok.JwtID()
+	p.Expiry, p.hasExp = tok.Expiration()
+	p.IssuedAt, p.hasIat = tok.IssuedAt()
+	p.NotBefore, _ = tok.NotBefore()
+	_ = tok.Get("client_id", &p.ClientID)
+	if tok.Has("scope") {
+		if err := tok.Get("scope", &p.scope); err != nil {
+			p.scopeErr = fail(ReasonBadClaims, "scope is not a string")
+		}
 	}
-	c.Audience, _ = tok.Audience()
+	if tok.Has("cnf") {
+		p.hasCnf = true
+		if err := tok.Get("cnf", &p.Cnf); err != nil {
+			p.cnfErr = fail(ReasonBadClaims, "cnf is not an object with jkt, x5t#S256 or kid")
+		}
+	}
+	return v.checkClaims(p, signer)
+}
+
+// tokenFormat names what differs between the formats in checkClaims' refusals.
+type tokenFormat struct {
+	jti        string // the token id claim
+	requiredBy string // why the required claims are required
+	cnfMembers string // the confirmation methods understood
+}
+
+var (
+	jwtFormat = tokenFormat{jti: "jti", requiredBy: "RFC 9068", cnfMembers: "jkt, x5t#S256 or kid"}
+	cwtFormat = tokenFormat{jti: "cti", requiredBy: "as for RFC 9068 JWTs", cnfMembers: "COSE_Key or kid"}
+)
+
+// parsedClaims are the claims a format's parser read from a token whose
+// signature is good, before the checks both formats share (checkClaims).
+type parsedClaims struct {
+	Claims
+	format         tokenFormat
+	hasExp, hasIat bool
+	hasCnf         bool
+	scope          string
+	// scopeErr and cnfErr hold a claim of the wrong type until checkClaims
+	// reaches it, so that both formats refuse in the same order.
+	scopeErr, cnfErr *Error
+}
+
+// checkClaims applies to the claims of a token that signer's key has signed
+// the rules that do not depend on the format: issuer, audience, required
+// claims, lifetime, scope and confirmation. Times against the clock are
+// CheckTime's, on every use.
+func (v *Verifier) checkClaims(p *parsedClaims, signer *ringKey) (*Claims, error) {
+	c := p.Claims
+	if c.Issuer != signer.issuer {
+		return nil, fail(ReasonWrongIssuer, "iss %q is not the issuer of key %q", c.Issuer, c.Kid)
+	}
 	if !slices.ContainsFunc(c.Audience, func(a string) bool { return slices.Contains(v.cfg.Audiences, a) }) {
 		return nil, fail(ReasonWrongAudience, "aud %q does not name this gateway (auth.audiences %q)", c.Audience, v.cfg.Audiences)
 	}
 	var missing []string
-	var okExp, okIat bool
-	c.Subject, _ = tok.Subject()
-	c.JTI, _ = tok.JwtID()
-	c.Expiry, okExp = tok.Expiration()
-	c.IssuedAt, okIat = tok.IssuedAt()
-	c.NotBefore, _ = tok.NotBefore()
-	_ = tok.Get("client_id", &c.ClientID)
-	for name, present := range map[string]bool{"sub": c.Subject != "", "jti": c.JTI != "", "exp": okExp, "iat": okIat, "client_id": c.ClientID != ""} {
+	for name, present := range map[string]bool{"sub": c.Subject != "", p.format.jti: c.JTI != "", "exp": p.hasExp, "iat": p.hasIat, "client_id": c.ClientID != ""} {
 		if !present {
 			missing = append(missing, name)
 		}
 	}
 	if len(missing) > 0 {
 		slices.Sort(missing)
-		return nil, fail(ReasonBadClaims, "required claims missing: %s (RFC 9068)", strings.Join(missing, ", "))
+		return nil, fail(ReasonBadClaims, "required claims missing: %s (%s)", strings.Join(missing, ", "), p.format.requiredBy)
 	}
 	if life := c.Expiry.Sub(c.IssuedAt); life > v.cfg.MaxLifetime {
 		return nil, fail(ReasonBadClaims, "lifetime %s is longer than auth.max_token_lifetime %s", life, v.cfg.MaxLifetime)
 	}
-	var scope string
-	if tok.Has("scope") {
-		if err := tok.Get("scope", &scope); err != nil {
-			return nil, fail(ReasonBadClaims, "scope is not a string")
-		}
+	if p.scopeErr != nil {
+		return nil, p.scopeErr
 	}
-	rules, err := policy.ParseScope(scope)
+	rules, err := policy.ParseScope(p.scope)
 	if err != nil {
 		return nil, fail(ReasonBadClaims, "scope: %v", err)
 	}
 	if c.Scope, err = policy.Compile(rules); err != nil {
 		return nil, fail(ReasonBadClaims, "scope: %v", err)
 	}
-	if tok.Has("cnf") {
-		if err := tok.Get("cnf", &c.Cnf); err != nil {
-			return nil, fail(ReasonBadClaims, "cnf is not an object with jkt, x5t#S256 or kid")
+	if p.hasCnf {
+		if p.cnfErr != nil {
+			return nil, p.cnfErr
 		}
 		if !c.Cnf.Bound() {
-			return nil, fail(ReasonBadClaims, "cnf names no supported key (jkt, x5t#S256 or kid)")
+			return nil, fail(ReasonBadClaims, "cnf names no supported key (%s)", p.format.cnfMembers)
 		}
 	}
-	return c, nil
+	return &c, nil
 }
 
 // MarshalJSON keeps Claims out of logs by accident only as what they are:
