@@ -33,6 +33,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/fxamacker/cbor/v2"
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 	piondtls "github.com/pion/dtls/v3"
@@ -1054,12 +1055,12 @@ func (s *Server) authzInfo(w *responsewriter.ResponseWriter[*udpClient.Conn], r 
 		reply(w, codes.MethodNotAllowed, "POST the access token")
 		return
 	}
-	body, err := r.ReadBody()
-	if err != nil || len(body) == 0 || len(body) > 8192 {
-		s.unauthorized(w, "post the access token (a JWT) as the body")
+	tok, ok := postedToken(r)
+	if !ok {
+		s.unauthorized(w, "post the access token (a JWT, or a CWT, bare or as a CBOR byte string) as the body")
 		return
 	}
-	c, err := s.o.Auth.Verifier.Verify(string(body))
+	c, err := s.o.Auth.Verifier.Verify(tok)
 	// A token bound to the session's certificate (cnf x5t#S256) or PSK
 	// (cnf kid = the PSK identity, RFC 9202) is proven by the handshake, as
 	// Token checks; one bound to a public key (jkt) cannot be proven here.
@@ -1070,7 +1071,7 @@ func (s *Server) authzInfo(w *responsewriter.ResponseWriter[*udpClient.Conn], r 
 		err = &authn.Error{Reason: authn.ReasonClientID, Detail: "the token is for another device"}
 	}
 	if err == nil {
-		_, err = s.o.Auth.Token(string(body), authn.Possession{Cert: p.leaf, PSKIdentity: p.identity}, p.device)
+		_, err = s.o.Auth.Token(tok, authn.Possession{Cert: p.leaf, PSKIdentity: p.identity}, p.device)
 	}
 	if err != nil {
 		s.log.Warn("coap token refused", "device", p.device, "remote", p.remote, "reason", authn.ReasonOf(err), "detail", err.Error())
@@ -1086,6 +1087,24 @@ func (s *Server) authzInfo(w *responsewriter.ResponseWriter[*udpClient.Conn], r 
 	}
 	s.log.Info("coap token bound to session", "device", p.device, "expires", c.Expiry)
 	_ = w.SetResponse(codes.Created, message.TextPlain, bytes.NewReader(nil))
+}
+
+// postedToken is the access token a POST to /authz-info carries: the body
+// itself (a JWT, or a CWT as CBOR), or the token inside a CBOR byte string
+// (RFC 9200 posts tokens as application/ace+cbor byte strings).
+func postedToken(r *pool.Message) (string, bool) {
+	body, err := r.ReadBody()
+	if err != nil || len(body) == 0 || len(body) > 8192 {
+		return "", false
+	}
+	if body[0]>>5 == 2 { // CBOR major type 2: a byte string
+		var inner []byte
+		if err := cbor.Unmarshal(body, &inner); err != nil || len(inner) == 0 {
+			return "", false
+		}
+		body = inner
+	}
+	return string(body), true
 }
 
 // unauthorized answers 4.01 with AS Request Creation Hints (as JSON).

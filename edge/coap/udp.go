@@ -211,12 +211,11 @@ func (s *Server) authzInfoUDP(w *responsewriter.ResponseWriter[*udpClient.Conn],
 		reply(w, codes.MethodNotAllowed, "POST the access token")
 		return
 	}
-	body, err := r.ReadBody()
-	if err != nil || len(body) == 0 || len(body) > 8192 {
-		s.unauthorized(w, "post the access token (a JWT) as the body")
+	tok, ok := postedToken(r)
+	if !ok {
+		s.unauthorized(w, "post the access token (a JWT, or a CWT, bare or as a CBOR byte string) as the body")
 		return
 	}
-	tok := string(body)
 	c, err := s.o.Auth.Verifier.Verify(tok)
 	if err == nil && c.Cnf.JKT == "" {
 		err = &authn.Error{Reason: authn.ReasonPoPRequired, Detail: "plain UDP takes only tokens bound to the device's key (cnf jkt)"}
@@ -230,7 +229,7 @@ func (s *Server) authzInfoUDP(w *responsewriter.ResponseWriter[*udpClient.Conn],
 		s.unauthorized(w, "token refused: "+string(authn.ReasonOf(err)))
 		return
 	}
-	s.udp.tokens.Add(digest(body), tok)
+	s.udp.tokens.Add(digest([]byte(tok)), tok)
 	s.log.Info("coap token stored", "device", c.ClientID, "transport", "udp", "expires", c.Expiry)
 	_ = w.SetResponse(codes.Created, message.TextPlain, nil)
 }
