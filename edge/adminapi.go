@@ -200,7 +200,7 @@ func (a *adminServer) status(w http.ResponseWriter, r *http.Request) (any, error
 		return nil, err
 	}
 	st := admin.Status{Gateway: g.cfg.Gateway.ID, Version: Version, StartedAt: g.started, Listeners: g.ListenerAddrs(),
-		Sessions: g.Broker.Sessions.Len(), StoreRev: rev, Records: counts, TokenCache: g.Verifier.CacheLen(),
+		Sessions: g.Broker.Sessions.Len() + g.coapSessions(), StoreRev: rev, Records: counts, TokenCache: g.Verifier.CacheLen(),
 		PairingUntil: g.PairingUntil(), LED: g.ledPattern().String(), Hardware: g.board != nil && g.board.Enabled()}
 	if s := g.Syncer; s != nil {
 		cur, err := g.Store.Cursor()
@@ -224,8 +224,14 @@ func (a *adminServer) status(w http.ResponseWriter, r *http.Request) (any, error
 func (a *adminServer) sessions(w http.ResponseWriter, r *http.Request) (any, error) {
 	out := []admin.Session{}
 	for _, s := range a.g.Broker.Sessions.All() {
-		out = append(out, admin.Session{ClientID: s.ClientID, Device: s.Device, Method: string(s.Method), Subject: s.Subject,
+		out = append(out, admin.Session{Transport: "mqtt", ClientID: s.ClientID, Device: s.Device, Method: string(s.Method), Subject: s.Subject,
 			Remote: s.Remote, Protocol: s.Protocol, ConnectedAt: s.ConnectedAt, Expires: s.End})
+	}
+	if a.g.CoAP != nil {
+		for _, s := range a.g.CoAP.List() {
+			out = append(out, admin.Session{Transport: s.Transport, Device: s.Device, Method: s.Method, Subject: s.Subject,
+				Remote: s.Remote, ConnectedAt: s.ConnectedAt, Expires: s.Expires, Observations: s.Observations})
+		}
 	}
 	return out, nil
 }
@@ -239,6 +245,9 @@ func (a *adminServer) devices(w http.ResponseWriter, r *http.Request) (any, erro
 	out := []admin.Device{}
 	for _, d := range ds {
 		n := len(a.g.Broker.Sessions.ByDevice(d.ID))
+		if a.g.CoAP != nil {
+			n += a.g.CoAP.Sessions(d.ID)
+		}
 		if online && n == 0 {
 			continue
 		}

@@ -478,7 +478,29 @@ func (g *Gateway) kick(device, subject, jti, why string) int {
 	case jti != "":
 		ss = g.Broker.Sessions.ByJTI(jti)
 	}
-	return g.Broker.Kick(ss, why)
+	n := g.Broker.Kick(ss, why)
+	if g.CoAP != nil { // the device's CoAP sessions too, and those bound to the subject's or token's claims
+		n += g.CoAP.EndMatching(func(d string, c *authn.Claims) bool {
+			switch {
+			case device != "":
+				return d == device
+			case subject != "":
+				return c != nil && c.Subject == subject
+			case jti != "":
+				return c != nil && c.JTI == jti
+			}
+			return false
+		}, why)
+	}
+	return n
+}
+
+// coapSessions is the number of live CoAP sessions (0 without CoAP).
+func (g *Gateway) coapSessions() int {
+	if g.CoAP == nil {
+		return 0
+	}
+	return g.CoAP.Sessions("")
 }
 
 // completeRevocations fills what an operator may leave out of a revocation:

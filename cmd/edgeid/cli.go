@@ -105,10 +105,18 @@ func runSessions(ctx context.Context, args []string) error {
 	}
 	var rows [][]string
 	for _, s := range ss {
-		rows = append(rows, []string{s.ClientID, s.Device, s.Method, s.Subject, s.Remote, fmt.Sprintf("v%d", s.Protocol),
-			s.ConnectedAt.Format(time.RFC3339), s.Expires.Format(time.RFC3339)})
+		proto, expires := s.Transport, "-"
+		if s.Transport == "mqtt" {
+			proto = fmt.Sprintf("mqtt v%d", s.Protocol)
+		} else if s.Observations > 0 {
+			proto = fmt.Sprintf("%s, %d observing", s.Transport, s.Observations)
+		}
+		if !s.Expires.IsZero() {
+			expires = s.Expires.Format(time.RFC3339)
+		}
+		rows = append(rows, []string{s.Device, proto, s.Method, s.Subject, s.Remote, s.ConnectedAt.Format(time.RFC3339), expires})
 	}
-	return table("CLIENT\tDEVICE\tMETHOD\tSUBJECT\tREMOTE\tMQTT\tCONNECTED\tEXPIRES", rows)
+	return table("DEVICE\tPROTOCOL\tMETHOD\tSUBJECT\tREMOTE\tCONNECTED\tEXPIRES", rows)
 }
 
 func runDevices(ctx context.Context, args []string) error {

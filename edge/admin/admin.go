@@ -58,14 +58,20 @@ type SyncStatus struct {
 
 // Session is one live session in GET /v1/sessions.
 type Session struct {
-	ClientID    string    `json:"client_id"`
-	Device      string    `json:"device"`
-	Method      string    `json:"method"`
-	Subject     string    `json:"subject,omitempty"`
-	Remote      string    `json:"remote"`
-	Protocol    byte      `json:"protocol"`
+	// Transport is "mqtt", "coaps" (CoAP over DTLS) or "coap" (plain UDP).
+	Transport string `json:"transport"`
+	// ClientID is the MQTT client id ("" for CoAP).
+	ClientID string `json:"client_id,omitempty"`
+	Device   string `json:"device"`
+	Method   string `json:"method"`
+	Subject  string `json:"subject,omitempty"`
+	Remote   string `json:"remote"`
+	// Protocol is the MQTT protocol version (0 for CoAP).
+	Protocol    byte      `json:"protocol,omitempty"`
 	ConnectedAt time.Time `json:"connected_at"`
-	Expires     time.Time `json:"expires"`
+	Expires     time.Time `json:"expires,omitzero"`
+	// Observations is how many CoAP observations the session holds.
+	Observations int `json:"observations,omitempty"`
 }
 
 // Device is a device in GET /v1/devices, with its live session count.

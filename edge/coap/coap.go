@@ -292,6 +292,7 @@ type peer struct {
 	certSHA256, certIssuer, certSerl string
 
 	remote string
+	since  time.Time              // when the session was made
 	used   atomic.Int64           // unix nanoseconds of its last request
 	class  atomic.Pointer[string] // the device's class, for its rate limits
 	// binding is the token and device key a plain-UDP session was proven
@@ -394,7 +395,7 @@ func (s *Server) onNewConn(cc *udpClient.Conn) {
 		_ = cc.Close()
 		return
 	}
-	p := &peer{cc: cc, remote: cc.RemoteAddr().String(), obs: map[string]*observation{}}
+	p := &peer{cc: cc, remote: cc.RemoteAddr().String(), obs: map[string]*observation{}, since: time.Now()}
 	p.used.Store(time.Now().UnixNano())
 	// The MQTT listeners' limit on new sessions per source address.
 	if !s.o.Broker.Connects.Allow(p.remote, s.o.Broker.Now()) {
@@ -608,6 +609,75 @@ func (s *Server) RecheckAll() {
 func (s *Server) EndDevice(id, reason string) int {
 	n := 0
 	for _, p := range s.peersOf(id) {
+		if s.end(p, reason, true) {
+			n++
+		}
+	}
+	return n
+}
+
+// SessionInfo describes a live CoAP session, for the technician's view.
+type SessionInfo struct {
+	Device string
+	// Transport is "coaps" (DTLS) or "coap" (plain UDP).
+	Transport string
+	// Method is how the session was authenticated: "psk", "certificate" or
+	// "token" (plain UDP, proven per request).
+	Method       string
+	Subject      string // the bound token's sub, if any
+	JTI          string
+	Remote       string
+	ConnectedAt  time.Time
+	Expires      time.Time // zero: no credential expiry
+	Observations int
+}
+
+// List describes every live CoAP session.
+func (s *Server) List() []SessionInfo {
+	s.mu.Lock()
+	var all []*peer
+	for _, ps := range s.peers {
+		for p := range ps {
+			all = append(all, p)
+		}
+	}
+	s.mu.Unlock()
+	out := make([]SessionInfo, 0, len(all))
+	for _, p := range all {
+		si := SessionInfo{Device: p.device, Transport: "coaps", Method: p.method, Remote: p.remote, ConnectedAt: p.since}
+		if p.method == "token" {
+			si.Transport = "coap"
+		}
+		if c := p.claims.Load(); c != nil {
+			si.Subject, si.JTI, si.Expires = c.Subject, c.JTI, c.Expiry
+		}
+		if p.leaf != nil && (si.Expires.IsZero() || p.leaf.NotAfter.Before(si.Expires)) {
+			si.Expires = p.leaf.NotAfter
+		}
+		p.mu.Lock()
+		si.Observations = len(p.obs)
+		p.mu.Unlock()
+		out = append(out, si)
+	}
+	return out
+}
+
+// EndMatching ends every CoAP session whose device and bound token match
+// (a technician's kick by subject or token id), cancelling its observations
+// with 4.03, and returns how many it ended.
+func (s *Server) EndMatching(match func(device string, c *authn.Claims) bool, reason string) int {
+	s.mu.Lock()
+	var hit []*peer
+	for _, ps := range s.peers {
+		for p := range ps {
+			if match(p.device, p.claims.Load()) {
+				hit = append(hit, p)
+			}
+		}
+	}
+	s.mu.Unlock()
+	n := 0
+	for _, p := range hit {
 		if s.end(p, reason, true) {
 			n++
 		}

@@ -413,7 +413,7 @@ func (c Config) Validate() error {
 	// --- CoAP ---
 	checkAddr("coap.dtls_listen", c.CoAP.DTLSListen)
 	checkAddr("coap.udp_listen", c.CoAP.UDPListen)
-	if c.CoAP.UDPListen != "" && c.CoAP.UDPListen == c.CoAP.DTLSListen {
+	if c.CoAP.UDPListen != "" && c.CoAP.UDPListen == c.CoAP.DTLSListen && !strings.HasSuffix(c.CoAP.UDPListen, ":0") {
 		bad("coap.udp_listen", "%s is also coap.dtls_listen: give plain UDP its own port (the IANA one is 5683)", c.CoAP.UDPListen)
 	}
 	if c.CoAP.IdleTimeout < 10*time.Second || c.CoAP.IdleTimeout > 24*time.Hour {

@@ -271,3 +271,29 @@ func TestSampleConfigDocumentsEveryKey(t *testing.T) {
 		t.Errorf("%s loads to\n%+v\nnot the defaults\n%+v", sample, c, want)
 	}
 }
+
+func TestCoAPListeners(t *testing.T) {
+	for _, c := range []struct {
+		dtls, udp string
+		want      string // "" valid
+	}{
+		{"", "", ""},
+		{":5684", ":5683", ""},
+		{"127.0.0.1:0", "127.0.0.1:0", ""}, // each gets its own free port
+		{":5684", ":5684", "coap.udp_listen: :5684 is also coap.dtls_listen"},
+		{"", "nope", "coap.udp_listen"},
+	} {
+		cfg := config.Default()
+		cfg.CoAP.DTLSListen, cfg.CoAP.UDPListen = c.dtls, c.udp
+		err := cfg.Validate()
+		switch {
+		case c.want == "" && err != nil:
+			t.Errorf("dtls %q udp %q: %v", c.dtls, c.udp, err)
+		case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
+			t.Errorf("dtls %q udp %q: %v, want an error naming %q", c.dtls, c.udp, err, c.want)
+		}
+		if enabled := c.dtls != "" || c.udp != ""; cfg.CoAP.Enabled() != enabled {
+			t.Errorf("dtls %q udp %q: Enabled() = %v", c.dtls, c.udp, cfg.CoAP.Enabled())
+		}
+	}
+}
