@@ -26,6 +26,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -147,6 +148,15 @@ var pskCipherSuites = []piondtls.CipherSuiteID{
 	piondtls.TLS_PSK_WITH_AES_128_CBC_SHA256,
 }
 
+// attempt is pion's hook for a new DTLS handshake from addr.
+func (s *Server) attempt(addr net.Addr) error {
+	if s.o.Broker.Connects.Allow(addr.String(), s.o.Broker.Now()) {
+		return nil
+	}
+	s.log.Warn("coap handshake refused", "remote", addr.String(), "reason", "too many new sessions from this address")
+	return errors.New("too many handshakes from this address")
+}
+
 // certCipherSuites are the certificate suites offered, by the server key's
 // type: ECDHE_ECDSA with CCM_8 is CoAP's mandatory one (RFC 7252 §9.1.3.3).
 func certCipherSuites(cert *tls.Certificate) []piondtls.CipherSuiteID {
@@ -200,6 +210,10 @@ func (s *Server) startDTLS() error {
 		piondtls.WithPSK(s.pskFor),
 		piondtls.WithExtendedMasterSecret(piondtls.RequestExtendedMasterSecret),
 	}
+	// The MQTT listeners' limit on connects per source address, counted per
+	// handshake attempt, before any crypto: failed handshakes (a PSK being
+	// guessed) count as much as good ones.
+	opts = append(opts, piondtls.WithOnConnectionAttempt(s.attempt))
 	if c := s.o.Certificate; c != nil {
 		suites = append(slices.Clone(suites), certCipherSuites(c)...)
 		opts = append(opts, piondtls.WithCertificates(*c),
@@ -397,12 +411,6 @@ func (s *Server) onNewConn(cc *udpClient.Conn) {
 	}
 	p := &peer{cc: cc, remote: cc.RemoteAddr().String(), obs: map[string]*observation{}, since: time.Now()}
 	p.used.Store(time.Now().UnixNano())
-	// The MQTT listeners' limit on new sessions per source address.
-	if !s.o.Broker.Connects.Allow(p.remote, s.o.Broker.Now()) {
-		s.log.Warn("coap session refused", "remote", p.remote, "reason", "too many new sessions from this address")
-		_ = cc.Close()
-		return
-	}
 	var d store.Device
 	var err error
 	if len(st.PeerCertificates) > 0 {
