@@ -3,8 +3,10 @@ package edge_test
 import (
 	"context"
 	"crypto"
+	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"net"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -330,5 +332,49 @@ func TestCoAPUDPPerDeviceBounds(t *testing.T) {
 	}
 	if n := g.g.CoAP.Observations("udp-1"); n != 1 {
 		t.Fatalf("%d observations after the old sessions made room, want the 1 kept", n)
+	}
+}
+
+// Garbage and malformed requests on the plain-UDP listener are answered or
+// dropped, make no session, and the listener keeps serving.
+func TestCoAPUDPMalformedInput(t *testing.T) {
+	g, d := startUDPGateway(t)
+	addr, err := net.ResolveUDPAddr("udp", g.g.CoAP.UDPAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := net.DialUDP("udp", nil, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	junk := make([]byte, 60000)
+	for i := range 40 {
+		_, _ = rand.Read(junk)
+		_, _ = raw.Write(junk[:1+i*1500])
+	}
+	raw.Close()
+	const temp = "/ps/devices/udp-1/telemetry/temp"
+	for name, opts := range map[string][]string{
+		"a 1 KB proof of garbage":         {"-O", strconv.Itoa(int(coap.OptionProof)) + "," + strings.Repeat("x", 1000)},
+		"a JWS with a garbage payload":    {"-O", strconv.Itoa(int(coap.OptionProof)) + ",eyJhbGciOiJFUzI1NiJ9.bm90IGpzb24.c2ln"},
+		"a token option of binary junk":   {"-O", strconv.Itoa(int(coap.OptionAccessToken)) + ",0xd28443a10126a0f6", "-O", strconv.Itoa(int(coap.OptionProof)) + ",a.b.c"},
+		"a CBOR byte string that is junk": {"-O", strconv.Itoa(int(coap.OptionAccessToken)) + ",0x58ff00"},
+	} {
+		if out := d.request(t, "put", temp, "x", "", "", opts...); !strings.Contains(out, "4.01") {
+			t.Errorf("%s: want 4.01, got %q", name, out)
+		}
+	}
+	if out := d.request(t, "post", "/authz-info", "", "", "", "-t", "61", "-f", writeFile(t, []byte{0x58, 0xff, 0x01})); !strings.Contains(out, "4.01") {
+		t.Errorf("a truncated CBOR token at /authz-info: %q", out)
+	}
+	if n := g.g.CoAP.Sessions(""); n != 0 {
+		t.Fatalf("%d sessions after malformed input, want none", n)
+	}
+	// Still serving.
+	if out := d.request(t, "post", "/authz-info", d.token, "", ""); strings.Contains(out, "4.") {
+		t.Fatalf("authz-info after the junk: %q", out)
+	}
+	if out := d.request(t, "put", temp, "ok", "", d.proof(t, d.key, codes.PUT, temp, d.token, "ok", time.Now())); strings.Contains(out, "4.") {
+		t.Fatalf("a proven publish after the junk: %q", out)
 	}
 }
