@@ -273,7 +273,10 @@ func (b *Broker) End(s *Session, code packets.Code, reason string) bool {
 func (b *Broker) Kick(sessions []*Session, reason string) int {
 	n := 0
 	for _, s := range sessions {
-		if b.End(s, packets.ErrNotAuthorized, reason) {
+		// A connection already closing (its client gone, the registry not
+		// yet told) is ended too, but not counted as kicked.
+		closing := s.cl != nil && s.cl.Closed()
+		if b.End(s, packets.ErrNotAuthorized, reason) && !closing {
 			n++
 		}
 	}
