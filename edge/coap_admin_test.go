@@ -18,7 +18,7 @@ import (
 // A technician sees CoAP sessions beside MQTT ones (edgeid sessions, devices,
 // status) and kicks them the same way: by device, subject or token id.
 func TestCoAPSessionsForTechnician(t *testing.T) {
-	g, d := startUDPGateway(t, func(c *config.Config) { c.CoAP.DTLSListen = "127.0.0.1:0" })
+	g, d := startUDPGateway(t, func(c *config.Config) { c.CoAP.DTLSListen, c.Metrics.Listen = "127.0.0.1:0", "127.0.0.1:0" })
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if _, err := g.g.Store.Apply(&store.Batch{Devices: []store.Device{{ID: coapDevice, Class: "thermostat", Owner: "alice",
@@ -73,6 +73,19 @@ func TestCoAPSessionsForTechnician(t *testing.T) {
 	}
 	if online["coap-1"] != 1 || online["udp-1"] != 1 {
 		t.Fatalf("online devices %v, want coap-1 and udp-1 with 1 session each", online)
+	}
+
+	// And the metrics: sessions by transport, observations, refusals.
+	d.request(t, "put", "/ps/devices/udp-1/telemetry/temp", "x", "", "") // no proof: 4.01
+	body := scrape(t, g)
+	for name, want := range map[string]float64{`edgeid_coap_sessions{transport="coaps"}`: 1, `edgeid_coap_sessions{transport="coap"}`: 1,
+		`edgeid_coap_observations`: 2} {
+		if got := metric(body, name); got != want {
+			t.Errorf("%s = %v, want %v", name, got, want)
+		}
+	}
+	if got := metric(body, `edgeid_coap_unauthorized_total`); got < 1 {
+		t.Errorf("edgeid_coap_unauthorized_total = %v, want the refused request counted", got)
 	}
 
 	// Kick by device ends the DTLS session and its observation.

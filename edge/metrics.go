@@ -94,6 +94,18 @@ func newMetrics(g *Gateway) *metrics {
 			return time.Since(last).Seconds()
 		}),
 	)
+	if cs := g.CoAP; cs != nil {
+		for _, tr := range []string{"coaps", "coap"} {
+			m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "edgeid_coap_sessions",
+				Help: "Live CoAP sessions by transport: coaps (DTLS) or coap (plain UDP, proven per request).", ConstLabels: prometheus.Labels{"transport": tr}},
+				func() float64 { n, _ := cs.Counts(); return float64(n[tr]) }))
+		}
+		m.reg.MustRegister(
+			gauge("edgeid_coap_observations", "Live CoAP observations (subscriptions).", func() float64 { _, o := cs.Counts(); return float64(o) }),
+			counter("edgeid_coap_unauthorized_total", "CoAP requests answered 4.01: tokens and proofs of possession refused.",
+				func() float64 { return float64(cs.Unauthorized.Load()) }),
+		)
+	}
 	// Which limit refused, from the throttles' own counts (a refusal that
 	// ended the session included); edgeid_throttled_total stays the total
 	// of refused and dropped publishes.

@@ -107,6 +107,9 @@ type Server struct {
 
 	subID atomic.Int64 // inline subscription ids
 
+	// Unauthorized counts 4.01 answers (tokens and proofs refused), for metrics.
+	Unauthorized atomic.Uint64
+
 	mu    sync.Mutex
 	peers map[string]map[*peer]struct{} // device id -> live DTLS sessions
 	psks  map[string][]string           // PSK identity -> device ids; nil: rebuild
@@ -693,6 +696,17 @@ func (s *Server) EndMatching(match func(device string, c *authn.Claims) bool, re
 	return n
 }
 
+// Counts are the live sessions by transport ("coaps", "coap") and the
+// observations they hold, for metrics.
+func (s *Server) Counts() (sessions map[string]int, observations int) {
+	sessions = map[string]int{"coaps": 0, "coap": 0}
+	for _, si := range s.List() {
+		sessions[si.Transport]++
+		observations += si.Observations
+	}
+	return sessions, observations
+}
+
 // Sessions is the number of live CoAP sessions of device id ("" for all).
 func (s *Server) Sessions(id string) int {
 	s.mu.Lock()
@@ -1187,6 +1201,7 @@ func postedToken(r *pool.Message) (string, bool) {
 
 // unauthorized answers 4.01 with AS Request Creation Hints (as JSON).
 func (s *Server) unauthorized(w *responsewriter.ResponseWriter[*udpClient.Conn], why string) {
+	s.Unauthorized.Add(1)
 	hint, _ := json.Marshal(map[string]string{"AS": s.o.ASHint, "error": why})
 	_ = w.SetResponse(codes.Unauthorized, message.AppJSON, bytes.NewReader(hint))
 }
