@@ -195,16 +195,23 @@ func (s *Server) Start() error {
 			options.WithBlockwise(false, maxBlockSZX, blockTimeout), // done in blockwise.go
 			options.WithErrors(func(err error) { s.log.Debug("coap udp", "err", err) }),
 		)
-		s.udpServed = make(chan struct{})
-		go func() {
-			defer close(s.udpServed)
-			if err := s.udpSrv.Serve(ln); err != nil {
-				s.log.Error("coap udp server stopped", "err", err)
-			}
-		}()
+		s.udpServed = s.run("coap udp server", func() error { return s.udpSrv.Serve(ln) })
 		s.log.Info("coap listening", "udp", ln.LocalAddr().String(), "auth", "proof of possession only")
 	}
 	return nil
+}
+
+// run serves in the background; the channel closes when serve returns
+// (Close stops the server and waits on it).
+func (s *Server) run(what string, serve func() error) chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := serve(); err != nil {
+			s.log.Error(what+" stopped", "err", err)
+		}
+	}()
+	return done
 }
 
 func (s *Server) startDTLS() error {
@@ -238,17 +245,9 @@ func (s *Server) startDTLS() error {
 		idleMonitor{s: s},
 		options.WithBlockwise(false, maxBlockSZX, blockTimeout), // done in blockwise.go
 		options.WithDTLSHandshakeTimeout(10*time.Second),
-		options.WithErrors(func(err error) {
-			s.log.Debug("coap", "err", err)
-		}),
+		options.WithErrors(func(err error) { s.log.Debug("coap", "err", err) }),
 	)
-	s.served = make(chan struct{})
-	go func() {
-		defer close(s.served)
-		if err := s.srv.Serve(ln); err != nil {
-			s.log.Error("coap server stopped", "err", err)
-		}
-	}()
+	s.served = s.run("coap server", func() error { return s.srv.Serve(ln) })
 	s.log.Info("coap listening", "dtls", ln.Addr().String())
 	return nil
 }
@@ -1143,13 +1142,8 @@ const PathAuthzInfo = "/authz-info"
 // bound to a certificate (cnf x5t#S256) or a PSK (cnf kid) must be the
 // session's.
 func (s *Server) authzInfo(w *responsewriter.ResponseWriter[*udpClient.Conn], r *pool.Message, p *peer) {
-	if r.Code() != codes.POST {
-		reply(w, codes.MethodNotAllowed, "POST the access token")
-		return
-	}
-	tok, ok := postedToken(r)
+	tok, ok := s.postedToken(w, r)
 	if !ok {
-		s.unauthorized(w, "post the access token (a JWT, or a CWT, bare or as a CBOR byte string) as the body")
 		return
 	}
 	c, err := s.o.Auth.Verifier.Verify(tok)
@@ -1183,18 +1177,23 @@ func (s *Server) authzInfo(w *responsewriter.ResponseWriter[*udpClient.Conn], r 
 
 // postedToken is the access token a POST to /authz-info carries: the body
 // itself (a JWT, or a CWT as CBOR), or the token inside a CBOR byte string
-// (RFC 9200 posts tokens as application/ace+cbor byte strings).
-func postedToken(r *pool.Message) (string, bool) {
-	body, err := r.ReadBody()
-	if err != nil || len(body) == 0 || len(body) > 8192 {
+// (RFC 9200 posts tokens as application/ace+cbor byte strings). Anything
+// else is answered (4.05, 4.01) and false returned.
+func (s *Server) postedToken(w *responsewriter.ResponseWriter[*udpClient.Conn], r *pool.Message) (string, bool) {
+	if r.Code() != codes.POST {
+		reply(w, codes.MethodNotAllowed, "POST the access token")
 		return "", false
 	}
-	if body[0]>>5 == 2 { // CBOR major type 2: a byte string
+	body, err := r.ReadBody()
+	ok := err == nil && len(body) > 0 && len(body) <= 8192
+	if ok && body[0]>>5 == 2 { // CBOR major type 2: a byte string
 		var inner []byte
-		if err := cbor.Unmarshal(body, &inner); err != nil || len(inner) == 0 {
-			return "", false
-		}
+		ok = cbor.Unmarshal(body, &inner) == nil && len(inner) > 0
 		body = inner
+	}
+	if !ok {
+		s.unauthorized(w, "post the access token (a JWT, or a CWT, bare or as a CBOR byte string) as the body")
+		return "", false
 	}
 	return string(body), true
 }

@@ -207,13 +207,8 @@ func (s *Server) handleUDP(w *responsewriter.ResponseWriter[*udpClient.Conn], r 
 
 // authzInfoUDP keeps a key-bound token for later proofs to name (2.01).
 func (s *Server) authzInfoUDP(w *responsewriter.ResponseWriter[*udpClient.Conn], r *pool.Message) {
-	if r.Code() != codes.POST {
-		reply(w, codes.MethodNotAllowed, "POST the access token")
-		return
-	}
-	tok, ok := postedToken(r)
+	tok, ok := s.postedToken(w, r)
 	if !ok {
-		s.unauthorized(w, "post the access token (a JWT, or a CWT, bare or as a CBOR byte string) as the body")
 		return
 	}
 	c, err := s.o.Auth.Verifier.Verify(tok)
