@@ -53,6 +53,7 @@ const (
 	hdrCrit        int64 = 2
 	hdrContentType int64 = 3
 	hdrKid         int64 = 4
+	hdrTyp         int64 = 16 // RFC 9596
 
 	claimIss   int64 = 1
 	claimSub   int64 = 2
@@ -242,10 +243,21 @@ func (v *Verifier) verifyCWT(ring *keyRing, raw []byte) (*Claims, error) {
 	if crit, ok := prot[hdrCrit]; ok {
 		return nil, fail(ReasonBadHeader, "header lists critical parameters %v, none are supported", crit)
 	}
-	ct, ok := prot[hdrContentType]
-	if !ok {
-		ct, ok = unprot[hdrContentType]
+	// The unprotected header is not signed: it may name the key (kid) and
+	// nothing else, so that one signed token has one byte form (and one
+	// entry in the verified-token cache).
+	for label := range unprot {
+		if label != hdrKid {
+			return nil, fail(ReasonBadHeader, "unprotected header parameter %s is not accepted (only kid may be unprotected)", labelName(label))
+		}
 	}
+	// A typ (RFC 9596) naming another kind of CWT (an ID token, an
+	// attestation result) is not an access token, as the JWT path insists
+	// on at+jwt.
+	if typ, ok := prot[hdrTyp]; ok && !isCWTContentType(typ) && typ != "application/at+cwt" {
+		return nil, fail(ReasonBadHeader, "typ %s is not an access token (application/cwt or application/at+cwt)", labelName(typ))
+	}
+	ct, ok := prot[hdrContentType]
 	if ok && !isCWTContentType(ct) {
 		return nil, fail(ReasonBadHeader, "content type %s is not application/cwt (%d)", labelName(ct), cwtContentType)
 	}

@@ -278,7 +278,14 @@ func TestVerifyCWTRefusesBadTokens(t *testing.T) {
 		{"control: kid in the unprotected header", mintCWT(t, a, good, demo.WithProtected(4, nil), demo.WithUnprotected(4, []byte("a1"))), ""},
 		{"control: content type 61", mintCWT(t, a, good, demo.WithProtected(3, 61)), ""},
 		{"control: content type text", mintCWT(t, a, good, demo.WithProtected(3, "application/cwt")), ""},
-		{"control: an unknown unprotected parameter", mintCWT(t, a, good, demo.WithUnprotected("note", "hi")), ""},
+		// The unprotected header is unsigned: only kid may be there, so a
+		// signed token has one byte form (one cache entry).
+		{"an extra unprotected parameter", mintCWT(t, a, good, demo.WithUnprotected("note", "hi")), authn.ReasonBadHeader},
+		{"an unprotected content type", mintCWT(t, a, good, demo.WithUnprotected(3, 61)), authn.ReasonBadHeader},
+		// typ (RFC 9596) naming another kind of CWT is not an access token.
+		{"typ of an attestation result", mintCWT(t, a, good, demo.WithProtected(16, "application/eat+cwt")), authn.ReasonBadHeader},
+		{"control: typ application/at+cwt", mintCWT(t, a, good, demo.WithProtected(16, "application/at+cwt")), ""},
+		{"control: typ 61", mintCWT(t, a, good, demo.WithProtected(16, 61)), ""},
 
 		{"wrong signature", flipSig, authn.ReasonBadSignature},
 		{"payload of another token", otherPayload, authn.ReasonBadSignature},
