@@ -152,10 +152,15 @@ func (g *gw) token(device, sub string, mod func(map[string]any)) string {
 }
 
 func (g *gw) ctx() context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	g.t.Cleanup(cancel)
 	return ctx
 }
+
+// opTimeout bounds each client operation and wait. It is a liveness bound,
+// not a timing assertion: generous, because make test runs packages side by
+// side on two cores with the race detector.
+const opTimeout = 30 * time.Second
 
 func (g *gw) admin() *admin.Client { return admin.NewClient(g.cfg.Admin.Socket) }
 
@@ -242,7 +247,7 @@ func (g *gw) connect(o connOpts) (byte, *client) {
 		}
 		cp.Properties = &paho.ConnectProperties{AuthMethod: m, AuthData: []byte(o.token)}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
 	ca, err := pc.Connect(ctx, cp)
 	if ca == nil {
@@ -267,7 +272,7 @@ func (g *gw) mustConnect(o connOpts) *client {
 
 func (c *client) publish(t *testing.T, topic, payload string, qos byte) byte {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
 	r, err := c.c.Publish(ctx, &paho.Publish{Topic: topic, Payload: []byte(payload), QoS: qos})
 	if r != nil {
@@ -281,7 +286,7 @@ func (c *client) publish(t *testing.T, topic, payload string, qos byte) byte {
 
 func (c *client) subscribe(t *testing.T, filters ...string) []byte {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
 	s := &paho.Subscribe{}
 	for _, f := range filters {
@@ -297,7 +302,7 @@ func (c *client) subscribe(t *testing.T, filters ...string) []byte {
 // expectMsg waits for a message on topic.
 func (c *client) expectMsg(t *testing.T, topic, payload string) {
 	t.Helper()
-	timeout := time.After(10 * time.Second)
+	timeout := time.After(opTimeout)
 	for {
 		select {
 		case m := <-c.msgs:
@@ -314,7 +319,7 @@ func (c *client) expectMsg(t *testing.T, topic, payload string) {
 // one it must not receive; seeing the marker first proves the other was never delivered.
 func (c *client) expectNoMsgBefore(t *testing.T, forbidden, markerTopic, markerPayload string) {
 	t.Helper()
-	timeout := time.After(10 * time.Second)
+	timeout := time.After(opTimeout)
 	for {
 		select {
 		case m := <-c.msgs:
@@ -336,7 +341,7 @@ func (c *client) expectDisconnect(t *testing.T) byte {
 	select {
 	case d := <-c.disconnect:
 		return d.ReasonCode
-	case <-time.After(10 * time.Second):
+	case <-time.After(opTimeout):
 		t.Fatal("server did not disconnect the client")
 	}
 	return 0
