@@ -148,27 +148,7 @@ func TestVerifyCWTSameClaimsAsJWT(t *testing.T) {
 		issuerFromKey(t, issB, "ps", jwa.PS256(), rsa2048(t)),
 	}
 	v := authn.NewVerifier(defaultConfig())
-	var recs []store.Issuer
-	for _, url := range []string{issA, issB} {
-		var keys []json.RawMessage
-		for _, is := range issuers {
-			if is.URL != url {
-				continue
-			}
-			j, err := is.JWKS()
-			if err != nil {
-				t.Fatal(err)
-			}
-			var set struct{ Keys []json.RawMessage }
-			if err := json.Unmarshal(j, &set); err != nil {
-				t.Fatal(err)
-			}
-			keys = append(keys, set.Keys...)
-		}
-		raw, _ := json.Marshal(map[string]any{"keys": keys})
-		recs = append(recs, store.Issuer{Issuer: url, JWKS: raw})
-	}
-	if err := v.SetIssuers(recs); err != nil {
+	if err := v.SetIssuers(issuerRecords(t, issuers, issA, issB)); err != nil {
 		t.Fatal(err)
 	}
 

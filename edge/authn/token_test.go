@@ -46,6 +46,33 @@ func newIssuer(t testing.TB, url, kid string) *demo.Issuer {
 	return is
 }
 
+// issuerRecords makes one issuer record per URL, holding the keys of every
+// issuer with that URL.
+func issuerRecords(t testing.TB, issuers []*demo.Issuer, urls ...string) []store.Issuer {
+	t.Helper()
+	var recs []store.Issuer
+	for _, url := range urls {
+		var keys []json.RawMessage
+		for _, is := range issuers {
+			if is.URL != url {
+				continue
+			}
+			j, err := is.JWKS()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var set struct{ Keys []json.RawMessage }
+			if err := json.Unmarshal(j, &set); err != nil {
+				t.Fatal(err)
+			}
+			keys = append(keys, set.Keys...)
+		}
+		raw, _ := json.Marshal(map[string]any{"keys": keys})
+		recs = append(recs, store.Issuer{Issuer: url, JWKS: raw})
+	}
+	return recs
+}
+
 func issuerFromKey(t testing.TB, url, kid string, alg jwa.SignatureAlgorithm, key crypto.Signer) *demo.Issuer {
 	t.Helper()
 	is, err := demo.IssuerFromKey(url, kid, alg, key)
@@ -356,29 +383,8 @@ func TestVerifyGoodTokens(t *testing.T) {
 		issuerFromKey(t, issB, "ps", jwa.PS256(), rsa2048(t)),
 		issuerFromKey(t, issB, "es384", jwa.ES384(), p384),
 	}
-	// Each issuer URL once, with all its keys: build the records by hand.
 	v := authn.NewVerifier(defaultConfig())
-	var recs []store.Issuer
-	for _, url := range []string{issA, issB} {
-		var keys []json.RawMessage
-		for _, is := range issuers {
-			if is.URL != url {
-				continue
-			}
-			j, err := is.JWKS()
-			if err != nil {
-				t.Fatal(err)
-			}
-			var set struct{ Keys []json.RawMessage }
-			if err := json.Unmarshal(j, &set); err != nil {
-				t.Fatal(err)
-			}
-			keys = append(keys, set.Keys...)
-		}
-		raw, _ := json.Marshal(map[string]any{"keys": keys})
-		recs = append(recs, store.Issuer{Issuer: url, JWKS: raw})
-	}
-	if err := v.SetIssuers(recs); err != nil {
+	if err := v.SetIssuers(issuerRecords(t, issuers, issA, issB)); err != nil {
 		t.Fatalf("SetIssuers: %v", err)
 	}
 

@@ -280,15 +280,7 @@ func (s *Server) Close() error {
 		<-s.udpServed
 		s.udpSrv = nil
 	}
-	s.mu.Lock()
-	var all []*peer
-	for _, ps := range s.peers {
-		for p := range ps {
-			all = append(all, p)
-		}
-	}
-	s.mu.Unlock()
-	for _, p := range all {
+	for _, p := range s.allPeers() {
 		s.end(p, "gateway shutting down", false)
 	}
 	return nil
@@ -599,17 +591,23 @@ func (s *Server) Recheck(id string) {
 	}
 }
 
-// RecheckAll re-evaluates every CoAP session (after class changes).
-func (s *Server) RecheckAll() {
+// allPeers is every live session, copied out so that callers may end or
+// re-check them without s.mu held.
+func (s *Server) allPeers() []*peer {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	var all []*peer
 	for _, ps := range s.peers {
 		for p := range ps {
 			all = append(all, p)
 		}
 	}
-	s.mu.Unlock()
-	for _, p := range all {
+	return all
+}
+
+// RecheckAll re-evaluates every CoAP session (after class changes).
+func (s *Server) RecheckAll() {
+	for _, p := range s.allPeers() {
 		s.check(p)
 	}
 }
@@ -644,14 +642,7 @@ type SessionInfo struct {
 
 // List describes every live CoAP session.
 func (s *Server) List() []SessionInfo {
-	s.mu.Lock()
-	var all []*peer
-	for _, ps := range s.peers {
-		for p := range ps {
-			all = append(all, p)
-		}
-	}
-	s.mu.Unlock()
+	all := s.allPeers()
 	out := make([]SessionInfo, 0, len(all))
 	for _, p := range all {
 		si := SessionInfo{Device: p.device, Transport: "coaps", Method: p.method, Remote: p.remote, ConnectedAt: p.since}
@@ -676,19 +667,9 @@ func (s *Server) List() []SessionInfo {
 // (a technician's kick by subject or token id), cancelling its observations
 // with 4.03, and returns how many it ended.
 func (s *Server) EndMatching(match func(device string, c *authn.Claims) bool, reason string) int {
-	s.mu.Lock()
-	var hit []*peer
-	for _, ps := range s.peers {
-		for p := range ps {
-			if match(p.device, p.claims.Load()) {
-				hit = append(hit, p)
-			}
-		}
-	}
-	s.mu.Unlock()
 	n := 0
-	for _, p := range hit {
-		if s.end(p, reason, true) {
+	for _, p := range s.allPeers() {
+		if match(p.device, p.claims.Load()) && s.end(p, reason, true) {
 			n++
 		}
 	}
