@@ -5,8 +5,6 @@ import (
 	"crypto"
 	"encoding/base64"
 	"encoding/json"
-	"io"
-	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -16,7 +14,6 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 
-	"github.com/edgeid/edgeid/edge"
 	"github.com/edgeid/edgeid/edge/config"
 	"github.com/edgeid/edgeid/edge/demo"
 	"github.com/edgeid/edgeid/store"
@@ -31,24 +28,13 @@ func TestThermostatOverCoAP(t *testing.T) { thermostatJourney(t, false) }
 func TestThermostatOverCoAPUDP(t *testing.T) { thermostatJourney(t, true) }
 
 func thermostatJourney(t *testing.T, udp bool) {
-	sockDir, _ := os.MkdirTemp("", "eidcoap")
-	t.Cleanup(func() { os.RemoveAll(sockDir) })
-	cfg := config.Default()
-	cfg.Gateway.ID, cfg.StateDir = "coap-gw", t.TempDir()
-	cfg.MQTT.TCP, cfg.MQTT.TLS.Listen, cfg.Metrics.Listen = "127.0.0.1:0", "", ""
-	cfg.CoAP.DTLSListen = "127.0.0.1:0"
-	if udp {
-		cfg.CoAP.DTLSListen, cfg.CoAP.UDPListen = "", "127.0.0.1:0"
-	}
-	cfg.Admin.Socket = filepath.Join(sockDir, "admin.sock")
-	g, err := edge.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := g.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { g.Close() })
+	g := startGateway(t, "coap-gw", func(c *config.Config) {
+		if udp {
+			c.CoAP.UDPListen = "127.0.0.1:0"
+		} else {
+			c.CoAP.DTLSListen = "127.0.0.1:0"
+		}
+	})
 	iss, _ := demo.NewIssuer("https://issuer.test", "k1")
 	b, _ := demo.Bundle(iss, "")
 	const key = "thermostat-c-psk-0123456789abcdef"

@@ -20,19 +20,22 @@ import (
 	"github.com/edgeid/edgeid/store"
 )
 
-func TestConnectAgainstGateway(t *testing.T) {
+// startGateway runs a real gateway on loopback (plain MQTT only, no
+// metrics: tests run side by side) with mod applied to its configuration.
+func startGateway(t *testing.T, id string, mod func(*config.Config)) *edge.Gateway {
+	t.Helper()
 	sockDir, err := os.MkdirTemp("", "eidsensor")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(sockDir) })
 	cfg := config.Default()
-	cfg.Gateway.ID = "sensor-test"
-	cfg.StateDir = t.TempDir()
-	cfg.MQTT.TCP = "127.0.0.1:0"
-	cfg.MQTT.TLS.Listen = ""
-	cfg.Metrics.Listen = "" // tests run side by side
+	cfg.Gateway.ID, cfg.StateDir = id, t.TempDir()
+	cfg.MQTT.TCP, cfg.MQTT.TLS.Listen, cfg.Metrics.Listen = "127.0.0.1:0", "", ""
 	cfg.Admin.Socket = filepath.Join(sockDir, "admin.sock")
+	if mod != nil {
+		mod(&cfg)
+	}
 	g, err := edge.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -41,6 +44,11 @@ func TestConnectAgainstGateway(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { g.Close() })
+	return g
+}
+
+func TestConnectAgainstGateway(t *testing.T) {
+	g := startGateway(t, "sensor-test", nil)
 	iss, err := demo.NewIssuer("https://issuer.test", "k1")
 	if err != nil {
 		t.Fatal(err)
@@ -81,21 +89,7 @@ func TestConnectAgainstGateway(t *testing.T) {
 }
 
 func TestLoadAgainstGateway(t *testing.T) {
-	sockDir, _ := os.MkdirTemp("", "eidload")
-	t.Cleanup(func() { os.RemoveAll(sockDir) })
-	cfg := config.Default()
-	cfg.Gateway.ID, cfg.StateDir = "load-test", t.TempDir()
-	cfg.MQTT.TCP, cfg.MQTT.TLS.Listen, cfg.Metrics.Listen = "127.0.0.1:0", "", ""
-	cfg.MQTT.ConnectRate = 0
-	cfg.Admin.Socket = filepath.Join(sockDir, "admin.sock")
-	g, err := edge.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := g.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { g.Close() })
+	g := startGateway(t, "load-test", func(c *config.Config) { c.MQTT.ConnectRate = 0 })
 	iss, _ := demo.NewIssuer("https://issuer.test", "k1")
 	b, _ := demo.Bundle(iss, "")
 	var lines []string

@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -21,7 +20,6 @@ import (
 
 	"github.com/edgeid/edgeid/cloudsync/authority"
 	"github.com/edgeid/edgeid/cloudsync/client"
-	"github.com/edgeid/edgeid/edge"
 	"github.com/edgeid/edgeid/edge/config"
 	"github.com/edgeid/edgeid/edge/demo"
 	"github.com/edgeid/edgeid/store"
@@ -77,24 +75,11 @@ func TestPairJourney(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sockDir, _ := os.MkdirTemp("", "eidpair")
-	t.Cleanup(func() { os.RemoveAll(sockDir) })
-	cfg := config.Default()
-	cfg.Gateway.ID, cfg.StateDir = "gw-s", t.TempDir()
-	cfg.MQTT.TCP, cfg.MQTT.TLS.Listen, cfg.Metrics.Listen = "127.0.0.1:0", "", ""
-	cfg.Admin.Socket = filepath.Join(sockDir, "admin.sock")
-	cfg.Sync.Enrollment = filepath.Join(dir, "enrollment.json")
-	if err := e.Save(cfg.Sync.Enrollment); err != nil {
+	enrollment := filepath.Join(dir, "enrollment.json")
+	if err := e.Save(enrollment); err != nil {
 		t.Fatal(err)
 	}
-	g, err := edge.New(cfg, quiet)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := g.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { g.Close() })
+	g := startGateway(t, "gw-s", func(c *config.Config) { c.Sync.Enrollment = enrollment })
 
 	for i := 0; ; i++ { // the gateway's first sync brings the device and the authority's keys
 		if _, err := g.Store.Device("speaker-9"); err == nil {
