@@ -150,6 +150,35 @@ type MQTT struct {
 	// (0 turns the limit off); ConnectBurst is how many may come at once.
 	ConnectRate  float64 `mapstructure:"connect_rate"`
 	ConnectBurst int     `mapstructure:"connect_burst"`
+
+	// MaxConnectSize caps the CONNECT packet (its declared remaining
+	// length) before any of it is read: mochi would allocate the declared
+	// length up front, so unauthenticated sockets could hold max_packet_size
+	// each. A CONNECT holds a client id, a token and a Will: tens of KiB.
+	MaxConnectSize uint32 `mapstructure:"max_connect_size"`
+	// MaxHalfOpen caps connections that have not yet sent a whole CONNECT,
+	// gateway-wide; MaxHalfOpenPerSource caps them per source address.
+	// Past either, a new connection is closed at once.
+	MaxHalfOpen          int `mapstructure:"max_half_open"`
+	MaxHalfOpenPerSource int `mapstructure:"max_half_open_per_source"`
+	// ReceiveMaximum is how many QoS 1 and 2 PUBLISHes one client may have
+	// unacknowledged towards the gateway (advertised in CONNACK); it bounds
+	// what unreleased QoS 2 messages can hold per client. MaxInflightQoS2 caps
+	// them over the whole gateway: past it a QoS 2 PUBLISH is answered
+	// PUBREC 0x97 (quota exceeded).
+	ReceiveMaximum  uint16 `mapstructure:"receive_maximum"`
+	MaxInflightQoS2 int64  `mapstructure:"max_inflight_qos2"`
+	// OfflineQueue bounds what is queued for a persistent session
+	// (clean_start=0, session expiry > 0) while its device is away.
+	OfflineQueue OfflineQueue `mapstructure:"offline_queue"`
+}
+
+// OfflineQueue bounds the QoS 1 and 2 messages kept for one disconnected
+// persistent session; past either bound the oldest is dropped (logged and
+// counted in edgeid_offline_dropped_total).
+type OfflineQueue struct {
+	Messages int   `mapstructure:"messages"`
+	Bytes    int64 `mapstructure:"bytes"`
 }
 
 // TLS configures the MQTT-over-TLS listener.
@@ -170,8 +199,12 @@ type TLS struct {
 type Auth struct {
 	// Audiences: a token's aud must contain one of these.
 	Audiences []string `mapstructure:"audiences"`
-	// ClockSkew is the leeway applied to exp, nbf and iat.
+	// ClockSkew tolerates an issuer whose clock is ahead of the gateway's:
+	// it is the leeway applied to nbf and iat, never to exp.
 	ClockSkew time.Duration `mapstructure:"clock_skew"`
+	// ExpLeeway is how long past its exp a token is still taken (and its
+	// session kept); 0, the default, ends a session at exp by the gateway's clock.
+	ExpLeeway time.Duration `mapstructure:"exp_leeway"`
 	// MaxTokenLifetime refuses tokens whose exp - iat is longer; it also
 	// bounds how long device and subject revocations must be kept.
 	MaxTokenLifetime time.Duration `mapstructure:"max_token_lifetime"`
@@ -205,6 +238,13 @@ func Default() Config {
 			MaxPendingWrites: 256,
 			ConnectRate:      5,
 			ConnectBurst:     20,
+
+			MaxConnectSize:       32 << 10,
+			MaxHalfOpen:          512,
+			MaxHalfOpenPerSource: 16,
+			ReceiveMaximum:       32,
+			MaxInflightQoS2:      4096,
+			OfflineQueue:         OfflineQueue{Messages: 1000, Bytes: 1 << 20},
 		},
 		Auth: Auth{
 			Audiences:        []string{"edgeid"},
@@ -364,6 +404,24 @@ func (c Config) Validate() error {
 	if c.MQTT.ConnectRate > 0 && c.MQTT.ConnectBurst < 1 {
 		bad("mqtt.connect_burst", "%d must be at least 1 when mqtt.connect_rate is set", c.MQTT.ConnectBurst)
 	}
+	if c.MQTT.MaxConnectSize < 256 || c.MQTT.MaxConnectSize > c.MQTT.MaxPacketSize {
+		bad("mqtt.max_connect_size", "%d is outside 256..mqtt.max_packet_size (%d) bytes", c.MQTT.MaxConnectSize, c.MQTT.MaxPacketSize)
+	}
+	if c.MQTT.MaxHalfOpen < 1 {
+		bad("mqtt.max_half_open", "%d must be at least 1", c.MQTT.MaxHalfOpen)
+	}
+	if c.MQTT.MaxHalfOpenPerSource < 1 || c.MQTT.MaxHalfOpenPerSource > c.MQTT.MaxHalfOpen {
+		bad("mqtt.max_half_open_per_source", "%d is outside 1..mqtt.max_half_open (%d)", c.MQTT.MaxHalfOpenPerSource, c.MQTT.MaxHalfOpen)
+	}
+	if c.MQTT.ReceiveMaximum < 1 {
+		bad("mqtt.receive_maximum", "%d must be at least 1 (MQTT 5 forbids 0)", c.MQTT.ReceiveMaximum)
+	}
+	if c.MQTT.MaxInflightQoS2 < 1 {
+		bad("mqtt.max_inflight_qos2", "%d must be at least 1", c.MQTT.MaxInflightQoS2)
+	}
+	if c.MQTT.OfflineQueue.Messages < 0 || c.MQTT.OfflineQueue.Bytes < 0 {
+		bad("mqtt.offline_queue", "messages and bytes must not be negative (0 keeps nothing for a device that is away)")
+	}
 	if len(c.Auth.Audiences) == 0 {
 		bad("auth.audiences", "is empty; tokens must name this gateway in aud")
 	}
@@ -374,6 +432,9 @@ func (c Config) Validate() error {
 	}
 	if c.Auth.ClockSkew < 0 || c.Auth.ClockSkew > 10*time.Minute {
 		bad("auth.clock_skew", "%s is outside 0..10m", c.Auth.ClockSkew)
+	}
+	if c.Auth.ExpLeeway < 0 || c.Auth.ExpLeeway > 10*time.Minute {
+		bad("auth.exp_leeway", "%s is outside 0..10m", c.Auth.ExpLeeway)
 	}
 	if c.Auth.MaxTokenLifetime < time.Minute || c.Auth.MaxTokenLifetime > 30*24*time.Hour {
 		bad("auth.max_token_lifetime", "%s is outside 1m..720h", c.Auth.MaxTokenLifetime)
