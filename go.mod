@@ -139,3 +139,5 @@ tool (
 )
 
 replace github.com/dgraph-io/ristretto/v2 => ./third_party/ristretto
+
+replace github.com/mochi-mqtt/server/v2 => ./third_party/mochi
