@@ -67,6 +67,9 @@ type Broker struct {
 	// the store is too stale, or the clock cannot be trusted to judge token
 	// times. nil never refuses.
 	Gate func() *authn.Error
+	// ConnectRead, when set, is told (with the connection's remote address)
+	// that a connection has sent its whole CONNECT: it is no longer half-open.
+	ConnectRead func(remote string)
 
 	pending     sync.Map // *mqtt.Client -> pendingAuth, from OnConnect to OnSessionEstablish
 	classLimits atomic.Pointer[classTable]
@@ -336,6 +339,9 @@ func (h *authHook) Provides(x byte) bool {
 // our own choosing (OnConnectAuthenticate false always answers 0x86).
 func (h *authHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	b := h.b
+	if b.ConnectRead != nil {
+		b.ConnectRead(cl.Net.Remote)
+	}
 	if !b.Connects.Allow(cl.Net.Remote, b.Now()) {
 		b.Log.Warn("connect refused", "client", pk.Connect.ClientIdentifier, "remote", cl.Net.Remote,
 			"reason", "connect_rate", "detail", "too many connects from this address", "code", "0x9f")

@@ -8,10 +8,13 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -119,6 +122,7 @@ type ClientConnection struct {
 	Remote   string        // the remote address of the client
 	Listener string        // listener id of the client
 	Inline   bool          // if true, the client is the built-in 'inline' embedded client
+	lastRaw  []byte        // EdgeID: the packet being decoded, for a panic's digest
 }
 
 // ClientProperties contains the properties which define the client behaviour.
@@ -195,7 +199,13 @@ func (cl *Client) WriteLoop() {
 	for {
 		select {
 		case pk := <-cl.State.outbound:
-			if err := cl.WritePacket(*pk); err != nil {
+			// EdgeID: a queued PUBLISH is checked again when it is written:
+			// the recipient's permission may have gone while it waited.
+			if !cl.deliverable(*pk) {
+				atomic.AddInt32(&cl.State.outboundQty, -1)
+				continue
+			}
+			if err := cl.writeRecovered(*pk); err != nil {
 				// TODO : Figure out what to do with error
 				cl.ops.log.Debug("failed publishing packet", "error", err, "client", cl.ID, "packet", pk)
 			}
@@ -311,6 +321,12 @@ func (cl *Client) ResendInflightMessages(force bool) error {
 			tk.FixedHeader.Dup = true // [MQTT-3.3.1-1] [MQTT-3.3.1-3]
 		}
 
+		// EdgeID: a resent PUBLISH goes out only if the (new) session may
+		// still receive it; what it may not is discarded, never sent.
+		if !cl.deliverable(tk) {
+			continue
+		}
+
 		cl.ops.hooks.OnQosPublish(cl, tk, tk.Created, 0)
 		err := cl.WritePacket(tk)
 		if err != nil {
@@ -363,30 +379,86 @@ func (cl *Client) ClearExpiredInflights(now, maximumExpiry int64) []uint16 {
 // Read reads incoming packets from the connected client and transforms them into
 // packets to be handled by the packetHandler.
 func (cl *Client) Read(packetHandler ReadFn) error {
-	var err error
-
 	for {
 		if cl.Closed() {
 			return nil
 		}
-
-		cl.refreshDeadline(cl.State.Keepalive)
-		fh := new(packets.FixedHeader)
-		err = cl.ReadFixedHeader(fh)
-		if err != nil {
-			return err
-		}
-
-		pk, err := cl.ReadPacket(fh)
-		if err != nil {
-			return err
-		}
-
-		err = packetHandler(cl, pk) // Process inbound packet.
-		if err != nil {
+		if err := cl.readOne(packetHandler); err != nil {
 			return err
 		}
 	}
+}
+
+// ErrPacketPanicked ends a connection whose packet made the decoder or a
+// handler panic.
+var ErrPacketPanicked = errors.New("packet handling panicked; connection closed")
+
+// readOne reads and handles one packet. EdgeID: a panic while decoding or
+// handling one client's packet ends that client's connection, never the
+// process; it is logged once with the client and a digest of the packet.
+func (cl *Client) readOne(packetHandler ReadFn) (err error) {
+	fh := new(packets.FixedHeader)
+	defer func() {
+		if r := recover(); r != nil {
+			sum := sha256.Sum256(cl.Net.lastRaw)
+			cl.ops.log.Error("packet handling panicked; connection closed", "client", cl.ID, "remote", cl.Net.Remote,
+				"type", fh.Type, "size", fh.Remaining, "packet_sha256", hex.EncodeToString(sum[:]),
+				"panic", fmt.Sprint(r), "stack", truncate(string(debug.Stack()), 2048))
+			err = ErrPacketPanicked
+		}
+		cl.Net.lastRaw = nil
+	}()
+
+	cl.refreshDeadline(cl.State.Keepalive)
+	if err = cl.ReadFixedHeader(fh); err != nil {
+		return err
+	}
+
+	pk, err := cl.ReadPacket(fh)
+	if err != nil {
+		return err
+	}
+
+	return packetHandler(cl, pk) // Process inbound packet.
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+// deliverable reports whether a PUBLISH queued for cl may still be written
+// to it (EdgeID). Other packets always may. A PUBLISH refused here is
+// discarded: removed from inflight with its send quota given back.
+func (cl *Client) deliverable(pk packets.Packet) bool {
+	if pk.FixedHeader.Type != packets.Publish || cl.Net.Inline || cl.ops.hooks.OnACLCheck(cl, pk.TopicName, false) {
+		return true
+	}
+	if pk.FixedHeader.Qos > 0 {
+		if cl.State.Inflight.Delete(pk.PacketID) {
+			atomic.AddInt64(&cl.ops.info.Inflight, -1)
+			cl.State.Inflight.IncreaseSendQuota()
+		}
+		cl.ops.hooks.OnQosDropped(cl, pk)
+	}
+	cl.ops.hooks.OnPublishDropped(cl, pk)
+	return false
+}
+
+// writeRecovered is WritePacket for the write loop (EdgeID): a panic while
+// encoding one packet closes that client, never the process.
+func (cl *Client) writeRecovered(pk packets.Packet) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			cl.ops.log.Error("packet encoding panicked; connection closed", "client", cl.ID, "remote", cl.Net.Remote,
+				"type", pk.FixedHeader.Type, "panic", fmt.Sprint(r), "stack", truncate(string(debug.Stack()), 2048))
+			cl.Stop(ErrPacketPanicked)
+			err = ErrPacketPanicked
+		}
+	}()
+	return cl.WritePacket(pk)
 }
 
 // Stop instructs the client to shut down all processing goroutines and disconnect.
@@ -478,6 +550,7 @@ func (cl *Client) ReadPacket(fh *packets.FixedHeader) (pk packets.Packet, err er
 	// Decode the remaining packet values using a fresh copy of the bytes,
 	// otherwise the next packet will change the data of this one.
 	px := append([]byte{}, p[:]...)
+	cl.Net.lastRaw = px // EdgeID: for the digest if decoding panics
 	switch pk.FixedHeader.Type {
 	case packets.Connect:
 		err = pk.ConnectDecode(px)

@@ -61,6 +61,9 @@ type Capabilities struct {
 	RetainAvailable              byte            `yaml:"retain_available" json:"retain_available"`                 // support of retain messages
 	WildcardSubAvailable         byte            `yaml:"wildcard_sub_available" json:"wildcard_sub_available"`     // support of wildcard subscriptions
 	SubIDAvailable               byte            `yaml:"sub_id_available" json:"sub_id_available"`                 // support of subscription identifiers
+	// EdgeID: MaximumConnectSize caps a CONNECT's remaining length, checked
+	// before any of it is allocated or read; 0 leaves MaximumPacketSize alone.
+	MaximumConnectSize uint32 `yaml:"maximum_connect_size" json:"maximum_connect_size"`
 }
 
 // NewDefaultServerCapabilities defines the default features and capabilities provided by the server.
@@ -507,6 +510,12 @@ func (s *Server) readConnectionPacket(cl *Client) (pk packets.Packet, err error)
 		return pk, packets.ErrProtocolViolationRequireFirstConnect // [MQTT-3.1.0-1]
 	}
 
+	// EdgeID: ReadPacket allocates the declared length before reading it;
+	// an unauthenticated CONNECT gets a small bound of its own.
+	if m := s.Options.Capabilities.MaximumConnectSize; m > 0 && uint32(fh.Remaining) > m {
+		return pk, packets.ErrPacketTooLarge
+	}
+
 	pk, err = cl.ReadPacket(fh)
 	if err != nil {
 		return
@@ -526,7 +535,10 @@ func (s *Server) receivePacket(cl *Client, pk packets.Packet) error {
 			_ = s.DisconnectClient(cl, code)
 		}
 
-		s.Log.Warn("error processing packet", "error", err, "client", cl.ID, "listener", cl.Net.Listener, "pk", pk)
+		// EdgeID: a bounded line (never the packet: a malformed 180 KB
+		// packet made a 182 KB log line).
+		s.Log.Warn("error processing packet", "error", err, "client", cl.ID, "remote", cl.Net.Remote, "listener", cl.Net.Listener,
+			"type", packets.PacketNames[pk.FixedHeader.Type], "size", pk.FixedHeader.Remaining)
 
 		return err
 	}
@@ -619,9 +631,14 @@ func (s *Server) SendConnack(cl *Client, reason packets.Code, present bool, prop
 
 	if reason.Code >= packets.ErrUnspecifiedError.Code {
 		if cl.Properties.ProtocolVersion < 5 {
-			if v3reason, ok := packets.V5CodesToV3[reason]; ok { // NB v3 3.2.2.3 Connack return codes
-				reason = v3reason
+			v3reason, ok := packets.V5CodesToV3[reason] // NB v3 3.2.2.3 Connack return codes
+			if !ok {
+				// EdgeID: 3.1.1 defines return codes 1-5 only; for any other
+				// refusal (a protocol violation) the server closes the
+				// connection without a CONNACK (MQTT 3.1.1 §4.8).
+				return nil
 			}
+			reason = v3reason
 		}
 
 		properties.ReasonString = reason.Reason
@@ -716,15 +733,23 @@ func (s *Server) processPacket(cl *Client, pk packets.Packet) error {
 		return err
 	}
 
-	if cl.State.Inflight.Len() > 0 && atomic.LoadInt32(&cl.State.Inflight.sendQuota) > 0 {
+	// EdgeID: a message that waited for send quota is written only if the
+	// client may still receive it; refused ones are discarded (deliverable)
+	// and the next waiting one is tried.
+	for cl.State.Inflight.Len() > 0 && atomic.LoadInt32(&cl.State.Inflight.sendQuota) > 0 {
 		next, ok := cl.State.Inflight.NextImmediate()
-		if ok {
-			_ = cl.WritePacket(next)
-			if ok := cl.State.Inflight.Delete(next.PacketID); ok {
-				atomic.AddInt64(&s.Info.Inflight, -1)
-			}
-			cl.State.Inflight.DecreaseSendQuota()
+		if !ok {
+			break
 		}
+		if !cl.deliverable(next) {
+			continue
+		}
+		_ = cl.WritePacket(next)
+		if ok := cl.State.Inflight.Delete(next.PacketID); ok {
+			atomic.AddInt64(&s.Info.Inflight, -1)
+		}
+		cl.State.Inflight.DecreaseSendQuota()
+		break
 	}
 
 	return nil
@@ -918,7 +943,12 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 	} else if errors.Is(err, packets.CodeSuccessIgnore) {
 		pk.Ignore = true
 	} else if cl.Properties.ProtocolVersion == 5 && pk.FixedHeader.Qos > 0 && errors.As(err, new(packets.Code)) {
-		err = cl.WritePacket(s.buildAck(pk.PacketID, packets.Puback, 0, pk.Properties, err.(packets.Code)))
+		// EdgeID: a refused QoS 2 PUBLISH is answered PUBREC (MQTT 5 §4.3.3), not PUBACK.
+		ackType := packets.Puback
+		if pk.FixedHeader.Qos == 2 {
+			ackType = packets.Pubrec
+		}
+		err = cl.WritePacket(s.buildAck(pk.PacketID, ackType, 0, pk.Properties, err.(packets.Code)))
 		if err != nil {
 			return err
 		}
@@ -1050,16 +1080,9 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 		out.FixedHeader.Qos = s.Options.Capabilities.MaximumQos // [MQTT-3.2.2-9]
 	}
 
-	if cl.Properties.Props.TopicAliasMaximum > 0 {
-		var aliasExists bool
-		out.Properties.TopicAlias, aliasExists = cl.State.TopicAliases.Outbound.Set(pk.TopicName)
-		if out.Properties.TopicAlias > 0 {
-			out.Properties.TopicAliasFlag = true
-			if aliasExists {
-				out.TopicName = ""
-			}
-		}
-	}
+	// EdgeID: no outbound topic aliases. mochi stored the aliased packet
+	// (empty topic) in inflight and resent it on a new connection where the
+	// alias was never set, a protocol error; aliases are optional for servers.
 
 	if out.FixedHeader.Qos > 0 {
 		if cl.State.Inflight.Len() >= int(s.Options.Capabilities.MaximumInflight) {
@@ -1426,7 +1449,11 @@ func (s *Server) DisconnectClient(cl *Client, code packets.Code) error {
 
 	// We already have a code we are using to disconnect the client, so we are not
 	// interested if the write packet fails due to a closed connection (as we are closing it).
-	err := cl.WritePacket(out)
+	// EdgeID: MQTT 3.1.1 has no server DISCONNECT: such clients are closed.
+	var err error
+	if cl.Properties.ProtocolVersion >= 5 {
+		err = cl.WritePacket(out)
+	}
 	if !s.Options.Capabilities.Compatibilities.PassiveClientDisconnect {
 		cl.Stop(code)
 		if code.Code >= packets.ErrUnspecifiedError.Code {
@@ -1535,8 +1562,14 @@ func (s *Server) sendLWT(cl *Client) {
 		Created: time.Now().Unix(),
 	}
 
-	if cl.Properties.Will.WillDelayInterval > 0 {
-		pk.Connect.WillProperties.WillDelayInterval = cl.Properties.Will.WillDelayInterval
+	// EdgeID: the Will is sent at the earlier of its delay and the end of
+	// the session [MQTT-3.1.3-9]; a session that ends at disconnect sends it now.
+	delay := cl.Properties.Will.WillDelayInterval
+	if cl.Properties.ProtocolVersion == 5 && cl.Properties.Props.SessionExpiryInterval < delay {
+		delay = cl.Properties.Props.SessionExpiryInterval
+	}
+	if delay > 0 {
+		pk.Connect.WillProperties.WillDelayInterval = delay
 		pk.Expiry = time.Now().Unix() + int64(pk.Connect.WillProperties.WillDelayInterval)
 		s.loop.willDelayed.Add(cl.ID, pk)
 		return
@@ -1745,8 +1778,16 @@ func (s *Server) clearExpiredInflights(now int64) {
 func (s *Server) sendDelayedLWT(dt int64) {
 	for id, pk := range s.loop.willDelayed.GetAll() {
 		if dt > pk.Expiry {
+			// EdgeID: the delayed Will is published only if its client may
+			// still publish it now (a revoked device's session is gone, so it
+			// may not); a client whose session is gone sends nothing.
+			cl, ok := s.Clients.Get(id)
+			if !ok || !s.hooks.OnACLCheck(cl, pk.TopicName, true) {
+				s.loop.willDelayed.Delete(id)
+				continue
+			}
 			s.publishToSubscribers(pk) // [MQTT-3.1.2-8]
-			if cl, ok := s.Clients.Get(id); ok {
+			if ok {
 				if pk.FixedHeader.Retain {
 					s.retainMessage(cl, pk)
 				}

@@ -72,6 +72,7 @@ var (
 	ErrProtocolViolationUsernameNoFlag        = Code{Code: 0x82, Reason: "protocol violation: username set but no flag"}
 	ErrProtocolViolationPasswordNoFlag        = Code{Code: 0x82, Reason: "protocol violation: username set but no flag"}
 	ErrProtocolViolationPasswordTooLong       = Code{Code: 0x82, Reason: "protocol violation: password too long"}
+	ErrProtocolViolationPasswordNoUsername    = Code{Code: 0x82, Reason: "protocol violation: password without user name"} // EdgeID
 	ErrProtocolViolationUsernameTooLong       = Code{Code: 0x82, Reason: "protocol violation: username too long"}
 	ErrProtocolViolationNoPacketID            = Code{Code: 0x82, Reason: "protocol violation: missing packet id"}
 	ErrProtocolViolationSurplusPacketID       = Code{Code: 0x82, Reason: "protocol violation: surplus packet id"}
@@ -144,6 +145,13 @@ var (
 		ErrServerUnavailable:          Err3ServerUnavailable,
 		ErrMalformedUsername:          ErrMalformedUsernameOrPassword,
 		ErrMalformedPassword:          ErrMalformedUsernameOrPassword,
-		ErrBadUsernameOrPassword:      Err3NotAuthorized,
+		// EdgeID: 3.1.1's 0x04 is "bad user name or password"; upstream
+		// mapped 0x86 to 0x05. The codes below had no 3.1.1 answer at all.
+		ErrBadUsernameOrPassword:   ErrMalformedUsernameOrPassword,
+		ErrBadAuthenticationMethod: ErrMalformedUsernameOrPassword,
+		ErrNotAuthorized:           Err3NotAuthorized,
+		ErrServerBusy:              Err3ServerUnavailable,
+		ErrConnectionRateExceeded:  Err3ServerUnavailable,
+		ErrQuotaExceeded:           Err3ServerUnavailable,
 	}
 )

@@ -471,6 +471,12 @@ func (pk *Packet) ConnectValidate() Code {
 		return ErrProtocolViolationFlagNoPassword // [MQTT-3.1.2-19]
 	}
 
+	// EdgeID: in 3.1.1 a password needs a user name [MQTT-3.1.2-22]
+	// (MQTT 5 lifted the rule).
+	if pk.ProtocolVersion < 5 && pk.Connect.PasswordFlag && !pk.Connect.UsernameFlag {
+		return ErrProtocolViolationPasswordNoUsername
+	}
+
 	if !pk.Connect.PasswordFlag && len(pk.Connect.Password) > 0 {
 		return ErrProtocolViolationPasswordNoFlag // [MQTT-3.1.2-18]
 	}
@@ -956,8 +962,14 @@ func (pk *Packet) SubscribeDecode(buf []byte) error {
 		}
 
 		if pk.ProtocolVersion == 5 {
-			sub.decode(buf[offset])
-			offset += 1
+			// EdgeID: a filter without its options byte is malformed; upstream
+			// indexed past the end of buf and panicked (one SUBSCRIBE stopped
+			// the whole broker).
+			option, offset, err = decodeByte(buf, offset)
+			if err != nil {
+				return ErrMalformedQos
+			}
+			sub.decode(option)
 		} else {
 			option, offset, err = decodeByte(buf, offset)
 			if err != nil {
