@@ -109,6 +109,17 @@ func (g *Gateway) build() error {
 	caps.MaximumClients = cfg.MQTT.MaxClients
 	caps.MaximumSessionExpiryInterval = 24 * 3600
 	caps.MaximumClientWritesPending = cfg.MQTT.MaxPendingWrites
+	caps.MaximumConnectSize = cfg.MQTT.MaxConnectSize
+	caps.ReceiveMaximum = cfg.MQTT.ReceiveMaximum
+	// Room for the offline queue, whose own bound (oldest dropped) is
+	// enforced first by the broker; mochi's would drop the newest.
+	caps.MaximumInflight = uint16(min(cfg.MQTT.OfflineQueue.Messages+64, 65535))
+	// No topic aliases either way: CONNACK advertises none, so a PUBLISH
+	// that uses one is answered DISCONNECT 0x94 (MQTT 5 §3.3.2.3.4).
+	caps.TopicAliasMaximum = 0
+	// Acks carry no properties of the PUBLISH back: strict clients reject
+	// them, and a held PUBREC would keep the whole received packet alive.
+	caps.Compatibilities.NoInheritedPropertiesOnAck = true
 	server := mqtt.New(&mqtt.Options{Capabilities: caps, Logger: slog.New(quietMochi{g.log.Handler()}).With("component", "mochi"), InlineClient: cfg.CoAP.Enabled() /* CoAP publishes and observes through it, authorized by package coap */})
 	b, err := broker.New(server, g.Auth, g.log.With("component", "mqtt"))
 	if err != nil {

@@ -177,9 +177,8 @@ func (b *Broker) authenticate(cl *mqtt.Client, pk packets.Packet) (*authn.Princi
 		return nil, packets.ErrClientIdentifierNotValid, &authn.Error{Reason: authn.ReasonClientID,
 			Detail: fmt.Sprintf("client id %q is not the device id %q", pk.Connect.ClientIdentifier, p.Device.ID)}
 	}
-	// A delayed Will would be published from mochi's queue after the session
-	// ends, even if the device was revoked meanwhile: send Wills at once.
-	cl.Properties.Will.WillDelayInterval = 0
+	// A delayed Will is checked again when it is due (patched mochi asks
+	// OnACLCheck), so a device revoked meanwhile publishes nothing.
 	if pk.Connect.WillFlag && !p.Perms.CanPublish(pk.Connect.WillTopic) {
 		return nil, packets.ErrNotAuthorized, &authn.Error{Reason: authn.ReasonWillDenied,
 			Detail: fmt.Sprintf("will topic %q is not allowed for publish", pk.Connect.WillTopic)}
@@ -513,7 +512,9 @@ func (h *throttleHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pa
 	if s == nil {
 		return pk, packets.ErrRejectPacket
 	}
-	switch b.Throttle(s.Device, s.Class(), s.Subject, len(pk.Payload)) {
+	// The byte rate counts the whole packet: data in user properties costs
+	// what data in the payload does.
+	switch b.Throttle(s.Device, s.Class(), s.Subject, pk.FixedHeader.Remaining) {
 	case throttle.Allow:
 		return pk, nil
 	case throttle.Disconnect:

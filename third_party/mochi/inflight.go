@@ -16,6 +16,8 @@ import (
 type Inflight struct {
 	sync.RWMutex
 	internal            map[uint16]packets.Packet // internal contains the inflight packets
+	order               map[uint16]uint64         // EdgeID: insertion sequence of each packet id
+	seq                 uint64                    // EdgeID: the last sequence given
 	receiveQuota        int32                     // remaining inbound qos quota for flow control
 	sendQuota           int32                     // remaining outbound qos quota for flow control
 	maximumReceiveQuota int32                     // maximum allowed receive quota
@@ -26,6 +28,7 @@ type Inflight struct {
 func NewInflights() *Inflight {
 	return &Inflight{
 		internal: map[uint16]packets.Packet{},
+		order:    map[uint16]uint64{},
 	}
 }
 
@@ -36,6 +39,10 @@ func (i *Inflight) Set(m packets.Packet) bool {
 
 	_, ok := i.internal[m.PacketID]
 	i.internal[m.PacketID] = m
+	if !ok {
+		i.seq++
+		i.order[m.PacketID] = i.seq
+	}
 	return !ok
 }
 
@@ -66,7 +73,9 @@ func (i *Inflight) Clone() *Inflight {
 	defer i.RUnlock()
 	for k, v := range i.internal {
 		c.internal[k] = v
+		c.order[k] = i.order[k]
 	}
+	c.seq = i.seq
 	return c
 }
 
@@ -82,8 +91,11 @@ func (i *Inflight) GetAll(immediate bool) []packets.Packet {
 		}
 	}
 
-	sort.Slice(m, func(i, j int) bool {
-		return uint16(m[i].Created) < uint16(m[j].Created)
+	// EdgeID: in the order they were stored. Upstream sorted by
+	// uint16(Created), seconds truncated to 16 bits, so queued messages were
+	// resent out of order within a second and whenever the clock wrapped.
+	sort.Slice(m, func(a, b int) bool {
+		return i.order[m[a].PacketID] < i.order[m[b].PacketID]
 	})
 
 	return m
@@ -93,9 +105,8 @@ func (i *Inflight) GetAll(immediate bool) []packets.Packet {
 // This typically occurs when the quota has been exhausted, and we need to wait until new quota
 // is free to continue sending.
 func (i *Inflight) NextImmediate() (packets.Packet, bool) {
-	i.RLock()
-	defer i.RUnlock()
-
+	// EdgeID: GetAll takes the read lock itself; taking it twice deadlocks
+	// once a writer waits in between.
 	m := i.GetAll(true)
 	if len(m) > 0 {
 		return m[0], true
@@ -111,6 +122,7 @@ func (i *Inflight) Delete(id uint16) bool {
 
 	_, ok := i.internal[id]
 	delete(i.internal, id)
+	delete(i.order, id)
 
 	return ok
 }
