@@ -20,6 +20,7 @@ type Listener struct {
 	addr    string
 	tls     *tls.Config
 	timeout time.Duration
+	half    *HalfOpen // nil: no cap on connections that have not sent CONNECT
 
 	mu      sync.Mutex
 	ln      net.Listener
@@ -33,6 +34,12 @@ type Listener struct {
 func NewListener(id, addr string, tlsConf *tls.Config, connectTimeout time.Duration) *Listener {
 	return &Listener{id: id, addr: addr, tls: tlsConf, timeout: connectTimeout}
 }
+
+// SetHalfOpen makes the listener count its connections in h until they
+// have sent their whole CONNECT, and close a new one at once (before any TLS
+// handshake) when h is at a cap. Share one h between all MQTT listeners and
+// set Broker.ConnectRead = h.ConnectRead. Call it before Serve.
+func (l *Listener) SetHalfOpen(h *HalfOpen) { l.half = h }
 
 // ID implements listeners.Listener.
 func (l *Listener) ID() string { return l.id }
@@ -79,7 +86,17 @@ func (l *Listener) Serve(establish listeners.EstablishFn) {
 			time.Sleep(50 * time.Millisecond)
 			continue
 		}
-		go l.handle(conn, establish)
+		// Refused before a goroutine, a TLS handshake or a read buffer is
+		// spent on it; RST rather than FIN so no TIME_WAIT is left behind.
+		slot, ok := l.half.admit(conn.RemoteAddr(), l.id)
+		if !ok {
+			if tc, ok := conn.(*net.TCPConn); ok {
+				_ = tc.SetLinger(0)
+			}
+			_ = conn.Close()
+			continue
+		}
+		go l.handle(conn, establish, slot)
 	}
 }
 
@@ -105,7 +122,10 @@ func (l *Listener) untrack(conn net.Conn) {
 	l.wg.Done()
 }
 
-func (l *Listener) handle(conn net.Conn, establish listeners.EstablishFn) {
+func (l *Listener) handle(conn net.Conn, establish listeners.EstablishFn, slot *halfSlot) {
+	// The slot leaves the half-open count when the broker has read CONNECT
+	// (HalfOpen.ConnectRead), or at the latest when the connection ends.
+	defer l.half.release(slot)
 	if !l.track(conn) {
 		_ = conn.Close()
 		return
