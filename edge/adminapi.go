@@ -225,7 +225,7 @@ func (a *adminServer) sessions(w http.ResponseWriter, r *http.Request) (any, err
 	out := []admin.Session{}
 	for _, s := range a.g.Broker.Sessions.All() {
 		out = append(out, admin.Session{Transport: "mqtt", ClientID: s.ClientID, Device: s.Device, Method: string(s.Method), Subject: s.Subject,
-			Remote: s.Remote, Protocol: s.Protocol, ConnectedAt: s.ConnectedAt, Expires: s.End})
+			Remote: s.Remote, Protocol: s.Protocol, ConnectedAt: s.ConnectedAt, Expires: s.End, Offline: s.Offline(), Queued: s.Queued()})
 	}
 	if a.g.CoAP != nil {
 		for _, s := range a.g.CoAP.List() {
@@ -244,7 +244,12 @@ func (a *adminServer) devices(w http.ResponseWriter, r *http.Request) (any, erro
 	online := r.URL.Query().Get("online") != ""
 	out := []admin.Device{}
 	for _, d := range ds {
-		n := len(a.g.Broker.Sessions.ByDevice(d.ID))
+		n := 0
+		for _, s := range a.g.Broker.Sessions.ByDevice(d.ID) {
+			if !s.Offline() {
+				n++
+			}
+		}
 		if a.g.CoAP != nil {
 			n += a.g.CoAP.Sessions(d.ID)
 		}

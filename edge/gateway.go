@@ -126,6 +126,7 @@ func (g *Gateway) build() error {
 		return err
 	}
 	b.Recheck = g.recheck
+	b.Offline = broker.OfflineQueue{Messages: cfg.MQTT.OfflineQueue.Messages, Bytes: cfg.MQTT.OfflineQueue.Bytes}
 	b.Connects = broker.NewConnectLimiter(cfg.MQTT.ConnectRate, cfg.MQTT.ConnectBurst, 10000)
 	if err := g.loadEnrollment(); err != nil {
 		return err
@@ -372,7 +373,12 @@ func (g *Gateway) onApplied(a store.Applied) {
 				cands = g.Broker.Sessions.BySubject(r.Value)
 			}
 			for _, s := range cands {
-				if c := s.Claims(); c != nil && authn.RevocationCovers(r, c) {
+				// A revocation naming a device ends every session of it,
+				// whatever the credential: a certificate session opened
+				// before it too (one opened later is the device record's to
+				// decide, so a snapshot replaying old revocations cuts nothing new).
+				c := s.Claims()
+				if (c == nil && r.Kind == store.RevokeDevice && !s.ConnectedAt.After(r.RevokedAt)) || (c != nil && authn.RevocationCovers(r, c)) {
 					if g.Broker.End(s, packets.ErrNotAuthorized, "revoked: "+string(r.Kind)) {
 						kicked++
 					}

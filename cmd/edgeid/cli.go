@@ -108,6 +108,9 @@ func runSessions(ctx context.Context, args []string) error {
 		proto, expires := s.Transport, "-"
 		if s.Transport == "mqtt" {
 			proto = fmt.Sprintf("mqtt v%d", s.Protocol)
+			if s.Offline {
+				proto = fmt.Sprintf("mqtt v%d, offline, %d queued", s.Protocol, s.Queued)
+			}
 		} else if s.Observations > 0 {
 			proto = fmt.Sprintf("%s, %d observing", s.Transport, s.Observations)
 		}

@@ -72,6 +72,10 @@ type Session struct {
 	Expires     time.Time `json:"expires,omitzero"`
 	// Observations is how many CoAP observations the session holds.
 	Observations int `json:"observations,omitempty"`
+	// Offline marks an MQTT persistent session kept while its device is
+	// away; Queued is how many messages wait for it.
+	Offline bool  `json:"offline,omitempty"`
+	Queued  int64 `json:"queued,omitempty"`
 }
 
 // Device is a device in GET /v1/devices, with its live session count.

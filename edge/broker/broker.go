@@ -35,6 +35,9 @@ type Events struct {
 // the message path and read by the metrics collector.
 type Counters struct {
 	MessagesIn, MessagesOut, BytesIn, BytesOut, Denied, Throttled atomic.Uint64
+	// OfflineQueued counts messages queued for offline sessions,
+	// OfflineDropped those dropped from a full offline queue (oldest first).
+	OfflineQueued, OfflineDropped atomic.Uint64
 }
 
 // Broker is the gateway's MQTT broker with its hooks.
@@ -71,9 +74,17 @@ type Broker struct {
 	// that a connection has sent its whole CONNECT: it is no longer half-open.
 	ConnectRead func(remote string)
 
-	pending     sync.Map // *mqtt.Client -> pendingAuth, from OnConnect to OnSessionEstablish
-	classLimits atomic.Pointer[classTable]
+	// Offline bounds what is queued for each offline persistent session;
+	// zero Messages keeps no session for a device that is away.
+	Offline OfflineQueue
+
+	pending      sync.Map // *mqtt.Client -> pendingAuth, from OnConnect to OnSessionEstablish
+	classLimits  atomic.Pointer[classTable]
+	parkedQueued atomic.Int64 // messages held for offline sessions, all together
 }
+
+// OfflineQueued is how many messages are held for offline sessions.
+func (b *Broker) OfflineQueued() int64 { return b.parkedQueued.Load() }
 
 type pendingAuth struct {
 	p   *authn.Principal
@@ -94,6 +105,9 @@ func New(server *mqtt.Server, auth *authn.Authenticator, log *slog.Logger) (*Bro
 	}
 	if err := server.AddHook(&throttleHook{b: b}, nil); err != nil {
 		return nil, fmt.Errorf("add throttle hook: %w", err)
+	}
+	if err := server.AddHook(&offlineHook{b: b}, nil); err != nil {
+		return nil, fmt.Errorf("add offline queue hook: %w", err)
 	}
 	if err := server.AddHook(&statsHook{b: b}, nil); err != nil {
 		return nil, fmt.Errorf("add stats hook: %w", err)
@@ -247,6 +261,13 @@ func (b *Broker) End(s *Session, code packets.Code, reason string) bool {
 	if !s.ended.CompareAndSwap(false, true) {
 		return false
 	}
+	if s.parked.Load() {
+		b.endOffline(s, reason)
+		if b.Events.Kicked != nil {
+			b.Events.Kicked(reason)
+		}
+		return true
+	}
 	if s.will {
 		atomic.StoreUint32(&s.cl.Properties.Will.Flag, 0)
 	}
@@ -277,7 +298,7 @@ func (b *Broker) Kick(sessions []*Session, reason string) int {
 	for _, s := range sessions {
 		// A connection already closing (its client gone, the registry not
 		// yet told) is ended too, but not counted as kicked.
-		closing := s.cl != nil && s.cl.Closed()
+		closing := s.cl != nil && s.cl.Closed() // offline sessions too
 		if b.End(s, packets.ErrNotAuthorized, reason) && !closing {
 			n++
 		}
@@ -292,6 +313,7 @@ func (b *Broker) Apply(s *Session, class string, p policy.Perms) {
 	s.class.Store(&class)
 	s.SetPerms(p)
 	b.dropForbidden(s)
+	b.dropQueued(s)
 }
 
 func (b *Broker) dropForbidden(s *Session) {
@@ -390,6 +412,7 @@ func (h *authHook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 	}
 	pa := v.(pendingAuth)
 	s := h.b.startSession(cl, pa.p)
+	h.b.takeOver(s)
 	h.b.Log.Info("connected", "device", s.Device, "client", s.ClientID, "remote", s.Remote, "method", s.Method, "protocol", s.Protocol)
 	if h.b.Gen.Load() != pa.gen && h.b.Recheck != nil {
 		h.b.Recheck(s)
@@ -400,18 +423,19 @@ func (h *authHook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 // connection of the same client id: they were granted to an older credential.
 func (h *authHook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 	if s := h.b.Sessions.get(cl); s != nil {
+		h.b.takeOver(s)
 		h.b.dropForbidden(s)
 	}
 }
 
 func (h *authHook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 	h.b.pending.Delete(cl)
-	if s := h.b.Sessions.remove(cl); s != nil {
-		s.timer.Stop()
+	if s := h.b.Sessions.get(cl); s != nil && !s.parked.Load() {
+		h.b.parkOrForget(cl, s, expire)
 		if h.b.Events.Session != nil {
 			h.b.Events.Session(s.Protocol, -1)
 		}
-		h.b.Log.Info("disconnected", "device", s.Device, "client", s.ClientID, "remote", s.Remote, "err", err)
+		h.b.Log.Info("disconnected", "device", s.Device, "client", s.ClientID, "remote", s.Remote, "err", err, "offline_session", s.parked.Load())
 	}
 }
 

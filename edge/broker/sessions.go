@@ -42,7 +42,22 @@ type Session struct {
 	ended  atomic.Bool
 	will   bool // connected with a Will
 	reauth atomic.Pointer[reauthState]
+
+	// parked is set once the connection is gone but its persistent session
+	// (clean_start=0, session expiry > 0) is kept: messages are queued for
+	// it under its last permissions. queued and queuedBytes count what is
+	// held for it while parked (the offline queue's bounds).
+	parked      atomic.Bool
+	queued      atomic.Int64
+	queuedBytes atomic.Int64
 }
+
+// Offline reports whether the session's device is away and its persistent
+// session kept (messages are queued for it).
+func (s *Session) Offline() bool { return s.parked.Load() }
+
+// Queued is how many messages are held for an offline session.
+func (s *Session) Queued() int64 { return s.queued.Load() }
 
 // Class is the device's current class.
 func (s *Session) Class() string {
@@ -73,7 +88,8 @@ type Sessions struct {
 	byDevice  map[string]map[*Session]struct{}
 	bySubject map[string]map[*Session]struct{}
 	byJTI     map[string]map[*Session]struct{}
-	count     atomic.Int64
+	count     atomic.Int64 // live (connected) sessions
+	parkedN   atomic.Int64 // offline sessions kept for their device
 	// left records when a device's last session ended, for "last seen".
 	left map[string]time.Time
 }
@@ -147,14 +163,47 @@ func (r *Sessions) remove(cl *mqtt.Client) *Session {
 	}
 	delete(r.byClient, cl)
 	delIdx(r.byDevice, s.Device, s)
-	if len(r.byDevice[s.Device]) == 0 {
-		r.left[s.Device] = time.Now()
+	if s.parked.Load() {
+		r.parkedN.Add(-1)
+	} else {
+		r.count.Add(-1)
+		if !r.online(s.Device) {
+			r.left[s.Device] = time.Now()
+		}
 	}
 	delIdx(r.bySubject, s.Subject, s)
 	delIdx(r.byJTI, s.JTI, s)
-	r.count.Add(-1)
 	return s
 }
+
+// park keeps a disconnected session in the registry as offline; false if
+// it is no longer registered.
+func (r *Sessions) park(s *Session) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.byClient[s.cl] != s || !s.parked.CompareAndSwap(false, true) {
+		return false
+	}
+	r.count.Add(-1)
+	r.parkedN.Add(1)
+	if !r.online(s.Device) {
+		r.left[s.Device] = time.Now()
+	}
+	return true
+}
+
+// online reports whether device has a connected session; r.mu held.
+func (r *Sessions) online(device string) bool {
+	for o := range r.byDevice[device] {
+		if !o.parked.Load() {
+			return true
+		}
+	}
+	return false
+}
+
+// Offline is the number of offline sessions kept.
+func (r *Sessions) Offline() int { return int(r.parkedN.Load()) }
 
 // get is on the per-message path: a read-locked map lookup, no allocation.
 func (r *Sessions) get(cl *mqtt.Client) *Session {
@@ -164,7 +213,7 @@ func (r *Sessions) get(cl *mqtt.Client) *Session {
 	return s
 }
 
-// Len is the number of live sessions.
+// Len is the number of live (connected) sessions.
 func (r *Sessions) Len() int { return int(r.count.Load()) }
 
 func collect(set map[*Session]struct{}) []*Session {
@@ -175,7 +224,7 @@ func collect(set map[*Session]struct{}) []*Session {
 	return out
 }
 
-// ByDevice returns the live sessions of a device.
+// ByDevice returns the sessions of a device, offline ones included.
 func (r *Sessions) ByDevice(id string) []*Session {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
@@ -196,7 +245,7 @@ func (r *Sessions) ByJTI(jti string) []*Session {
 	return collect(r.byJTI[jti])
 }
 
-// All returns every live session, ordered by client id.
+// All returns every session, offline ones included, ordered by client id.
 func (r *Sessions) All() []*Session {
 	r.mu.RLock()
 	out := make([]*Session, 0, len(r.byClient))
@@ -220,7 +269,9 @@ func (r *Sessions) Seen(now time.Time) map[string]SeenAt {
 	}
 	r.left = map[string]time.Time{}
 	for d := range r.byDevice {
-		out[d] = SeenAt{At: now, Online: true}
+		if r.online(d) {
+			out[d] = SeenAt{At: now, Online: true}
+		}
 	}
 	return out
 }

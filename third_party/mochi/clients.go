@@ -433,18 +433,35 @@ func truncate(s string, n int) string {
 // to it (EdgeID). Other packets always may. A PUBLISH refused here is
 // discarded: removed from inflight with its send quota given back.
 func (cl *Client) deliverable(pk packets.Packet) bool {
-	if pk.FixedHeader.Type != packets.Publish || cl.Net.Inline || cl.ops.hooks.OnACLCheck(cl, pk.TopicName, false) {
+	if pk.FixedHeader.Type != packets.Publish || cl.Net.Inline {
+		return true
+	}
+	// A message past its Message Expiry is not sent, even if the periodic
+	// sweep has not removed it yet [MQTT-3.3.2-5].
+	expired := pk.ProtocolVersion == 5 && pk.Expiry > 0 && pk.Expiry < time.Now().Unix()
+	if !expired && cl.ops.hooks.OnACLCheck(cl, pk.TopicName, false) {
 		return true
 	}
 	if pk.FixedHeader.Qos > 0 {
-		if cl.State.Inflight.Delete(pk.PacketID) {
-			atomic.AddInt64(&cl.ops.info.Inflight, -1)
-			cl.State.Inflight.IncreaseSendQuota()
-		}
+		cl.DiscardInflight(pk)
 		cl.ops.hooks.OnQosDropped(cl, pk)
 	}
 	cl.ops.hooks.OnPublishDropped(cl, pk)
 	return false
+}
+
+// DiscardInflight removes a stored outbound message that will not be sent
+// (EdgeID). A message that held send quota gives it back; one that was
+// waiting for quota (Expiry < 0) never held any.
+func (cl *Client) DiscardInflight(pk packets.Packet) bool {
+	if !cl.State.Inflight.Delete(pk.PacketID) {
+		return false
+	}
+	atomic.AddInt64(&cl.ops.info.Inflight, -1)
+	if pk.Expiry >= 0 {
+		cl.State.Inflight.IncreaseSendQuota()
+	}
+	return true
 }
 
 // writeRecovered is WritePacket for the write loop (EdgeID): a panic while
