@@ -449,12 +449,7 @@ func (s *Server) onNewConn(cc *udpClient.Conn) {
 	}
 	p.perms.Store(&perms)
 	s.mu.Lock()
-	if !s.roomFor(d.ID) {
-		s.mu.Unlock()
-		s.log.Warn("coap session refused", "device", d.ID, "remote", p.remote, "reason", "too many sessions for this device, all observing")
-		_ = cc.Close()
-		return
-	}
+	s.roomFor(d.ID)
 	cc.SetContextValue(peerKey{}, p)
 	if s.peers[d.ID] == nil {
 		s.peers[d.ID] = map[*peer]struct{}{}
@@ -727,6 +722,15 @@ func (s *Server) peersOf(id string) []*peer {
 // DTLS session is closed, from a goroutine so the caller never waits on the
 // network.
 func (s *Server) end(p *peer, reason string, notify bool) bool {
+	code := codes.Empty
+	if notify {
+		code = codes.Forbidden
+	}
+	return s.endWith(p, reason, code)
+}
+
+// endWith is end, telling the observers code (none when codes.Empty).
+func (s *Server) endWith(p *peer, reason string, code codes.Code) bool {
 	if !p.ended.CompareAndSwap(false, true) {
 		return false
 	}
@@ -752,11 +756,17 @@ func (s *Server) end(p *peer, reason string, notify bool) bool {
 	for _, o := range obs {
 		s.unsubscribe(o)
 	}
-	if notify {
+	if code != codes.Empty {
 		s.log.Warn("coap session ended", "device", p.device, "remote", p.remote, "reason", reason)
+		// A refusal's reason may carry store details: the device is told
+		// only that it is not authorized.
+		diag := "observation cancelled: not authorized"
+		if code != codes.Forbidden {
+			diag = "observation cancelled: " + reason
+		}
 		go func() {
 			for _, o := range obs {
-				o.final(codes.Forbidden)
+				o.final(code, diag)
 			}
 			_ = p.cc.Close()
 		}()
@@ -786,29 +796,34 @@ func (m idleMonitor) create() udpClient.InactivityMonitor {
 const maxSessionsPerDevice = 8
 
 // roomFor makes room for one more session of device, with s.mu held: at the
-// cap, the session used longest ago that holds no observation is ended (a
-// device that wakes on a new source port each time must not lock itself
-// out). False when every session observes something.
-func (s *Server) roomFor(device string) bool {
+// cap, the session used longest ago is ended, preferring one that holds no
+// observation. A device that reboots wakes on a new session (a new handshake,
+// a new source port) and cannot say the old one is dead: the newer session
+// must win, or a device that rebooted 8 times while observing would be
+// locked out until observe_idle_timeout.
+func (s *Server) roomFor(device string) {
 	if len(s.peers[device]) < maxSessionsPerDevice {
-		return true
+		return
 	}
-	var victim *peer
+	var idle, any *peer
 	for q := range s.peers[device] {
 		q.mu.Lock()
-		idle := len(q.obs) == 0
+		observing := len(q.obs) > 0
 		q.mu.Unlock()
-		if idle && (victim == nil || q.used.Load() < victim.used.Load()) {
-			victim = q
+		if !observing && (idle == nil || q.used.Load() < idle.used.Load()) {
+			idle = q
+		}
+		if any == nil || q.used.Load() < any.used.Load() {
+			any = q
 		}
 	}
+	victim := idle
 	if victim == nil {
-		return false
+		victim = any
 	}
 	// end takes s.mu itself: drop the peer here and finish it outside.
 	delete(s.peers[device], victim)
-	go s.end(victim, "replaced by a newer session of the device", false)
-	return true
+	go s.endWith(victim, "replaced by a newer session of the device", codes.ServiceUnavailable)
 }
 
 // unprovenIdle is how long a plain-UDP address without a session is kept.

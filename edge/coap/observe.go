@@ -2,7 +2,9 @@ package coap
 
 import (
 	"bytes"
+	"cmp"
 	"context"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -46,12 +48,22 @@ func (s *Server) register(p *peer, token []byte, topic string, retained *packets
 		o.skip.Store(&pl)
 	}
 	// MaxObservations is per device, across all its sessions (a plain-UDP
-	// device may talk from several addresses).
+	// device may talk from several addresses). At the cap, this session
+	// takes the place of the observations of the device's other sessions,
+	// used longest ago first: a device that registers again from a new
+	// session has most likely rebooted and lost the old one, whose
+	// observations would otherwise hold its share until
+	// observe_idle_timeout. The session's own observations alone never
+	// exceed the cap.
 	s.mu.Lock()
 	n := 0
+	var others []*peer
 	for q := range s.peers[p.device] {
 		q.mu.Lock()
 		n += len(q.obs)
+		if q != p && len(q.obs) > 0 {
+			others = append(others, q)
+		}
 		q.mu.Unlock()
 	}
 	p.mu.Lock()
@@ -64,14 +76,40 @@ func (s *Server) register(p *peer, token []byte, topic string, retained *packets
 	if old != nil {
 		n--
 	}
-	if n >= s.o.MaxObservations {
+	own := len(p.obs)
+	if old != nil {
+		own--
+	}
+	if own >= s.o.MaxObservations {
 		p.mu.Unlock()
 		s.mu.Unlock()
 		return nil, codes.ServiceUnavailable
 	}
 	p.obs[string(o.token)] = o
 	p.mu.Unlock()
+	var taken []*observation
+	if n >= s.o.MaxObservations {
+		slices.SortFunc(others, func(a, b *peer) int { return cmp.Compare(a.used.Load(), b.used.Load()) })
+		for _, q := range others {
+			q.mu.Lock()
+			for k, v := range q.obs {
+				if n < s.o.MaxObservations {
+					break
+				}
+				// Out of the count at once; unsubscribed below, outside s.mu.
+				delete(q.obs, k)
+				taken = append(taken, v)
+				n--
+			}
+			q.mu.Unlock()
+		}
+	}
 	s.mu.Unlock()
+	for _, v := range taken {
+		s.log.Info("coap observation cancelled", "device", p.device, "topic", v.topic, "reason", "taken over by a newer session of the device")
+		s.unsubscribe(v)
+		go v.final(codes.ServiceUnavailable, "observation cancelled: taken over by a newer session of the device")
+	}
 	if old != nil {
 		s.unsubscribe(old)
 	}
@@ -123,11 +161,11 @@ func (s *Server) unsubscribe(o *observation) {
 // notification ends an observation, RFC 7641 §3.2), without blocking.
 func (s *Server) cancel(o *observation, code codes.Code) {
 	s.unsubscribe(o)
-	go o.final(code)
+	go o.final(code, "observation cancelled: not authorized")
 }
 
-// final sends the closing notification.
-func (o *observation) final(code codes.Code) {
+// final sends the closing notification, with diag as its payload.
+func (o *observation) final(code codes.Code, diag string) {
 	cc := o.p.cc
 	m := cc.AcquireMessage(context.Background())
 	defer cc.ReleaseMessage(m)
@@ -135,7 +173,7 @@ func (o *observation) final(code codes.Code) {
 	m.SetToken(o.token)
 	m.SetType(message.NonConfirmable)
 	m.SetContentFormat(message.TextPlain)
-	m.SetBody(bytes.NewReader([]byte("observation cancelled: not authorized")))
+	m.SetBody(bytes.NewReader([]byte(diag)))
 	_ = cc.WriteMessage(m)
 }
 

@@ -371,10 +371,7 @@ func (s *Server) udpPeer(cc *udpClient.Conn, pl *authn.Principal, c *authn.Claim
 			s.mu.Unlock()
 			return nil, errors.New("too many new sessions from this address")
 		}
-		if !s.roomFor(pl.Device.ID) {
-			s.mu.Unlock()
-			return nil, fmt.Errorf("device %q already has %d sessions, all observing", pl.Device.ID, maxSessionsPerDevice)
-		}
+		s.roomFor(pl.Device.ID)
 		p = &peer{cc: cc, device: pl.Device.ID, method: "token", remote: cc.RemoteAddr().String(), obs: map[string]*observation{}, since: time.Now()}
 		p.used.Store(time.Now().UnixNano())
 		cc.SetContextValue(peerKey{}, p)
