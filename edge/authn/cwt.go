@@ -191,7 +191,89 @@ func parseSign1(raw []byte) (*cose.Sign1Message, *Error) {
 	if msg.Payload == nil {
 		return nil, fail(ReasonMalformed, "COSE_Sign1 has a detached payload; a CWT carries its claims")
 	}
+	// As a JWS must be canonical base64url (strict.go): the envelope's heads
+	// are outside the signature (the protected header's byte-string head
+	// too: Sig_structure re-encodes it), so a longer encoding of any of them
+	// would be another byte form of one signed token, another cache entry
+	// and another signature check.
+	if !preferredCBOR(raw) {
+		return nil, fail(ReasonMalformed, "the COSE_Sign1 is not in preferred serialization (RFC 8949 §4.2.1: shortest heads, definite lengths, one byte form per token)")
+	}
 	return &msg, nil
+}
+
+// preferredCBOR reports whether raw is one CBOR item in which every head is
+// as short as its argument allows and no length is indefinite (RFC 8949
+// §4.2.1). Byte and text strings are opaque: only the envelope is walked. Map
+// key order is not checked: the only map outside the signature is the
+// unprotected header, which may hold kid alone.
+func preferredCBOR(raw []byte) bool {
+	rest, ok := shortestItem(raw, 0)
+	return ok && len(rest) == 0
+}
+
+func shortestItem(b []byte, depth int) ([]byte, bool) {
+	if len(b) == 0 || depth > 16 {
+		return nil, false
+	}
+	major, ai := b[0]>>5, b[0]&0x1f
+	var arg uint64
+	var n int
+	switch {
+	case ai < 24:
+		arg, n = uint64(ai), 1
+	case ai == 24 && len(b) >= 2:
+		arg, n = uint64(b[1]), 2
+		if arg < 24 && major != 7 || arg < 32 && major == 7 {
+			return nil, false
+		}
+	case ai == 25 && len(b) >= 3:
+		arg, n = uint64(b[1])<<8|uint64(b[2]), 3
+		if arg <= 0xff && major != 7 {
+			return nil, false
+		}
+	case ai == 26 && len(b) >= 5:
+		arg, n = uint64(b[1])<<24|uint64(b[2])<<16|uint64(b[3])<<8|uint64(b[4]), 5
+		if arg <= 0xffff && major != 7 {
+			return nil, false
+		}
+	case ai == 27 && len(b) >= 9:
+		for _, c := range b[1:9] {
+			arg = arg<<8 | uint64(c)
+		}
+		n = 9
+		if arg <= 0xffffffff && major != 7 {
+			return nil, false
+		}
+	default:
+		return nil, false // reserved, indefinite length, or truncated
+	}
+	b = b[n:]
+	switch major {
+	case 2, 3:
+		if arg > uint64(len(b)) {
+			return nil, false
+		}
+		return b[arg:], true
+	case 4, 5:
+		items := arg
+		if major == 5 {
+			items *= 2
+		}
+		if items > uint64(len(b)) {
+			return nil, false
+		}
+		for range items {
+			var ok bool
+			if b, ok = shortestItem(b, depth+1); !ok {
+				return nil, false
+			}
+		}
+		return b, true
+	case 6:
+		return shortestItem(b, depth+1)
+	}
+	return b, true // an integer, a simple value or a float (not checked for width)
 }
 
 // describeCBOR names what a binary token that is not a COSE_Sign1 starts

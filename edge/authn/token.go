@@ -301,8 +301,25 @@ func (v *Verifier) verify(ring *keyRing, raw []byte) (*Claims, error) {
 }
 
 func (v *Verifier) verifyJWT(ring *keyRing, raw []byte) (*Claims, error) {
-	if strings.Count(string(raw), ".") != 2 {
-		return nil, fail(ReasonMalformed, "not a compact JWS (want header.payload.signature)")
+	// Before any JSON or crypto: one signed token has one byte form, so a
+	// variant (a line break, padding, another alphabet) is neither a second
+	// cache entry nor a second signature check (strict.go).
+	seg, ferr := compactSegments(raw)
+	if ferr != nil {
+		return nil, ferr
+	}
+	header, err := decodeSegment(seg[0])
+	if err != nil {
+		return nil, fail(ReasonMalformed, "header is not base64url: %v", err)
+	}
+	if p := scanJSON(header, false); p != nil {
+		switch {
+		case p.dup != "" && p.in == "":
+			return nil, fail(ReasonBadHeader, "header parameter %q appears twice (RFC 7515 §4: names must be unique)", p.dup)
+		case p.dup != "":
+			return nil, fail(ReasonBadHeader, "member %q appears twice in header parameter %q", p.dup, p.in)
+		}
+		return nil, fail(ReasonMalformed, "header is not a JSON object: %s", p.syntax)
 	}
 	msg, err := jws.Parse(raw, jws.WithCompact())
 	if err != nil {
@@ -356,6 +373,21 @@ func (v *Verifier) verifyJWT(ring *keyRing, raw []byte) (*Claims, error) {
 		return nil, fail(ReasonBadSignature, "signature does not verify with key %q", kid)
 	}
 	// The signature is good; what fails from here is the claims themselves.
+	payload, err := decodeSegment(seg[1])
+	if err != nil {
+		return nil, fail(ReasonBadClaims, "payload is not base64url: %v", err)
+	}
+	if p := scanJSON(payload, true); p != nil {
+		switch {
+		case p.dup != "" && p.in == "":
+			return nil, fail(ReasonBadClaims, "claim %q appears twice (RFC 7519 §4: claim names must be unique)", p.dup)
+		case p.dup != "":
+			return nil, fail(ReasonBadClaims, "member %q appears twice in claim %q", p.dup, p.in)
+		case p.date != "":
+			return nil, fail(ReasonBadClaims, "%s is %s, not a NumericDate (RFC 7519 §2: a JSON number of seconds since 1970)", p.date, p.got)
+		}
+		return nil, fail(ReasonBadClaims, "claims are not a JSON object: %s", p.syntax)
+	}
 	tok, err := jwt.Parse(raw, jwt.WithVerify(false), jwt.WithValidate(false), jwt.WithTypedClaim("cnf", Cnf{}))
 	if err != nil {
 		return nil, fail(ReasonBadClaims, "claims: %v", err)
