@@ -120,12 +120,13 @@ func (g *Gateway) build() error {
 	// Acks carry no properties of the PUBLISH back: strict clients reject
 	// them, and a held PUBREC would keep the whole received packet alive.
 	caps.Compatibilities.NoInheritedPropertiesOnAck = true
-	server := mqtt.New(&mqtt.Options{Capabilities: caps, Logger: slog.New(quietMochi{g.log.Handler()}).With("component", "mochi"), InlineClient: cfg.CoAP.Enabled() /* CoAP publishes and observes through it, authorized by package coap */})
+	server := mqtt.New(&mqtt.Options{Capabilities: caps, Logger: slog.New(newQuietMochi(g.log.Handler())).With("component", "mochi"), InlineClient: cfg.CoAP.Enabled() /* CoAP publishes and observes through it, authorized by package coap */})
 	b, err := broker.New(server, g.Auth, g.log.With("component", "mqtt"))
 	if err != nil {
 		return err
 	}
 	b.Recheck = g.recheck
+	b.MaxQoS2 = cfg.MQTT.MaxInflightQoS2
 	b.Offline = broker.OfflineQueue{Messages: cfg.MQTT.OfflineQueue.Messages, Bytes: cfg.MQTT.OfflineQueue.Bytes}
 	b.Connects = broker.NewConnectLimiter(cfg.MQTT.ConnectRate, cfg.MQTT.ConnectBurst, 10000)
 	if err := g.loadEnrollment(); err != nil {
@@ -645,21 +646,6 @@ func (g *Gateway) extendRevocations(rs []store.Revocation) {
 		}
 	}
 }
-
-// quietMochi drops mochi's per-packet "publish packet error" records: a
-// refused or throttled publish is answered with its reason code and counted
-// in the metrics; logging each one would let an abusive device flood the journal.
-type quietMochi struct{ slog.Handler }
-
-func (q quietMochi) Handle(ctx context.Context, r slog.Record) error {
-	if r.Message == "publish packet error" || r.Message == "publish packet rejected" {
-		return nil
-	}
-	return q.Handler.Handle(ctx, r)
-}
-
-func (q quietMochi) WithAttrs(a []slog.Attr) slog.Handler { return quietMochi{q.Handler.WithAttrs(a)} }
-func (q quietMochi) WithGroup(n string) slog.Handler      { return quietMochi{q.Handler.WithGroup(n)} }
 
 // reportSeen tells the authority, now and then, which devices are connected
 // and when the others left, for the owners' "My devices" page.

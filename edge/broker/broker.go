@@ -74,6 +74,9 @@ type Broker struct {
 	// that a connection has sent its whole CONNECT: it is no longer half-open.
 	ConnectRead func(remote string)
 
+	// MaxQoS2 caps unreleased QoS 2 PUBLISHes over the whole gateway (each
+	// client is held to its Receive Maximum by mochi); 0 for no cap.
+	MaxQoS2 int64
 	// Offline bounds what is queued for each offline persistent session;
 	// zero Messages keeps no session for a device that is away.
 	Offline OfflineQueue
@@ -529,7 +532,19 @@ func (h *throttleHook) Provides(x byte) bool { return x == mqtt.OnPublish }
 
 func (h *throttleHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	b := h.b
-	if cl.Net.Inline || !b.throttling() {
+	if cl.Net.Inline {
+		return pk, nil
+	}
+	// Every unreleased QoS 2 PUBLISH is held (its PUBREC stored) until the
+	// sender's PUBREL, also while the sender is away: bound them all.
+	if pk.FixedHeader.Qos == 2 && b.MaxQoS2 > 0 && b.Server.QoS2Held.Load() >= b.MaxQoS2 {
+		b.Counters.Throttled.Add(1)
+		if cl.Properties.ProtocolVersion == 5 {
+			return pk, packets.ErrQuotaExceeded // PUBREC 0x97
+		}
+		return pk, packets.ErrRejectPacket
+	}
+	if !b.throttling() {
 		return pk, nil
 	}
 	s := b.Sessions.get(cl)

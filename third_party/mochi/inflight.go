@@ -18,6 +18,7 @@ type Inflight struct {
 	internal            map[uint16]packets.Packet // internal contains the inflight packets
 	order               map[uint16]uint64         // EdgeID: insertion sequence of each packet id
 	seq                 uint64                    // EdgeID: the last sequence given
+	held                *atomic.Int64             // EdgeID: the server's count of stored PUBRECs, or nil
 	receiveQuota        int32                     // remaining inbound qos quota for flow control
 	sendQuota           int32                     // remaining outbound qos quota for flow control
 	maximumReceiveQuota int32                     // maximum allowed receive quota
@@ -25,10 +26,20 @@ type Inflight struct {
 }
 
 // NewInflights returns a new instance of an Inflight packets map.
-func NewInflights() *Inflight {
+func NewInflights() *Inflight { return newInflights(nil) }
+
+func newInflights(held *atomic.Int64) *Inflight {
 	return &Inflight{
 		internal: map[uint16]packets.Packet{},
 		order:    map[uint16]uint64{},
+		held:     held,
+	}
+}
+
+// countHeld adds d to the server's PUBREC count for a packet of type t.
+func (i *Inflight) countHeld(t byte, d int64) {
+	if i.held != nil && t == packets.Pubrec {
+		i.held.Add(d)
 	}
 }
 
@@ -37,11 +48,15 @@ func (i *Inflight) Set(m packets.Packet) bool {
 	i.Lock()
 	defer i.Unlock()
 
-	_, ok := i.internal[m.PacketID]
+	old, ok := i.internal[m.PacketID]
 	i.internal[m.PacketID] = m
 	if !ok {
 		i.seq++
 		i.order[m.PacketID] = i.seq
+		i.countHeld(m.FixedHeader.Type, 1)
+	} else if old.FixedHeader.Type != m.FixedHeader.Type {
+		i.countHeld(old.FixedHeader.Type, -1)
+		i.countHeld(m.FixedHeader.Type, 1)
 	}
 	return !ok
 }
@@ -68,12 +83,13 @@ func (i *Inflight) Len() int {
 // Clone returns a new instance of Inflight with the same message data.
 // This is used when transferring inflights from a taken-over session.
 func (i *Inflight) Clone() *Inflight {
-	c := NewInflights()
+	c := newInflights(i.held)
 	i.RLock()
 	defer i.RUnlock()
 	for k, v := range i.internal {
 		c.internal[k] = v
 		c.order[k] = i.order[k]
+		c.countHeld(v.FixedHeader.Type, 1)
 	}
 	c.seq = i.seq
 	return c
@@ -120,9 +136,12 @@ func (i *Inflight) Delete(id uint16) bool {
 	i.Lock()
 	defer i.Unlock()
 
-	_, ok := i.internal[id]
+	old, ok := i.internal[id]
 	delete(i.internal, id)
 	delete(i.order, id)
+	if ok {
+		i.countHeld(old.FixedHeader.Type, -1)
+	}
 
 	return ok
 }

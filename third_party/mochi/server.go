@@ -147,6 +147,10 @@ type Server struct {
 	Log          *slog.Logger         // minimal no-alloc logger
 	hooks        *Hooks               // hooks contains hooks for extra functionality such as auth and persistent storage
 	inlineClient *Client              // inlineClient is a special client used for inline subscriptions and inline Publish
+	// EdgeID: QoS2Held counts the QoS 2 PUBLISHes received and not yet
+	// released (PUBREC stored, PUBREL awaited) over all clients, offline
+	// sessions included.
+	QoS2Held atomic.Int64
 }
 
 // loop contains interval tickers for the system events loop.
@@ -161,10 +165,11 @@ type loop struct {
 
 // ops contains server values which can be propagated to other structs.
 type ops struct {
-	options *Options     // a pointer to the server options and capabilities, for referencing in clients
-	info    *system.Info // pointers to server system info
-	hooks   *Hooks       // pointer to the server hooks
-	log     *slog.Logger // a structured logger for the client
+	options *Options      // a pointer to the server options and capabilities, for referencing in clients
+	info    *system.Info  // pointers to server system info
+	hooks   *Hooks        // pointer to the server hooks
+	log     *slog.Logger  // a structured logger for the client
+	held    *atomic.Int64 // EdgeID: the server's QoS2Held
 }
 
 // New returns a new instance of mochi mqtt broker. Optional parameters
@@ -248,6 +253,7 @@ func (s *Server) NewClient(c net.Conn, listener string, id string, inline bool) 
 		info:    s.Info,
 		hooks:   s.hooks,
 		log:     s.Log,
+		held:    &s.QoS2Held,
 	})
 
 	cl.ID = id
