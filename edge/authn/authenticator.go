@@ -37,8 +37,10 @@ type Principal struct {
 	// CertSHA256 is the hex fingerprint of the TLS client certificate, if
 	// any; CertIssuer and CertSerial identify it for CA-issued certificates.
 	CertSHA256, CertIssuer, CertSerial string
-	// End is when the credential stops being valid (token exp plus skew, or
-	// certificate NotAfter); the session is ended then.
+	// End is when the credential stops being valid: for a token, exp plus
+	// ExpLeeway, or the NotAfter of the certificate it is bound to (cnf
+	// x5t#S256) if that is earlier; for a certificate, its NotAfter. The
+	// session is ended then.
 	End   time.Time
 	Perms policy.Perms
 }
@@ -49,7 +51,12 @@ type Authenticator struct {
 	Verifier *Verifier
 	// ClientCAs verifies certificates registered by issuer and serial; nil if none.
 	ClientCAs *x509.CertPool
-	Skew      time.Duration
+	// Skew is auth.clock_skew. Token does not use it: nbf and iat are the
+	// Verifier's (VerifierConfig.Skew), and exp never gets it.
+	Skew time.Duration
+	// ExpLeeway is auth.exp_leeway, as VerifierConfig.ExpLeeway: a token
+	// session's End is exp plus ExpLeeway (see CredentialEnd).
+	ExpLeeway time.Duration
 	Now       func() time.Time
 }
 
@@ -89,7 +96,7 @@ func (a *Authenticator) Token(token string, proven Possession, clientID string) 
 	if err != nil {
 		return nil, err
 	}
-	p := &Principal{Method: MethodToken, Claims: c, End: c.Expiry.Add(a.Skew)}
+	p := &Principal{Method: MethodToken, Claims: c, End: a.CredentialEnd(c, nil)}
 	if cert != nil {
 		p.CertSHA256 = CertFingerprint(cert)
 		p.CertIssuer, p.CertSerial = store.CertIssuerKey(cert)
@@ -103,6 +110,12 @@ func (a *Authenticator) Token(token string, proven Possession, clientID string) 
 		if subtle.ConstantTimeCompare([]byte(got), []byte(c.Cnf.X5T)) != 1 {
 			return nil, fail(ReasonCnfMismatch, "TLS client certificate is not the one the token is bound to")
 		}
+		// The certificate is half the credential: outside its validity the
+		// token is not proven, and the session must not outlive it.
+		if err := a.certInValidity(cert, "the client certificate the token is bound to (cnf x5t#S256)"); err != nil {
+			return nil, err
+		}
+		p.End = a.CredentialEnd(c, cert)
 	}
 	if c.Cnf.JKT != "" {
 		if provenJKT == "" {
@@ -138,6 +151,33 @@ func (a *Authenticator) Token(token string, proven Possession, clientID string) 
 		return nil, err
 	}
 	return p, nil
+}
+
+// CredentialEnd is when a session on token claims c (nil for none) and
+// certificate cert (nil for none) must end: the earlier of exp plus
+// ExpLeeway and the certificate's NotAfter. The zero time if both are nil.
+func (a *Authenticator) CredentialEnd(c *Claims, cert *x509.Certificate) time.Time {
+	var end time.Time
+	if c != nil {
+		end = c.Expiry.Add(a.ExpLeeway)
+	}
+	if cert != nil && (end.IsZero() || cert.NotAfter.Before(end)) {
+		end = cert.NotAfter
+	}
+	return end
+}
+
+// certInValidity refuses a certificate whose NotBefore has not come or whose
+// NotAfter has passed; what names it in the refusal.
+func (a *Authenticator) certInValidity(cert *x509.Certificate, what string) error {
+	now := a.now()
+	if now.Before(cert.NotBefore) {
+		return fail(ReasonNotYetValid, "%s is not valid before %s", what, cert.NotBefore.UTC().Format(time.RFC3339))
+	}
+	if now.After(cert.NotAfter) {
+		return fail(ReasonExpired, "%s expired at %s", what, cert.NotAfter.UTC().Format(time.RFC3339))
+	}
+	return nil
 }
 
 // Certificate authenticates a client by its TLS certificate alone: by

@@ -199,9 +199,15 @@ func TestTokenSuccess(t *testing.T) {
 	if !reflect.DeepEqual(p.Device, want) || p.Method != authn.MethodToken || p.Claims == nil || p.Claims.ClientID != "d1" || p.CertSHA256 != "" {
 		t.Errorf("principal = %+v", p)
 	}
-	if wantEnd := p.Claims.Expiry.Add(30 * time.Second); !p.End.Equal(wantEnd) {
-		t.Errorf("End = %s, want exp + skew %s", p.End, wantEnd)
+	// exp gets no clock skew (the fixture's is 30 s), only auth.exp_leeway.
+	if wantEnd := p.Claims.Expiry; !p.End.Equal(wantEnd) {
+		t.Errorf("End = %s, want exp %s (skew never extends exp)", p.End, wantEnd)
 	}
+	f.auth.ExpLeeway = 10 * time.Second
+	if p2, err := f.auth.Token(tok, authn.Possession{}, "d1"); err != nil || !p2.End.Equal(p.Claims.Expiry.Add(10*time.Second)) {
+		t.Errorf("with ExpLeeway 10s: End %v, %v; want exp + 10s", p2, err)
+	}
+	f.auth.ExpLeeway = 0
 	pub := map[string]bool{
 		"devices/d1/telemetry/temp": true,  // class and scope
 		"other/topic":               false, // scope only

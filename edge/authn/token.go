@@ -120,8 +120,14 @@ type Claims struct {
 
 // VerifierConfig tunes token verification.
 type VerifierConfig struct {
-	Audiences   []string
-	Skew        time.Duration
+	Audiences []string
+	// Skew (auth.clock_skew) tolerates an issuer whose clock is ahead of
+	// ours: a token is taken Skew before its nbf and with an iat up to Skew
+	// in the future. It does not extend exp.
+	Skew time.Duration
+	// ExpLeeway (auth.exp_leeway, default 0) is how long past its exp a token
+	// is still taken; a session on it ends then (Authenticator.ExpLeeway).
+	ExpLeeway   time.Duration
 	MaxLifetime time.Duration
 	MaxSize     int
 	CacheSize   int
@@ -275,10 +281,11 @@ func (v *Verifier) Verify(token string) (*Claims, error) {
 	return c, nil
 }
 
-// CheckTime refuses a token that has expired or is not valid yet.
+// CheckTime refuses a token that has expired (at exp plus ExpLeeway) or is
+// not valid yet (nbf or iat more than Skew ahead).
 func (v *Verifier) CheckTime(c *Claims) error {
 	now := v.cfg.Now()
-	if !now.Before(c.Expiry.Add(v.cfg.Skew)) {
+	if !now.Before(c.Expiry.Add(v.cfg.ExpLeeway)) {
 		return fail(ReasonExpired, "token expired at %s", c.Expiry.UTC().Format(time.RFC3339))
 	}
 	if !c.NotBefore.IsZero() && now.Add(v.cfg.Skew).Before(c.NotBefore) {

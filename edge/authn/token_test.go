@@ -676,27 +676,38 @@ func TestVerifierWithoutCache(t *testing.T) {
 	v.Purge() // must not panic
 }
 
+// TestVerifierSkew: auth.clock_skew applies to nbf and iat only; exp has its
+// own leeway (auth.exp_leeway, default 0), so a token is refused at its exp
+// whatever the skew.
 func TestVerifierSkew(t *testing.T) {
 	a := newIssuer(t, issA, "a1")
 	now := time.Now()
+	expiredBy := func(d time.Duration) map[string]any {
+		return with(goodClaims(a), "iat", now.Add(-time.Hour).Unix(), "exp", now.Add(-d).Unix())
+	}
 	tests := []struct {
-		name   string
-		claims map[string]any
-		skew   time.Duration
-		want   authn.Reason // "" = accepted
+		name         string
+		claims       map[string]any
+		skew, leeway time.Duration
+		want         authn.Reason // "" = accepted
 	}{
-		{"expired 10s ago, skew 30s", with(goodClaims(a), "iat", now.Add(-time.Hour).Unix(), "exp", now.Add(-10*time.Second).Unix()), 30 * time.Second, ""},
-		{"expired 10s ago, skew 0", with(goodClaims(a), "iat", now.Add(-time.Hour).Unix(), "exp", now.Add(-10*time.Second).Unix()), 0, authn.ReasonExpired},
-		{"expired 40s ago, skew 30s", with(goodClaims(a), "iat", now.Add(-time.Hour).Unix(), "exp", now.Add(-40*time.Second).Unix()), 30 * time.Second, authn.ReasonExpired},
-		{"nbf in 10s, skew 30s", with(goodClaims(a), "nbf", now.Add(10*time.Second).Unix()), 30 * time.Second, ""},
-		{"nbf in 10s, skew 0", with(goodClaims(a), "nbf", now.Add(10*time.Second).Unix()), 0, authn.ReasonNotYetValid},
-		{"iat in 10s, skew 30s", with(goodClaims(a), "iat", now.Add(10*time.Second).Unix()), 30 * time.Second, ""},
-		{"iat in 10s, skew 0", with(goodClaims(a), "iat", now.Add(10*time.Second).Unix()), 0, authn.ReasonNotYetValid},
+		{"expired 10s ago, skew 30s", expiredBy(10 * time.Second), 30 * time.Second, 0, authn.ReasonExpired},
+		{"expiring now, skew 30s", expiredBy(0), 30 * time.Second, 0, authn.ReasonExpired},
+		{"expired 10s ago, skew 0", expiredBy(10 * time.Second), 0, 0, authn.ReasonExpired},
+		{"expired 10s ago, leeway 30s", expiredBy(10 * time.Second), 0, 30 * time.Second, ""},
+		{"expired 40s ago, leeway 30s", expiredBy(40 * time.Second), 0, 30 * time.Second, authn.ReasonExpired},
+		{"expired 10s ago, leeway 5s, skew 30s", expiredBy(10 * time.Second), 30 * time.Second, 5 * time.Second, authn.ReasonExpired},
+		{"nbf in 10s, skew 30s", with(goodClaims(a), "nbf", now.Add(10*time.Second).Unix()), 30 * time.Second, 0, ""},
+		{"nbf in 10s, skew 0", with(goodClaims(a), "nbf", now.Add(10*time.Second).Unix()), 0, 0, authn.ReasonNotYetValid},
+		{"nbf in 10s, skew 0, leeway 30s", with(goodClaims(a), "nbf", now.Add(10*time.Second).Unix()), 0, 30 * time.Second, authn.ReasonNotYetValid},
+		{"iat in 10s, skew 30s", with(goodClaims(a), "iat", now.Add(10*time.Second).Unix()), 30 * time.Second, 0, ""},
+		{"iat in 10s, skew 0", with(goodClaims(a), "iat", now.Add(10*time.Second).Unix()), 0, 0, authn.ReasonNotYetValid},
+		{"iat in 10s, skew 0, leeway 30s", with(goodClaims(a), "iat", now.Add(10*time.Second).Unix()), 0, 30 * time.Second, authn.ReasonNotYetValid},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := defaultConfig()
-			cfg.Skew = tt.skew
+			cfg.Skew, cfg.ExpLeeway = tt.skew, tt.leeway
 			cfg.Now = func() time.Time { return now }
 			_, err := newVerifier(t, cfg, a).Verify(mint(t, a, tt.claims, nil))
 			if tt.want == "" {
