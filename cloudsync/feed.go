@@ -40,7 +40,12 @@ type Batch struct {
 }
 
 // Sign returns the batch as a compact JWS signed with the feed key.
-func Sign(b *Batch, key jwk.Key) (string, error) {
+func Sign(b *Batch, key jwk.Key) (string, error) { return signFeed(b, FeedType, key) }
+
+// signFeed signs v as a compact JWS of type typ with the feed key. The typ
+// keeps the feed's kinds of message (batches, heartbeats) from being taken
+// for one another or for anything else the authority signs.
+func signFeed(v any, typ string, key jwk.Key) (string, error) {
 	alg, ok := key.Algorithm()
 	if !ok {
 		return "", errors.New("feed key has no alg")
@@ -49,12 +54,12 @@ func Sign(b *Batch, key jwk.Key) (string, error) {
 	if !ok {
 		return "", fmt.Errorf("feed key alg %q is not a signature algorithm", alg)
 	}
-	payload, err := json.Marshal(b)
+	payload, err := json.Marshal(v)
 	if err != nil {
 		return "", err
 	}
 	h := jws.NewHeaders()
-	_ = h.Set(jws.TypeKey, FeedType)
+	_ = h.Set(jws.TypeKey, typ)
 	if kid, ok := key.KeyID(); ok {
 		_ = h.Set(jws.KeyIDKey, kid)
 	}
@@ -73,32 +78,41 @@ func (r *Reject) Error() string { return "feed batch refused: " + r.Reason + ": 
 // Verify checks a signed batch with the pinned feed key and returns it. It
 // does not check the sequence: that needs the cursor (see Check).
 func Verify(raw string, pinned jwk.Key) (*Batch, error) {
+	var b Batch
+	if err := verifyFeed(raw, FeedType, pinned, &b); err != nil {
+		return nil, err
+	}
+	return &b, nil
+}
+
+// verifyFeed checks that raw is a compact JWS of type typ signed by the
+// pinned feed key and decodes its payload into v.
+func verifyFeed(raw, typ string, pinned jwk.Key, v any) error {
 	msg, err := jws.Parse([]byte(raw), jws.WithCompact())
 	if err != nil {
-		return nil, &Reject{"malformed", err.Error()}
+		return &Reject{"malformed", err.Error()}
 	}
 	if len(msg.Signatures()) != 1 {
-		return nil, &Reject{"unsigned", "want exactly one signature"}
+		return &Reject{"unsigned", "want exactly one signature"}
 	}
 	hdr := msg.Signatures()[0].ProtectedHeaders()
-	if typ, _ := hdr.Type(); typ != FeedType {
-		return nil, &Reject{"malformed", fmt.Sprintf("typ %q is not %s", typ, FeedType)}
+	if got, _ := hdr.Type(); got != typ {
+		return &Reject{"malformed", fmt.Sprintf("typ %q is not %s", got, typ)}
 	}
 	alg, _ := hdr.Algorithm()
 	kalg, _ := pinned.Algorithm()
 	if alg.String() != kalg.String() {
-		return nil, &Reject{"bad_signature", fmt.Sprintf("alg %q is not the pinned feed key's %q", alg, kalg)}
+		return &Reject{"bad_signature", fmt.Sprintf("alg %q is not the pinned feed key's %q", alg, kalg)}
 	}
 	salg, _ := jwa.LookupSignatureAlgorithm(kalg.String())
 	payload, err := jws.Verify([]byte(raw), jws.WithKey(salg, pinned))
 	if err != nil {
-		return nil, &Reject{"bad_signature", "not signed by the pinned authority feed key"}
+		return &Reject{"bad_signature", "not signed by the pinned authority feed key"}
 	}
-	var b Batch
-	if err := json.Unmarshal(payload, &b); err != nil {
-		return nil, &Reject{"malformed", err.Error()}
+	if err := json.Unmarshal(payload, v); err != nil {
+		return &Reject{"malformed", err.Error()}
 	}
-	return &b, nil
+	return nil
 }
 
 // Check decides whether a verified batch may be applied on top of cursor by

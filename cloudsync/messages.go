@@ -44,9 +44,13 @@ type PairRelayRequest struct {
 
 // ChangesResponse carries signed batches; Snapshot is set when the gateway
 // must start again from a snapshot (another epoch, or the log was trimmed).
+// Heartbeat is a signed Heartbeat made before the log was read: once the
+// gateway has applied Batches its cursor must reach the heartbeat's head, or
+// batches were withheld (or more remain, when Batches is a full page).
 type ChangesResponse struct {
 	Batches      []string `json:"batches"`
 	NeedSnapshot bool     `json:"need_snapshot,omitempty"`
+	Heartbeat    string   `json:"heartbeat,omitempty"`
 }
 
 // AssertionType is the JWS typ of a gateway's signed request assertion.

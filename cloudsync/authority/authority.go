@@ -45,6 +45,11 @@ type Config struct {
 	KeyPublishAhead time.Duration
 	// PairingCodeTTL is how long a device's pairing codes live (RFC 8628); 0 means 10 minutes.
 	PairingCodeTTL time.Duration
+	// HeartbeatInterval is how often each event stream carries a signed
+	// heartbeat (the head of the log); 0 means cloudsync.DefaultHeartbeatInterval.
+	// Gateways call their store stale after cloudsync.HeartbeatMisses of them
+	// go unheard.
+	HeartbeatInterval time.Duration
 }
 
 // Authority holds the registry and the keys.
@@ -97,6 +102,9 @@ const (
 
 // New opens (or creates) the authority's state under cfg.StateDir.
 func New(cfg Config, st *store.Store, log *slog.Logger) (*Authority, error) {
+	if cfg.HeartbeatInterval <= 0 {
+		cfg.HeartbeatInterval = cloudsync.DefaultHeartbeatInterval
+	}
 	a := &Authority{cfg: cfg, log: log, Store: st, notify: make(chan struct{}), done: make(chan struct{})}
 	var meta struct{ Epoch string }
 	if err := st.GetDoc(docMeta, "epoch", &meta); errors.Is(err, store.ErrNotFound) {
@@ -402,11 +410,17 @@ func (a *Authority) Snapshot(gw string) (string, error) {
 		IssuedAt: time.Now().Unix(), Changes: *b}, a.feedKey)
 }
 
-// Changes returns signed deltas after from, or NeedSnapshot.
+// Changes returns signed deltas after from, or NeedSnapshot, with a signed
+// heartbeat naming the head of the log as it stood before the log was read:
+// the deltas reach at least that head unless the page is full, so a gateway
+// left behind it by an answer knows deltas were withheld.
 func (a *Authority) Changes(gw, epoch string, from uint64, max int) (cloudsync.ChangesResponse, error) {
 	if epoch != a.epoch {
 		return cloudsync.ChangesResponse{NeedSnapshot: true}, nil
 	}
+	// The time is taken before the head is read, so every change committed
+	// before the heartbeat's time is at or below its head.
+	at := time.Now()
 	head, err := a.Store.Rev()
 	if err != nil {
 		return cloudsync.ChangesResponse{}, err
@@ -433,8 +447,24 @@ func (a *Authority) Changes(gw, epoch string, from uint64, max int) (cloudsync.C
 		}
 		out.Batches = append(out.Batches, s)
 	}
+	if out.Heartbeat, err = a.heartbeat(gw, head, at); err != nil {
+		return out, err
+	}
 	return out, nil
 }
+
+// heartbeat signs "at time at, the log reached head" for gateway gw.
+func (a *Authority) heartbeat(gw string, head uint64, at time.Time) (string, error) {
+	s, err := cloudsync.SignHeartbeat(&cloudsync.Heartbeat{Gateway: gw, Epoch: a.epoch, Head: head, Time: at,
+		IntervalMS: a.cfg.HeartbeatInterval.Milliseconds()}, a.feedKey)
+	if err != nil {
+		return "", fmt.Errorf("sign heartbeat for gateway %q: %w", gw, err)
+	}
+	return s, nil
+}
+
+// HeartbeatInterval is how often event streams carry a signed heartbeat.
+func (a *Authority) HeartbeatInterval() time.Duration { return a.cfg.HeartbeatInterval }
 
 // Epoch names the authority's change log.
 func (a *Authority) Epoch() string { return a.epoch }

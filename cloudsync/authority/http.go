@@ -203,7 +203,12 @@ func (h *Handler) changes(w http.ResponseWriter, r *http.Request, gw string) {
 
 // events is the push channel: server-sent events, each a signed batch,
 // starting after the gateway's cursor and following every change as it is
-// applied. Comments keep NAT mappings and proxies alive.
+// applied. A signed heartbeat (the head of the log, event "heartbeat")
+// follows the first catch-up, every burst of batches, and comes at least
+// every heartbeat interval: it is how the gateway knows that it holds
+// everything and that the stream is alive, since anyone holding the TLS
+// certificate could write the rest. The ": ping" comment beside it is for
+// gateways from before heartbeats; newer ones ignore it.
 func (h *Handler) events(w http.ResponseWriter, r *http.Request, gw string) {
 	epoch, from, err := parseFrom(r)
 	if err != nil {
@@ -221,12 +226,13 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request, gw string) {
 	fl.Flush()
 	h.A.log.Info("gateway stream open", "gateway", gw, "from", from)
 	defer h.A.log.Info("gateway stream closed", "gateway", gw)
-	ping := time.NewTicker(15 * time.Second)
-	defer ping.Stop()
+	tick := time.NewTicker(h.A.HeartbeatInterval())
+	defer tick.Stop()
 	enrolled, err := h.A.Gateway(gw)
 	if err != nil {
 		return
 	}
+	beat, ping := true, false // a heartbeat at once: the gateway is online when it has one
 	for {
 		// A gateway removed (or enrolled again with another key) while its
 		// stream is open gets nothing more.
@@ -237,6 +243,7 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request, gw string) {
 		changed := h.A.Changed() // before reading, so no change slips between read and wait
 		resp, err := h.A.Changes(gw, epoch, from, 500)
 		if err != nil {
+			h.A.log.Warn("gateway stream ended", "gateway", gw, "err", err)
 			return
 		}
 		if resp.NeedSnapshot {
@@ -248,21 +255,32 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request, gw string) {
 			fmt.Fprintf(w, "event: batch\ndata: %s\n\n", b)
 			from++
 		}
-		fl.Flush()
 		if len(resp.Batches) == 500 {
-			continue
+			fl.Flush()
+			continue // the heartbeat's head may be past this page
 		}
+		if len(resp.Batches) > 0 {
+			beat = true // so the gateway knows at once that it is current again
+		}
+		if ping {
+			fmt.Fprint(w, ": ping\n\n")
+			ping = false
+		}
+		if beat {
+			// The heartbeat was made before the log was read, so the batches
+			// just written reach its head.
+			fmt.Fprintf(w, "event: heartbeat\ndata: %s\n\n", resp.Heartbeat)
+			beat = false
+		}
+		fl.Flush()
 		select {
 		case <-r.Context().Done():
 			return
 		case <-h.A.Done():
 			return
 		case <-changed:
-		case <-ping.C:
-			if _, err := fmt.Fprint(w, ": ping\n\n"); err != nil {
-				return
-			}
-			fl.Flush()
+		case <-tick.C:
+			beat, ping = true, true
 		}
 	}
 }
