@@ -36,6 +36,7 @@ SUITE_DIR = os.path.join(HERE, "..", "third_party", "paho.mqtt.testing", "intero
 
 
 def load_suite(name):
+    sys.dont_write_bytecode = True  # no __pycache__ in third_party/
     sys.path.insert(0, os.path.abspath(SUITE_DIR))
     # mqtt/__init__.py does `from . import formats, brokers, clients`; the
     # broker package is not vendored.
