@@ -48,6 +48,8 @@ type Gateway struct {
 	// CoAP is the CoAP front end (coaps:// and coap://); nil when neither
 	// coap.dtls_listen nor coap.udp_listen is set.
 	CoAP    *coap.Server
+
+	halfOpen *broker.HalfOpen
 	started time.Time
 
 	listeners []*broker.Listener
@@ -183,7 +185,13 @@ func (g *Gateway) build() error {
 		}
 		g.listeners = append(g.listeners, broker.NewListener("mqtt-tls", cfg.MQTT.TLS.Listen, tc, cfg.MQTT.ConnectTimeout))
 	}
+	// One count of half-open connections over both listeners: a socket that
+	// never finishes its CONNECT holds memory whichever port it came to.
+	half := broker.NewHalfOpen(cfg.MQTT.MaxHalfOpen, cfg.MQTT.MaxHalfOpenPerSource, g.log.With("component", "mqtt"))
+	g.Broker.ConnectRead = half.ConnectRead
+	g.halfOpen = half
 	for _, l := range g.listeners {
+		l.SetHalfOpen(half)
 		if err := server.AddListener(l); err != nil {
 			return fmt.Errorf("listen %s: %w", l.Address(), err)
 		}

@@ -64,6 +64,8 @@ func newMetrics(g *Gateway) *metrics {
 		counter("edgeid_bytes_out_total", "Payload bytes delivered to clients.", func() float64 { return float64(c.BytesOut.Load()) }),
 		counter("edgeid_throttled_total", "Publishes refused or dropped for going over a rate limit.", func() float64 { return float64(c.Throttled.Load()) }),
 		counter("edgeid_acl_denied_total", "Publishes, subscriptions and deliveries refused by authorization.", func() float64 { return float64(c.Denied.Load()) }),
+		gauge("edgeid_mqtt_half_open", "MQTT connections that have not yet sent their whole CONNECT.", func() float64 { return float64(g.halfOpen.Len()) }),
+		counter("edgeid_mqtt_half_open_refused_total", "MQTT connections closed at accept for being over a half-open cap.", func() float64 { return float64(g.halfOpen.Refused.Load()) }),
 		gauge("edgeid_qos2_held", "QoS 2 PUBLISHes received and not yet released (PUBREL), over all clients.", func() float64 { return float64(g.Broker.Server.QoS2Held.Load()) }),
 		gauge("edgeid_offline_sessions", "Persistent MQTT sessions kept while their device is away.", func() float64 { return float64(g.Broker.Sessions.Offline()) }),
 		gauge("edgeid_offline_queued", "Messages held for offline sessions.", func() float64 { return float64(g.Broker.OfflineQueued()) }),
