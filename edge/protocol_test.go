@@ -396,3 +396,46 @@ func (r *raw) closedOrDisconnected() {
 		_ = pk
 	}
 }
+
+// Issue 18.4: no outbound topic aliases, so every delivered PUBLISH and every
+// one resent to a resumed session carries its topic name, even to a client
+// that allows aliases.
+func TestDeliveriesAndResendsCarryTopic(t *testing.T) {
+	g := startGateway(t)
+	tok := g.token("thermo-1", "thermo-1", nil)
+	connect := func(clean bool) *raw {
+		r := g.raw(t, 5)
+		r.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect},
+			Properties: packets.Properties{TopicAliasMaximum: 10, SessionExpiryInterval: 600, SessionExpiryIntervalFlag: true},
+			Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), Clean: clean, Keepalive: 30, ClientIdentifier: "thermo-1",
+				UsernameFlag: true, Username: []byte("thermo-1"), PasswordFlag: true, Password: []byte(tok)}})
+		if ack, err := r.recv(); err != nil || ack.ReasonCode != 0 {
+			t.Fatalf("CONNACK %v %v", ack.ReasonCode, err)
+		}
+		return r
+	}
+	dev := connect(true)
+	dev.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, PacketID: 1,
+		Filters: packets.Subscriptions{{Filter: "devices/thermo-1/commands/#", Qos: 1}}})
+	if pk, err := dev.recv(); err != nil || pk.FixedHeader.Type != packets.Suback {
+		t.Fatalf("SUBACK: %v %v", pk.FixedHeader.Type, err)
+	}
+	cloud := g.pconnect(t, "acme-cloud", popts{token: g.token("acme-cloud", "acme-cloud", nil), cleanStart: true})
+	for i := 0; i < 2; i++ {
+		cloud.pub(t, "devices/thermo-1/commands/set", "c", 1, nil)
+		pk, err := dev.recv()
+		if err != nil || pk.TopicName != "devices/thermo-1/commands/set" || pk.Properties.TopicAlias != 0 {
+			t.Fatalf("delivery %d: topic %q alias %d err %v", i, pk.TopicName, pk.Properties.TopicAlias, err)
+		}
+	}
+	// Neither was acknowledged: both are resent to the resumed session.
+	dev.c.Close()
+	waitFor(t, "offline", func() bool { return g.g.Broker.Sessions.Offline() == 1 })
+	dev = connect(false)
+	for i := 0; i < 2; i++ {
+		pk, err := dev.recv()
+		if err != nil || pk.FixedHeader.Type != packets.Publish || !pk.FixedHeader.Dup || pk.TopicName != "devices/thermo-1/commands/set" {
+			t.Fatalf("resend %d: type %d dup %v topic %q err %v", i, pk.FixedHeader.Type, pk.FixedHeader.Dup, pk.TopicName, err)
+		}
+	}
+}
