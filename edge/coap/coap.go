@@ -104,6 +104,9 @@ type Server struct {
 	udpSrv    *udpServer.Server
 	udpServed chan struct{}
 	udp       *udpState
+	// stopping is set once Close begins: no connection is made again for a
+	// plain-UDP session after it (see rebind).
+	stopping atomic.Bool
 
 	subID atomic.Int64 // inline subscription ids
 
@@ -270,15 +273,16 @@ func (s *Server) UDPAddr() string {
 
 // Close stops the listeners and ends every session and observation.
 func (s *Server) Close() error {
+	if s.stopping.Swap(true) {
+		return nil
+	}
 	if s.srv != nil {
 		s.srv.Stop()
 		<-s.served
-		s.srv = nil
 	}
 	if s.udpSrv != nil {
 		s.udpSrv.Stop()
 		<-s.udpServed
-		s.udpSrv = nil
 	}
 	for _, p := range s.allPeers() {
 		s.end(p, "gateway shutting down", false)
@@ -286,9 +290,12 @@ func (s *Server) Close() error {
 	return nil
 }
 
-// peer is one DTLS session of a device.
+// peer is one session of a device: a DTLS session, or a plain-UDP address
+// proven with a token.
 type peer struct {
-	cc     *udpClient.Conn
+	// cc is the session's go-coap connection. A plain-UDP session's may be
+	// replaced under it (rebind); read it with conn.
+	cc     atomic.Pointer[udpClient.Conn]
 	device string
 	method string // "psk" or "certificate"
 	// identity and keySum: the PSK identity and the SHA-256 of the key the
@@ -320,6 +327,8 @@ type peer struct {
 }
 
 type peerKey struct{}
+
+func (p *peer) conn() *udpClient.Conn { return p.cc.Load() }
 
 // pskFor is the DTLS PSK callback: the key of the device holding identity.
 // An unknown identity gets a random key, so the handshake fails exactly as
@@ -403,7 +412,8 @@ func (s *Server) onNewConn(cc *udpClient.Conn) {
 		_ = cc.Close()
 		return
 	}
-	p := &peer{cc: cc, remote: cc.RemoteAddr().String(), obs: map[string]*observation{}, since: time.Now()}
+	p := &peer{remote: cc.RemoteAddr().String(), obs: map[string]*observation{}, since: time.Now()}
+	p.cc.Store(cc)
 	p.used.Store(time.Now().UnixNano())
 	var d store.Device
 	var err error
@@ -768,7 +778,7 @@ func (s *Server) endWith(p *peer, reason string, code codes.Code) bool {
 			for _, o := range obs {
 				o.final(code, diag)
 			}
-			_ = p.cc.Close()
+			_ = p.conn().Close()
 		}()
 	} else {
 		s.log.Info("coap disconnected", "device", p.device, "remote", p.remote, "reason", reason)
@@ -854,6 +864,11 @@ func (m *inactivity) CheckInactivity(now time.Time, cc *udpClient.Conn) {
 		p.mu.Unlock()
 	}
 	if idle > limit {
+		if ok {
+			// Ended first: a plain-UDP session whose connection closes
+			// while it is live is moved to a new one (rebind).
+			m.s.end(p, "idle timeout", false)
+		}
 		_ = cc.Close()
 	}
 }

@@ -166,7 +166,7 @@ func (s *Server) cancel(o *observation, code codes.Code) {
 
 // final sends the closing notification, with diag as its payload.
 func (o *observation) final(code codes.Code, diag string) {
-	cc := o.p.cc
+	cc := o.p.conn()
 	m := cc.AcquireMessage(context.Background())
 	defer cc.ReleaseMessage(m)
 	m.SetCode(code)
@@ -212,7 +212,11 @@ func (o *observation) run() {
 				o.s.o.Broker.Counters.Denied.Add(1)
 				continue
 			}
-			if err := o.notify(pk); err != nil {
+			err := o.notify(pk)
+			if err != nil && o.s.revive(p) {
+				err = o.notify(pk) // on the session's new connection
+			}
+			if err != nil {
 				o.s.log.Info("coap observation ended", "device", p.device, "topic", o.topic, "reason", "notification failed: "+err.Error())
 				o.s.unsubscribe(o)
 				return
@@ -224,7 +228,7 @@ func (o *observation) run() {
 }
 
 func (o *observation) notify(pk packets.Packet) error {
-	cc := o.p.cc
+	cc := o.p.conn()
 	ctx, cancel := context.WithTimeout(cc.Context(), time.Minute)
 	defer cancel()
 	m := cc.AcquireMessage(ctx)

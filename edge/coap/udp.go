@@ -1,15 +1,16 @@
 package coap
 
 import (
+	"container/list"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
@@ -127,16 +128,17 @@ func requestURI(r *pool.Message) string {
 
 // udpState is the plain-UDP listener's memory: tokens posted to /authz-info
 // by their digest (a bounded LRU: a flood of tokens forgets the oldest), the
-// proof ids already used, and how many addresses are talking to it.
+// proof ids already used, and the addresses talking to it.
 type udpState struct {
 	tokens  *lru.Cache[string, string] // ath -> token
 	replays *replayGuard
-	conns   atomic.Int64
+	addrs   addrTable
 }
 
 func newUDPState() *udpState {
 	t, _ := lru.New[string, string](10000)
-	return &udpState{tokens: t, replays: &replayGuard{perDevice: 8192, total: 200000}}
+	return &udpState{tokens: t, replays: &replayGuard{perDevice: 8192, total: 200000},
+		addrs: addrTable{at: map[*udpClient.Conn]*list.Element{}, unproven: list.New()}}
 }
 
 // replayGuard remembers every proof id for as long as its proof could be
@@ -177,16 +179,158 @@ func (g *replayGuard) use(device, jti string, now time.Time) error {
 
 // maxUDPAddrs caps the addresses the plain-UDP listener keeps state for
 // (go-coap makes a connection, a goroutine and caches per source address
-// before any check); beyond it, new addresses are dropped until some idle out.
-const maxUDPAddrs = 4096
+// before any check). Addresses that have not proven anything may hold only
+// maxUnprovenAddrs of them: a new one beyond that takes the place of the
+// oldest unproven one, so a spoofer filling the table from forged addresses
+// cannot keep a device's new address from being heard, and the rest of the
+// table stays for addresses whose first request carried a valid proof.
+const (
+	maxUDPAddrs      = 4096
+	maxUnprovenAddrs = 1024
+)
 
-// onNewUDPConn counts source addresses and drops those over maxUDPAddrs.
-func (s *Server) onNewUDPConn(cc *udpClient.Conn) {
-	n := s.udp.conns.Add(1)
-	cc.AddOnClose(func() { s.udp.conns.Add(-1) })
-	if n > maxUDPAddrs {
-		_ = cc.Close()
+// addrTable is the plain-UDP listener's connections by state: unproven
+// ones oldest first, and how many are proven (held by a session).
+type addrTable struct {
+	mu       sync.Mutex
+	at       map[*udpClient.Conn]*list.Element // nil element: proven
+	unproven *list.List                        // of *udpClient.Conn
+	proven   int
+}
+
+// admit takes a new address's connection: false when the table is full of
+// proven ones. evict, if not nil, is the unproven connection that made room.
+func (t *addrTable) admit(cc *udpClient.Conn) (evict *udpClient.Conn, ok bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.unproven.Len() >= maxUnprovenAddrs || t.unproven.Len()+t.proven >= maxUDPAddrs {
+		front := t.unproven.Front()
+		if front == nil {
+			return nil, false
+		}
+		evict = t.unproven.Remove(front).(*udpClient.Conn)
+		delete(t.at, evict)
 	}
+	t.at[cc] = t.unproven.PushBack(cc)
+	return evict, true
+}
+
+// promote marks cc proven: false if it is no longer in the table (evicted
+// while its first request was checked).
+func (t *addrTable) promote(cc *udpClient.Conn) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e, ok := t.at[cc]
+	if !ok {
+		return false
+	}
+	if e != nil {
+		t.unproven.Remove(e)
+		t.at[cc] = nil
+		t.proven++
+	}
+	return true
+}
+
+func (t *addrTable) remove(cc *udpClient.Conn) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e, ok := t.at[cc]
+	if !ok {
+		return
+	}
+	if e != nil {
+		t.unproven.Remove(e)
+	} else {
+		t.proven--
+	}
+	delete(t.at, cc)
+}
+
+// UDPAddrs is how many plain-UDP source addresses the listener holds state
+// for, proven (by a session) and not, for metrics.
+func (s *Server) UDPAddrs() (proven, unproven int) {
+	t := &s.udp.addrs
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.proven, t.unproven.Len()
+}
+
+// onNewUDPConn admits a new source address into the table.
+func (s *Server) onNewUDPConn(cc *udpClient.Conn) {
+	evict, ok := s.udp.addrs.admit(cc)
+	if evict != nil {
+		_ = evict.Close()
+	}
+	if !ok {
+		_ = cc.Close()
+		return
+	}
+	cc.AddOnClose(func() { s.udpClosed(cc) })
+}
+
+// udpClosed runs when go-coap lets go of an address. go-coap closes an
+// address's connection on any datagram it cannot parse, and anyone can send
+// one with the device's address as its source: a live session must not end
+// for it, so it is moved to a new connection for the same address.
+func (s *Server) udpClosed(cc *udpClient.Conn) {
+	s.udp.addrs.remove(cc)
+	p, ok := cc.Context().Value(peerKey{}).(*peer)
+	if !ok || p.ended.Load() || p.conn() != cc {
+		return
+	}
+	if !s.rebind(p, cc) {
+		s.end(p, "session closed", false)
+	}
+}
+
+// rebind gives p, a live plain-UDP session, a new go-coap connection for
+// its address in place of old, which go-coap closed: its observations,
+// transfers and token carry on. False if none can be made (the gateway is
+// stopping, or the table is full).
+func (s *Server) rebind(p *peer, old *udpClient.Conn) bool {
+	addr, ok := old.RemoteAddr().(*net.UDPAddr)
+	if !ok || s.stopping.Load() {
+		return false
+	}
+	nc, err := s.udpSrv.NewConn(addr)
+	if err != nil || nc.Context().Err() != nil || !s.udp.addrs.promote(nc) {
+		return false
+	}
+	// Keep the idle clock: a datagram go-coap could not read is not a sign
+	// of life.
+	if a, ok := old.InactivityMonitor().(*inactivity); ok {
+		if b, ok := nc.InactivityMonitor().(*inactivity); ok {
+			b.last.Store(a.last.Load())
+		}
+	}
+	nc.SetContextValue(peerKey{}, p)
+	if !p.cc.CompareAndSwap(old, nc) {
+		return p.conn() == nc // rebound already, by revive
+	}
+	s.log.Debug("coap udp session kept on a new connection", "device", p.device, "remote", p.remote, "reason", "an unparseable datagram from its address")
+	return true
+}
+
+// revive is for a plain-UDP session whose notification failed: if go-coap
+// closed its connection (and has not yet let go of it, which it does
+// lazily), the session is moved to a new one now. True when it was, so the
+// notification may be sent again.
+func (s *Server) revive(p *peer) bool {
+	cc := p.conn()
+	if p.method != "token" || p.ended.Load() || cc.Context().Err() == nil || s.stopping.Load() {
+		return false
+	}
+	addr, ok := cc.RemoteAddr().(*net.UDPAddr)
+	if !ok {
+		return false
+	}
+	// Asking go-coap for the address's connection finishes the closed one
+	// (udpClosed, hence rebind) and returns the new one.
+	if _, err := s.udpSrv.NewConn(addr); err != nil {
+		return false
+	}
+	return !p.ended.Load() && p.conn() != cc
 }
 
 // handleUDP serves one plain-UDP request: /authz-info takes a token; every
@@ -371,8 +515,13 @@ func (s *Server) udpPeer(cc *udpClient.Conn, pl *authn.Principal, c *authn.Claim
 			s.mu.Unlock()
 			return nil, errors.New("too many new sessions from this address")
 		}
+		if !s.udp.addrs.promote(cc) {
+			s.mu.Unlock()
+			return nil, errors.New("this address was dropped from the table of plain-UDP addresses; send again")
+		}
 		s.roomFor(pl.Device.ID)
-		p = &peer{cc: cc, device: pl.Device.ID, method: "token", remote: cc.RemoteAddr().String(), obs: map[string]*observation{}, since: time.Now()}
+		p = &peer{device: pl.Device.ID, method: "token", remote: cc.RemoteAddr().String(), obs: map[string]*observation{}, since: time.Now()}
+		p.cc.Store(cc)
 		p.used.Store(time.Now().UnixNano())
 		cc.SetContextValue(peerKey{}, p)
 		if s.peers[p.device] == nil {
@@ -391,7 +540,7 @@ func (s *Server) udpPeer(cc *udpClient.Conn, pl *authn.Principal, c *authn.Claim
 	}
 	if fresh {
 		s.armExpiry(p)
-		cc.AddOnClose(func() { s.end(p, "session closed", false) })
+		// cc's close is handled by udpClosed (onNewUDPConn).
 		s.log.Info("coap connected", "device", p.device, "remote", p.remote, "method", "token", "transport", "udp")
 	}
 	return p, nil
