@@ -3,6 +3,7 @@ package edge
 import (
 	"context"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -52,11 +54,22 @@ func Doctor(ctx context.Context, cfg config.Config, cfgErr error, o DoctorOption
 	}
 	add("configuration", "ok", "valid")
 
-	st, err := admin.NewClient(cfg.Admin.Socket).Status(ctx)
+	var raw json.RawMessage
+	var st admin.Status
+	err := admin.NewClient(cfg.Admin.Socket).Do(ctx, http.MethodGet, "/v1/status", nil, &raw)
+	if err == nil {
+		err = json.Unmarshal(raw, &st)
+	}
 	running := err == nil
 	if running {
 		add("daemon", "ok", "running: %d sessions, store rev %d", st.Sessions, st.StoreRev)
 		add("store", "ok", "open in the daemon (%s)", cfg.StateDir)
+		var w struct {
+			Sync *syncWire `json:"sync"`
+		}
+		if json.Unmarshal(raw, &w) == nil && w.Sync != nil {
+			out = append(out, checkSync(cfg, w.Sync))
+		}
 	} else {
 		add("daemon", "warn", "not answering on %s (systemctl status edgeid)", cfg.Admin.Socket)
 		if s, err := store.Open(store.Options{Dir: cfg.StateDir}); err != nil {
@@ -125,6 +138,58 @@ func Doctor(ctx context.Context, cfg config.Config, cfgErr error, o DoctorOption
 		}
 	}
 	return out
+}
+
+// syncWire is the daemon's sync status as the doctor reads it: the fields of
+// admin.SyncStatus it needs, by their JSON names. Stale, Reason and NextTry
+// come from daemons that judge freshness by signed heartbeats; from an
+// older one they are zero and the doctor goes by online and lag alone.
+type syncWire struct {
+	Online     bool      `json:"online"`
+	Cursor     uint64    `json:"cursor"`
+	LagSeconds float64   `json:"lag_seconds"`
+	Stale      bool      `json:"stale"`
+	Reason     string    `json:"reason"`
+	Head       uint64    `json:"head"`
+	NextTry    time.Time `json:"next_try"`
+}
+
+// checkSync says whether the store is known to hold what the authority
+// has. The lag is the time since the last signed heartbeat whose head the
+// store had reached: an unsigned ping or a bare 200 does not count, so a
+// man in the middle withholding a revocation shows here as growing lag.
+func checkSync(cfg config.Config, w *syncWire) Check {
+	lag := time.Duration(w.LagSeconds * float64(time.Second)).Round(time.Second)
+	heard := "never since start"
+	if w.LagSeconds >= 0 {
+		heard = lag.String() + " ago"
+	}
+	var why []string
+	if w.Reason != "" {
+		why = append(why, w.Reason)
+	}
+	if w.Head > w.Cursor {
+		why = append(why, fmt.Sprintf("cursor %d, authority's signed head %d", w.Cursor, w.Head))
+	}
+	if !w.NextTry.IsZero() {
+		why = append(why, "next try "+w.NextTry.UTC().Format(time.RFC3339))
+	}
+	detail := strings.Join(why, "; ")
+	if detail != "" {
+		detail = " (" + detail + ")"
+	}
+	switch {
+	case cfg.Sync.MaxStaleness > 0 && (w.LagSeconds < 0 || lag > cfg.Sync.MaxStaleness):
+		return Check{"sync", "fail", fmt.Sprintf("last signed word from the authority %s, over sync.max_staleness (%s): token connects are refused until it syncs%s; see edgeid sync, and check the path to the authority (proxies, load balancers)",
+			heard, cfg.Sync.MaxStaleness, detail)}
+	case !w.Online || w.Stale:
+		state := "offline"
+		if w.Stale {
+			state = "stale"
+		}
+		return Check{"sync", "warn", fmt.Sprintf("%s: last signed word from the authority %s%s; deciding from the local store", state, heard, detail)}
+	}
+	return Check{"sync", "ok", fmt.Sprintf("online: cursor %d, last signed heartbeat %s", w.Cursor, heard)}
 }
 
 func checkAuthority(ctx context.Context, e *client.Enrollment, now time.Time) []Check {

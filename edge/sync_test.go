@@ -37,7 +37,10 @@ type authSrv struct {
 	logs  *syncBuf
 }
 
-func startAuthority(t testing.TB) *authSrv {
+func startAuthority(t testing.TB) *authSrv { return startAuthorityWith(t, nil) }
+
+// startAuthorityWith lets mod change the authority's configuration.
+func startAuthorityWith(t testing.TB, mod func(*authority.Config)) *authSrv {
 	t.Helper()
 	st, err := store.Open(store.Options{Dir: t.TempDir()})
 	if err != nil {
@@ -56,8 +59,12 @@ func startAuthority(t testing.TB) *authSrv {
 		srv.Close()
 	})
 	logs := &syncBuf{}
-	a, err = authority.New(authority.Config{URL: srv.URL, TokenAudience: "edgeid", TokenTTL: time.Hour,
-		MaxTokenLifetime: 24 * time.Hour, EnrollCodeTTL: time.Hour}, st, slog.New(slog.NewTextHandler(io.MultiWriter(logs, testWriter{t}), nil)))
+	cfg := authority.Config{URL: srv.URL, TokenAudience: "edgeid", TokenTTL: time.Hour,
+		MaxTokenLifetime: 24 * time.Hour, EnrollCodeTTL: time.Hour}
+	if mod != nil {
+		mod(&cfg)
+	}
+	a, err = authority.New(cfg, st, slog.New(slog.NewTextHandler(io.MultiWriter(logs, testWriter{t}), nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -315,7 +322,9 @@ func TestRemovedGatewayGetsNothing(t *testing.T) {
 }
 
 func TestMaxStalenessRefusesTokenConnects(t *testing.T) {
-	x := startAuthority(t)
+	// Freshness comes from the signed heartbeats: send them well inside
+	// the 1 s max_staleness.
+	x := startAuthorityWith(t, func(c *authority.Config) { c.HeartbeatInterval = 200 * time.Millisecond })
 	iss, _ := demo.NewIssuer("https://issuer.test", "k1")
 	rec, _ := iss.Record()
 	x.admin("POST", "/admin/v1/import", store.Batch{Classes: demo.Classes(), Issuers: []store.Issuer{rec},
