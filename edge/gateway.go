@@ -87,13 +87,13 @@ func New(cfg config.Config, log *slog.Logger) (*Gateway, error) {
 func (g *Gateway) build() error {
 	cfg := g.cfg
 	g.Verifier = authn.NewVerifier(authn.VerifierConfig{
-		Audiences: cfg.Auth.Audiences, Skew: cfg.Auth.ClockSkew, MaxLifetime: cfg.Auth.MaxTokenLifetime,
+		Audiences: cfg.Auth.Audiences, Skew: cfg.Auth.ClockSkew, ExpLeeway: cfg.Auth.ExpLeeway, MaxLifetime: cfg.Auth.MaxTokenLifetime,
 		MaxSize: cfg.Auth.MaxTokenSize, CacheSize: cfg.Auth.TokenCacheSize,
 	})
 	if err := g.loadIssuers(); err != nil {
 		return err
 	}
-	g.Auth = &authn.Authenticator{Store: g.Store, Verifier: g.Verifier, Skew: cfg.Auth.ClockSkew}
+	g.Auth = &authn.Authenticator{Store: g.Store, Verifier: g.Verifier, Skew: cfg.Auth.ClockSkew, ExpLeeway: cfg.Auth.ExpLeeway}
 	if cfg.MQTT.TLS.ClientCA != "" {
 		pem, err := os.ReadFile(cfg.MQTT.TLS.ClientCA)
 		if err != nil {
@@ -540,7 +540,7 @@ func (g *Gateway) completeRevocations(rs []store.Revocation) {
 			rs[i].RevokedAt = now
 		}
 		if rs[i].ExpiresAt.IsZero() && !rs[i].RevokedAt.IsZero() {
-			rs[i].ExpiresAt = rs[i].RevokedAt.Add(g.cfg.Auth.MaxTokenLifetime + g.cfg.Auth.ClockSkew)
+			rs[i].ExpiresAt = rs[i].RevokedAt.Add(g.cfg.Auth.MaxTokenLifetime + g.cfg.Auth.ClockSkew + g.cfg.Auth.ExpLeeway)
 		}
 	}
 }
@@ -637,7 +637,9 @@ func (g *Gateway) gate() *authn.Error {
 // gateway could still accept a token they cover: its own max token lifetime
 // and clock skew may be longer than the authority assumed.
 func (g *Gateway) extendRevocations(rs []store.Revocation) {
-	skew, life := g.cfg.Auth.ClockSkew, g.cfg.Auth.MaxTokenLifetime
+	// A covered token is taken until its exp plus exp_leeway, and its iat
+	// may be up to clock_skew ahead: keep the entry for both.
+	skew, life := g.cfg.Auth.ClockSkew+g.cfg.Auth.ExpLeeway, g.cfg.Auth.MaxTokenLifetime
 	for i := range rs {
 		r := &rs[i]
 		if r.ExpiresAt.IsZero() {

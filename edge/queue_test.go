@@ -366,3 +366,40 @@ func TestWillDelay(t *testing.T) {
 		t.Fatalf("a revoked device's delayed Will was published: %v", got)
 	}
 }
+
+// Issue 10.4: a session ends at its token's exp by the gateway's clock.
+// auth.clock_skew (here the default 30 s) tolerates an issuer whose clock is
+// ahead (nbf, iat); it is no leeway on exp.
+func TestSessionEndsAtExpDespiteClockSkew(t *testing.T) {
+	g := startGateway(t, func(c *config.Config) { c.Auth.ClockSkew = 30 * time.Second })
+	exp := time.Now().Add(2 * time.Second).Truncate(time.Second).Add(time.Second)
+	tok := g.token("thermo-1", "thermo-1", func(c map[string]any) { c["exp"] = exp.Unix() })
+	dev := g.pconnect(t, "thermo-1", popts{token: tok, cleanStart: true})
+	dev.sub(t, "devices/thermo-1/commands/#")
+	time.Sleep(time.Until(exp) + 500*time.Millisecond) // past exp, well inside the 30 s skew (not a timing assertion)
+	select {
+	case d := <-dev.gone:
+		if d.ReasonCode != 0x87 {
+			t.Fatalf("DISCONNECT 0x%02x at exp, want 0x87", d.ReasonCode)
+		}
+	case <-dev.c.Done():
+	default:
+		// Not yet cut: a publish must still be refused.
+		if rc := dev.pub(t, "devices/thermo-1/telemetry/temp", "late", 1, nil); rc == 0 {
+			t.Fatal("a QoS 1 PUBLISH after exp was accepted")
+		}
+	}
+	// And the same token cannot connect again.
+	conn, err := net.Dial("tcp", g.g.Addr("tcp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := paho.NewClient(paho.ClientConfig{Conn: conn})
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	ca, _ := c.Connect(ctx, &paho.Connect{ClientID: "thermo-1", KeepAlive: 30, CleanStart: true,
+		Properties: &paho.ConnectProperties{AuthMethod: "ace", AuthData: []byte(tok)}})
+	if ca == nil || ca.ReasonCode < 0x80 {
+		t.Fatalf("an expired token connected: %+v", ca)
+	}
+}
