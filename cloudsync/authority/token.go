@@ -93,6 +93,14 @@ func (a *Authority) clientAuth(clientID, assertionType, assertion, audience stri
 	if d.CertSHA256 == "" || subtle.ConstantTimeCompare([]byte(hex.EncodeToString(sum[:])), []byte(d.CertSHA256)) != 1 {
 		return bad("certificate is not the device's registered certificate", "the client certificate is not registered for this client_id")
 	}
+	// The TLS layer only asks for the certificate (RequestClientCert): its
+	// validity is checked here, or a factory certificate that has expired
+	// would go on getting tokens.
+	if now := time.Now(); now.Before(cert.NotBefore) {
+		return bad("certificate not valid before "+cert.NotBefore.UTC().Format(time.RFC3339), "the client certificate is not valid yet")
+	} else if now.After(cert.NotAfter) {
+		return bad("certificate expired at "+cert.NotAfter.UTC().Format(time.RFC3339), "the client certificate has expired")
+	}
 	return d, map[string]string{"x5t#S256": base64.RawURLEncoding.EncodeToString(sum[:])}, nil
 }
 
@@ -108,15 +116,20 @@ func (a *Authority) CallHome(clientID, assertionType, assertion, audience string
 		return TokenResponse{}, &OAuthError{"unauthorized_client", "device is " + string(d.Status), http.StatusBadRequest}
 	}
 	binding := "x5t#S256"
+	var until time.Time
 	if _, ok := cnf["jkt"]; ok {
 		binding = "jkt"
+	} else {
+		// A token bound to the certificate is proven by it: it must not
+		// outlive it.
+		until = cert.NotAfter
 	}
-	return a.issueCallHome(d, cnf, binding)
+	return a.issueCallHome(d, cnf, binding, until)
 }
 
 // issueCallHome signs a device's own token (sub = the device) for its class
-// topics, bound by cnf.
-func (a *Authority) issueCallHome(d store.Device, cnf map[string]string, binding string) (TokenResponse, error) {
+// topics, bound by cnf, expiring at until if that is before the usual TTL.
+func (a *Authority) issueCallHome(d store.Device, cnf map[string]string, binding string, until time.Time) (TokenResponse, error) {
 	class, err := a.Store.Class(d.Class)
 	if err != nil {
 		return TokenResponse{}, err
@@ -126,38 +139,50 @@ func (a *Authority) issueCallHome(d store.Device, cnf map[string]string, binding
 		return TokenResponse{}, err
 	}
 	scope := policy.FormatScope(rules)
-	tok, err := a.sign(map[string]any{"sub": d.ID, "client_id": d.ID, "scope": scope, "cnf": cnf})
+	tok, life, err := a.signUntil(map[string]any{"sub": d.ID, "client_id": d.ID, "scope": scope, "cnf": cnf}, until)
 	if err != nil {
 		return TokenResponse{}, err
 	}
-	a.log.Info("token issued", "device", d.ID, "grant", "client_credentials", "binding", binding)
-	return TokenResponse{AccessToken: tok, TokenType: "Bearer", ExpiresIn: int(a.cfg.TokenTTL.Seconds()), Scope: scope}, nil
+	a.log.Info("token issued", "device", d.ID, "grant", "client_credentials", "binding", binding, "expires_in", life)
+	return TokenResponse{AccessToken: tok, TokenType: "Bearer", ExpiresIn: life, Scope: scope}, nil
 }
 
 // sign makes an RFC 9068 access token with the standard claims added.
 func (a *Authority) sign(claims map[string]any) (string, error) {
+	tok, _, err := a.signUntil(claims, time.Time{})
+	return tok, err
+}
+
+// signUntil is sign with exp at until when that is sooner than the TTL (the
+// NotAfter of the certificate a token is bound to); it also returns the
+// token's lifetime in seconds, for expires_in.
+func (a *Authority) signUntil(claims map[string]any, until time.Time) (string, int, error) {
 	now := time.Now()
+	exp := now.Add(a.cfg.TokenTTL).Unix()
+	if !until.IsZero() && until.Unix() < exp {
+		exp = until.Unix()
+	}
 	claims["iss"] = a.cfg.URL
 	claims["aud"] = a.cfg.TokenAudience
 	claims["iat"] = now.Unix()
-	claims["exp"] = now.Add(a.cfg.TokenTTL).Unix()
+	claims["exp"] = exp
 	claims["jti"] = randomID(16)
 	payload, err := json.Marshal(claims)
 	if err != nil {
-		return "", err
+		return "", 0, err
 	}
 	key, err := a.signingKey()
 	if err != nil {
-		return "", err
+		return "", 0, err
 	}
 	h := jws.NewHeaders()
 	_ = h.Set(jws.TypeKey, "at+jwt")
 	_ = h.Set(jws.KeyIDKey, mustKid(key))
 	out, err := jws.Sign(payload, jws.WithKey(jwa.ES256(), key, jws.WithProtectedHeaders(h)))
 	if err != nil {
-		return "", fmt.Errorf("sign token: %w", err)
+		return "", 0, fmt.Errorf("sign token: %w", err)
 	}
-	return string(out), nil
+	return string(out), int(exp - now.Unix()), nil
 }
 
 // ClientAssertionType is RFC 7523's client assertion type.
