@@ -1,7 +1,6 @@
 package coap
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"errors"
 	"time"
@@ -97,8 +96,7 @@ func (s *Server) block1(w *responsewriter.ResponseWriter[*udpClient.Conn], r *po
 	if limit > 0 && len(t.body)+len(payload) > limit {
 		delete(p.transfers, key)
 		p.mu.Unlock()
-		_ = w.SetResponse(codes.RequestEntityTooLarge, message.TextPlain, bytes.NewReader([]byte("payload larger than the gateway accepts")),
-			message.Option{ID: message.Size1, Value: encodeUint(uint32(limit))})
+		tooLarge(w, limit)
 		return nil, 0, false
 	}
 	if more && int64(len(payload)) != szx.Size() {

@@ -967,8 +967,7 @@ func (s *Server) publish(w *responsewriter.ResponseWriter[*udpClient.Conn], r *p
 	}
 	if max := limit; max > 0 && len(payload) > max {
 		s.log.Warn("coap publish refused", "device", p.device, "topic", topic, "reason", "payload too large", "bytes", len(payload))
-		_ = w.SetResponse(codes.RequestEntityTooLarge, message.TextPlain, bytes.NewReader([]byte("payload larger than the gateway accepts")),
-			message.Option{ID: message.Size1, Value: encodeUint(uint32(max))})
+		tooLarge(w, max)
 		return
 	}
 	subject := ""
@@ -1153,8 +1152,22 @@ const PathAuthzInfo = "/authz-info"
 // bound to a certificate (cnf x5t#S256) or a PSK (cnf kid) must be the
 // session's.
 func (s *Server) authzInfo(w *responsewriter.ResponseWriter[*udpClient.Conn], r *pool.Message, p *peer) {
-	tok, ok := s.postedToken(w, r)
-	if !ok {
+	if r.Code() != codes.POST {
+		reply(w, codes.MethodNotAllowed, "POST the access token")
+		return
+	}
+	body, err := r.ReadBody()
+	if err != nil {
+		reply(w, codes.BadRequest, "cannot read payload")
+		return
+	}
+	if len(body) > maxTokenPost {
+		tooLarge(w, maxTokenPost)
+		return
+	}
+	tok, why := tokenOf(body)
+	if why != "" {
+		s.unauthorized(w, why)
 		return
 	}
 	c, err := s.o.Auth.Verifier.Verify(tok)
@@ -1186,27 +1199,30 @@ func (s *Server) authzInfo(w *responsewriter.ResponseWriter[*udpClient.Conn], r 
 	_ = w.SetResponse(codes.Created, message.TextPlain, bytes.NewReader(nil))
 }
 
-// postedToken is the access token a POST to /authz-info carries: the body
+// maxTokenPost bounds the body of a POST to /authz-info.
+const maxTokenPost = 8192
+
+// tokenOf is the access token a POST to /authz-info carries: the body
 // itself (a JWT, or a CWT as CBOR), or the token inside a CBOR byte string
-// (RFC 9200 posts tokens as application/ace+cbor byte strings). Anything
-// else is answered (4.05, 4.01) and false returned.
-func (s *Server) postedToken(w *responsewriter.ResponseWriter[*udpClient.Conn], r *pool.Message) (string, bool) {
-	if r.Code() != codes.POST {
-		reply(w, codes.MethodNotAllowed, "POST the access token")
-		return "", false
-	}
-	body, err := r.ReadBody()
-	ok := err == nil && len(body) > 0 && len(body) <= 8192
+// (RFC 9200 posts tokens as application/ace+cbor byte strings); else "" and
+// why not.
+func tokenOf(body []byte) (tok, why string) {
+	ok := len(body) > 0
 	if ok && body[0]>>5 == 2 { // CBOR major type 2: a byte string
 		var inner []byte
 		ok = cbor.Unmarshal(body, &inner) == nil && len(inner) > 0
 		body = inner
 	}
 	if !ok {
-		s.unauthorized(w, "post the access token (a JWT, or a CWT, bare or as a CBOR byte string) as the body")
-		return "", false
+		return "", "post the access token (a JWT, or a CWT, bare or as a CBOR byte string) as the body"
 	}
-	return string(body), true
+	return string(body), ""
+}
+
+// tooLarge answers 4.13 with the limit in Size1 (RFC 7959 §4).
+func tooLarge(w *responsewriter.ResponseWriter[*udpClient.Conn], limit int) {
+	_ = w.SetResponse(codes.RequestEntityTooLarge, message.TextPlain, bytes.NewReader([]byte("payload larger than the gateway accepts")),
+		message.Option{ID: message.Size1, Value: encodeUint(uint32(limit))})
 }
 
 // unauthorized answers 4.01 with AS Request Creation Hints (as JSON).

@@ -1,6 +1,7 @@
 package coap
 
 import (
+	"bytes"
 	"container/list"
 	"crypto/rand"
 	"crypto/sha256"
@@ -343,7 +344,7 @@ func (s *Server) handleUDP(w *responsewriter.ResponseWriter[*udpClient.Conn], r 
 	p, err := s.udpAuth(w.Conn(), r)
 	if err != nil {
 		s.log.Warn("coap udp request refused", "remote", w.Conn().RemoteAddr().String(), "reason", authn.ReasonOf(err), "detail", err.Error())
-		s.unauthorized(w, err.Error())
+		s.unauthorizedUDP(w, r, err.Error())
 		return
 	}
 	s.serve(w, r, p)
@@ -351,8 +352,22 @@ func (s *Server) handleUDP(w *responsewriter.ResponseWriter[*udpClient.Conn], r 
 
 // authzInfoUDP keeps a key-bound token for later proofs to name (2.01).
 func (s *Server) authzInfoUDP(w *responsewriter.ResponseWriter[*udpClient.Conn], r *pool.Message) {
-	tok, ok := s.postedToken(w, r)
-	if !ok {
+	if r.Code() != codes.POST {
+		s.refuseUDP(w, r, codes.MethodNotAllowed, "POST the access token")
+		return
+	}
+	body, err := r.ReadBody()
+	if err != nil {
+		s.refuseUDP(w, r, codes.BadRequest, "cannot read payload")
+		return
+	}
+	if len(body) > maxTokenPost {
+		tooLarge(w, maxTokenPost) // smaller than what it answers
+		return
+	}
+	tok, why := tokenOf(body)
+	if why != "" {
+		s.unauthorizedUDP(w, r, why)
 		return
 	}
 	c, err := s.o.Auth.Verifier.Verify(tok)
@@ -365,7 +380,7 @@ func (s *Server) authzInfoUDP(w *responsewriter.ResponseWriter[*udpClient.Conn],
 	}
 	if err != nil {
 		s.log.Warn("coap token refused", "remote", w.Conn().RemoteAddr().String(), "transport", "udp", "reason", authn.ReasonOf(err), "detail", err.Error())
-		s.unauthorized(w, "token refused: "+string(authn.ReasonOf(err)))
+		s.unauthorizedUDP(w, r, "token refused: "+string(authn.ReasonOf(err)))
 		return
 	}
 	s.udp.tokens.Add(digest([]byte(tok)), tok)
@@ -446,6 +461,50 @@ func (s *Server) udpAuth(cc *udpClient.Conn, r *pool.Message) (*peer, error) {
 		return nil, fmt.Errorf("device key: %w", err)
 	}
 	return s.udpPeer(cc, pl, c, &binding{ath: ath, key: key, keyRaw: d.PublicKey})
+}
+
+// Plain UDP does not check that a request comes from the address it names,
+// so an answer larger than the request would make the gateway an amplifier
+// for anyone forging a victim's address: answers to requests that proved
+// nothing carry their diagnostic only when they are no larger than the
+// request (a device sending a proof gets it; a 4-byte probe gets the bare
+// code).
+
+// fits reports whether an answer to r with a body of n bytes (and a
+// Content-Format) is no larger than r.
+func fits(r *pool.Message, n int) bool {
+	size := 4 + len(r.Token())
+	if l, err := r.Options().Marshal(nil); err == nil || errors.Is(err, message.ErrTooSmall) {
+		size += l
+	}
+	if b, err := r.BodySize(); err == nil && b > 0 {
+		size += 1 + int(b)
+	}
+	// Same header and token; Content-Format takes at most 3 bytes, then the
+	// payload marker and the body.
+	return 4+len(r.Token())+3+1+n <= size
+}
+
+// refuseUDP answers an unproven plain-UDP request with code, and diag only
+// if it fits.
+func (s *Server) refuseUDP(w *responsewriter.ResponseWriter[*udpClient.Conn], r *pool.Message, code codes.Code, diag string) {
+	if !fits(r, len(diag)) {
+		_ = w.SetResponse(code, message.TextPlain, nil)
+		return
+	}
+	reply(w, code, diag)
+}
+
+// unauthorizedUDP is unauthorized for an unproven plain-UDP request: the
+// AS Request Creation Hints only if they fit.
+func (s *Server) unauthorizedUDP(w *responsewriter.ResponseWriter[*udpClient.Conn], r *pool.Message, why string) {
+	s.Unauthorized.Add(1)
+	hint, _ := json.Marshal(map[string]string{"AS": s.o.ASHint, "error": why})
+	if !fits(r, len(hint)) {
+		_ = w.SetResponse(codes.Unauthorized, message.AppJSON, nil)
+		return
+	}
+	_ = w.SetResponse(codes.Unauthorized, message.AppJSON, bytes.NewReader(hint))
 }
 
 func popErr(format string, args ...any) error {
