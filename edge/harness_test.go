@@ -78,9 +78,10 @@ func startGatewayTB(t testing.TB, opts ...gwOpt) *gw {
 	cfg.MQTT.TLS = config.TLS{Listen: "127.0.0.1:0", Cert: files.ServerCert, Key: files.ServerKey}
 	cfg.Admin.Socket = filepath.Join(sockDir, "admin.sock")
 	cfg.Auth.ClockSkew = 0
-	cfg.MQTT.ConnectRate = 0         // tests connect often from one address; TestConnectRatePerSource turns it on
-	cfg.Metrics.Listen = ""          // tests run side by side; TestMetrics turns it on
-	cfg.Throttle = config.Throttle{} // benchmarks publish fast; TestThrottle turns it on
+	cfg.MQTT.ConnectRate = 0                             // tests connect often from one address; TestConnectRatePerSource turns it on
+	cfg.MQTT.MaxHalfOpenPerSource = cfg.MQTT.MaxHalfOpen // the same; TestHalfOpenCapsGateway sets its own
+	cfg.Metrics.Listen = ""                              // tests run side by side; TestMetrics turns it on
+	cfg.Throttle = config.Throttle{}                     // benchmarks publish fast; TestThrottle turns it on
 	for _, o := range opts {
 		o(&cfg)
 	}

@@ -89,7 +89,8 @@ func TestConnectAgainstGateway(t *testing.T) {
 }
 
 func TestLoadAgainstGateway(t *testing.T) {
-	g := startGateway(t, "load-test", func(c *config.Config) { c.MQTT.ConnectRate = 0 })
+	// All the simulated devices connect at once from one address.
+	g := startGateway(t, "load-test", func(c *config.Config) { c.MQTT.ConnectRate, c.MQTT.MaxHalfOpenPerSource = 0, c.MQTT.MaxHalfOpen })
 	iss, _ := demo.NewIssuer("https://issuer.test", "k1")
 	b, _ := demo.Bundle(iss, "")
 	var lines []string
