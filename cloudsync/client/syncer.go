@@ -362,7 +362,9 @@ func (s *Syncer) SyncOnce(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("read snapshot state: %w", err)
 	}
+	snapshotted := false
 	if cur.Epoch == "" || s.snapshot.Load() || interrupted {
+		snapshotted = true
 		resp, err := s.get(ctx, cloudsync.PathSnapshot, nil)
 		if err != nil {
 			return err
@@ -395,6 +397,12 @@ func (s *Syncer) SyncOnce(ctx context.Context) error {
 		}
 		if ch.NeedSnapshot {
 			s.snapshot.Store(true)
+			if snapshotted {
+				// need_snapshot is unsigned: asked again straight after a
+				// snapshot, wait before the next one rather than fetch
+				// snapshots in a loop for whoever sits on the path.
+				return errors.New("changes: the authority asks for a snapshot again right after one")
+			}
 			return s.SyncOnce(ctx)
 		}
 		for _, raw := range ch.Batches {

@@ -359,6 +359,23 @@ func TestSyncFreshnessOnlyFromSignedHead(t *testing.T) {
 	}
 }
 
+// need_snapshot is unsigned: a proxy setting it on every answer gets one
+// snapshot per round, not a loop of them.
+func TestSyncSnapshotDemandedAgainWaits(t *testing.T) {
+	f := newFixture(t, time.Second)
+	if err := f.s.SyncOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	f.p.DemandSnapshot.Store(true)
+	before := f.p.Snapshots.Load()
+	if err := f.s.SyncOnce(context.Background()); err == nil || !strings.Contains(err.Error(), "snapshot again") {
+		t.Fatalf("need_snapshot on every answer: %v", err)
+	}
+	if n := f.p.Snapshots.Load() - before; n != 1 {
+		t.Fatalf("%d snapshots fetched in one round, want 1", n)
+	}
+}
+
 func verifiedTime(t *testing.T, f *fixture, raw string) time.Time {
 	t.Helper()
 	pub, err := jwk.ParseKey(f.e.FeedKey)

@@ -47,8 +47,12 @@ type Proxy struct {
 	// Silent forwards nothing more on event streams (response headers are
 	// sent; then the stream is held open and quiet).
 	Silent atomic.Bool
-	// Streams counts event-stream requests that reached the proxy.
-	Streams atomic.Int64
+	// DemandSnapshot sets need_snapshot in every pull answer (it is
+	// unsigned, so anyone on the path can).
+	DemandSnapshot atomic.Bool
+	// Streams counts event-stream requests that reached the proxy;
+	// Snapshots, snapshot requests.
+	Streams, Snapshots atomic.Int64
 	// Withheld counts deltas dropped.
 	Withheld atomic.Int64
 
@@ -120,8 +124,11 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "upstream unavailable", d.Code)
 		return
 	}
-	if r.URL.Path == cloudsync.PathEvents {
+	switch r.URL.Path {
+	case cloudsync.PathEvents:
 		p.Streams.Add(1)
+	case cloudsync.PathSnapshot:
+		p.Snapshots.Add(1)
 	}
 	out, err := http.NewRequestWithContext(r.Context(), r.Method, p.back.URL+r.URL.RequestURI(), r.Body)
 	if err != nil {
@@ -190,6 +197,9 @@ func (p *Proxy) changes(w http.ResponseWriter, body io.Reader) {
 	ch.Batches = kept
 	if p.StripHeartbeats.Load() {
 		ch.Heartbeat = ""
+	}
+	if p.DemandSnapshot.Load() {
+		ch = cloudsync.ChangesResponse{Batches: []string{}, NeedSnapshot: true}
 	}
 	w.Header().Del("Content-Length")
 	w.WriteHeader(http.StatusOK)
