@@ -175,7 +175,12 @@ func TestHalfOpenRSS(t *testing.T) {
 		full     bool // send the whole body but its last byte, not just its first bytes
 		opt      gwOpt
 	}
-	on := func(c *config.Config) { c.MQTT.ConnectTimeout = 5 * time.Minute } // defaults: 32 KiB, 512, 16
+	def := config.Default().MQTT // 32 KiB, 512, 16
+	on := func(c *config.Config) {
+		c.MQTT.ConnectTimeout = 5 * time.Minute
+		// The defaults, whatever the harness sets for other tests.
+		c.MQTT.MaxConnectSize, c.MQTT.MaxHalfOpen, c.MQTT.MaxHalfOpenPerSource = def.MaxConnectSize, def.MaxHalfOpen, def.MaxHalfOpenPerSource
+	}
 	off := func(c *config.Config) {
 		c.MQTT.ConnectTimeout = 5 * time.Minute
 		c.MQTT.MaxConnectSize = c.MQTT.MaxPacketSize
@@ -241,10 +246,10 @@ func TestHalfOpenRSS(t *testing.T) {
 				}
 			}
 			switch {
-			case sc.declared > 32<<10 && strings.HasPrefix(sc.name, "on") && open != 0:
-				t.Errorf("%d sockets declaring %d bytes still held; max_connect_size is 32 KiB", open, sc.declared)
-			case strings.HasPrefix(sc.name, "on") && open > 512:
-				t.Errorf("%d half-open sockets held; max_half_open is 512", open)
+			case strings.HasPrefix(sc.name, "on") && sc.declared > int(def.MaxConnectSize) && open != 0:
+				t.Errorf("%d sockets declaring %d bytes still held; max_connect_size is %d", open, sc.declared, def.MaxConnectSize)
+			case strings.HasPrefix(sc.name, "on") && open > def.MaxHalfOpen:
+				t.Errorf("%d half-open sockets held; max_half_open is %d", open, def.MaxHalfOpen)
 			case strings.HasPrefix(sc.name, "off") && open != sockets:
 				t.Errorf("only %d of %d sockets held with the bounds off: the measurement is not of what it says", open, sockets)
 			}
