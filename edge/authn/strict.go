@@ -137,9 +137,10 @@ const smallObject = 16
 // jsonProblem is what scanJSON found wrong, for the caller to word as a
 // header or a claims refusal.
 type jsonProblem struct {
-	// dup is the member name that appears twice; in names its object when
-	// that is not the top level.
-	dup, in string
+	// twice is set when a member name appears twice in one object: dup is
+	// that name and, when nested, in the top-level member it is inside.
+	twice, nested bool
+	dup, in       string
 	// date names a top-level NumericDate member whose value is not one, and
 	// got says what it is instead.
 	date, got string
@@ -395,7 +396,7 @@ func (s *scanner) object(depth int, in []byte) bool {
 			}
 		}
 		if dup {
-			s.p = &jsonProblem{dup: string(name), in: string(in)}
+			s.p = &jsonProblem{twice: true, nested: depth > 0, dup: shortName(name), in: shortName(in)}
 			return false
 		}
 		s.ws()
@@ -431,6 +432,16 @@ func (s *scanner) object(depth int, in []byte) bool {
 			return s.bad("want , or }")
 		}
 	}
+}
+
+// shortName is a member name for a refusal's detail: names come from the
+// token, so a long one is cut (by bytes; %q shows what is left).
+func shortName(name []byte) string {
+	const max = 40
+	if len(name) > max {
+		return string(name[:max]) + "..."
+	}
+	return string(name)
 }
 
 func isDateClaim(name []byte) bool {

@@ -161,6 +161,8 @@ func TestVerifyRefusesDuplicateMembers(t *testing.T) {
 		{"jkt twice in cnf", hdrA1, body + `,"sub":"d1","cnf":{"jkt":"a","jkt":"b"}}`, authn.ReasonBadClaims, `member "jkt" appears twice in claim "cnf"`},
 		{"twice in an array's object", hdrA1, body + `,"sub":"d1","ext":[{"a":1,"a":2}]}`, authn.ReasonBadClaims, `member "a" appears twice in claim "ext"`},
 		{"twice after forty members", hdrA1, body + `,"sub":"d1"` + many + `,"x7":0}`, authn.ReasonBadClaims, `claim "x7" appears twice`},
+		{"a long name twice, cut in the refusal", hdrA1, body + `,"sub":"d1","` + strings.Repeat("n", 500) + `":1,"` + strings.Repeat("n", 500) + `":2}`, authn.ReasonBadClaims, `"` + strings.Repeat("n", 40) + `..." appears twice`},
+		{"an empty name twice", hdrA1, body + `,"sub":"d1","":1,"":2}`, authn.ReasonBadClaims, `claim "" appears twice`},
 		{"claims not UTF-8", hdrA1, body + `,"sub":"d1","x":"` + "\xff" + `"}`, authn.ReasonBadClaims, "not UTF-8"},
 		{"data after the claims", hdrA1, body + `,"sub":"d1"} {}`, authn.ReasonBadClaims, "data after"},
 		{"header not UTF-8", `{"alg":"ES256","typ":"at+jwt","kid":"a1","x":"` + "\xfe" + `"}`, body + `,"sub":"d1"}`, authn.ReasonMalformed, "not UTF-8"},

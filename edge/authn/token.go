@@ -321,9 +321,9 @@ func (v *Verifier) verifyJWT(ring *keyRing, raw []byte) (*Claims, error) {
 	}
 	if p := scanJSON(header, false); p != nil {
 		switch {
-		case p.dup != "" && p.in == "":
+		case p.twice && !p.nested:
 			return nil, fail(ReasonBadHeader, "header parameter %q appears twice (RFC 7515 §4: names must be unique)", p.dup)
-		case p.dup != "":
+		case p.twice:
 			return nil, fail(ReasonBadHeader, "member %q appears twice in header parameter %q", p.dup, p.in)
 		}
 		return nil, fail(ReasonMalformed, "header is not a JSON object: %s", p.syntax)
@@ -386,9 +386,9 @@ func (v *Verifier) verifyJWT(ring *keyRing, raw []byte) (*Claims, error) {
 	}
 	if p := scanJSON(payload, true); p != nil {
 		switch {
-		case p.dup != "" && p.in == "":
+		case p.twice && !p.nested:
 			return nil, fail(ReasonBadClaims, "claim %q appears twice (RFC 7519 §4: claim names must be unique)", p.dup)
-		case p.dup != "":
+		case p.twice:
 			return nil, fail(ReasonBadClaims, "member %q appears twice in claim %q", p.dup, p.in)
 		case p.date != "":
 			return nil, fail(ReasonBadClaims, "%s is %s, not a NumericDate (RFC 7519 §2: a JSON number of seconds since 1970)", p.date, p.got)
