@@ -571,7 +571,10 @@ func (pk *Packet) DisconnectEncode(buf *bytes.Buffer) error {
 
 // DisconnectDecode decodes a Disconnect packet.
 func (pk *Packet) DisconnectDecode(buf []byte) error {
-	if pk.ProtocolVersion == 5 && pk.FixedHeader.Remaining > 1 {
+	// EdgeID: a DISCONNECT of length 1 is a reason code alone (MQTT 5
+	// §3.14.2.2.1 lets the property length be omitted); upstream read it
+	// as 0x00, so "disconnect with Will" (0x04) lost its Will.
+	if pk.ProtocolVersion == 5 && pk.FixedHeader.Remaining > 0 {
 		var err error
 		var offset int
 		pk.ReasonCode, offset, err = decodeByte(buf, offset)
@@ -579,7 +582,7 @@ func (pk *Packet) DisconnectDecode(buf []byte) error {
 			return fmt.Errorf("%s: %w", err, ErrMalformedReasonCode)
 		}
 
-		if pk.FixedHeader.Remaining > 2 {
+		if pk.FixedHeader.Remaining > 1 {
 			_, err = pk.Properties.Decode(pk.FixedHeader.Type, bytes.NewBuffer(buf[offset:]))
 			if err != nil {
 				return fmt.Errorf("%s: %w", err, ErrMalformedProperties)
@@ -1154,9 +1157,18 @@ func (pk *Packet) AuthDecode(buf []byte) error {
 	var offset int
 	var err error
 
+	// EdgeID: an AUTH of length 0 means Success, of length 1 a reason code
+	// alone (MQTT 5 §3.15.2.1); upstream refused both as malformed.
+	if len(buf) == 0 {
+		pk.ReasonCode = CodeSuccess.Code
+		return nil
+	}
 	pk.ReasonCode, offset, err = decodeByte(buf, offset)
 	if err != nil {
 		return fmt.Errorf("%s: %w", err, ErrMalformedReasonCode)
+	}
+	if len(buf) == 1 {
+		return nil
 	}
 
 	_, err = pk.Properties.Decode(pk.FixedHeader.Type, bytes.NewBuffer(buf[offset:]))
