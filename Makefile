@@ -41,7 +41,9 @@ FUZZ_TARGETS := \
 	./edge/policy:FuzzSubset \
 	./edge/policy:FuzzParseScope \
 	./edge/authn:FuzzVerify \
-	./edge/authn:FuzzVerifyCWT
+	./edge/authn:FuzzVerifyCWT \
+	./edge/broker:FuzzDecodePacket \
+	./edge:FuzzLiveGateway
 
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
