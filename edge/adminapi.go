@@ -207,7 +207,11 @@ func (a *adminServer) status(w http.ResponseWriter, r *http.Request) (any, error
 		if err != nil {
 			return nil, err
 		}
-		last := s.LastContact()
+		ss, err := s.Status()
+		if err != nil {
+			return nil, err
+		}
+		last := ss.HeardAt
 		if last.IsZero() {
 			last = cur.SyncedAt
 		}
@@ -215,8 +219,9 @@ func (a *adminServer) status(w http.ResponseWriter, r *http.Request) (any, error
 		if !last.IsZero() {
 			lag = time.Since(last).Seconds()
 		}
-		st.Sync = &admin.SyncStatus{Authority: s.E.Authority, Gateway: s.E.Gateway, Online: s.Online(), Epoch: cur.Epoch,
-			Cursor: cur.Seq, SyncedAt: cur.SyncedAt, LagSeconds: lag}
+		st.Sync = &admin.SyncStatus{Authority: s.E.Authority, Gateway: s.E.Gateway, Online: ss.Online, Epoch: cur.Epoch,
+			Cursor: cur.Seq, SyncedAt: cur.SyncedAt, LagSeconds: lag, Stale: ss.Stale, Reason: ss.Reason, HeardAt: ss.HeardAt,
+			Head: ss.Head, HeartbeatSeconds: ss.Interval.Seconds(), NextTry: ss.NextTry, Failures: ss.Failures, LastError: ss.LastError}
 	}
 	return st, nil
 }

@@ -600,7 +600,9 @@ func (g *Gateway) StatusLine() string {
 	sync := "not enrolled"
 	if g.Syncer != nil {
 		sync = "authority offline"
-		if g.Syncer.Online() {
+		if ss, err := g.Syncer.Status(); err == nil && ss.Stale && ss.Reason != "" {
+			sync = "authority stale: " + ss.Reason
+		} else if g.Syncer.Online() {
 			sync = "authority online"
 		}
 	}
@@ -628,7 +630,7 @@ func (g *Gateway) gate() *authn.Error {
 		last = c.SyncedAt
 	}
 	if time.Since(last) > g.cfg.Sync.MaxStaleness {
-		return &authn.Error{Reason: "stale_sync", Detail: "no word from the authority for longer than sync.max_staleness; token connects refused until it syncs"}
+		return &authn.Error{Reason: "stale_sync", Detail: "no signed heartbeat from the authority that found the store current for longer than sync.max_staleness; token connects refused until it syncs"}
 	}
 	return nil
 }

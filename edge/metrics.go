@@ -48,7 +48,7 @@ func newMetrics(g *Gateway) *metrics {
 		Help:    "Time from a store change being applied to the affected sessions being disconnected.",
 		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1}})
 	m.rejects = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edgeid_sync_batches_refused_total",
-		Help: "Sync batches refused, by reason."}, []string{"reason"})
+		Help: "Sync batches and heartbeats refused, by reason."}, []string{"reason"})
 	c := &g.Broker.Counters
 	counter := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, f)
@@ -76,7 +76,33 @@ func newMetrics(g *Gateway) *metrics {
 			n, _ := g.Store.Counts()
 			return float64(n["revocations"])
 		}),
-		gauge("edgeid_sync_online", "1 while the push stream from the authority is connected.", func() float64 {
+		gauge("edgeid_sync_stale", "1 while the store is not known to hold the authority's signed head.", func() float64 {
+			if g.Syncer == nil {
+				return 0
+			}
+			if ss, err := g.Syncer.Status(); err != nil || ss.Stale {
+				return 1
+			}
+			return 0
+		}),
+		gauge("edgeid_sync_head", "The authority's last signed head revision.", func() float64 {
+			if g.Syncer == nil {
+				return 0
+			}
+			ss, _ := g.Syncer.Status()
+			return float64(ss.Head)
+		}),
+		gauge("edgeid_sync_next_try_seconds", "Seconds until a waiting syncer tries the authority again (0: not waiting).", func() float64 {
+			if g.Syncer == nil {
+				return 0
+			}
+			ss, _ := g.Syncer.Status()
+			if ss.NextTry.IsZero() {
+				return 0
+			}
+			return max(0, time.Until(ss.NextTry).Seconds())
+		}),
+		gauge("edgeid_sync_online", "1 while the push stream is connected and its last signed heartbeat found the store current.", func() float64 {
 			if g.Syncer != nil && g.Syncer.Online() {
 				return 1
 			}
@@ -86,7 +112,7 @@ func newMetrics(g *Gateway) *metrics {
 			cur, _ := g.Store.Cursor()
 			return float64(cur.Seq)
 		}),
-		gauge("edgeid_sync_lag_seconds", "Seconds since the authority was last heard from (-1: never).", func() float64 {
+		gauge("edgeid_sync_lag_seconds", "Seconds since the last signed heartbeat whose head the store had reached (-1: never).", func() float64 {
 			if g.Syncer == nil {
 				return -1
 			}

@@ -123,6 +123,10 @@ func TestSyncWithheldRevocationDetected(t *testing.T) {
 				st := syncStatus(t, g)
 				return !syncOnline(g) && st.Stale && strings.Contains(st.Reason, c.reason)
 			})
+			// The technician sees it: edgeid status over the admin socket.
+			if st, err := g.admin().Status(context.Background()); err != nil || st.Sync == nil || !st.Sync.Stale || !strings.Contains(st.Sync.Reason, c.reason) {
+				t.Errorf("admin status while withheld: %+v %v; want stale with reason %q", st.Sync, err, c.reason)
+			}
 			if p.Withheld.Load() == 0 {
 				t.Fatal("the proxy withheld nothing")
 			}

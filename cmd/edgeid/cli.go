@@ -79,12 +79,9 @@ func runStatus(ctx context.Context, args []string) error {
 		rows = append(rows, []string{"pairing window", "open until " + s.PairingUntil.Format(time.RFC3339)})
 	}
 	if y := s.Sync; y != nil {
-		state := "offline (deciding from the local store)"
-		if y.Online {
-			state = "online"
-		}
-		rows = append(rows, []string{"authority", y.Authority + " as " + y.Gateway}, []string{"sync", state},
+		rows = append(rows, []string{"authority", y.Authority + " as " + y.Gateway}, []string{"sync", syncState(y)},
 			[]string{"sync cursor", fmt.Sprintf("%s/%d", y.Epoch, y.Cursor)}, []string{"sync lag", fmt.Sprintf("%.0fs", y.LagSeconds)})
+		rows = append(rows, syncDetail(y)...)
 	} else {
 		rows = append(rows, []string{"sync", "not enrolled (edgeid enroll)"})
 	}
@@ -259,13 +256,41 @@ func runSync(ctx context.Context, args []string) error {
 	if *f.json {
 		return printJSON(s.Sync)
 	}
-	state := "offline: deciding from the local store; retrying with backoff"
-	if s.Sync.Online {
-		state = "online: push stream connected"
-	}
-	return table("KEY\tVALUE", [][]string{{"authority", s.Sync.Authority}, {"gateway", s.Sync.Gateway}, {"state", state},
+	rows := [][]string{{"authority", s.Sync.Authority}, {"gateway", s.Sync.Gateway}, {"state", syncState(s.Sync)},
 		{"cursor", fmt.Sprintf("%s/%d", s.Sync.Epoch, s.Sync.Cursor)}, {"last synced", s.Sync.SyncedAt.Format(time.RFC3339)},
-		{"lag", fmt.Sprintf("%.0fs", s.Sync.LagSeconds)}})
+		{"lag", fmt.Sprintf("%.0fs", s.Sync.LagSeconds)}}
+	if !s.Sync.HeardAt.IsZero() {
+		rows = append(rows, []string{"last signed heartbeat", s.Sync.HeardAt.Format(time.RFC3339)})
+	}
+	if s.Sync.LastError != "" {
+		rows = append(rows, []string{"last error", fmt.Sprintf("%s (%d in a row)", s.Sync.LastError, s.Sync.Failures)})
+	}
+	return table("KEY\tVALUE", append(rows, syncDetail(s.Sync)...))
+}
+
+// syncState is one line: online, stale and why, or offline and why.
+func syncState(y *admin.SyncStatus) string {
+	switch {
+	case y.Stale && y.Reason != "":
+		return "stale: " + y.Reason
+	case y.Online:
+		return "online: push stream connected, store at the authority's signed head"
+	case y.Reason != "":
+		return "offline: " + y.Reason + " (deciding from the local store)"
+	}
+	return "offline: deciding from the local store; retrying with backoff"
+}
+
+// syncDetail is the signed head and the next try, when known.
+func syncDetail(y *admin.SyncStatus) [][]string {
+	var rows [][]string
+	if y.Head > 0 {
+		rows = append(rows, []string{"sync head", fmt.Sprintf("%d (authority's signed head; cursor %d)", y.Head, y.Cursor)})
+	}
+	if !y.NextTry.IsZero() {
+		rows = append(rows, []string{"next try", fmt.Sprintf("%s (in %.0fs)", y.NextTry.Format(time.RFC3339), max(0, time.Until(y.NextTry).Seconds()))})
+	}
+	return rows
 }
 
 func runPair(ctx context.Context, args []string) error {

@@ -52,8 +52,22 @@ type SyncStatus struct {
 	Epoch     string    `json:"epoch"`
 	Cursor    uint64    `json:"cursor"`
 	SyncedAt  time.Time `json:"synced_at,omitzero"`
-	// LagSeconds is the time since the authority was last heard from (-1: never).
+	// LagSeconds is the time since the last signed heartbeat whose head the
+	// store had reached (-1: never).
 	LagSeconds float64 `json:"lag_seconds"`
+	// Stale: the store is not known to hold the authority's signed head;
+	// Reason says why. HeardAt is the last signed contact, Head the
+	// authority's last signed head, HeartbeatSeconds its interval.
+	Stale            bool      `json:"stale"`
+	Reason           string    `json:"reason,omitempty"`
+	HeardAt          time.Time `json:"heard_at,omitzero"`
+	Head             uint64    `json:"head,omitempty"`
+	HeartbeatSeconds float64   `json:"heartbeat_seconds,omitempty"`
+	// NextTry is when a waiting syncer tries again; Failures counts failed
+	// rounds in a row, LastError says why the last one ended.
+	NextTry   time.Time `json:"next_try,omitzero"`
+	Failures  int       `json:"failures,omitempty"`
+	LastError string    `json:"last_error,omitempty"`
 }
 
 // Session is one live session in GET /v1/sessions.
