@@ -47,10 +47,10 @@ type Gateway struct {
 	Broker   *broker.Broker
 	// CoAP is the CoAP front end (coaps:// and coap://); nil when neither
 	// coap.dtls_listen nor coap.udp_listen is set.
-	CoAP    *coap.Server
+	CoAP *coap.Server
 
 	halfOpen *broker.HalfOpen
-	started time.Time
+	started  time.Time
 
 	listeners []*broker.Listener
 	Syncer    *client.Syncer
