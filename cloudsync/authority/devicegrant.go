@@ -197,11 +197,21 @@ func (a *Authority) PollDeviceCode(clientID, assertionType, assertion, audience 
 	if err != nil {
 		return TokenResponse{}, err
 	}
-	return a.pollPairing(d, cnf, deviceCode)
+	return a.pollPairing(d, cnf, deviceCode, boundUntil(cnf, cert))
 }
 
-// pollPairing is one poll of device d (authenticated, holding cnf).
-func (a *Authority) pollPairing(d store.Device, cnf map[string]string, deviceCode string) (TokenResponse, error) {
+// boundUntil is when a token bound to cert (cnf x5t#S256) must expire at
+// the latest: the certificate's NotAfter. Zero when not bound to cert.
+func boundUntil(cnf map[string]string, cert *x509.Certificate) time.Time {
+	if cert == nil || cnf["x5t#S256"] == "" {
+		return time.Time{}
+	}
+	return cert.NotAfter
+}
+
+// pollPairing is one poll of device d (authenticated, holding cnf); the
+// token it issues expires by until (zero: no bound but the TTL).
+func (a *Authority) pollPairing(d store.Device, cnf map[string]string, deviceCode string, until time.Time) (TokenResponse, error) {
 	h := hashCode(deviceCode)
 	var p pendingPairing
 	if deviceCode == "" || a.Store.GetDoc(docDeviceCode, h, &p) != nil || p.Device != d.ID {
@@ -233,7 +243,7 @@ func (a *Authority) pollPairing(d store.Device, cnf map[string]string, deviceCod
 	if !sameCnf(p.Cnf, cnf) {
 		return TokenResponse{}, &OAuthError{"invalid_grant", "the device_code was issued to another credential of this device", http.StatusBadRequest}
 	}
-	return a.issuePaired(d, p.Owner, cnf)
+	return a.issuePaired(d, p.Owner, cnf, until)
 }
 
 func sameCnf(a, b map[string]string) bool {
@@ -250,7 +260,7 @@ func sameCnf(a, b map[string]string) bool {
 
 // issuePaired signs a paired device's access token (sub = owner) and a new
 // refresh token bound to the same credential.
-func (a *Authority) issuePaired(d store.Device, owner string, cnf map[string]string) (TokenResponse, error) {
+func (a *Authority) issuePaired(d store.Device, owner string, cnf map[string]string, until time.Time) (TokenResponse, error) {
 	class, err := a.Store.Class(d.Class)
 	if err != nil {
 		return TokenResponse{}, err
@@ -260,7 +270,8 @@ func (a *Authority) issuePaired(d store.Device, owner string, cnf map[string]str
 		return TokenResponse{}, err
 	}
 	scope := policy.FormatScope(rules)
-	tok, err := a.sign(map[string]any{"sub": owner, "client_id": d.ID, "scope": scope, "cnf": cnf})
+	// A token bound to a certificate ends no later than the certificate.
+	tok, life, err := a.signUntil(map[string]any{"sub": owner, "client_id": d.ID, "scope": scope, "cnf": cnf}, until)
 	if err != nil {
 		return TokenResponse{}, err
 	}
@@ -269,7 +280,7 @@ func (a *Authority) issuePaired(d store.Device, owner string, cnf map[string]str
 		return TokenResponse{}, err
 	}
 	a.log.Info("token issued", "device", d.ID, "owner", owner, "grant", "device_code")
-	return TokenResponse{AccessToken: tok, TokenType: "Bearer", ExpiresIn: int(a.cfg.TokenTTL.Seconds()), Scope: scope, RefreshToken: refresh}, nil
+	return TokenResponse{AccessToken: tok, TokenType: "Bearer", ExpiresIn: life, Scope: scope, RefreshToken: refresh}, nil
 }
 
 // Refresh rotates a refresh token: the old one is spent, the new token is
@@ -289,7 +300,7 @@ func (a *Authority) Refresh(clientID, assertionType, assertion, audience string,
 	if d.Owner != g.Owner || d.Status != store.DeviceActive {
 		return TokenResponse{}, &OAuthError{"invalid_grant", "the device is no longer paired to this owner", http.StatusBadRequest}
 	}
-	return a.issuePaired(d, g.Owner, cnf)
+	return a.issuePaired(d, g.Owner, cnf, boundUntil(cnf, cert))
 }
 
 // Unpair ends a device's pairing: its owner is cleared, every token it holds

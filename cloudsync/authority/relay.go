@@ -45,7 +45,7 @@ func (a *Authority) RelayPoll(gw, deviceID, deviceCode string) (TokenResponse, e
 	if err != nil {
 		return TokenResponse{}, &OAuthError{"invalid_client", err.Error(), http.StatusBadRequest}
 	}
-	return a.pollPairing(d, cnf, deviceCode)
+	return a.pollPairing(d, cnf, deviceCode, time.Time{}) // bound to the registered credential; no certificate at hand
 }
 
 // registeredCnf is the confirmation a relayed device's tokens are bound to.

@@ -141,3 +141,43 @@ func TestCallHomeTokenEndsWithCertificate(t *testing.T) {
 		})
 	}
 }
+
+// TestPairedTokenEndsWithCertificate: a device that pairs (RFC 8628) and
+// refreshes over mutual TLS gets tokens bound to its certificate that
+// expire no later than the certificate, as call-home tokens do.
+func TestPairedTokenEndsWithCertificate(t *testing.T) {
+	f := newFixture(t) // TokenTTL 1h
+	f.classes()
+	cert, leaf, fp := factoryCert(t, "dev-1", time.Now().Add(-time.Hour), time.Now().Add(10*time.Minute))
+	if code, body := f.callHome(cert, fp); code != 200 { // registers dev-1 with the fingerprint
+		t.Fatalf("call home: %d %s", code, body)
+	}
+	form := url.Values{"client_id": {"dev-1"}}.Encode()
+	code, body := f.do("POST", "/oauth/device_authorization", "", "application/x-www-form-urlencoded", form, &cert)
+	var da authority.DeviceAuthorization
+	if code != 200 || json.Unmarshal([]byte(body), &da) != nil {
+		t.Fatalf("device authorization: %d %s", code, body)
+	}
+	if err := f.a.DecidePairing(da.UserCode, "alice", true); err != nil {
+		t.Fatal(err)
+	}
+	check := func(what string, code int, body string) authority.TokenResponse {
+		t.Helper()
+		var tr authority.TokenResponse
+		if code != 200 || json.Unmarshal([]byte(body), &tr) != nil {
+			t.Fatalf("%s: %d %s", what, code, body)
+		}
+		claims := decodeClaims(t, tr.AccessToken)
+		exp, iat := int64(claims["exp"].(float64)), int64(claims["iat"].(float64))
+		if exp != leaf.NotAfter.Unix() || int64(tr.ExpiresIn) != exp-iat {
+			t.Errorf("%s: exp %d expires_in %d; want exp = the certificate's NotAfter %d and expires_in exp - iat", what, exp, tr.ExpiresIn, leaf.NotAfter.Unix())
+		}
+		return tr
+	}
+	code, body = f.do("POST", "/oauth/token", "", "application/x-www-form-urlencoded", url.Values{
+		"grant_type": {"urn:ietf:params:oauth:grant-type:device_code"}, "client_id": {"dev-1"}, "device_code": {da.DeviceCode}}.Encode(), &cert)
+	tr := check("device code poll", code, body)
+	code, body = f.do("POST", "/oauth/token", "", "application/x-www-form-urlencoded", url.Values{
+		"grant_type": {"refresh_token"}, "client_id": {"dev-1"}, "refresh_token": {tr.RefreshToken}}.Encode(), &cert)
+	check("refresh", code, body)
+}
