@@ -1,6 +1,7 @@
 package coap
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"errors"
 	"time"
@@ -29,8 +30,15 @@ const optRequestTag message.OptionID = 292
 // block within a 1152-byte CoAP datagram.
 const maxBlockSZX = blockwise.SZX1024
 
-// blockTimeout drops a Block1 transfer that stalls this long between blocks.
+// blockTimeout is go-coap's own block-wise timeout, which is off (see
+// WithBlockwise in Start); Options.BlockTimeout bounds ours.
 const blockTimeout = 2 * time.Minute
+
+// Defaults of Options.BlockBudget and Options.BlockTimeout.
+const (
+	defaultBlockBudget  = 8 << 20
+	defaultBlockTimeout = 2 * time.Minute
+)
 
 // maxReprs is how many large representations one session keeps for Block2
 // follow-ups.
@@ -39,16 +47,25 @@ const maxReprs = 16
 // maxTransfers is how many Block1 transfers one session may have under way.
 const maxTransfers = 4
 
-// transfer is a Block1 upload being reassembled.
+// transfer is a Block1 upload being reassembled. held is what its body
+// counts against the gateway's budget (its capacity); timer drops it when
+// it has not completed within Options.BlockTimeout.
 type transfer struct {
-	body []byte
-	last time.Time
+	body  []byte
+	held  int64
+	timer *time.Timer
 }
 
 // block1 gathers a PUT/POST's payload. It returns the whole payload and
 // true when the request completes it (with the Block1 option to echo in the
 // final answer, 0 if none); otherwise it has answered (2.31 Continue, 4.08,
-// 4.13) and returns false.
+// 4.13, 5.03) and returns false.
+//
+// Every body under way counts against one budget for the gateway
+// (Options.BlockBudget): sessions that start uploads and never finish them
+// cannot hold more than that, and each upload is dropped if it has not
+// completed within Options.BlockTimeout, whether or not its session sends
+// anything again.
 func (s *Server) block1(w *responsewriter.ResponseWriter[*udpClient.Conn], r *pool.Message, p *peer, limit int) ([]byte, uint32, bool) {
 	payload, err := r.ReadBody()
 	if err != nil {
@@ -67,15 +84,15 @@ func (s *Server) block1(w *responsewriter.ResponseWriter[*udpClient.Conn], r *po
 	path, _ := r.Options().Path()
 	tag, _ := r.Options().GetBytes(optRequestTag)
 	key := path + "\x00" + string(tag)
-	now := time.Now()
 	p.mu.Lock()
+	if p.ended.Load() {
+		// endWith has released the session's transfers, or is about to.
+		p.mu.Unlock()
+		reply(w, codes.Unauthorized, "no authenticated session")
+		return nil, 0, false
+	}
 	if p.transfers == nil {
 		p.transfers = map[string]*transfer{}
-	}
-	for k, t := range p.transfers {
-		if now.Sub(t.last) > blockTimeout {
-			delete(p.transfers, k)
-		}
 	}
 	t := p.transfers[key]
 	switch {
@@ -85,39 +102,94 @@ func (s *Server) block1(w *responsewriter.ResponseWriter[*udpClient.Conn], r *po
 			reply(w, codes.ServiceUnavailable, "too many block-wise transfers under way")
 			return nil, 0, false
 		}
+		if t != nil {
+			s.dropTransfer(p, key, t) // started again
+		}
 		t = &transfer{}
 		p.transfers[key] = t
+		t.timer = time.AfterFunc(s.o.BlockTimeout, func() {
+			p.mu.Lock()
+			if p.transfers[key] == t {
+				s.dropTransfer(p, key, t)
+			}
+			p.mu.Unlock()
+		})
 	case t == nil || int64(len(t.body)) != num*szx.Size():
-		delete(p.transfers, key)
+		if t != nil {
+			s.dropTransfer(p, key, t)
+		}
 		p.mu.Unlock()
 		reply(w, codes.RequestEntityIncomplete, "block out of order or transfer unknown: start again at block 0")
 		return nil, 0, false
 	}
 	if limit > 0 && len(t.body)+len(payload) > limit {
-		delete(p.transfers, key)
+		s.dropTransfer(p, key, t)
 		p.mu.Unlock()
 		tooLarge(w, limit)
 		return nil, 0, false
 	}
 	if more && int64(len(payload)) != szx.Size() {
-		delete(p.transfers, key)
+		s.dropTransfer(p, key, t)
 		p.mu.Unlock()
 		reply(w, codes.BadRequest, "a block before the last must be exactly the block size")
 		return nil, 0, false
 	}
+	if need := len(t.body) + len(payload); need > cap(t.body) {
+		// Grow by doubling (bounded by the limit), counting the new
+		// capacity against the budget before it is allocated.
+		grown := max(need, 2*cap(t.body))
+		if limit > 0 {
+			grown = min(grown, limit) // need <= limit, checked above
+		}
+		if s.blockBytes.Add(int64(grown)-t.held) > s.o.BlockBudget {
+			s.blockBytes.Add(t.held - int64(grown))
+			s.dropTransfer(p, key, t)
+			p.mu.Unlock()
+			s.log.Warn("coap block-wise upload refused", "device", p.device, "remote", p.remote, "reason", "gateway budget for uploads under way is spent", "budget", s.o.BlockBudget)
+			_ = w.SetResponse(codes.ServiceUnavailable, message.TextPlain, bytes.NewReader([]byte("too many block-wise uploads under way at the gateway; try again later")),
+				message.Option{ID: message.MaxAge, Value: encodeUint(5)})
+			return nil, 0, false
+		}
+		body := make([]byte, len(t.body), grown)
+		copy(body, t.body)
+		t.body, t.held = body, int64(grown)
+	}
 	t.body = append(t.body, payload...)
-	t.last = now
 	if more {
 		p.mu.Unlock()
 		echo, _ := blockwise.EncodeBlockOption(szx, num, true)
 		_ = w.SetResponse(codes.Continue, message.TextPlain, nil, message.Option{ID: message.Block1, Value: encodeUint(echo)})
 		return nil, 0, false
 	}
-	delete(p.transfers, key)
+	s.dropTransfer(p, key, t) // complete: the body is the caller's now
 	p.mu.Unlock()
 	echo, _ := blockwise.EncodeBlockOption(szx, num, false)
 	return t.body, echo, true
 }
+
+// dropTransfer forgets p's transfer t under key and returns what it held
+// to the budget, with p.mu held.
+func (s *Server) dropTransfer(p *peer, key string, t *transfer) {
+	t.timer.Stop()
+	if p.transfers[key] == t {
+		delete(p.transfers, key)
+	}
+	s.blockBytes.Add(-t.held)
+	t.held = 0
+}
+
+// dropTransfers forgets all of p's transfers (the session ended).
+func (s *Server) dropTransfers(p *peer) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for k, t := range p.transfers {
+		s.dropTransfer(p, k, t)
+	}
+}
+
+// BlockBytes is what the Block1 uploads under way hold, in bytes, for
+// metrics: never more than Options.BlockBudget.
+func (s *Server) BlockBytes() int64 { return s.blockBytes.Load() }
 
 // etag names a representation, so a client reading it block by block can
 // tell when it changed under it.

@@ -71,6 +71,13 @@ type Options struct {
 	IdleTimeout, ObserveIdleTimeout time.Duration
 	// MaxObservations caps the observations one device holds at once.
 	MaxObservations int
+	// BlockBudget bounds, in bytes, the bodies of all Block1 uploads under
+	// way at once across the gateway; an upload that would go over it is
+	// dropped with 5.03. 0 means 8 MiB.
+	BlockBudget int64
+	// BlockTimeout drops a Block1 upload that has not completed this long
+	// after its first block. 0 means 2 minutes.
+	BlockTimeout time.Duration
 
 	Store  *store.Store
 	Auth   *authn.Authenticator
@@ -113,9 +120,12 @@ type Server struct {
 	// Unauthorized counts 4.01 answers (tokens and proofs refused), for metrics.
 	Unauthorized atomic.Uint64
 
+	blockBytes atomic.Int64 // what Block1 uploads under way hold (block1)
+
+	psks pskIndex
+
 	mu    sync.Mutex
-	peers map[string]map[*peer]struct{} // device id -> live DTLS sessions
-	psks  map[string][]string           // PSK identity -> device ids; nil: rebuild
+	peers map[string]map[*peer]struct{} // device id -> live sessions
 	// handed is the SHA-256 of the key last given to a handshake, by PSK
 	// identity: a session must be bound to the key it was opened with.
 	handed map[string][32]byte
@@ -134,6 +144,12 @@ func New(o Options) (*Server, error) {
 	}
 	if o.IdleTimeout <= 0 {
 		o.IdleTimeout = 5 * time.Minute
+	}
+	if o.BlockBudget <= 0 {
+		o.BlockBudget = defaultBlockBudget
+	}
+	if o.BlockTimeout <= 0 {
+		o.BlockTimeout = defaultBlockTimeout
 	}
 	if o.ObserveIdleTimeout < o.IdleTimeout {
 		o.ObserveIdleTimeout = o.IdleTimeout
@@ -350,15 +366,12 @@ func (s *Server) pskFor(identity []byte) ([]byte, error) {
 // deviceByIdentity finds the active device holding a PSK identity.
 func (s *Server) deviceByIdentity(identity string) (store.Device, error) {
 	for attempt := 0; attempt < 2; attempt++ {
-		ids, err := s.identityIndex(identity, attempt > 0)
+		ids, err := s.psks.lookup(identity, s.o.Store)
 		if err != nil {
 			return store.Device{}, err
 		}
 		switch len(ids) {
 		case 0:
-			if attempt == 0 {
-				continue // the cache may predate the device
-			}
 			return store.Device{}, errors.New("unknown psk identity")
 		case 1:
 		default:
@@ -366,7 +379,10 @@ func (s *Server) deviceByIdentity(identity string) (store.Device, error) {
 		}
 		d, err := s.o.Store.Device(ids[0])
 		if err != nil || d.PSKIdentity != identity {
-			continue // changed since the cache was built
+			// Changed since the index was built, and InvalidatePSKs is yet
+			// to come: build it again, once. Only a known identity gets here.
+			s.psks.invalidate()
+			continue
 		}
 		if d.Status != store.DeviceActive {
 			return store.Device{}, fmt.Errorf("device %q is %s", d.ID, d.Status)
@@ -379,25 +395,48 @@ func (s *Server) deviceByIdentity(identity string) (store.Device, error) {
 	return store.Device{}, errors.New("unknown psk identity")
 }
 
-func (s *Server) identityIndex(identity string, rebuild bool) ([]string, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.psks == nil || rebuild {
-		m, err := s.o.Store.PSKIdentities()
-		if err != nil {
-			return nil, fmt.Errorf("store: %w", err)
-		}
-		s.psks = m
-	}
-	return s.psks[identity], nil
+// pskIndex maps PSK identities to devices. It is built from the store when
+// first needed and trusted until invalidated (InvalidatePSKs, on every
+// device change): an identity it lacks is unknown at the cost of a map
+// lookup, so a stranger trying identities never makes the gateway scan its
+// devices, and no lookup waits on Server.mu.
+type pskIndex struct {
+	cur    atomic.Pointer[pskEntry]
+	gen    atomic.Uint64 // counts invalidations; an entry of an older one is stale
+	build  sync.Mutex    // one build at a time
+	builds atomic.Uint64 // how many builds, for tests
 }
 
-// InvalidatePSKs drops the cached PSK identity index; call it when devices change.
-func (s *Server) InvalidatePSKs() {
-	s.mu.Lock()
-	s.psks = nil
-	s.mu.Unlock()
+type pskEntry struct {
+	gen uint64
+	m   map[string][]string // PSK identity -> device ids
 }
+
+func (x *pskIndex) lookup(identity string, st *store.Store) ([]string, error) {
+	if e := x.cur.Load(); e != nil && e.gen == x.gen.Load() {
+		return e.m[identity], nil
+	}
+	x.build.Lock()
+	defer x.build.Unlock()
+	gen := x.gen.Load()
+	if e := x.cur.Load(); e != nil && e.gen == gen {
+		return e.m[identity], nil // built while this one waited
+	}
+	m, err := st.PSKIdentities()
+	if err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	x.builds.Add(1)
+	// Devices changed during the build bump gen: the entry is stale at once
+	// and the next lookup builds again.
+	x.cur.Store(&pskEntry{gen: gen, m: m})
+	return m[identity], nil
+}
+
+func (x *pskIndex) invalidate() { x.gen.Add(1) }
+
+// InvalidatePSKs drops the cached PSK identity index; call it when devices change.
+func (s *Server) InvalidatePSKs() { s.psks.invalidate() }
 
 // onNewConn runs after a successful handshake: it binds the session to the
 // device whose PSK or certificate it used.
@@ -766,6 +805,7 @@ func (s *Server) endWith(p *peer, reason string, code codes.Code) bool {
 	for _, o := range obs {
 		s.unsubscribe(o)
 	}
+	s.dropTransfers(p)
 	if code != codes.Empty {
 		s.log.Warn("coap session ended", "device", p.device, "remote", p.remote, "reason", reason)
 		// A refusal's reason may carry store details: the device is told
