@@ -11,6 +11,9 @@ The vendored files are not edited. This adapter:
   * gives the suite's client library (mqtt.clients.V311/V5) a username and a
     password (an access token) for each client id, from the credentials file
     written by interop/provision: {client id: {client_id, username, password}};
+  * makes Client.subscribe wait (up to 3 s) for its own SUBACK when the
+    client has a callback: the tests mean to wait for SUBACKs before they
+    publish, but several wait on the wrong client's (a race, lost at random);
   * sends "clean_retained" where the suite's cleanup helper uses the client id
     "clean retained" (an EdgeID device id may not hold whitespace); the same
     for both brokers, so the baseline sees the same traffic;
@@ -28,6 +31,7 @@ import json
 import logging
 import os
 import sys
+import time
 import types
 import unittest
 
@@ -44,7 +48,7 @@ def load_suite(name):
     return __import__(name)
 
 
-def add_credentials(creds):
+def adapt_client(creds):
     from mqtt.clients.V311 import main as v311
     from mqtt.clients.V5 import main as v5
 
@@ -66,7 +70,21 @@ def add_credentials(creds):
                 kwargs["password"] = c["password"].encode("utf-8")
             return _orig(self, *args, **kwargs)
 
-        cls.__init__, cls.connect = __init__, connect
+        def subscribe(self, *args, _orig=cls.subscribe, **kwargs):
+            # Wait (up to 3 s) for this SUBSCRIBE's SUBACK, as the tests mean
+            # to: several send a second client's SUBSCRIBE and then wait on
+            # the first client's SUBACKs (callback instead of callback2)
+            # before publishing, a race the broker that adds a few
+            # microseconds to SUBSCRIBE loses at random.
+            msgid = _orig(self, *args, **kwargs)
+            acks = getattr(self.callback, "subscribeds", None)
+            if acks is not None:
+                deadline = time.monotonic() + 3
+                while time.monotonic() < deadline and not any(a[0] == msgid for a in list(acks)):
+                    time.sleep(0.005)
+            return msgid
+
+        cls.__init__, cls.connect, cls.subscribe = __init__, connect, subscribe
 
 
 def set_globals(mod, suite, host, port):
@@ -108,7 +126,7 @@ def main():
     if a.credentials:
         with open(a.credentials) as f:
             creds = json.load(f)
-    add_credentials(creds)
+    adapt_client(creds)
     set_globals(mod, a.suite, a.host, a.port)
     tests = loader.loadTestsFromName("Test." + a.test, mod)
     result = unittest.TextTestRunner(stream=sys.stdout, verbosity=2).run(tests)
