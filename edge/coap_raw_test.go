@@ -141,3 +141,6 @@ func answerTo(mid uint16, token string) func(message.Message) bool {
 		return (m.Type == message.Acknowledgement && uint16(m.MessageID) == mid) || (token != "" && string(m.Token) == token)
 	}
 }
+
+// rawDecode decodes a datagram (m needs room for its options).
+func rawDecode(b []byte, m *message.Message) (int, error) { return coder.DefaultCoder.Decode(b, m) }

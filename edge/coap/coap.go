@@ -264,12 +264,20 @@ func (s *Server) startDTLS() error {
 		idleMonitor{s: s},
 		options.WithBlockwise(false, maxBlockSZX, blockTimeout), // done in blockwise.go
 		options.WithDTLSHandshakeTimeout(10*time.Second),
+		// go-coap reads each DTLS record into a buffer of this size and ends
+		// the session on a larger one (its default is 1472): take what pion
+		// can receive, so a token of a few KB posted in one message is
+		// answered rather than dropping the session.
+		options.WithMTU(dtlsReadBuffer),
 		options.WithErrors(func(err error) { s.log.Debug("coap", "err", err) }),
 	)
 	s.served = s.run("coap server", func() error { return s.srv.Serve(ln) })
 	s.log.Info("coap listening", "dtls", ln.Addr().String())
 	return nil
 }
+
+// dtlsReadBuffer is pion's own limit on a received datagram.
+const dtlsReadBuffer = 8192
 
 // Addr is the bound DTLS address, or "" before Start.
 func (s *Server) Addr() string {
@@ -916,6 +924,12 @@ func (m *inactivity) CheckInactivity(now time.Time, cc *udpClient.Conn) {
 // handle serves one request over DTLS: the session's device is the one
 // whose PSK or certificate the handshake used.
 func (s *Server) handle(w *responsewriter.ResponseWriter[*udpClient.Conn], r *pool.Message) {
+	if why := badOption(r); why != "" {
+		if r.Type() == message.Confirmable {
+			reply(w, codes.BadOption, why)
+		}
+		return // a non-confirmable one is rejected: ignored (RFC 7252 §4.3)
+	}
 	p, _ := w.Conn().Context().Value(peerKey{}).(*peer)
 	if p == nil || p.ended.Load() {
 		reply(w, codes.Unauthorized, "no authenticated session")
@@ -1196,14 +1210,18 @@ func (s *Server) authzInfo(w *responsewriter.ResponseWriter[*udpClient.Conn], r 
 		reply(w, codes.MethodNotAllowed, "POST the access token")
 		return
 	}
-	body, err := r.ReadBody()
-	if err != nil {
-		reply(w, codes.BadRequest, "cannot read payload")
+	// A token too large for one datagram may come block-wise (RFC 7959).
+	body, echo, done := s.block1(w, r, p, maxTokenPost)
+	if !done {
 		return
 	}
 	if len(body) > maxTokenPost {
 		tooLarge(w, maxTokenPost)
 		return
+	}
+	var opts []message.Option
+	if echo != 0 {
+		opts = append(opts, message.Option{ID: message.Block1, Value: encodeUint(echo)})
 	}
 	tok, why := tokenOf(body)
 	if why != "" {
@@ -1236,7 +1254,7 @@ func (s *Server) authzInfo(w *responsewriter.ResponseWriter[*udpClient.Conn], r 
 		return
 	}
 	s.log.Info("coap token bound to session", "device", p.device, "expires", c.Expiry)
-	_ = w.SetResponse(codes.Created, message.TextPlain, bytes.NewReader(nil))
+	_ = w.SetResponse(codes.Created, message.TextPlain, bytes.NewReader(nil), opts...)
 }
 
 // maxTokenPost bounds the body of a POST to /authz-info.

@@ -3,6 +3,7 @@ package coap
 import (
 	"bytes"
 	"container/list"
+	"crypto"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
+	"github.com/lestrrat-go/jwx/v3/jwa"
 	"github.com/lestrrat-go/jwx/v3/jwk"
 	"github.com/lestrrat-go/jwx/v3/jws"
 	"github.com/plgd-dev/go-coap/v3/message"
@@ -337,6 +339,12 @@ func (s *Server) revive(p *peer) bool {
 // handleUDP serves one plain-UDP request: /authz-info takes a token; every
 // other request must prove possession of its token's key.
 func (s *Server) handleUDP(w *responsewriter.ResponseWriter[*udpClient.Conn], r *pool.Message) {
+	if why := badOption(r); why != "" {
+		if r.Type() == message.Confirmable {
+			s.refuseUDP(w, r, codes.BadOption, why)
+		}
+		return // a non-confirmable one is rejected: ignored (RFC 7252 §4.3)
+	}
 	if path, err := r.Options().Path(); err == nil && path == PathAuthzInfo {
 		s.authzInfoUDP(w, r)
 		return
@@ -402,7 +410,7 @@ func (s *Server) udpAuth(cc *udpClient.Conn, r *pool.Message) (*peer, error) {
 		return nil, popErr("plain UDP requests must carry a proof of possession (option %d) for a key-bound token", OptionProof)
 	}
 	msg, err := jws.Parse(proof, jws.WithCompact())
-	if err != nil {
+	if err != nil || len(msg.Signatures()) != 1 {
 		return nil, popErr("the proof is not a compact JWS")
 	}
 	var claimed Proof
@@ -412,6 +420,9 @@ func (s *Server) udpAuth(cc *udpClient.Conn, r *pool.Message) (*peer, error) {
 	tokOpt, _ := r.Options().GetBytes(OptionAccessToken)
 	if p, ok := cc.Context().Value(peerKey{}).(*peer); ok && !p.ended.Load() {
 		if b := p.binding.Load(); b != nil && b.ath == claimed.ATH && (len(tokOpt) == 0 || digest(tokOpt) == b.ath) {
+			if err := checkProofHeader(msg, b.key); err != nil {
+				return nil, err
+			}
 			payload, err := authn.VerifyProofWith(b.key, proof, UDPProofType)
 			if err != nil {
 				return nil, &authn.Error{Reason: authn.ReasonCnfMismatch, Detail: "proof of possession: " + err.Error()}
@@ -441,10 +452,25 @@ func (s *Server) udpAuth(cc *udpClient.Conn, r *pool.Message) (*peer, error) {
 	if err != nil {
 		return nil, &authn.Error{Reason: authn.ReasonUnknownDevice, Detail: fmt.Sprintf("client_id %q is not a device known to this gateway", c.ClientID)}
 	}
-	payload, jkt, err := authn.VerifyProof(d.PublicKey, proof, UDPProofType)
+	if len(d.PublicKey) == 0 {
+		return nil, &authn.Error{Reason: authn.ReasonCnfMismatch, Detail: "proof of possession: no public key is registered for the device"}
+	}
+	key, err := jwk.ParseKey(d.PublicKey)
+	if err != nil {
+		return nil, fmt.Errorf("device key: %w", err)
+	}
+	if err := checkProofHeader(msg, key); err != nil {
+		return nil, err
+	}
+	payload, err := authn.VerifyProofWith(key, proof, UDPProofType)
 	if err != nil {
 		return nil, &authn.Error{Reason: authn.ReasonCnfMismatch, Detail: "proof of possession: " + err.Error()}
 	}
+	thumb, err := key.Thumbprint(crypto.SHA256)
+	if err != nil {
+		return nil, fmt.Errorf("device key thumbprint: %w", err)
+	}
+	jkt := base64.RawURLEncoding.EncodeToString(thumb)
 	if !authn.SameJKT(jkt, c.Cnf.JKT) {
 		return nil, &authn.Error{Reason: authn.ReasonCnfMismatch, Detail: "the proof is signed by a key other than the one the token is bound to"}
 	}
@@ -455,10 +481,6 @@ func (s *Server) udpAuth(cc *udpClient.Conn, r *pool.Message) (*peer, error) {
 	pl, err := s.o.Auth.Token(tok, authn.Possession{JKT: jkt}, c.ClientID)
 	if err != nil {
 		return nil, err
-	}
-	key, err := jwk.ParseKey(d.PublicKey)
-	if err != nil {
-		return nil, fmt.Errorf("device key: %w", err)
 	}
 	return s.udpPeer(cc, pl, c, &binding{ath: ath, key: key, keyRaw: d.PublicKey})
 }
@@ -505,6 +527,30 @@ func (s *Server) unauthorizedUDP(w *responsewriter.ResponseWriter[*udpClient.Con
 		return
 	}
 	_ = w.SetResponse(codes.Unauthorized, message.AppJSON, bytes.NewReader(hint))
+}
+
+// checkProofHeader refuses a proof whose header asks for what the gateway
+// does not do: jwx verifies with the algorithm it is given (the device
+// key's) whatever the header names, and ignores crit (RFC 7515 §4.1.11: a
+// recipient must refuse a crit extension it does not understand, and it
+// understands none), so an ES384 header, or a crit such as b64 (RFC 7797),
+// would otherwise pass.
+func checkProofHeader(msg *jws.Message, key jwk.Key) error {
+	h := msg.Signatures()[0].ProtectedHeaders()
+	if _, ok := h.Critical(); ok {
+		return popErr("the proof's header has crit: no JWS extension is understood here")
+	}
+	if h.Has("b64") {
+		return popErr("the proof's header has b64: the payload must be base64url (RFC 7515)")
+	}
+	want := jwa.ES256()
+	if key.KeyType() == jwa.OKP() {
+		want = jwa.EdDSA() // as authn signs and verifies proofs
+	}
+	if alg, ok := h.Algorithm(); !ok || alg.String() != want.String() {
+		return popErr("the proof's header names alg %q; the device key signs %s", alg.String(), want.String())
+	}
+	return nil
 }
 
 func popErr(format string, args ...any) error {
