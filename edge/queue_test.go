@@ -403,3 +403,21 @@ func TestSessionEndsAtExpDespiteClockSkew(t *testing.T) {
 		t.Fatalf("an expired token connected: %+v", ca)
 	}
 }
+
+// A session that expires before its Will's delay sends the Will when it
+// ends (MQTT-3.1.3-9), whichever of mochi's two per-second sweeps (session
+// expiry, delayed Wills) runs first.
+func TestWillAtSessionExpiry(t *testing.T) {
+	g := startGateway(t)
+	cloud := g.pconnect(t, "acme-cloud", popts{token: g.token("acme-cloud", "acme-cloud", nil), cleanStart: true})
+	cloud.sub(t, "devices/+/telemetry/#")
+	for i := 0; i < 3; i++ {
+		will := &paho.WillMessage{Topic: "devices/thermo-1/telemetry/will", Payload: []byte(fmt.Sprint("gone-", i)), QoS: 1}
+		dev := g.pconnect(t, "thermo-1", popts{token: g.token("thermo-1", "thermo-1", nil), cleanStart: true, expiry: 1, will: will, willDelay: 60})
+		dev.drop()
+		if got := cloud.receiveUntil(t, fmt.Sprint("gone-", i)); len(got) > 0 {
+			t.Fatalf("before the Will: %v", got)
+		}
+		waitFor(t, "session gone", func() bool { return g.g.Broker.Sessions.Offline() == 0 })
+	}
+}

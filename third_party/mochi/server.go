@@ -1746,6 +1746,10 @@ func (s *Server) clearExpiredClients(dt int64) {
 		}
 
 		if disconnected+int64(expire) < dt {
+			// EdgeID: the Will is sent at the latest when the session ends [MQTT-3.1.3-9].
+			if pk, ok := s.loop.willDelayed.Get(id); ok {
+				s.sendDueWill(id, client, true, pk)
+			}
 			s.hooks.OnClientExpired(client)
 			s.Clients.Delete(id) // [MQTT-4.1.0-2]
 		}
@@ -1784,25 +1788,28 @@ func (s *Server) clearExpiredInflights(now int64) {
 func (s *Server) sendDelayedLWT(dt int64) {
 	for id, pk := range s.loop.willDelayed.GetAll() {
 		if dt > pk.Expiry {
-			// EdgeID: the delayed Will is published only if its client may
-			// still publish it now (a revoked device's session is gone, so it
-			// may not); a client whose session is gone sends nothing.
 			cl, ok := s.Clients.Get(id)
-			if !ok || !s.hooks.OnACLCheck(cl, pk.TopicName, true) {
-				s.loop.willDelayed.Delete(id)
-				continue
-			}
-			s.publishToSubscribers(pk) // [MQTT-3.1.2-8]
-			if ok {
-				if pk.FixedHeader.Retain {
-					s.retainMessage(cl, pk)
-				}
-				cl.Properties.Will = Will{} // [MQTT-3.1.2-10]
-				s.hooks.OnWillSent(cl, pk)
-			}
-			s.loop.willDelayed.Delete(id)
+			s.sendDueWill(id, cl, ok, pk)
 		}
 	}
+}
+
+// sendDueWill publishes a delayed Will that is due (EdgeID): only if its
+// client may still publish it now (a revoked device's session is gone, so
+// it may not); a client whose session is gone sends nothing. A session that
+// expires sends its pending Will first (clearExpiredClients), whichever of
+// the two ticks of the same second runs first.
+func (s *Server) sendDueWill(id string, cl *Client, ok bool, pk packets.Packet) {
+	s.loop.willDelayed.Delete(id)
+	if !ok || !s.hooks.OnACLCheck(cl, pk.TopicName, true) {
+		return
+	}
+	s.publishToSubscribers(pk) // [MQTT-3.1.2-8]
+	if pk.FixedHeader.Retain {
+		s.retainMessage(cl, pk)
+	}
+	cl.Properties.Will = Will{} // [MQTT-3.1.2-10]
+	s.hooks.OnWillSent(cl, pk)
 }
 
 // Int64toa converts an int64 to a string.
