@@ -6,7 +6,7 @@ LDFLAGS   := -s -w -X github.com/edgeid/edgeid/edge.Version=$(VERSION)
 # with "context deadline exceeded" (golang/go#75804).
 FUZZTIME  ?= 20000x
 
-.PHONY: build run test lint vet staticcheck fuzz fuzz-long bench clean deb stress32
+.PHONY: build run test lint vet staticcheck fuzz fuzz-long bench clean deb stress32 interop
 
 build:
 	mkdir -p bin
@@ -54,6 +54,13 @@ fuzz:
 
 # By hand: make fuzz-long FUZZTIME=10m
 fuzz-long: fuzz
+
+# The Eclipse Paho interoperability suite (MQTT 3.1.1 and 5), each test in its
+# own python3 process, against edgeid serve and mochi with no hooks in one run
+# (interop/README.md). The suite is supplied by hand in
+# third_party/paho.mqtt.testing; without it this exits 2 and says so.
+interop:
+	interop/run.sh
 
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem ./edge/... ./store/...
