@@ -664,8 +664,10 @@ func (s *Server) RecheckAll() {
 	}
 }
 
-// EndDevice ends every CoAP session of device id, cancelling its
-// observations with 4.03, and returns how many it ended.
+// EndDevice ends every CoAP session of device id, whatever its credential
+// (PSK, certificate, token over DTLS or plain UDP), cancelling its
+// observations with 4.03, and returns how many it ended. It does not block
+// on the network: the store watcher calls it for a device revocation.
 func (s *Server) EndDevice(id, reason string) int {
 	n := 0
 	for _, p := range s.peersOf(id) {
