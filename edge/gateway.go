@@ -157,6 +157,7 @@ func (g *Gateway) build() error {
 		}
 		g.CoAP, err = coap.New(coap.Options{DTLSListen: cfg.CoAP.DTLSListen, UDPListen: cfg.CoAP.UDPListen, IdleTimeout: cfg.CoAP.IdleTimeout,
 			ObserveIdleTimeout: cfg.CoAP.ObserveIdleTimeout, MaxObservations: cfg.CoAP.MaxObservations,
+			BlockBudget: cfg.CoAP.BlockBudget, BlockTimeout: cfg.CoAP.BlockTimeout,
 			Store: g.Store, Auth: g.Auth, Broker: b, Log: g.log.With("component", "coap"),
 			PairRelay: g.pairRelay, PairingOpen: g.PairingOpen, ASHint: g.authorityURL(),
 			Certificate: &cert})
@@ -378,6 +379,9 @@ func (g *Gateway) onApplied(a store.Applied) {
 				cands = g.Broker.Sessions.ByJTI(r.Value)
 			case store.RevokeDevice:
 				cands = g.Broker.Sessions.ByDevice(r.Value)
+				if g.CoAP != nil { // every CoAP session of the device, whatever its credential
+					kicked += g.CoAP.EndDevice(r.Value, "revoked: device")
+				}
 			case store.RevokeSubject:
 				cands = g.Broker.Sessions.BySubject(r.Value)
 			}

@@ -62,8 +62,17 @@ func VerifyProofWith(key jwk.Key, proof []byte, typ string) ([]byte, error) {
 	if err != nil || len(msg.Signatures()) != 1 {
 		return nil, errors.New("proof is not a compact JWS")
 	}
-	if t, _ := msg.Signatures()[0].ProtectedHeaders().Type(); t != typ {
+	h := msg.Signatures()[0].ProtectedHeaders()
+	if t, _ := h.Type(); t != typ {
 		return nil, fmt.Errorf("proof typ %q is not %s", t, typ)
+	}
+	// No JWS extension is understood, and the header must name the key's
+	// own algorithm: a proof saying another one is refused, not reinterpreted.
+	if _, ok := h.Critical(); ok || h.Has("b64") {
+		return nil, errors.New("proof header has crit or b64: no JWS extension is understood")
+	}
+	if alg, ok := h.Algorithm(); !ok || alg.String() != proofAlg(key).String() {
+		return nil, fmt.Errorf("proof alg %q is not the device key's %s", alg.String(), proofAlg(key).String())
 	}
 	// The algorithm comes from the registered key, never from the header.
 	payload, err := jws.Verify(proof, jws.WithKey(proofAlg(key), key))

@@ -556,13 +556,9 @@ func (s *Server) check(p *peer) {
 // exp (plus the clock skew allowed) or the client certificate's NotAfter,
 // whichever comes first.
 func (s *Server) armExpiry(p *peer) {
-	var at time.Time
-	if c := p.claims.Load(); c != nil {
-		at = c.Expiry.Add(s.o.Auth.Skew)
-	}
-	if p.leaf != nil && (at.IsZero() || p.leaf.NotAfter.Before(at)) {
-		at = p.leaf.NotAfter
-	}
+	// At exp (plus auth.exp_leeway, no clock skew) or the certificate's
+	// NotAfter, whichever comes first, as for MQTT.
+	at := s.o.Auth.CredentialEnd(p.claims.Load(), p.leaf)
 	if at.IsZero() {
 		return
 	}

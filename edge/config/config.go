@@ -55,6 +55,11 @@ type CoAP struct {
 	ObserveIdleTimeout time.Duration `mapstructure:"observe_idle_timeout"`
 	// MaxObservations caps the observations one device may hold at once.
 	MaxObservations int `mapstructure:"max_observations"`
+	// BlockBudget bounds, in bytes, the bodies of all block-wise (Block1)
+	// uploads in progress over the gateway (5.03 past it); BlockTimeout
+	// drops an upload not finished this long after its first block.
+	BlockBudget  int64         `mapstructure:"block_budget"`
+	BlockTimeout time.Duration `mapstructure:"block_timeout"`
 }
 
 // Enabled reports whether any CoAP listener is configured.
@@ -263,7 +268,8 @@ func Default() Config {
 			Persist: 100,
 		},
 		Pairing: Pairing{Window: 5 * time.Minute},
-		CoAP:    CoAP{IdleTimeout: 5 * time.Minute, ObserveIdleTimeout: 24 * time.Hour, MaxObservations: 16},
+		CoAP: CoAP{IdleTimeout: 5 * time.Minute, ObserveIdleTimeout: 24 * time.Hour, MaxObservations: 16,
+			BlockBudget: 8 << 20, BlockTimeout: 2 * time.Minute},
 	}
 }
 
@@ -485,6 +491,12 @@ func (c Config) Validate() error {
 	}
 	if c.CoAP.MaxObservations < 1 || c.CoAP.MaxObservations > 1024 {
 		bad("coap.max_observations", "%d is outside 1..1024", c.CoAP.MaxObservations)
+	}
+	if c.CoAP.BlockBudget < 64<<10 || c.CoAP.BlockBudget > 1<<30 {
+		bad("coap.block_budget", "%d is outside 65536..1073741824 bytes", c.CoAP.BlockBudget)
+	}
+	if c.CoAP.BlockTimeout < time.Second || c.CoAP.BlockTimeout > time.Hour {
+		bad("coap.block_timeout", "%s is outside 1s..1h", c.CoAP.BlockTimeout)
 	}
 	// --- end CoAP ---
 	if c.Admin.Socket == "" {
