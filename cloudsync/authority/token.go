@@ -147,15 +147,10 @@ func (a *Authority) issueCallHome(d store.Device, cnf map[string]string, binding
 	return TokenResponse{AccessToken: tok, TokenType: "Bearer", ExpiresIn: life, Scope: scope}, nil
 }
 
-// sign makes an RFC 9068 access token with the standard claims added.
-func (a *Authority) sign(claims map[string]any) (string, error) {
-	tok, _, err := a.signUntil(claims, time.Time{})
-	return tok, err
-}
-
-// signUntil is sign with exp at until when that is sooner than the TTL (the
-// NotAfter of the certificate a token is bound to); it also returns the
-// token's lifetime in seconds, for expires_in.
+// signUntil makes an RFC 9068 access token with the standard claims added,
+// its exp at until when that is sooner than the TTL (the NotAfter of the
+// certificate a token is bound to); it also returns the token's lifetime in
+// seconds, for expires_in.
 func (a *Authority) signUntil(claims map[string]any, until time.Time) (string, int, error) {
 	now := time.Now()
 	exp := now.Add(a.cfg.TokenTTL).Unix()
