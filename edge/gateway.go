@@ -379,8 +379,8 @@ func (g *Gateway) onApplied(a store.Applied) {
 				cands = g.Broker.Sessions.ByJTI(r.Value)
 			case store.RevokeDevice:
 				cands = g.Broker.Sessions.ByDevice(r.Value)
-				if g.CoAP != nil { // every CoAP session of the device, whatever its credential
-					kicked += g.CoAP.EndDevice(r.Value, "revoked: device")
+				if g.CoAP != nil { // every CoAP session of the device it covers, whatever its credential
+					kicked += g.CoAP.EndRevokedDevice(r, "revoked: device")
 				}
 			case store.RevokeSubject:
 				cands = g.Broker.Sessions.BySubject(r.Value)

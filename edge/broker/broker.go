@@ -283,6 +283,12 @@ func (b *Broker) End(s *Session, code packets.Code, reason string) bool {
 	// a goroutine. The session is already refused everything (ended is set).
 	cl := s.cl
 	go func() {
+		defer func() { // a DISCONNECT that fails to encode must not stop the process
+			if r := recover(); r != nil {
+				b.Log.Error("ending a session panicked; connection closed", "client", s.ClientID, "panic", fmt.Sprint(r))
+				cl.Stop(code)
+			}
+		}()
 		if cl.Net.Conn != nil {
 			_ = cl.Net.Conn.SetWriteDeadline(time.Now().Add(time.Second))
 		}

@@ -42,6 +42,19 @@ func (b *Broker) parkOrForget(cl *mqtt.Client, s *Session, expire bool) {
 		return
 	}
 	if !b.Sessions.park(s) {
+		if s.ended.Load() { // ended between the check above and park
+			b.Sessions.remove(cl)
+			s.timer.Stop()
+			b.forget(cl)
+		}
+		return
+	}
+	// End sets ended, then looks at parked; park sets parked, then looks at
+	// ended: whichever ran second sees the other, so a revocation racing
+	// the disconnect never leaves a kept session behind.
+	if s.ended.Load() {
+		b.unpark(s)
+		b.forget(cl)
 		return
 	}
 	b.recount(s)
@@ -61,7 +74,7 @@ func (b *Broker) parkOrForget(cl *mqtt.Client, s *Session, expire bool) {
 func (b *Broker) unpark(s *Session) {
 	if s.parked.Load() && b.Sessions.remove(s.cl) == s {
 		s.timer.Stop()
-		b.parkedQueued.Add(-s.queued.Load())
+		b.parkedQueued.Add(-s.queued.Swap(0))
 	}
 }
 
@@ -120,7 +133,7 @@ func (b *Broker) recount(s *Session) {
 func (b *Broker) trim(s *Session) {
 	max := b.Offline
 	for s.queued.Load() > int64(max.Messages) || (max.Bytes > 0 && s.queuedBytes.Load() > max.Bytes) {
-		oldest, ok := firstPublish(s.cl.State.Inflight.GetAll(false))
+		oldest, ok := s.cl.State.Inflight.Oldest(packets.Publish) // no copy of the queue per message
 		if !ok {
 			b.recount(s)
 			return
@@ -135,15 +148,6 @@ func (b *Broker) trim(s *Session) {
 		b.Log.Warn("offline queue full; oldest message dropped", "device", s.Device, "client", s.ClientID,
 			"topic", oldest.TopicName, "queued", s.queued.Load(), "bytes", s.queuedBytes.Load())
 	}
-}
-
-func firstPublish(pks []packets.Packet) (packets.Packet, bool) {
-	for _, pk := range pks {
-		if pk.FixedHeader.Type == packets.Publish {
-			return pk, true
-		}
-	}
-	return packets.Packet{}, false
 }
 
 // dropQueued discards the queued and inflight messages of s that its
@@ -197,10 +201,19 @@ func (h *offlineHook) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int6
 }
 
 // OnQosDropped: a message left an offline session's queue (expired).
+// mochi passes the whole packet, so the counters move by it alone: a
+// recount per message made a sweep of a full queue quadratic.
 func (h *offlineHook) OnQosDropped(cl *mqtt.Client, pk packets.Packet) {
-	if s := h.b.Sessions.get(cl); s != nil && s.parked.Load() {
-		h.b.recount(s)
+	s := h.b.Sessions.get(cl)
+	if s == nil || !s.parked.Load() || pk.FixedHeader.Type != packets.Publish {
+		return
 	}
+	if s.queued.Add(-1) < 0 { // never below zero, whatever raced
+		h.b.recount(s)
+		return
+	}
+	h.b.parkedQueued.Add(-1)
+	s.queuedBytes.Add(-msgSize(&pk))
 }
 
 // OnClientExpired: mochi ended an offline session at its session expiry.

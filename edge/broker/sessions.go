@@ -181,7 +181,7 @@ func (r *Sessions) remove(cl *mqtt.Client) *Session {
 func (r *Sessions) park(s *Session) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.byClient[s.cl] != s || !s.parked.CompareAndSwap(false, true) {
+	if r.byClient[s.cl] != s || s.ended.Load() || !s.parked.CompareAndSwap(false, true) {
 		return false
 	}
 	r.count.Add(-1)

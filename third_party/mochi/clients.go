@@ -319,16 +319,26 @@ func (cl *Client) ResendInflightMessages(force bool) error {
 	for _, tk := range cl.State.Inflight.GetAll(false) {
 		if tk.FixedHeader.Type == packets.Publish {
 			tk.FixedHeader.Dup = true // [MQTT-3.3.1-1] [MQTT-3.3.1-3]
-		}
 
-		// EdgeID: a resent PUBLISH goes out only if the (new) session may
-		// still receive it; what it may not is discarded, never sent.
-		if !cl.deliverable(tk) {
-			continue
+			// EdgeID: a resent PUBLISH goes out only if the (new) session may
+			// still receive it; what it may not is discarded, never sent.
+			if !cl.deliverable(tk) {
+				continue
+			}
+			// EdgeID: and only as many as the client's Receive Maximum
+			// allows; the rest wait for quota as new messages do (upstream
+			// wrote the whole queue at once, MQTT 5 §4.9).
+			cl.State.Inflight.Set(tk) // keep the DUP flag for a later send
+			if left, max := cl.State.Inflight.SendQuota(); max > 0 && left <= 0 {
+				cl.State.Inflight.SetWaiting(tk.PacketID, true)
+				continue
+			}
+			cl.State.Inflight.SetWaiting(tk.PacketID, false)
+			cl.State.Inflight.DecreaseSendQuota()
 		}
 
 		cl.ops.hooks.OnQosPublish(cl, tk, tk.Created, 0)
-		err := cl.WritePacket(tk)
+		err := cl.writeRecovered(tk) // EdgeID: a panic encoding a resend closes this client only
 		if err != nil {
 			return err
 		}
@@ -452,13 +462,14 @@ func (cl *Client) deliverable(pk packets.Packet) bool {
 
 // DiscardInflight removes a stored outbound message that will not be sent
 // (EdgeID). A message that held send quota gives it back; one that was
-// waiting for quota (Expiry < 0) never held any.
+// waiting for quota never held any.
 func (cl *Client) DiscardInflight(pk packets.Packet) bool {
+	waiting := cl.State.Inflight.IsWaiting(pk.PacketID)
 	if !cl.State.Inflight.Delete(pk.PacketID) {
 		return false
 	}
 	atomic.AddInt64(&cl.ops.info.Inflight, -1)
-	if pk.Expiry >= 0 {
+	if !waiting {
 		cl.State.Inflight.IncreaseSendQuota()
 	}
 	return true

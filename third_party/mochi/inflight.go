@@ -19,6 +19,7 @@ type Inflight struct {
 	order               map[uint16]uint64         // EdgeID: insertion sequence of each packet id
 	seq                 uint64                    // EdgeID: the last sequence given
 	held                *atomic.Int64             // EdgeID: the server's count of stored PUBRECs, or nil
+	waiting             map[uint16]bool           // EdgeID: stored PUBLISHes waiting for send quota
 	receiveQuota        int32                     // remaining inbound qos quota for flow control
 	sendQuota           int32                     // remaining outbound qos quota for flow control
 	maximumReceiveQuota int32                     // maximum allowed receive quota
@@ -33,6 +34,7 @@ func newInflights(held *atomic.Int64) *Inflight {
 		internal: map[uint16]packets.Packet{},
 		order:    map[uint16]uint64{},
 		held:     held,
+		waiting:  map[uint16]bool{},
 	}
 }
 
@@ -90,6 +92,9 @@ func (i *Inflight) Clone() *Inflight {
 		c.internal[k] = v
 		c.order[k] = i.order[k]
 		c.countHeld(v.FixedHeader.Type, 1)
+		if i.waiting[k] {
+			c.waiting[k] = true
+		}
 	}
 	c.seq = i.seq
 	return c
@@ -102,7 +107,7 @@ func (i *Inflight) GetAll(immediate bool) []packets.Packet {
 
 	m := []packets.Packet{}
 	for _, v := range i.internal {
-		if !immediate || (immediate && v.Expiry < 0) {
+		if !immediate || i.waiting[v.PacketID] {
 			m = append(m, v)
 		}
 	}
@@ -139,6 +144,7 @@ func (i *Inflight) Delete(id uint16) bool {
 	old, ok := i.internal[id]
 	delete(i.internal, id)
 	delete(i.order, id)
+	delete(i.waiting, id)
 	if ok {
 		i.countHeld(old.FixedHeader.Type, -1)
 	}
@@ -184,4 +190,61 @@ func (i *Inflight) IncreaseSendQuota() {
 func (i *Inflight) ResetSendQuota(n int32) {
 	atomic.StoreInt32(&i.sendQuota, n)
 	atomic.StoreInt32(&i.maximumSendQuota, n)
+}
+
+// EdgeID: a PUBLISH waiting for send quota was marked by upstream with
+// Expiry -1, which lost its Message Expiry; it is a flag of its own here.
+
+// SetWaiting marks (or unmarks) a stored packet as waiting for send quota.
+func (i *Inflight) SetWaiting(id uint16, w bool) {
+	i.Lock()
+	defer i.Unlock()
+	if _, ok := i.internal[id]; !ok {
+		return
+	}
+	if w {
+		i.waiting[id] = true
+	} else {
+		delete(i.waiting, id)
+	}
+}
+
+// IsWaiting reports whether a stored packet waits for send quota.
+func (i *Inflight) IsWaiting(id uint16) bool {
+	i.RLock()
+	defer i.RUnlock()
+	return i.waiting[id]
+}
+
+// CountType is how many stored packets are of type t.
+func (i *Inflight) CountType(t byte) int {
+	i.RLock()
+	defer i.RUnlock()
+	n := 0
+	for _, v := range i.internal {
+		if v.FixedHeader.Type == t {
+			n++
+		}
+	}
+	return n
+}
+
+// Oldest is the first stored packet of type t, without copying the rest.
+func (i *Inflight) Oldest(t byte) (packets.Packet, bool) {
+	i.RLock()
+	defer i.RUnlock()
+	var best packets.Packet
+	var seq uint64
+	found := false
+	for k, v := range i.internal {
+		if v.FixedHeader.Type == t && (!found || i.order[k] < seq) {
+			best, seq, found = v, i.order[k], true
+		}
+	}
+	return best, found
+}
+
+// SendQuota is the send quota left (for resends, EdgeID).
+func (i *Inflight) SendQuota() (left, max int32) {
+	return atomic.LoadInt32(&i.sendQuota), atomic.LoadInt32(&i.maximumSendQuota)
 }

@@ -593,6 +593,12 @@ func (s *Server) inheritClientSession(pk packets.Packet, cl *Client) bool {
 			if cl.State.Inflight.maximumReceiveQuota == 0 && cl.ops.options.Capabilities.ReceiveMaximum != 0 {
 				cl.State.Inflight.ResetReceiveQuota(int32(cl.ops.options.Capabilities.ReceiveMaximum)) // server receive max per client
 				cl.State.Inflight.ResetSendQuota(int32(cl.Properties.Props.ReceiveMaximum))            // client receive max
+				// EdgeID: QoS 2 PUBLISHes received and not yet released still
+				// count against the receive maximum; upstream reset it to full,
+				// so reconnecting let one client hold without bound.
+				for n := cl.State.Inflight.CountType(packets.Pubrec); n > 0; n-- {
+					cl.State.Inflight.DecreaseReceiveQuota()
+				}
 			}
 		}
 
@@ -750,11 +756,12 @@ func (s *Server) processPacket(cl *Client, pk packets.Packet) error {
 		if !cl.deliverable(next) {
 			continue
 		}
-		_ = cl.WritePacket(next)
-		if ok := cl.State.Inflight.Delete(next.PacketID); ok {
-			atomic.AddInt64(&s.Info.Inflight, -1)
-		}
+		// EdgeID: the message stays stored until its PUBACK/PUBCOMP, which
+		// gives the quota back; upstream deleted it here, so the quota leaked
+		// and the message was never resent.
+		cl.State.Inflight.SetWaiting(next.PacketID, false)
 		cl.State.Inflight.DecreaseSendQuota()
+		_ = cl.writeRecovered(next)
 		break
 	}
 
@@ -1116,8 +1123,7 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 		}
 
 		if sentQuota == 0 && atomic.LoadInt32(&cl.State.Inflight.maximumSendQuota) > 0 {
-			out.Expiry = -1
-			cl.State.Inflight.Set(out)
+			cl.State.Inflight.SetWaiting(out.PacketID, true) // EdgeID: not Expiry -1, which lost the Message Expiry
 			return out, nil
 		}
 	}
@@ -1776,11 +1782,9 @@ func (s *Server) clearExpiredRetainedMessages(now int64) {
 // clearExpiredInflights deletes any inflight messages which have expired.
 func (s *Server) clearExpiredInflights(now int64) {
 	for _, client := range s.Clients.GetAll() {
-		if deleted := client.ClearExpiredInflights(now, s.Options.Capabilities.MaximumMessageExpiryInterval); len(deleted) > 0 {
-			for _, id := range deleted {
-				s.hooks.OnQosDropped(client, packets.Packet{PacketID: id})
-			}
-		}
+		// EdgeID: ClearExpiredInflights already tells OnQosDropped, with the
+		// whole packet; upstream told it a second time with the id alone.
+		client.ClearExpiredInflights(now, s.Options.Capabilities.MaximumMessageExpiryInterval)
 	}
 }
 
@@ -1801,7 +1805,9 @@ func (s *Server) sendDelayedLWT(dt int64) {
 // the two ticks of the same second runs first.
 func (s *Server) sendDueWill(id string, cl *Client, ok bool, pk packets.Packet) {
 	s.loop.willDelayed.Delete(id)
-	if !ok || !s.hooks.OnACLCheck(cl, pk.TopicName, true) {
+	// A client id connected again has cancelled the Will [MQTT-3.1.3-9],
+	// even if the old connection queued it after the new one's CONNACK.
+	if !ok || !cl.Closed() || !s.hooks.OnACLCheck(cl, pk.TopicName, true) {
 		return
 	}
 	s.publishToSubscribers(pk) // [MQTT-3.1.2-8]
