@@ -37,9 +37,9 @@ staticcheck:
 lint: vet staticcheck
 
 FUZZ_TARGETS := \
-	./edge/policy:FuzzMatch \
-	./edge/policy:FuzzSubset \
-	./edge/policy:FuzzParseScope \
+	./policy:FuzzMatch \
+	./policy:FuzzSubset \
+	./policy:FuzzParseScope \
 	./edge/authn:FuzzVerify \
 	./edge/authn:FuzzVerifyCWT \
 	./edge/broker:FuzzDecodePacket \

@@ -17,7 +17,7 @@ import (
 
 	"github.com/edgeid/edgeid/edge/admin"
 	"github.com/edgeid/edgeid/edge/demo"
-	"github.com/edgeid/edgeid/edge/policy"
+	"github.com/edgeid/edgeid/policy"
 	"github.com/edgeid/edgeid/store"
 )
 

@@ -12,7 +12,7 @@ import (
 
 	"github.com/edgeid/edgeid/edge/config"
 	"github.com/edgeid/edgeid/edge/demo"
-	"github.com/edgeid/edgeid/edge/policy"
+	"github.com/edgeid/edgeid/policy"
 	"github.com/edgeid/edgeid/store"
 )
 

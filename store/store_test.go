@@ -19,7 +19,7 @@ import (
 	badger "github.com/dgraph-io/badger/v4"
 	"github.com/lestrrat-go/jwx/v3/jwk"
 
-	"github.com/edgeid/edgeid/edge/policy"
+	"github.com/edgeid/edgeid/policy"
 	"github.com/edgeid/edgeid/store"
 )
 

@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/edgeid/edgeid/edge/policy"
+	"github.com/edgeid/edgeid/policy"
 	"github.com/edgeid/edgeid/store"
 )
 

@@ -9,7 +9,7 @@ import (
 	"errors"
 	"time"
 
-	"github.com/edgeid/edgeid/edge/policy"
+	"github.com/edgeid/edgeid/policy"
 	"github.com/edgeid/edgeid/store"
 )
 

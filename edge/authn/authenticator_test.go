@@ -16,7 +16,7 @@ import (
 
 	"github.com/edgeid/edgeid/edge/authn"
 	"github.com/edgeid/edgeid/edge/demo"
-	"github.com/edgeid/edgeid/edge/policy"
+	"github.com/edgeid/edgeid/policy"
 	"github.com/edgeid/edgeid/store"
 )
 

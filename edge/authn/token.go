@@ -21,7 +21,7 @@ import (
 	"github.com/lestrrat-go/jwx/v3/jwt"
 	"github.com/veraison/go-cose"
 
-	"github.com/edgeid/edgeid/edge/policy"
+	"github.com/edgeid/edgeid/policy"
 	"github.com/edgeid/edgeid/store"
 )
 

@@ -8,7 +8,7 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 
-	"github.com/edgeid/edgeid/edge/policy"
+	"github.com/edgeid/edgeid/policy"
 )
 
 // aclFixture is a broker with one live session holding a realistic

@@ -16,8 +16,8 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/edgeid/edgeid/edge/authn"
-	"github.com/edgeid/edgeid/edge/policy"
 	"github.com/edgeid/edgeid/edge/throttle"
+	"github.com/edgeid/edgeid/policy"
 )
 
 // AuthMethodACE is the MQTT 5 Authentication Method of RFC 9431.

@@ -12,7 +12,7 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 
 	"github.com/edgeid/edgeid/edge/authn"
-	"github.com/edgeid/edgeid/edge/policy"
+	"github.com/edgeid/edgeid/policy"
 )
 
 // Session is one authenticated MQTT connection.

@@ -51,8 +51,8 @@ import (
 
 	"github.com/edgeid/edgeid/edge/authn"
 	"github.com/edgeid/edgeid/edge/broker"
-	"github.com/edgeid/edgeid/edge/policy"
 	"github.com/edgeid/edgeid/edge/throttle"
+	"github.com/edgeid/edgeid/policy"
 	"github.com/edgeid/edgeid/store"
 )
 

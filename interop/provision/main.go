@@ -29,7 +29,7 @@ import (
 	"time"
 
 	"github.com/edgeid/edgeid/edge/demo"
-	"github.com/edgeid/edgeid/edge/policy"
+	"github.com/edgeid/edgeid/policy"
 	"github.com/edgeid/edgeid/store"
 )
 
