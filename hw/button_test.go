@@ -150,10 +150,24 @@ func TestButtonNilCallbacks(t *testing.T) {
 	ev := press(time.Second, 100*ms)
 	ev = append(ev, press(2*time.Second, 5*time.Second)...)
 	sim := &simButton{events: ev, end: 10 * time.Second, cancel: cancel}
-	log, _ := newLog()
+	log, rec := newLog()
 	b := newBoard(noLED{}, sim, 0, log)
 	b.now, b.sleep = sim.now, sim.sleep
 	b.RunButton(ctx, nil, nil) // must not panic
+	// Both presses were seen and decided (nil callbacks stand for no-ops),
+	// and the run went to the end of the simulated events.
+	var short, long int
+	for _, r := range rec.records() {
+		switch r.Message {
+		case "hardware: pair button short press":
+			short++
+		case "hardware: pair button long press":
+			long++
+		}
+	}
+	if short != 1 || long != 1 || sim.t < sim.end {
+		t.Fatalf("short %d, long %d presses seen, simulated time %v of %v; want 1, 1 and the whole run", short, long, sim.t, sim.end)
+	}
 }
 
 // errButton fails every call, to check RunButton logs once and backs off.
