@@ -131,7 +131,7 @@ func (g *Gateway) build() error {
 	b.Recheck = b.Revalidate
 	b.MaxQoS2 = cfg.MQTT.MaxInflightQoS2
 	b.Offline = broker.OfflineQueue{Messages: cfg.MQTT.OfflineQueue.Messages, Bytes: cfg.MQTT.OfflineQueue.Bytes}
-	b.Connects = broker.NewConnectLimiter(cfg.MQTT.ConnectRate, cfg.MQTT.ConnectBurst, 10000)
+	b.Connects = throttle.NewConnectLimiter(cfg.MQTT.ConnectRate, cfg.MQTT.ConnectBurst, 10000)
 	if err := g.loadEnrollment(); err != nil {
 		return err
 	}
@@ -141,11 +141,13 @@ func (g *Gateway) build() error {
 		return throttle.Limits{Messages: throttle.Limit{Rate: r.MessagesPerSecond, Burst: r.MessageBurst},
 			Bytes: throttle.Limit{Rate: r.BytesPerSecond, Burst: r.ByteBurst}}
 	}
-	b.Devices = throttle.New(rates(cfg.Throttle.Device), cfg.Throttle.Persist, 50000)
-	b.Subjects = throttle.New(rates(cfg.Throttle.Subject), cfg.Throttle.Persist, 50000)
-	// A class's limit is shared by all its devices: a refusal there says
-	// nothing about the one device that met it, so it never disconnects.
-	b.Classes = throttle.New(rates(cfg.Throttle.Class), 0, 10000)
+	b.Throttle = &throttle.Gate{
+		Devices:  throttle.New(rates(cfg.Throttle.Device), cfg.Throttle.Persist, 50000),
+		Subjects: throttle.New(rates(cfg.Throttle.Subject), cfg.Throttle.Persist, 50000),
+		// A class's limit is shared by all its devices: a refusal there says
+		// nothing about the one device that met it, so it never disconnects.
+		Classes: throttle.New(rates(cfg.Throttle.Class), 0, 10000),
+	}
 	if err := loadClassLimits(g.Store, b); err != nil {
 		return err
 	}

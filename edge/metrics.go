@@ -142,7 +142,7 @@ func newMetrics(g *Gateway) *metrics {
 	// Which limit refused, from the throttles' own counts (a refusal that
 	// ended the session included); edgeid_throttled_total stays the total
 	// of refused and dropped publishes.
-	for limit, th := range map[string]*throttle.Throttle{"device": g.Broker.Devices, "subject": g.Broker.Subjects, "class": g.Broker.Classes} {
+	for limit, th := range map[string]*throttle.Throttle{"device": g.Broker.Throttle.Devices, "subject": g.Broker.Throttle.Subjects, "class": g.Broker.Throttle.Classes} {
 		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "edgeid_throttle_refusals_total",
 			Help:        "Publishes refused by each rate limit: device, subject, or class (all devices of a class together).",
 			ConstLabels: prometheus.Labels{"limit": limit}}, func() float64 {

@@ -56,16 +56,14 @@ type Broker struct {
 	// Recheck re-evaluates a live session against the store.
 	Recheck func(*Session)
 	// Connects limits CONNECT attempts per source address; nil for no limit.
-	Connects *ConnectLimiter
+	Connects *throttle.ConnectLimiter
 	// PairRelay answers a device's pairing request published on
 	// $edgeid/pair/<device>/request; nil turns the relay off.
 	PairRelay func(ctx context.Context, device string, request []byte) []byte
-	// Devices, Subjects and Classes throttle PUBLISH rates per device, per
-	// token subject and per device class (all its devices together), with
-	// the configured limits as defaults; a class record's own limits, set
-	// with SetClassLimits, replace them for its devices. nil or unlimited
-	// throttles allow everything. See Throttle.
-	Devices, Subjects, Classes *throttle.Throttle
+	// Throttle decides each PUBLISH's rate (throttleHook), per device, per
+	// token subject and per device class, as it does for CoAP; nil allows
+	// everything. See throttle.Gate.
+	Throttle *throttle.Gate
 	// Gate, when it returns an error, refuses new token connects with 0x88:
 	// the store is too stale, or the clock cannot be trusted to judge token
 	// times. nil never refuses.
@@ -81,8 +79,7 @@ type Broker struct {
 	// zero Messages keeps no session for a device that is away.
 	Offline OfflineQueue
 
-	pending      sync.Map // *mqtt.Client -> pendingAuth, from OnConnect to OnSessionEstablish
-	classLimits  atomic.Pointer[classTable]
+	pending      sync.Map     // *mqtt.Client -> pendingAuth, from OnConnect to OnSessionEstablish
 	parkedQueued atomic.Int64 // messages held for offline sessions, all together
 }
 
@@ -550,7 +547,7 @@ func (h *throttleHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pa
 		}
 		return pk, packets.ErrRejectPacket
 	}
-	if !b.throttling() {
+	if !b.Throttle.Enabled() {
 		return pk, nil
 	}
 	s := b.Sessions.get(cl)
@@ -559,7 +556,7 @@ func (h *throttleHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pa
 	}
 	// The byte rate counts the whole packet: data in user properties costs
 	// what data in the payload does.
-	switch b.Throttle(s.Device, s.Class(), s.Subject, pk.FixedHeader.Remaining) {
+	switch b.Throttle.Decide(s.Device, s.Class(), s.Subject, pk.FixedHeader.Remaining, b.Now()) {
 	case throttle.Allow:
 		return pk, nil
 	case throttle.Disconnect:

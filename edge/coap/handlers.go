@@ -128,7 +128,7 @@ func (s *Server) publish(w *responsewriter.ResponseWriter[*udpClient.Conn], r *p
 		subject = c.Subject
 	}
 	// Device, subject and class limits, as for MQTT.
-	if v := b.Throttle(p.device, *p.class.Load(), subject, len(payload)); v != throttle.Allow {
+	if v := b.Throttle.Decide(p.device, *p.class.Load(), subject, len(payload), b.Now()); v != throttle.Allow {
 		b.Counters.Throttled.Add(1)
 		_ = w.SetResponse(codes.TooManyRequests, message.TextPlain, bytes.NewReader([]byte("message rate too high")),
 			message.Option{ID: message.MaxAge, Value: []byte{1}})
