@@ -1,6 +1,7 @@
-// Package admin holds the gateway's local admin API contract: the wire types
-// and a small typed client over the unix socket, used by the technician CLI
-// (as tailscale's CLI uses its LocalAPI). The daemon side lives in package edge.
+// Package admin holds the gateway's local admin API contract: the route paths,
+// the wire types and a typed client over the unix socket with one method per
+// route, used by the technician CLI (as tailscale's CLI uses its LocalAPI).
+// The server is package adminserver; the gateway backs it (edge/adminbackend.go).
 package admin
 
 import (
@@ -14,6 +15,19 @@ import (
 	"time"
 
 	"github.com/edgeid/edgeid/store"
+)
+
+// The routes of the admin API. GET routes read; POST routes change the
+// gateway and need the write role (see adminserver).
+const (
+	PathStatus      = "/v1/status"      // GET: Status
+	PathSessions    = "/v1/sessions"    // GET: []Session
+	PathDevices     = "/v1/devices"     // GET: []Device; ?online=1 keeps devices with a live session
+	PathRevocations = "/v1/revocations" // GET: []store.Revocation
+	PathKick        = "/v1/kick"        // POST KickRequest: KickResult
+	PathSync        = "/v1/sync"        // POST: Status, after a retry of the authority at once
+	PathPair        = "/v1/pair"        // POST PairRequest: PairResult
+	PathImport      = "/v1/import"      // POST store.Batch: ImportResult
 )
 
 // Status is the answer of GET /v1/status.
@@ -121,6 +135,15 @@ type Error struct {
 	Error string `json:"error"`
 }
 
+// APIError is a non-2xx answer: Code is the HTTP status (403: the caller's
+// role may not use the route), Message the server's explanation.
+type APIError struct {
+	Code    int
+	Message string
+}
+
+func (e *APIError) Error() string { return e.Message }
+
 // Client talks to the daemon's admin socket.
 type Client struct {
 	Socket string
@@ -165,9 +188,9 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 	if resp.StatusCode/100 != 2 {
 		var e Error
 		if json.Unmarshal(data, &e) == nil && e.Error != "" {
-			return fmt.Errorf("%s", e.Error)
+			return &APIError{Code: resp.StatusCode, Message: e.Error}
 		}
-		return fmt.Errorf("%s %s: %s", method, path, resp.Status)
+		return &APIError{Code: resp.StatusCode, Message: fmt.Sprintf("%s %s: %s", method, path, resp.Status)}
 	}
 	if out != nil {
 		return json.Unmarshal(data, out)
@@ -178,23 +201,53 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 // Status fetches the daemon's status.
 func (c *Client) Status(ctx context.Context) (Status, error) {
 	var s Status
-	return s, c.Do(ctx, http.MethodGet, "/v1/status", nil, &s)
+	return s, c.Do(ctx, http.MethodGet, PathStatus, nil, &s)
 }
 
-// Sessions lists live sessions.
+// Sessions lists live sessions, MQTT and CoAP.
 func (c *Client) Sessions(ctx context.Context) ([]Session, error) {
 	var s []Session
-	return s, c.Do(ctx, http.MethodGet, "/v1/sessions", nil, &s)
+	return s, c.Do(ctx, http.MethodGet, PathSessions, nil, &s)
+}
+
+// Devices lists the devices in the store; online keeps only those with a
+// live session.
+func (c *Client) Devices(ctx context.Context, online bool) ([]Device, error) {
+	path := PathDevices
+	if online {
+		path += "?online=1"
+	}
+	var ds []Device
+	return ds, c.Do(ctx, http.MethodGet, path, nil, &ds)
+}
+
+// Revocations lists the revocations the store holds.
+func (c *Client) Revocations(ctx context.Context) ([]store.Revocation, error) {
+	var rs []store.Revocation
+	return rs, c.Do(ctx, http.MethodGet, PathRevocations, nil, &rs)
 }
 
 // Kick disconnects sessions.
 func (c *Client) Kick(ctx context.Context, r KickRequest) (KickResult, error) {
 	var k KickResult
-	return k, c.Do(ctx, http.MethodPost, "/v1/kick", r, &k)
+	return k, c.Do(ctx, http.MethodPost, PathKick, r, &k)
 }
 
 // Import applies a batch (raw JSON of store.Batch).
 func (c *Client) Import(ctx context.Context, batch json.RawMessage) (ImportResult, error) {
 	var r ImportResult
-	return r, c.Do(ctx, http.MethodPost, "/v1/import", batch, &r)
+	return r, c.Do(ctx, http.MethodPost, PathImport, batch, &r)
+}
+
+// SyncNow makes a waiting syncer retry the authority at once and returns
+// the status after it.
+func (c *Client) SyncNow(ctx context.Context) (Status, error) {
+	var s Status
+	return s, c.Do(ctx, http.MethodPost, PathSync, nil, &s)
+}
+
+// Pair opens the pairing window for window (0 closes it).
+func (c *Client) Pair(ctx context.Context, window time.Duration) (PairResult, error) {
+	var r PairResult
+	return r, c.Do(ctx, http.MethodPost, PathPair, PairRequest{Window: window.String()}, &r)
 }

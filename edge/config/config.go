@@ -223,8 +223,11 @@ type Auth struct {
 type Admin struct {
 	// Socket is the unix socket path of the admin API.
 	Socket string `mapstructure:"socket"`
-	// Group may use the socket besides root.
+	// Group may use the socket besides root: read and write (kick, import,
+	// sync, pair).
 	Group string `mapstructure:"group"`
+	// ReadGroup may only read (status, sessions, devices, revocations).
+	ReadGroup string `mapstructure:"read_group"`
 }
 
 // Default returns the configuration used when a key is not set.
@@ -258,7 +261,7 @@ func Default() Config {
 			MaxTokenSize:     8 << 10,
 			TokenCacheSize:   20000,
 		},
-		Admin:   Admin{Socket: "/run/edgeid/admin.sock", Group: "edgeid"},
+		Admin:   Admin{Socket: "/run/edgeid/admin.sock", Group: "edgeid", ReadGroup: "edgeid-view"},
 		Metrics: Metrics{Listen: "127.0.0.1:9464"},
 		HW:      HW{LongPress: 3 * time.Second},
 		Sync:    Sync{PresenceInterval: 30 * time.Second},
@@ -501,6 +504,9 @@ func (c Config) Validate() error {
 	// --- end CoAP ---
 	if c.Admin.Socket == "" {
 		bad("admin.socket", "is empty; give a unix socket path such as /run/edgeid/admin.sock")
+	}
+	if c.Admin.ReadGroup != "" && c.Admin.ReadGroup == c.Admin.Group {
+		bad("admin.read_group", "%q is also admin.group; give the read-only group its own name such as edgeid-view", c.Admin.ReadGroup)
 	}
 	return errors.Join(errs...)
 }
