@@ -158,10 +158,17 @@ func (g *Gateway) build() error {
 		if err != nil {
 			return err
 		}
+		inline, err := coap.NewInline(server)
+		if err != nil {
+			return err
+		}
 		g.CoAP, err = coap.New(coap.Options{DTLSListen: cfg.CoAP.DTLSListen, UDPListen: cfg.CoAP.UDPListen, IdleTimeout: cfg.CoAP.IdleTimeout,
 			ObserveIdleTimeout: cfg.CoAP.ObserveIdleTimeout, MaxObservations: cfg.CoAP.MaxObservations,
 			BlockBudget: cfg.CoAP.BlockBudget, BlockTimeout: cfg.CoAP.BlockTimeout,
-			Store: g.Store, Auth: g.Auth, Broker: b, Log: g.log.With("component", "coap"),
+			Store: g.Store, Auth: g.Auth, Broker: inline, Log: g.log.With("component", "coap"),
+			MaxPacketSize: int(caps.MaximumPacketSize), Throttle: b.Throttle, Connects: b.Connects, Now: b.Now,
+			Counters: coap.Counters{Denied: &b.Counters.Denied, Throttled: &b.Counters.Throttled,
+				MessagesOut: &b.Counters.MessagesOut, BytesOut: &b.Counters.BytesOut},
 			PairRelay: g.pairRelay, PairingOpen: g.PairingOpen, ASHint: g.authorityURL(),
 			Certificate: &cert})
 		if err != nil {

@@ -3,12 +3,12 @@ package coap
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
 	"unicode/utf8"
 
-	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
@@ -42,7 +42,7 @@ func (s *Server) serve(w *responsewriter.ResponseWriter[*udpClient.Conn], r *poo
 	p.used.Store(time.Now().UnixNano())
 	// An expired credential ends the session whatever the request (the
 	// timer of armExpiry may not have fired yet).
-	if p.leaf != nil && s.o.Broker.Now().After(p.leaf.NotAfter) {
+	if p.leaf != nil && s.o.Now().After(p.leaf.NotAfter) {
 		s.end(p, "client certificate expired", true)
 		reply(w, codes.Unauthorized, "the client certificate has expired")
 		return
@@ -104,16 +104,15 @@ func badTopic(t string) string {
 }
 
 func (s *Server) publish(w *responsewriter.ResponseWriter[*udpClient.Conn], r *pool.Message, p *peer, topic string) {
-	b := s.o.Broker
 	if !p.perms.Load().CanPublish(topic) {
-		b.Counters.Denied.Add(1)
+		s.o.Counters.Denied.Add(1)
 		s.log.Info("coap publish denied", "device", p.device, "topic", topic)
 		reply(w, codes.Forbidden, "not allowed to publish to this topic")
 		return
 	}
 	// The same bound as an MQTT packet: block-wise transfer must not let a
 	// CoAP device publish what an MQTT one could not.
-	limit := int(b.Server.Options.Capabilities.MaximumPacketSize)
+	limit := s.o.MaxPacketSize
 	payload, echo, done := s.block1(w, r, p, limit)
 	if !done {
 		return
@@ -128,20 +127,13 @@ func (s *Server) publish(w *responsewriter.ResponseWriter[*udpClient.Conn], r *p
 		subject = c.Subject
 	}
 	// Device, subject and class limits, as for MQTT.
-	if v := b.Throttle.Decide(p.device, *p.class.Load(), subject, len(payload), b.Now()); v != throttle.Allow {
-		b.Counters.Throttled.Add(1)
+	if v := s.o.Throttle.Decide(p.device, *p.class.Load(), subject, len(payload), s.o.Now()); v != throttle.Allow {
+		s.o.Counters.Throttled.Add(1)
 		_ = w.SetResponse(codes.TooManyRequests, message.TextPlain, bytes.NewReader([]byte("message rate too high")),
 			message.Option{ID: message.MaxAge, Value: []byte{1}})
 		if v == throttle.Disconnect {
 			s.end(p, "message rate too high", true)
 		}
-		return
-	}
-	// A device whose MQTT client id is mochi's "inline" could take the inline
-	// client's place in the registry: publish only through the real one.
-	inline, ok := b.Server.Clients.Get(mqtt.InlineClientId)
-	if !ok || !inline.Net.Inline {
-		reply(w, codes.ServiceUnavailable, "broker not ready")
 		return
 	}
 	retain := false
@@ -166,7 +158,10 @@ func (s *Server) publish(w *responsewriter.ResponseWriter[*udpClient.Conn], r *p
 		pk.Properties.ContentType = mimeOf(cf)
 	}
 	// Authorized above: the inline client itself is allowed everything.
-	if err := b.Server.InjectPacket(inline, pk); err != nil {
+	if err := s.o.Broker.Inject(pk); errors.Is(err, ErrNotReady) {
+		reply(w, codes.ServiceUnavailable, "broker not ready")
+		return
+	} else if err != nil {
 		s.log.Warn("coap publish failed", "device", p.device, "topic", topic, "err", err)
 		reply(w, codes.InternalServerError, "publish failed")
 		return
@@ -179,19 +174,18 @@ func (s *Server) publish(w *responsewriter.ResponseWriter[*udpClient.Conn], r *p
 }
 
 func (s *Server) get(w *responsewriter.ResponseWriter[*udpClient.Conn], r *pool.Message, p *peer, topic string) {
-	b := s.o.Broker
 	obs, obsErr := r.Options().Observe()
 	if obsErr == nil && obs == 1 {
 		s.deregister(p, r.Token())
 	}
 	if !p.perms.Load().CanSubscribe(topic) {
-		b.Counters.Denied.Add(1)
+		s.o.Counters.Denied.Add(1)
 		s.log.Info("coap subscribe denied", "device", p.device, "topic", topic)
 		reply(w, codes.Forbidden, "not allowed to subscribe to this topic")
 		return
 	}
 	var retained *packets.Packet
-	if ms := b.Server.Topics.Messages(topic); len(ms) > 0 {
+	if ms := s.o.Broker.Retained(topic); len(ms) > 0 {
 		retained = &ms[0]
 	}
 	szx, num := requestedBlock2(r)

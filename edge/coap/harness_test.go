@@ -82,7 +82,14 @@ func startTestServer(t *testing.T, devices int, o Options) *testServer {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = ms.Close() })
-	o.DTLSListen, o.Store, o.Auth, o.Broker, o.Log = "127.0.0.1:0", st, auth, br, log
+	inline, err := NewInline(ms)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.DTLSListen, o.Store, o.Auth, o.Broker, o.Log = "127.0.0.1:0", st, auth, inline, log
+	o.MaxPacketSize = int(caps.MaximumPacketSize)
+	o.Throttle, o.Connects, o.Now = br.Throttle, br.Connects, br.Now
+	o.Counters = Counters{Denied: &br.Counters.Denied, Throttled: &br.Counters.Throttled, MessagesOut: &br.Counters.MessagesOut, BytesOut: &br.Counters.BytesOut}
 	s, err := New(o)
 	if err != nil {
 		t.Fatal(err)

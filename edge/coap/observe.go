@@ -113,7 +113,7 @@ func (s *Server) register(p *peer, token []byte, topic string, retained *packets
 	if old != nil {
 		s.unsubscribe(old)
 	}
-	if err := s.o.Broker.Server.Subscribe(topic, o.id, o.offer); err != nil {
+	if err := s.o.Broker.Subscribe(topic, o.id, o.offer); err != nil {
 		s.unsubscribe(o)
 		s.log.Warn("coap observe failed", "device", p.device, "topic", topic, "err", err)
 		return nil, codes.InternalServerError
@@ -124,7 +124,7 @@ func (s *Server) register(p *peer, token []byte, topic string, retained *packets
 		// The session ended (or the observation was replaced) between the
 		// registration and the subscription, and its Unsubscribe came
 		// first: undo this one, which nothing else would.
-		_ = s.o.Broker.Server.Unsubscribe(topic, o.id)
+		_ = s.o.Broker.Unsubscribe(topic, o.id)
 		return nil, codes.Unauthorized
 	default:
 	}
@@ -147,7 +147,7 @@ func (s *Server) deregister(p *peer, token []byte) {
 // message is queued for it after it returns.
 func (s *Server) unsubscribe(o *observation) {
 	o.once.Do(func() {
-		_ = s.o.Broker.Server.Unsubscribe(o.topic, o.id)
+		_ = s.o.Broker.Unsubscribe(o.topic, o.id)
 		close(o.stop)
 		o.p.mu.Lock()
 		if o.p.obs[string(o.token)] == o {
@@ -209,7 +209,7 @@ func (o *observation) run() {
 				return
 			}
 			if !p.perms.Load().CanSubscribe(pk.TopicName) {
-				o.s.o.Broker.Counters.Denied.Add(1)
+				o.s.o.Counters.Denied.Add(1)
 				continue
 			}
 			err := o.notify(pk)
@@ -221,8 +221,8 @@ func (o *observation) run() {
 				o.s.unsubscribe(o)
 				return
 			}
-			o.s.o.Broker.Counters.MessagesOut.Add(1)
-			o.s.o.Broker.Counters.BytesOut.Add(uint64(len(pk.Payload)))
+			o.s.o.Counters.MessagesOut.Add(1)
+			o.s.o.Counters.BytesOut.Add(uint64(len(pk.Payload)))
 		}
 	}
 }

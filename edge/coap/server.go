@@ -34,7 +34,7 @@ import (
 	udpServer "github.com/plgd-dev/go-coap/v3/udp/server"
 
 	"github.com/edgeid/edgeid/edge/authn"
-	"github.com/edgeid/edgeid/edge/broker"
+	"github.com/edgeid/edgeid/edge/throttle"
 	"github.com/edgeid/edgeid/store"
 )
 
@@ -61,10 +61,23 @@ type Options struct {
 	// after its first block. 0 means 2 minutes.
 	BlockTimeout time.Duration
 
-	Store  *store.Store
-	Auth   *authn.Authenticator
-	Broker *broker.Broker // its Server must have the inline client enabled
-	Log    *slog.Logger
+	Store *store.Store
+	Auth  *authn.Authenticator
+	// Broker is where publishes go and observations come from (NewInline:
+	// mochi's inline client).
+	Broker Broker
+	// MaxPacketSize bounds a publish's payload as mqtt.max_packet_size
+	// bounds an MQTT packet; 0 for none.
+	MaxPacketSize int
+	// Throttle decides each publish's rate, as for MQTT (nil: no limit);
+	// Connects limits new sessions per source address (nil: no limit).
+	Throttle *throttle.Gate
+	Connects *throttle.ConnectLimiter
+	// Counters are added to as the broker's are (denied, throttled, out).
+	Counters Counters
+	// Now is the clock of credential expiry and rate limits; nil: time.Now.
+	Now func() time.Time
+	Log *slog.Logger
 	// PairRelay answers a pairing step for a device (as over MQTT); nil
 	// turns /pair off. PairingOpen gates it: CoAP pairing is only allowed
 	// while the gateway's pairing window is open (pair button, edgeid pair).
@@ -118,9 +131,10 @@ func New(o Options) (*Server, error) {
 	if o.Store == nil || o.Auth == nil || o.Broker == nil || o.Log == nil {
 		return nil, errors.New("coap: Store, Auth, Broker and Log are required")
 	}
-	if !o.Broker.Server.Options.InlineClient {
-		return nil, errors.New("coap: the MQTT server needs its inline client enabled")
+	if o.Now == nil {
+		o.Now = time.Now
 	}
+	o.Counters.fill()
 	if o.MaxObservations <= 0 {
 		o.MaxObservations = 16
 	}
@@ -154,7 +168,7 @@ var pskCipherSuites = []piondtls.CipherSuiteID{
 
 // attempt is pion's hook for a new DTLS handshake from addr.
 func (s *Server) attempt(addr net.Addr) error {
-	if s.o.Broker.Connects.Allow(addr.String(), s.o.Broker.Now()) {
+	if s.o.Connects.Allow(addr.String(), s.o.Now()) {
 		return nil
 	}
 	s.log.Warn("coap handshake refused", "remote", addr.String(), "reason", "too many new sessions from this address")

@@ -181,7 +181,7 @@ func (s *Server) armExpiry(p *peer) {
 	if p.expiry != nil {
 		p.expiry.Stop()
 	}
-	p.expiry = time.AfterFunc(at.Sub(s.o.Broker.Now()), func() { s.end(p, "credential expired", true) })
+	p.expiry = time.AfterFunc(at.Sub(s.o.Now()), func() { s.end(p, "credential expired", true) })
 }
 
 // Recheck re-evaluates every CoAP session of device id against the store.

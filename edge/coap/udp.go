@@ -569,7 +569,7 @@ func (s *Server) checkProof(r *pool.Message, payload []byte, ath, device string)
 	if err != nil {
 		return popErr("cannot read the payload")
 	}
-	now := s.o.Broker.Now()
+	now := s.o.Now()
 	switch {
 	case pr.Method != r.Code().String():
 		return popErr("the proof is for a %s, not this %s", pr.Method, r.Code())
@@ -616,7 +616,7 @@ func (s *Server) udpPeer(cc *udpClient.Conn, pl *authn.Principal, c *authn.Claim
 		return nil, &authn.Error{Reason: authn.ReasonClientID, Detail: fmt.Sprintf("this address has a session for device %q; the token is for another", p.device)}
 	}
 	if fresh {
-		if !s.o.Broker.Connects.Allow(cc.RemoteAddr().String(), s.o.Broker.Now()) {
+		if !s.o.Connects.Allow(cc.RemoteAddr().String(), s.o.Now()) {
 			s.mu.Unlock()
 			return nil, errors.New("too many new sessions from this address")
 		}
