@@ -82,14 +82,21 @@ type route struct {
 	h      func(r *http.Request) (any, error)
 }
 
-// New creates the socket (mode 0660, group Group when it exists) and the
-// server; Serve runs it.
+// New creates the socket and the server; Serve runs it. The socket is
+// group Group (when it exists) and mode 0660, or 0666 when a read-only
+// group is configured: then every local user may connect and the peer
+// check (SO_PEERCRED, once per request) decides, as tailscale's LocalAPI
+// does; a caller in neither group gets 403.
 func New(cfg Config) (*Server, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	path := cfg.Socket
-	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+	dirMode := os.FileMode(0o750)
+	if cfg.ReadGroup != "" {
+		dirMode = 0o755 // readers must reach the socket; the peer check decides
+	}
+	if err := os.MkdirAll(filepath.Dir(path), dirMode); err != nil {
 		return nil, fmt.Errorf("admin.socket: create %s: %w", filepath.Dir(path), err)
 	}
 	// A socket left by a crashed daemon would make Listen fail.
@@ -104,7 +111,11 @@ func New(cfg Config) (*Server, error) {
 		gid, _ := strconv.Atoi(grp.Gid)
 		_ = os.Chown(path, -1, gid) // keep the owner: the daemon may not run as root
 	}
-	if err := os.Chmod(path, 0o660); err != nil {
+	mode := os.FileMode(0o660)
+	if cfg.ReadGroup != "" {
+		mode = 0o666
+	}
+	if err := os.Chmod(path, mode); err != nil {
 		ln.Close()
 		return nil, fmt.Errorf("admin.socket: chmod: %w", err)
 	}
