@@ -56,7 +56,7 @@ func Doctor(ctx context.Context, cfg config.Config, cfgErr error, o DoctorOption
 
 	var raw json.RawMessage
 	var st admin.Status
-	err := admin.NewClient(cfg.Admin.Socket).Do(ctx, http.MethodGet, "/v1/status", nil, &raw)
+	err := admin.NewClient(cfg.Admin.Socket).Do(ctx, http.MethodGet, admin.PathStatus, nil, &raw)
 	if err == nil {
 		err = json.Unmarshal(raw, &st)
 	}
