@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/edgeid/edgeid/device"
 	"github.com/edgeid/edgeid/policy"
 	"github.com/edgeid/edgeid/store"
 )
@@ -23,7 +24,7 @@ import (
 // certificate (cnf), with a rotating refresh token bound the same way.
 
 // DeviceCodeGrant is RFC 8628's grant type.
-const DeviceCodeGrant = "urn:ietf:params:oauth:grant-type:device_code"
+const DeviceCodeGrant = device.DeviceCodeGrant
 
 // userCodeAlphabet is RFC 8628 §6.1's: no vowels (no words), no lookalikes.
 const userCodeAlphabet = "BCDFGHJKLMNPQRSTVWXZ"

@@ -18,6 +18,7 @@ import (
 	"github.com/lestrrat-go/jwx/v3/jws"
 	"github.com/lestrrat-go/jwx/v3/jwt"
 
+	"github.com/edgeid/edgeid/device"
 	"github.com/edgeid/edgeid/policy"
 	"github.com/edgeid/edgeid/store"
 )
@@ -181,7 +182,7 @@ func (a *Authority) signUntil(claims map[string]any, until time.Time) (string, i
 }
 
 // ClientAssertionType is RFC 7523's client assertion type.
-const ClientAssertionType = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+const ClientAssertionType = device.ClientAssertionType
 
 // seenAssertion records a client assertion id until it expires; false if it
 // was already used (replay).

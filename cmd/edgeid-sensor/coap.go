@@ -19,7 +19,7 @@ import (
 	udpClient "github.com/plgd-dev/go-coap/v3/udp/client"
 	"github.com/spf13/pflag"
 
-	"github.com/edgeid/edgeid/edge/coap"
+	"github.com/edgeid/edgeid/device"
 )
 
 // coapJourney is the thermostat of the CoAP story: a battery device
@@ -133,19 +133,19 @@ func dialUDP(ctx context.Context, gw, tokenFlag, keyPath string, out io.Writer) 
 	}
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	resp, err := cc.Post(rctx, coap.PathAuthzInfo, message.TextPlain, strings.NewReader(token))
+	resp, err := cc.Post(rctx, device.PathAuthzInfo, message.TextPlain, strings.NewReader(token))
 	if err == nil && resp.Code() != codes.Created {
 		msg, _ := resp.ReadBody()
 		err = errRefused{fmt.Sprintf("token refused: %s %s", resp.Code(), msg)}
 	}
 	if err != nil {
 		cc.Close()
-		return nil, nil, fmt.Errorf("post token to %s: %w", coap.PathAuthzInfo, err)
+		return nil, nil, fmt.Errorf("post token to %s: %w", device.PathAuthzInfo, err)
 	}
-	fmt.Fprintf(out, "token posted to coap://%s%s\n", gw, coap.PathAuthzInfo)
+	fmt.Fprintf(out, "token posted to coap://%s%s\n", gw, device.PathAuthzInfo)
 	var observeValue uint32
 	sign := func(method codes.Code, path string, body []byte) []message.Option {
-		r := coap.Request{Method: method, URI: path, Token: token, Body: body}
+		r := device.Request{Method: method, URI: path, Token: token, Body: body}
 		switch method {
 		case codes.PUT: // go-coap's Put sends the Content-Format given
 			cf := message.TextPlain
@@ -155,11 +155,11 @@ func dialUDP(ctx context.Context, gw, tokenFlag, keyPath string, out io.Writer) 
 			r.Observe = &v
 			observeValue = 1 // the next GET this journey signs is the cancellation
 		}
-		proof, err := coap.Prove(key, r, time.Now())
+		proof, err := device.ProveCoAP(key, r, time.Now())
 		if err != nil {
 			return nil // the gateway answers 4.01, which is reported
 		}
-		return []message.Option{{ID: coap.OptionProof, Value: proof}}
+		return []message.Option{{ID: device.OptionProof, Value: proof}}
 	}
 	return cc, sign, nil
 }

@@ -21,9 +21,8 @@ import (
 	"github.com/lestrrat-go/jwx/v3/jws"
 	"github.com/spf13/pflag"
 
-	"github.com/edgeid/edgeid/cloudsync/authority"
 	"github.com/edgeid/edgeid/cloudsync/client"
-	"github.com/edgeid/edgeid/edge/broker"
+	"github.com/edgeid/edgeid/device"
 )
 
 // keygen makes a device key pair: the private JWK goes to the file, the
@@ -53,14 +52,14 @@ func keygen(args []string, out io.Writer) error {
 	return err
 }
 
-// device is the simulated device's identity towards the authority.
-type device struct {
+// simDevice is the simulated device's identity towards the authority.
+type simDevice struct {
 	id, authority string
 	key           jwk.Key
 	http          *http.Client
 }
 
-func (d *device) post(ctx context.Context, path string, form url.Values) (map[string]any, int, error) {
+func (d *simDevice) post(ctx context.Context, path string, form url.Values) (map[string]any, int, error) {
 	now := time.Now()
 	payload, _ := json.Marshal(map[string]any{"iss": d.id, "sub": d.id, "aud": d.authority + "/oauth/token",
 		"iat": now.Unix(), "exp": now.Add(time.Minute).Unix(), "jti": fmt.Sprintf("%d", now.UnixNano())})
@@ -69,7 +68,7 @@ func (d *device) post(ctx context.Context, path string, form url.Values) (map[st
 		return nil, 0, err
 	}
 	form.Set("client_id", d.id)
-	form.Set("client_assertion_type", authority.ClientAssertionType)
+	form.Set("client_assertion_type", device.ClientAssertionType)
 	form.Set("client_assertion", string(assertion))
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, d.authority+path, strings.NewReader(form.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
@@ -112,7 +111,7 @@ func pairJourney(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", *keyPath, err)
 	}
-	d := &device{id: *id, authority: strings.TrimRight(*auth, "/"), key: key, http: client.HTTPClient(*fp)}
+	d := &simDevice{id: *id, authority: strings.TrimRight(*auth, "/"), key: key, http: client.HTTPClient(*fp)}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 
@@ -138,7 +137,7 @@ func pairJourney(ctx context.Context, args []string, out io.Writer) error {
 			return fmt.Errorf("no approval: %w", ctx.Err())
 		case <-time.After(interval):
 		}
-		m, _, err := d.post(ctx, "/oauth/token", url.Values{"grant_type": {authority.DeviceCodeGrant}, "device_code": {da["device_code"].(string)}})
+		m, _, err := d.post(ctx, "/oauth/token", url.Values{"grant_type": {device.DeviceCodeGrant}, "device_code": {da["device_code"].(string)}})
 		if err != nil {
 			return err
 		}
@@ -204,7 +203,7 @@ type prover struct {
 }
 
 func (p *prover) Authenticate(a *paho.Auth) *paho.Auth {
-	proof, _ := broker.Prove(p.key, a.Properties.AuthData, p.clientID)
+	proof, _ := device.ProveMQTT(p.key, a.Properties.AuthData, p.clientID)
 	return &paho.Auth{ReasonCode: 0x18, Properties: &paho.AuthProperties{AuthMethod: "ace", AuthData: proof}}
 }
 

@@ -10,6 +10,8 @@ import (
 	"github.com/lestrrat-go/jwx/v3/jwa"
 	"github.com/lestrrat-go/jwx/v3/jwk"
 	"github.com/lestrrat-go/jwx/v3/jws"
+
+	"github.com/edgeid/edgeid/device"
 )
 
 // Proofs of possession are compact JWS signed with the device's own key (the
@@ -17,22 +19,13 @@ import (
 // jkt). MQTT signs a challenge nonce with one (broker), plain-UDP CoAP each
 // request (coap); both check them here.
 
-// proofAlg is the JWS algorithm of a device key: EdDSA for OKP keys, ES256
-// otherwise (device keys are P-256 or Ed25519).
-func proofAlg(k jwk.Key) jwa.SignatureAlgorithm {
-	if k.KeyType() == jwa.OKP() {
-		return jwa.EdDSA()
-	}
-	return jwa.ES256()
-}
+// proofAlg is the algorithm a device key's proofs must name.
+func proofAlg(k jwk.Key) jwa.SignatureAlgorithm { return device.ProofAlg(k) }
 
-// SignProof signs payload as a proof of type typ with the device's private key.
+// SignProof signs payload as a proof of type typ with the device's private
+// key (device.SignProof; kept here for the servers' tests).
 func SignProof(priv jwk.Key, typ string, payload []byte) ([]byte, error) {
-	h := jws.NewHeaders()
-	if err := h.Set(jws.TypeKey, typ); err != nil {
-		return nil, err
-	}
-	return jws.Sign(payload, jws.WithKey(proofAlg(priv), priv, jws.WithProtectedHeaders(h)))
+	return device.SignProof(priv, typ, payload)
 }
 
 // VerifyProof checks that proof is a compact JWS of type typ signed by

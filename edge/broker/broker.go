@@ -15,13 +15,14 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/edgeid/edgeid/device"
 	"github.com/edgeid/edgeid/edge/authn"
 	"github.com/edgeid/edgeid/edge/throttle"
 	"github.com/edgeid/edgeid/policy"
 )
 
 // AuthMethodACE is the MQTT 5 Authentication Method of RFC 9431.
-const AuthMethodACE = "ace"
+const AuthMethodACE = device.AuthMethodACE
 
 // Events receives what the broker decides, for metrics. Nil fields are skipped.
 type Events struct {

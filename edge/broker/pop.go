@@ -13,6 +13,7 @@ import (
 
 	"github.com/lestrrat-go/jwx/v3/jwk"
 
+	"github.com/edgeid/edgeid/device"
 	"github.com/edgeid/edgeid/edge/authn"
 )
 
@@ -25,13 +26,10 @@ import (
 // token's cnf jkt. A fresh nonce per exchange makes a recorded proof useless.
 
 // ProofType is the JWS typ of a proof-of-possession answer.
-const ProofType = "edgeid-pop+jws"
+const ProofType = device.MQTTProofType
 
 // proofPayload is what the device signs.
-type proofPayload struct {
-	Nonce    string `json:"nonce"`
-	ClientID string `json:"client_id"`
-}
+type proofPayload = device.MQTTChallenge
 
 func newNonce() []byte {
 	b := make([]byte, 32)
@@ -56,10 +54,10 @@ func checkProof(deviceKey []byte, proof []byte, nonce []byte, clientID string) (
 	return jkt, nil
 }
 
-// Prove answers a challenge: the device side (used by edgeid-sensor and tests).
+// Prove answers a challenge: the device side, device.ProveMQTT (kept here
+// for the broker's tests).
 func Prove(priv jwk.Key, nonce []byte, clientID string) ([]byte, error) {
-	payload, _ := json.Marshal(proofPayload{Nonce: base64.RawURLEncoding.EncodeToString(nonce), ClientID: clientID})
-	return authn.SignProof(priv, ProofType, payload)
+	return device.ProveMQTT(priv, nonce, clientID)
 }
 
 // challenge runs the AUTH exchange inside CONNECT and returns the proven

@@ -10,11 +10,12 @@ import (
 	"github.com/plgd-dev/go-coap/v3/net/responsewriter"
 	udpClient "github.com/plgd-dev/go-coap/v3/udp/client"
 
+	"github.com/edgeid/edgeid/device"
 	"github.com/edgeid/edgeid/edge/authn"
 )
 
 // PathAuthzInfo is RFC 9200's resource for posting an access token.
-const PathAuthzInfo = "/authz-info"
+const PathAuthzInfo = device.PathAuthzInfo
 
 // authzInfo takes an access token (a JWT, as text) for this DTLS session:
 // validated as for MQTT (issuer keys, claims, revocation, the device and its

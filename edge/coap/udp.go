@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"container/list"
 	"crypto"
-	"crypto/rand"
-	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -25,6 +23,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/net/responsewriter"
 	udpClient "github.com/plgd-dev/go-coap/v3/udp/client"
 
+	"github.com/edgeid/edgeid/device"
 	"github.com/edgeid/edgeid/edge/authn"
 )
 
@@ -42,72 +41,26 @@ import (
 // proof. Both options are in the experimental range (RFC 7252 §12.2),
 // elective and unsafe to forward, so a proxy that does not know them drops
 // the request rather than passing the token on.
+// The options, proof type and proof are the device's side of the protocol
+// (package device); the names here are for the gateway's code and tests.
 const (
-	OptionAccessToken message.OptionID = 65002
-	OptionProof       message.OptionID = 65006
-	// UDPProofType is the typ header of a plain-UDP request proof.
-	UDPProofType = "edgeid-coap-pop+jws"
-	// ProofWindow is how far a proof's iat may be from the gateway's clock.
-	ProofWindow = 60 * time.Second
+	OptionAccessToken = device.OptionAccessToken
+	OptionProof       = device.OptionProof
+	UDPProofType      = device.UDPProofType
+	ProofWindow       = device.ProofWindow
 )
 
-// Proof is what a plain-UDP request proof signs: the request, so that a
-// captured one cannot be altered (its payload, or the options that change
-// what it does: Observe, Content-Format, Block1, Request-Tag) or moved to
-// another resource, with a time and a unique id so it cannot be replayed.
-type Proof struct {
-	Method string `json:"m"`   // "GET", "PUT", "POST", "DELETE"
-	URI    string `json:"u"`   // path, and "?" and the queries joined by "&" if any
-	ATH    string `json:"ath"` // base64url SHA-256 of the access token
-	PH     string `json:"ph"`  // base64url SHA-256 of the payload (empty payload too)
-	IAT    int64  `json:"iat"` // seconds since the epoch
-	JTI    string `json:"jti"` // unique per request
-	// The request's Observe, Content-Format and Block1 values and its
-	// Request-Tag (base64url), each present exactly when the request has it.
-	Observe       *uint32 `json:"obs,omitempty"`
-	ContentFormat *uint32 `json:"cf,omitempty"`
-	Block1        *uint32 `json:"b1,omitempty"`
-	RequestTag    string  `json:"rt,omitempty"`
-}
+// Proof is what a plain-UDP request proof signs (device.Proof).
+type Proof = device.Proof
 
-func digest(b []byte) string {
-	h := sha256.Sum256(b)
-	return base64.RawURLEncoding.EncodeToString(h[:])
-}
+// Request is one plain-UDP request to prove (device.Request).
+type Request = device.Request
 
-// Request is one plain-UDP request to prove: Method and URI as the request
-// has them, Token the access token it uses (sent along or posted to
-// /authz-info), Body its payload, and the options a proof covers when the
-// request carries them.
-type Request struct {
-	Method        codes.Code
-	URI           string
-	Token         string
-	Body          []byte
-	Observe       *uint32
-	ContentFormat *message.MediaType
-	Block1        *uint32
-	RequestTag    []byte
-}
+func digest(b []byte) string { return device.Digest(b) }
 
-// Prove signs the proof of one plain-UDP request with the device's private key.
+// Prove signs the proof of one plain-UDP request (device.ProveCoAP).
 func Prove(priv jwk.Key, r Request, now time.Time) ([]byte, error) {
-	id := make([]byte, 16)
-	_, _ = rand.Read(id)
-	pr := Proof{Method: r.Method.String(), URI: r.URI, ATH: digest([]byte(r.Token)), PH: digest(r.Body),
-		IAT: now.Unix(), JTI: base64.RawURLEncoding.EncodeToString(id), Observe: r.Observe, Block1: r.Block1}
-	if r.ContentFormat != nil {
-		cf := uint32(*r.ContentFormat)
-		pr.ContentFormat = &cf
-	}
-	if len(r.RequestTag) > 0 {
-		pr.RequestTag = base64.RawURLEncoding.EncodeToString(r.RequestTag)
-	}
-	payload, err := json.Marshal(pr)
-	if err != nil {
-		return nil, err
-	}
-	return authn.SignProof(priv, UDPProofType, payload)
+	return device.ProveCoAP(priv, r, now)
 }
 
 // sameOption reports whether a proof's value for an option is the request's:
