@@ -81,7 +81,7 @@ func (b adminBackend) Sessions(context.Context) ([]admin.Session, error) {
 	out := []admin.Session{}
 	for _, s := range b.g.Broker.Sessions.All() {
 		out = append(out, admin.Session{Transport: "mqtt", ClientID: s.ClientID, Device: s.Device, Method: string(s.Method), Subject: s.Subject,
-			Remote: s.Remote, Protocol: s.Protocol, ConnectedAt: s.ConnectedAt, Expires: s.End, Offline: s.Offline(), Queued: s.Queued()})
+			Remote: s.Remote, Protocol: s.Protocol, ConnectedAt: s.ConnectedAt, Expires: s.Expires, Offline: s.Offline(), Queued: s.Queued()})
 	}
 	if b.g.CoAP != nil {
 		for _, s := range b.g.CoAP.List() {

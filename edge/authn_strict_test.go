@@ -71,8 +71,8 @@ func TestAuthnCertBoundTokenEndsWithCertificate(t *testing.T) {
 	if s == nil {
 		t.Fatal("no session for thermo-2")
 	}
-	if !s.End.Equal(leaf.NotAfter) {
-		t.Errorf("session End = %s, want the certificate's NotAfter %s (the token's exp is an hour later)", s.End, leaf.NotAfter)
+	if !s.Expires.Equal(leaf.NotAfter) {
+		t.Errorf("session End = %s, want the certificate's NotAfter %s (the token's exp is an hour later)", s.Expires, leaf.NotAfter)
 	}
 	if code := dev.expectDisconnect(t); code != 0x87 {
 		t.Errorf("DISCONNECT %s when the certificate expired, want 0x87", hexCode(code))
@@ -99,7 +99,7 @@ func TestAuthnTokenExpGetsNoClockSkew(t *testing.T) {
 	exp := time.Now().Add(time.Hour).Unix()
 	tok := g.token("thermo-1", "alice", func(c map[string]any) { c["exp"] = exp })
 	g.mustConnect(connOpts{clientID: "thermo-1", token: tok})
-	if s := g.session("thermo-1"); s == nil || !s.End.Equal(time.Unix(exp, 0)) {
+	if s := g.session("thermo-1"); s == nil || !s.Expires.Equal(time.Unix(exp, 0)) {
 		t.Errorf("session %+v: want End at exp %s exactly", s, time.Unix(exp, 0).UTC())
 	}
 	expired := g.token("thermo-1", "alice", func(c map[string]any) {

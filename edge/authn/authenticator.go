@@ -37,12 +37,12 @@ type Principal struct {
 	// CertSHA256 is the hex fingerprint of the TLS client certificate, if
 	// any; CertIssuer and CertSerial identify it for CA-issued certificates.
 	CertSHA256, CertIssuer, CertSerial string
-	// End is when the credential stops being valid: for a token, exp plus
+	// Expires is when the credential stops being valid: for a token, exp plus
 	// ExpLeeway, or the NotAfter of the certificate it is bound to (cnf
 	// x5t#S256) if that is earlier; for a certificate, its NotAfter. The
 	// session is ended then.
-	End   time.Time
-	Perms policy.Perms
+	Expires time.Time
+	Perms   policy.Perms
 }
 
 // Authenticator decides who a connecting client is, from the store alone.
@@ -96,7 +96,7 @@ func (a *Authenticator) Token(token string, proven Possession, clientID string) 
 	if err != nil {
 		return nil, err
 	}
-	p := &Principal{Method: MethodToken, Claims: c, End: a.CredentialEnd(c, nil)}
+	p := &Principal{Method: MethodToken, Claims: c, Expires: a.CredentialEnd(c, nil)}
 	if cert != nil {
 		p.CertSHA256 = CertFingerprint(cert)
 		p.CertIssuer, p.CertSerial = store.CertIssuerKey(cert)
@@ -115,7 +115,7 @@ func (a *Authenticator) Token(token string, proven Possession, clientID string) 
 		if err := a.certInValidity(cert, "the client certificate the token is bound to (cnf x5t#S256)"); err != nil {
 			return nil, err
 		}
-		p.End = a.CredentialEnd(c, cert)
+		p.Expires = a.CredentialEnd(c, cert)
 	}
 	if c.Cnf.JKT != "" {
 		if provenJKT == "" {
@@ -214,7 +214,7 @@ func (a *Authenticator) Certificate(chain []*x509.Certificate, clientID string) 
 	if d.Status != store.DeviceActive {
 		return nil, fail(ReasonDeviceInactive, "device %q is %s", d.ID, d.Status)
 	}
-	p := &Principal{Device: d, Method: MethodCertificate, CertSHA256: fp, End: leaf.NotAfter}
+	p := &Principal{Device: d, Method: MethodCertificate, CertSHA256: fp, Expires: leaf.NotAfter}
 	p.CertIssuer, p.CertSerial = store.CertIssuerKey(leaf)
 	if p.Perms, err = a.Permissions(d, nil, clientID); err != nil {
 		return nil, err

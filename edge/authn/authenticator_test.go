@@ -200,11 +200,11 @@ func TestTokenSuccess(t *testing.T) {
 		t.Errorf("principal = %+v", p)
 	}
 	// exp gets no clock skew (the fixture's is 30 s), only auth.exp_leeway.
-	if wantEnd := p.Claims.Expiry; !p.End.Equal(wantEnd) {
-		t.Errorf("End = %s, want exp %s (skew never extends exp)", p.End, wantEnd)
+	if wantEnd := p.Claims.Expiry; !p.Expires.Equal(wantEnd) {
+		t.Errorf("End = %s, want exp %s (skew never extends exp)", p.Expires, wantEnd)
 	}
 	f.auth.ExpLeeway = 10 * time.Second
-	if p2, err := f.auth.Token(tok, authn.Possession{}, "d1"); err != nil || !p2.End.Equal(p.Claims.Expiry.Add(10*time.Second)) {
+	if p2, err := f.auth.Token(tok, authn.Possession{}, "d1"); err != nil || !p2.Expires.Equal(p.Claims.Expiry.Add(10*time.Second)) {
 		t.Errorf("with ExpLeeway 10s: End %v, %v; want exp + 10s", p2, err)
 	}
 	f.auth.ExpLeeway = 0
@@ -441,7 +441,7 @@ func TestCertificate(t *testing.T) {
 			}
 			leaf := tt.chain[0]
 			if p.Device.ID != tt.device || p.Method != authn.MethodCertificate || p.Claims != nil ||
-				p.CertSHA256 != authn.CertFingerprint(leaf) || !p.End.Equal(leaf.NotAfter) {
+				p.CertSHA256 != authn.CertFingerprint(leaf) || !p.Expires.Equal(leaf.NotAfter) {
 				t.Errorf("principal = %+v; want device %s by certificate, End %s", p, tt.device, leaf.NotAfter)
 			}
 			// Without a token, the class template alone applies.

@@ -32,8 +32,8 @@ func TestTokenBoundCertificateValidity(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !p.End.Equal(shortLived.NotAfter) || !p.End.Before(p.Claims.Expiry) {
-			t.Errorf("End = %s, want the certificate's NotAfter %s (exp is %s)", p.End, shortLived.NotAfter, p.Claims.Expiry)
+		if !p.Expires.Equal(shortLived.NotAfter) || !p.Expires.Before(p.Claims.Expiry) {
+			t.Errorf("End = %s, want the certificate's NotAfter %s (exp is %s)", p.Expires, shortLived.NotAfter, p.Claims.Expiry)
 		}
 	})
 	t.Run("session ends at exp when the certificate outlives it", func(t *testing.T) {
@@ -43,8 +43,8 @@ func TestTokenBoundCertificateValidity(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if want := p.Claims.Expiry.Add(5 * time.Second); !p.End.Equal(want) {
-			t.Errorf("End = %s, want exp + ExpLeeway %s", p.End, want)
+		if want := p.Claims.Expiry.Add(5 * time.Second); !p.Expires.Equal(want) {
+			t.Errorf("End = %s, want exp + ExpLeeway %s", p.Expires, want)
 		}
 	})
 	for _, tt := range []struct {
@@ -60,7 +60,7 @@ func TestTokenBoundCertificateValidity(t *testing.T) {
 			tok := bound(tt.cert)
 			p, err := f.auth.Token(tok, authn.Possession{Cert: tt.cert}, "d1")
 			if p != nil {
-				t.Fatalf("accepted: End %s", p.End)
+				t.Fatalf("accepted: End %s", p.Expires)
 			}
 			wantReason(t, err, tt.want)
 			if !strings.Contains(err.Error(), tt.detail) || strings.Contains(err.Error(), tok) {

@@ -551,8 +551,8 @@ func TestTokenCWT(t *testing.T) {
 	if !reflect.DeepEqual(p.Device, want) || p.Method != authn.MethodToken || p.Claims == nil || p.Claims.ClientID != "d1" || p.Claims.Kid != "a1" {
 		t.Errorf("principal = %+v", p)
 	}
-	if wantEnd := p.Claims.Expiry; !p.End.Equal(wantEnd) {
-		t.Errorf("End = %s, want exp %s (skew never extends exp)", p.End, wantEnd)
+	if wantEnd := p.Claims.Expiry; !p.Expires.Equal(wantEnd) {
+		t.Errorf("End = %s, want exp %s (skew never extends exp)", p.Expires, wantEnd)
 	}
 	for topic, want := range map[string]bool{
 		"devices/d1/telemetry/temp": true,  // class and scope

@@ -35,7 +35,7 @@ func aclFixture(t testing.TB) (*aclHook, *mqtt.Client, *Session) {
 	}
 	scope, _ := policy.Compile([]policy.Rule{{Filter: "devices/thermo-1/#", Actions: policy.Publish | policy.Subscribe}, {Filter: "firmware/#", Actions: policy.Subscribe}})
 	cl := srv.NewClient(nil, "t", "thermo-1", false)
-	s := &Session{ClientID: "thermo-1", Device: "thermo-1", cl: cl, End: time.Now().Add(time.Hour)}
+	s := &Session{ClientID: "thermo-1", Device: "thermo-1", cl: cl, Expires: time.Now().Add(time.Hour)}
 	s.SetPerms(policy.NewPerms(set, scope))
 	b.Sessions.add(s)
 	return &aclHook{b: b}, cl, s
@@ -73,7 +73,7 @@ func TestACLCheck(t *testing.T) {
 		t.Error("a connection without a session was allowed")
 	}
 	// Past the credential's end, nothing is allowed, before any timer fires.
-	s.End = time.Now().Add(-time.Millisecond)
+	s.Expires = time.Now().Add(-time.Millisecond)
 	if h.OnACLCheck(cl, "devices/thermo-1/telemetry/temp", true) {
 		t.Error("expired session was allowed to publish")
 	}

@@ -231,7 +231,7 @@ func (b *Broker) startSession(cl *mqtt.Client, p *authn.Principal) *Session {
 
 // armTimer ends s when its credential does.
 func (b *Broker) armTimer(s *Session) {
-	s.timer = time.AfterFunc(s.End.Sub(b.Now()), func() {
+	s.timer = time.AfterFunc(s.Expires.Sub(b.Now()), func() {
 		b.End(s, packets.ErrNotAuthorized, "credential expired")
 	})
 }
@@ -240,7 +240,7 @@ func (b *Broker) newSession(cl *mqtt.Client, p *authn.Principal) *Session {
 	s := &Session{
 		ClientID: cl.ID, Device: p.Device.ID, Owner: p.Device.Owner,
 		Method: p.Method, CertSHA256: p.CertSHA256, CertIssuer: p.CertIssuer, CertSerial: p.CertSerial, Remote: cl.Net.Remote,
-		Protocol: cl.Properties.ProtocolVersion, ConnectedAt: b.Now(), End: p.End, cl: cl,
+		Protocol: cl.Properties.ProtocolVersion, ConnectedAt: b.Now(), Expires: p.Expires, cl: cl,
 		// Read here, on the client's own goroutine: mochi later resets the
 		// Will without atomics on a clean DISCONNECT.
 		will: atomic.LoadUint32(&cl.Properties.Will.Flag) == 1,
@@ -313,10 +313,10 @@ func (b *Broker) Kick(sessions []*Session, reason string) int {
 	return n
 }
 
-// Apply installs a live session's current class (its rate limits follow it)
-// and permissions: subscriptions no longer allowed are removed, and a Will
-// no longer allowed is dropped.
-func (b *Broker) Apply(s *Session, class string, p policy.Perms) {
+// SetPermissions installs a session's current class (its rate limits
+// follow it) and permissions: subscriptions and queued messages no longer
+// allowed are removed, and a Will no longer allowed is dropped.
+func (b *Broker) SetPermissions(s *Session, class string, p policy.Perms) {
 	s.class.Store(&class)
 	s.SetPerms(p)
 	b.dropForbidden(s)
@@ -462,7 +462,7 @@ func (h *aclHook) Provides(x byte) bool { return x == mqtt.OnACLCheck }
 // "may cl subscribe to this" (a topic name is a filter matching only itself).
 func (h *aclHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	s := h.b.Sessions.get(cl)
-	if s == nil || s.ended.Load() || !h.b.Now().Before(s.End) {
+	if s == nil || s.ended.Load() || !h.b.Now().Before(s.Expires) {
 		return false
 	}
 	if len(topic) > len(pairPrefix) && topic[0] == '$' && h.b.PairRelay != nil {

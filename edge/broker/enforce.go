@@ -73,5 +73,5 @@ func (b *Broker) Revalidate(s *Session) {
 			return
 		}
 	}
-	b.Apply(s, d.Class, perms)
+	b.SetPermissions(s, d.Class, perms)
 }

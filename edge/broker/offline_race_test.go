@@ -28,7 +28,7 @@ func TestEndRacingDisconnectLeavesNothingParked(t *testing.T) {
 		cl := srv.NewClient(nil, "t", "thermo-1", false)
 		cl.Properties.ProtocolVersion = 4
 		cl.Stop(nil)
-		s := &Session{ClientID: "thermo-1", Device: "thermo-1", cl: cl, End: time.Now().Add(time.Hour), Protocol: 4}
+		s := &Session{ClientID: "thermo-1", Device: "thermo-1", cl: cl, Expires: time.Now().Add(time.Hour), Protocol: 4}
 		s.SetPerms(policy.Perms{})
 		s.timer = time.AfterFunc(time.Hour, func() {})
 		b.Sessions.add(s)

@@ -21,7 +21,7 @@ func TestOfflineExpirySweepIsLinear(t *testing.T) {
 	b, _ := New(srv, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	b.Offline = OfflineQueue{Messages: 1000}
 	cl := srv.NewClient(nil, "t", "thermo-1", false)
-	s := &Session{ClientID: "thermo-1", Device: "thermo-1", cl: cl, End: time.Now().Add(time.Hour)}
+	s := &Session{ClientID: "thermo-1", Device: "thermo-1", cl: cl, Expires: time.Now().Add(time.Hour)}
 	s.SetPerms(policy.Perms{})
 	s.timer = time.AfterFunc(time.Hour, func() {})
 	b.Sessions.add(s)

@@ -86,7 +86,7 @@ func (h *authHook) OnAuthPacket(cl *mqtt.Client, pk packets.Packet) (packets.Pac
 	s.timer.Stop()
 	b.armTimer(nw)
 	b.dropForbidden(nw)
-	b.Log.Info("re-authenticated", "device", nw.Device, "client", nw.ClientID, "expires", nw.End)
+	b.Log.Info("re-authenticated", "device", nw.Device, "client", nw.ClientID, "expires", nw.Expires)
 	_ = cl.WritePacket(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Auth}, ReasonCode: packets.CodeSuccess.Code,
 		Properties: packets.Properties{AuthenticationMethod: AuthMethodACE}})
 	return pk, nil

@@ -31,8 +31,9 @@ type Session struct {
 	Remote      string
 	Protocol    byte
 	ConnectedAt time.Time
-	// End is when the credential expires; the session is cut then.
-	End time.Time
+	// Expires is when the credential expires; the session is cut then
+	// (Broker.End is what cuts it).
+	Expires time.Time
 
 	perms  atomic.Pointer[policy.Perms]
 	class  atomic.Pointer[string] // the device's class now (rate limits follow it)
