@@ -6,8 +6,6 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -22,6 +20,7 @@ import (
 	"github.com/edgeid/edgeid/edge/admin"
 	"github.com/edgeid/edgeid/edge/config"
 	"github.com/edgeid/edgeid/edge/demo"
+	"github.com/edgeid/edgeid/internal/testenv"
 	"github.com/edgeid/edgeid/store"
 )
 
@@ -60,61 +59,31 @@ func startGateway(t *testing.T, opts ...gwOpt) *gw { return startGatewayTB(t, op
 
 func startGatewayTB(t testing.TB, opts ...gwOpt) *gw {
 	t.Helper()
-	dir := t.TempDir()
-	// unix socket paths are limited to 108 bytes; t.TempDir can be longer.
-	sockDir, err := os.MkdirTemp("", "eid")
+	files, err := demo.WriteTLS(filepath.Join(t.TempDir(), "tls"), "thermo-2")
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.RemoveAll(sockDir) })
-	files, err := demo.WriteTLS(filepath.Join(dir, "tls"), "thermo-2")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := config.Default()
-	cfg.Gateway.ID = "test-gw"
-	cfg.StateDir = filepath.Join(dir, "state")
-	cfg.MQTT.TCP = "127.0.0.1:0"
-	cfg.MQTT.TLS = config.TLS{Listen: "127.0.0.1:0", Cert: files.ServerCert, Key: files.ServerKey}
-	cfg.Admin.Socket = filepath.Join(sockDir, "admin.sock")
-	cfg.Auth.ClockSkew = 0
-	cfg.MQTT.ConnectRate = 0                             // tests connect often from one address; TestConnectRatePerSource turns it on
-	cfg.MQTT.MaxHalfOpenPerSource = cfg.MQTT.MaxHalfOpen // the same; TestHalfOpenCapsGateway sets its own
-	cfg.Metrics.Listen = ""                              // tests run side by side; TestMetrics turns it on
-	cfg.Throttle = config.Throttle{}                     // benchmarks publish fast; TestThrottle turns it on
+	mods := []func(*config.Config){func(cfg *config.Config) {
+		cfg.MQTT.TLS = config.TLS{Listen: "127.0.0.1:0", Cert: files.ServerCert, Key: files.ServerKey}
+		cfg.Auth.ClockSkew = 0
+		cfg.Throttle = config.Throttle{} // benchmarks publish fast; TestThrottle turns it on
+		// testenv turns off the connect rate (TestConnectRatePerSource turns
+		// it on), raises the per-source half-open cap (TestHalfOpenCapsGateway
+		// sets its own) and turns metrics off (TestMetrics turns them on).
+	}}
 	for _, o := range opts {
-		o(&cfg)
-	}
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
+		mods = append(mods, o)
 	}
 	logs := &syncBuf{}
-	log := slog.New(slog.NewTextHandler(io.MultiWriter(logs, testWriter{t}), &slog.HandlerOptions{Level: slog.LevelInfo}))
-	g, err := edge.New(cfg, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := g.Start(context.Background()); err != nil {
-		g.Close()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { g.Close() })
-	iss, err := demo.NewIssuer("https://issuer.test", "k1")
-	if err != nil {
-		t.Fatal(err)
-	}
+	env := testenv.GatewayLog(t, logs, mods...)
+	g, cfg := env.G, env.Config
+	iss := testenv.Issuer(t)
 	if cfg.Sync.Enrollment != "" {
 		// Enrolled gateways get their records from the authority.
 		return &gw{t: t, g: g, cfg: cfg, iss: iss, files: files, logs: logs}
 	}
-	b, err := demo.Bundle(iss, files.DeviceFingerprint)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.Devices = append(b.Devices, store.Device{ID: "thermo-3", Class: "thermostat", Owner: "alice", Status: store.DeviceSuspended})
-	if _, err := g.Store.Apply(b, nil); err != nil {
-		t.Fatal(err)
-	}
+	testenv.ApplyDemo(t, g, iss, files.DeviceFingerprint,
+		store.Device{ID: "thermo-3", Class: "thermostat", Owner: "alice", Status: store.DeviceSuspended})
 	return &gw{t: t, g: g, cfg: cfg, iss: iss, files: files, logs: logs}
 }
 

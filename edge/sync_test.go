@@ -3,9 +3,7 @@ package edge_test
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"crypto/tls"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -24,6 +22,7 @@ import (
 	syncclient "github.com/edgeid/edgeid/cloudsync/client"
 	"github.com/edgeid/edgeid/edge/admin"
 	"github.com/edgeid/edgeid/edge/demo"
+	"github.com/edgeid/edgeid/internal/testenv"
 	"github.com/edgeid/edgeid/store"
 )
 
@@ -42,35 +41,9 @@ func startAuthority(t testing.TB) *authSrv { return startAuthorityWith(t, nil) }
 // startAuthorityWith lets mod change the authority's configuration.
 func startAuthorityWith(t testing.TB, mod func(*authority.Config)) *authSrv {
 	t.Helper()
-	st, err := store.Open(store.Options{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() }) // registered first: runs after the server has stopped
-	var h http.Handler
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h.ServeHTTP(w, r) }))
-	srv.TLS = &tls.Config{ClientAuth: tls.RequestClientCert}
-	srv.StartTLS()
-	var a *authority.Authority
-	t.Cleanup(func() {
-		if a != nil {
-			a.Close()
-		}
-		srv.Close()
-	})
 	logs := &syncBuf{}
-	cfg := authority.Config{URL: srv.URL, TokenAudience: "edgeid", TokenTTL: time.Hour,
-		MaxTokenLifetime: 24 * time.Hour, EnrollCodeTTL: time.Hour}
-	if mod != nil {
-		mod(&cfg)
-	}
-	a, err = authority.New(cfg, st, slog.New(slog.NewTextHandler(io.MultiWriter(logs, testWriter{t}), nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	h = authority.NewHandler(a, "admin-secret-for-tests")
-	sum := sha256.Sum256(srv.Certificate().Raw)
-	return &authSrv{t: t, a: a, srv: srv, fp: hex.EncodeToString(sum[:]), token: "admin-secret-for-tests", logs: logs}
+	x := testenv.AuthorityLog(t, logs, mod)
+	return &authSrv{t: t, a: x.A, srv: x.Srv, fp: x.FP, token: x.Token, logs: logs}
 }
 
 func (x *authSrv) admin(method, path string, body any) []byte {
