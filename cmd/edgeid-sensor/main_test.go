@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -17,34 +15,15 @@ import (
 	"github.com/edgeid/edgeid/edge"
 	"github.com/edgeid/edgeid/edge/config"
 	"github.com/edgeid/edgeid/edge/demo"
+	"github.com/edgeid/edgeid/internal/testenv"
 	"github.com/edgeid/edgeid/store"
 )
 
-// startGateway runs a real gateway on loopback (plain MQTT only, no
-// metrics: tests run side by side) with mod applied to its configuration.
+// startGateway runs a real gateway on loopback (testenv.Gateway: plain MQTT
+// only, no metrics) called id, with mod applied to its configuration.
 func startGateway(t *testing.T, id string, mod func(*config.Config)) *edge.Gateway {
 	t.Helper()
-	sockDir, err := os.MkdirTemp("", "eidsensor")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(sockDir) })
-	cfg := config.Default()
-	cfg.Gateway.ID, cfg.StateDir = id, t.TempDir()
-	cfg.MQTT.TCP, cfg.MQTT.TLS.Listen, cfg.Metrics.Listen = "127.0.0.1:0", "", ""
-	cfg.Admin.Socket = filepath.Join(sockDir, "admin.sock")
-	if mod != nil {
-		mod(&cfg)
-	}
-	g, err := edge.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := g.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { g.Close() })
-	return g
+	return testenv.Gateway(t, func(c *config.Config) { c.Gateway.ID = id }, mod).G
 }
 
 func TestConnectAgainstGateway(t *testing.T) {

@@ -3,14 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"crypto/tls"
-	"encoding/hex"
 	"encoding/json"
-	"io"
-	"log/slog"
-	"net/http"
-	"net/http/httptest"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -18,10 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgeid/edgeid/cloudsync/authority"
-	"github.com/edgeid/edgeid/cloudsync/client"
 	"github.com/edgeid/edgeid/edge/config"
 	"github.com/edgeid/edgeid/edge/demo"
+	"github.com/edgeid/edgeid/internal/testenv"
 	"github.com/edgeid/edgeid/store"
 )
 
@@ -41,24 +33,8 @@ func (l *lockedBuf) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l
 // authority and gateway: keygen, pair (the owner approves), connect with
 // proof of possession, publish telemetry.
 func TestPairJourney(t *testing.T) {
-	var h http.Handler
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h.ServeHTTP(w, r) }))
-	srv.TLS = &tls.Config{}
-	srv.StartTLS()
-	st, err := store.Open(store.Options{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	a, err := authority.New(authority.Config{URL: srv.URL, TokenAudience: "edgeid", TokenTTL: time.Hour, MaxTokenLifetime: 24 * time.Hour,
-		EnrollCodeTTL: time.Hour}, st, quiet)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { a.Close(); srv.Close(); st.Close() })
-	h = authority.NewHandler(a, "sensor-test-admin-token")
-	sum := sha256.Sum256(srv.Certificate().Raw)
-	fp := hex.EncodeToString(sum[:])
+	x := testenv.Authority(t, nil)
+	a, srv, fp := x.A, x.Srv, x.FP
 
 	dir := t.TempDir()
 	var pubOut bytes.Buffer
@@ -70,15 +46,7 @@ func TestPairJourney(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	code, _, _ := a.AddGateway("gw-s", "test")
-	e, err := client.Enroll(context.Background(), srv.URL, fp, code, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	enrollment := filepath.Join(dir, "enrollment.json")
-	if err := e.Save(enrollment); err != nil {
-		t.Fatal(err)
-	}
+	enrollment := x.Enroll("gw-s", "")
 	g := startGateway(t, "gw-s", func(c *config.Config) { c.Sync.Enrollment = enrollment })
 
 	for i := 0; ; i++ { // the gateway's first sync brings the device and the authority's keys
