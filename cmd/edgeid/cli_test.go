@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"io"
-	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -19,38 +17,17 @@ import (
 	"github.com/edgeid/edgeid/edge/admin"
 	"github.com/edgeid/edgeid/edge/config"
 	"github.com/edgeid/edgeid/edge/demo"
+	"github.com/edgeid/edgeid/internal/testenv"
 	"github.com/edgeid/edgeid/store"
 )
 
 // daemon starts a real gateway with the demo bundle and returns its socket.
 func daemon(t *testing.T) (*edge.Gateway, *demo.Issuer, string) {
 	t.Helper()
-	sockDir, err := os.MkdirTemp("", "eidcli")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(sockDir) })
-	cfg := config.Default()
-	cfg.Gateway.ID = "cli-test"
-	cfg.StateDir = t.TempDir()
-	cfg.MQTT.TCP = "127.0.0.1:0"
-	cfg.MQTT.TLS.Listen = ""
-	cfg.Metrics.Listen = ""
-	cfg.Admin.Socket = filepath.Join(sockDir, "admin.sock")
-	g, err := edge.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := g.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { g.Close() })
-	iss, _ := demo.NewIssuer("https://issuer.test", "k1")
-	b, _ := demo.Bundle(iss, "")
-	if _, err := g.Store.Apply(b, nil); err != nil {
-		t.Fatal(err)
-	}
-	return g, iss, cfg.Admin.Socket
+	env := testenv.Gateway(t, func(c *config.Config) { c.Gateway.ID = "cli-test" })
+	iss := testenv.Issuer(t)
+	testenv.ApplyDemo(t, env.G, iss, "")
+	return env.G, iss, env.Config.Admin.Socket
 }
 
 // cli runs one CLI command in-process and returns what it printed.
