@@ -210,40 +210,57 @@ func AuthorityLog(t testing.TB, w io.Writer, mod func(*authority.Config)) *Auth 
 // and saves the enrollment in a temporary directory; it returns the path.
 func (x *Auth) Enroll(name, board string) string {
 	x.t.Helper()
-	code, _, err := x.A.AddGateway(name, "test")
-	if err != nil {
-		x.t.Fatal(err)
-	}
-	e, err := syncclient.Enroll(context.Background(), x.Srv.URL, x.FP, code, board)
-	if err != nil {
-		x.t.Fatal(err)
-	}
-	path := filepath.Join(x.t.TempDir(), "enrollment.json")
-	if err := e.Save(path); err != nil {
-		x.t.Fatal(err)
-	}
-	return path
+	return Enroll(x.t, x.A, x.Srv.URL, x.FP, name, board)
 }
 
 // Admin calls the authority's admin API with the admin token and fails the
 // test unless it answers 200; it returns the body.
 func (x *Auth) Admin(method, path string, body any) []byte {
 	x.t.Helper()
+	return Admin(x.t, x.Srv.URL, x.FP, x.Token, method, path, body)
+}
+
+// Enroll adds a gateway called name at authority a (serving at url, with
+// certificate fingerprint fp), enrolls it as board and saves the enrollment
+// in a temporary directory; it returns the path. It is Auth.Enroll for an
+// authority started another way (behind a proxy, say).
+func Enroll(t testing.TB, a *authority.Authority, url, fp, name, board string) string {
+	t.Helper()
+	code, _, err := a.AddGateway(name, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := syncclient.Enroll(context.Background(), url, fp, code, board)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "enrollment.json")
+	if err := e.Save(path); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// Admin calls the admin API of the authority at url (certificate
+// fingerprint fp) with token and fails the test unless it answers 200; it
+// returns the body.
+func Admin(t testing.TB, url, fp, token, method, path string, body any) []byte {
+	t.Helper()
 	var rd io.Reader
 	if body != nil {
 		b, _ := json.Marshal(body)
 		rd = bytes.NewReader(b)
 	}
-	req, _ := http.NewRequest(method, x.Srv.URL+path, rd)
-	req.Header.Set("Authorization", "Bearer "+x.Token)
-	resp, err := syncclient.HTTPClient(x.FP).Do(req)
+	req, _ := http.NewRequest(method, url+path, rd)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := syncclient.HTTPClient(fp).Do(req)
 	if err != nil {
-		x.t.Fatal(err)
+		t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	data, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != 200 {
-		x.t.Fatalf("%s %s: %s %s", method, path, resp.Status, data)
+		t.Fatalf("%s %s: %s %s", method, path, resp.Status, data)
 	}
 	return data
 }
