@@ -1,7 +1,6 @@
 package edge_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -11,7 +10,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -48,41 +46,13 @@ func startAuthorityWith(t testing.TB, mod func(*authority.Config)) *authSrv {
 
 func (x *authSrv) admin(method, path string, body any) []byte {
 	x.t.Helper()
-	var rd io.Reader
-	if body != nil {
-		b, _ := json.Marshal(body)
-		rd = bytes.NewReader(b)
-	}
-	req, _ := http.NewRequest(method, x.srv.URL+path, rd)
-	req.Header.Set("Authorization", "Bearer "+x.token)
-	resp, err := syncclient.HTTPClient(x.fp).Do(req)
-	if err != nil {
-		x.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != 200 {
-		x.t.Fatalf("%s %s: %s %s", method, path, resp.Status, data)
-	}
-	return data
+	return testenv.Admin(x.t, x.srv.URL, x.fp, x.token, method, path, body)
 }
 
 // enroll makes an enrollment for a gateway called name and saves it.
 func (x *authSrv) enroll(name string) string {
 	x.t.Helper()
-	code, _, err := x.a.AddGateway(name, "test")
-	if err != nil {
-		x.t.Fatal(err)
-	}
-	e, err := syncclient.Enroll(context.Background(), x.srv.URL, x.fp, code, "test-board")
-	if err != nil {
-		x.t.Fatal(err)
-	}
-	path := filepath.Join(x.t.TempDir(), "enrollment.json")
-	if err := e.Save(path); err != nil {
-		x.t.Fatal(err)
-	}
-	return path
+	return testenv.Enroll(x.t, x.a, x.srv.URL, x.fp, name, "test-board")
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
