@@ -16,6 +16,7 @@ import (
 
 	"github.com/edgeid/edgeid/edge/config"
 	"github.com/edgeid/edgeid/edge/demo"
+	"github.com/edgeid/edgeid/internal/testenv"
 	"github.com/edgeid/edgeid/store"
 )
 
@@ -35,7 +36,7 @@ func thermostatJourney(t *testing.T, udp bool) {
 			c.CoAP.DTLSListen = "127.0.0.1:0"
 		}
 	})
-	iss, _ := demo.NewIssuer("https://issuer.test", "k1")
+	iss := testenv.Issuer(t)
 	b, _ := demo.Bundle(iss, "")
 	const key = "thermostat-c-psk-0123456789abcdef"
 	devKey, _ := demo.NewIssuer("thermo-c", "thermo-c-key") // the thermostat's own key pair

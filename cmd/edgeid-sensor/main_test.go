@@ -28,17 +28,8 @@ func startGateway(t *testing.T, id string, mod func(*config.Config)) *edge.Gatew
 
 func TestConnectAgainstGateway(t *testing.T) {
 	g := startGateway(t, "sensor-test", nil)
-	iss, err := demo.NewIssuer("https://issuer.test", "k1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := demo.Bundle(iss, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := g.Store.Apply(b, nil); err != nil {
-		t.Fatal(err)
-	}
+	iss := testenv.Issuer(t)
+	testenv.ApplyDemo(t, g, iss, "")
 	tok, err := iss.Mint(iss.Claims("thermo-1", "alice", "edgeid", "publish:devices/thermo-1/telemetry/#", time.Hour), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -70,7 +61,7 @@ func TestConnectAgainstGateway(t *testing.T) {
 func TestLoadAgainstGateway(t *testing.T) {
 	// All the simulated devices connect at once from one address.
 	g := startGateway(t, "load-test", func(c *config.Config) { c.MQTT.ConnectRate, c.MQTT.MaxHalfOpenPerSource = 0, c.MQTT.MaxHalfOpen })
-	iss, _ := demo.NewIssuer("https://issuer.test", "k1")
+	iss := testenv.Issuer(t)
 	b, _ := demo.Bundle(iss, "")
 	var lines []string
 	for i := 0; i < 20; i++ {
