@@ -1,8 +1,12 @@
 package store
 
 import (
+	"errors"
+	"fmt"
 	"strings"
 	"unicode/utf8"
+
+	badger "github.com/dgraph-io/badger/v4"
 )
 
 // PSK length bounds, in bytes: below 16 a key can be brute-forced offline
@@ -36,20 +40,29 @@ func checkPSK(d Device) string {
 	return ""
 }
 
-// PSKIdentities maps every DTLS PSK identity in the store to the devices
-// that carry it (normally one: an identity held by two devices is ambiguous
-// and must be refused by the caller). It scans all devices; callers cache
-// the result and rebuild it when devices change.
-func (s *Store) PSKIdentities() (map[string][]string, error) {
-	ds, err := s.Devices()
-	if err != nil {
-		return nil, err
-	}
-	out := map[string][]string{}
-	for _, d := range ds {
-		if d.PSKIdentity != "" {
-			out[d.PSKIdentity] = append(out[d.PSKIdentity], d.ID)
+// DeviceByPSKIdentity finds the device holding this DTLS PSK identity,
+// through the x/psk/ index: one point read for an unknown identity, two for
+// a known one, in one consistent view; never a scan. The error wraps
+// ErrNotFound when no device holds it.
+func (s *Store) DeviceByPSKIdentity(identity string) (Device, error) {
+	var d Device
+	err := s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get([]byte(pIdxPSK + identity))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return ErrNotFound
 		}
+		if err != nil {
+			return err
+		}
+		id, err := item.ValueCopy(nil)
+		if err != nil {
+			return err
+		}
+		d, err = getDevice(txn, string(id))
+		return err
+	})
+	if err != nil {
+		return Device{}, fmt.Errorf("device for psk identity: %w", err)
 	}
-	return out, nil
+	return d, nil
 }

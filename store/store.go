@@ -22,7 +22,8 @@ import (
 )
 
 // SchemaVersion is the layout of keys and records this code reads and writes.
-const SchemaVersion = 1
+// 2 added the PSK identity index x/psk/; Open builds it in a store of version 1.
+const SchemaVersion = 2
 
 // Key prefixes. One byte-string namespace per record type keeps prefix scans cheap.
 const (
@@ -36,6 +37,7 @@ const (
 	pIdxCertFP = "x/fp/"
 	pIdxCertIS = "x/is/"
 	pIdxOwner  = "x/own/"
+	pIdxPSK    = "x/psk/"
 	pLog       = "l/"
 	kSchema    = pMeta + "schema"
 	kSeq       = pMeta + "seq"
@@ -124,7 +126,7 @@ func Open(o Options) (*Store, error) {
 }
 
 func (s *Store) checkSchema() error {
-	return s.db.Update(func(txn *badger.Txn) error {
+	err := s.db.Update(func(txn *badger.Txn) error {
 		item, err := txn.Get([]byte(kSchema))
 		if errors.Is(err, badger.ErrKeyNotFound) {
 			return txn.Set([]byte(kSchema), u64(SchemaVersion))
@@ -136,11 +138,57 @@ func (s *Store) checkSchema() error {
 		if err != nil {
 			return fmt.Errorf("read schema version: %w", err)
 		}
-		if got := binary.BigEndian.Uint64(v); got != SchemaVersion {
+		got := binary.BigEndian.Uint64(v)
+		if got == 1 {
+			return s.migrate1to2(txn)
+		}
+		if got != SchemaVersion {
 			return fmt.Errorf("store schema version is %d, this edgeid reads %d: upgrade edgeid or restore a matching backup", got, SchemaVersion)
 		}
 		return nil
 	})
+	if errors.Is(err, badger.ErrTxnTooBig) {
+		return errors.New("store schema 1 to 2: too many devices to index in one transaction")
+	}
+	return err
+}
+
+// migrate1to2 builds the PSK identity index of a version 1 store and marks
+// it version 2, in the caller's transaction: all of it or none of it. An
+// identity that two devices already share (version 1 did not refuse it
+// across batches) is left out of the index, so neither device is found by
+// it (as CoAP refused them before), and logged.
+func (s *Store) migrate1to2(txn *badger.Txn) error {
+	holders := map[string][]string{}
+	var order []string
+	if err := iterate(txn, pDevice, func(k string, v []byte) error {
+		var d Device
+		if err := json.Unmarshal(v, &d); err != nil {
+			return fmt.Errorf("decode %s%s: %w", pDevice, k, err)
+		}
+		if d.PSKIdentity != "" {
+			if holders[d.PSKIdentity] == nil {
+				order = append(order, d.PSKIdentity)
+			}
+			holders[d.PSKIdentity] = append(holders[d.PSKIdentity], d.ID)
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("store schema 1 to 2: %w", err)
+	}
+	for _, identity := range order {
+		ids := holders[identity]
+		if len(ids) > 1 {
+			s.log.Warn("store: a psk_identity is shared by several devices; none of them is found by it until each has its own",
+				"devices", strings.Join(ids, ", "))
+			continue
+		}
+		if err := txn.Set([]byte(pIdxPSK+identity), []byte(ids[0])); err != nil {
+			return err
+		}
+	}
+	s.log.Info("store: schema 1 to 2, psk identity index built", "identities", len(order))
+	return txn.Set([]byte(kSchema), u64(SchemaVersion))
 }
 
 // Close flushes and closes the store.
@@ -340,6 +388,18 @@ func addDeviceIndexes(txn *badger.Txn, d Device) error {
 			return err
 		}
 	}
+	if d.PSKIdentity != "" {
+		k := []byte(pIdxPSK + d.PSKIdentity)
+		if item, err := txn.Get(k); err == nil {
+			other, _ := item.ValueCopy(nil)
+			if string(other) != d.ID {
+				return &ValidationError{Problems: []string{fmt.Sprintf("devices %q: psk_identity is already the identity of device %q", d.ID, other)}}
+			}
+		}
+		if err := txn.Set(k, []byte(d.ID)); err != nil {
+			return err
+		}
+	}
 	if d.Owner != "" {
 		if err := txn.Set([]byte(pIdxOwner+d.Owner+"/"+d.ID), nil); err != nil {
 			return err
@@ -355,6 +415,9 @@ func dropDeviceIndexes(txn *badger.Txn, d Device) error {
 	}
 	if d.CertIssuer != "" {
 		keys = append(keys, certIssuerIndexKey(d.CertIssuer, d.CertSerial))
+	}
+	if d.PSKIdentity != "" {
+		keys = append(keys, pIdxPSK+d.PSKIdentity)
 	}
 	if d.Owner != "" {
 		keys = append(keys, pIdxOwner+d.Owner+"/"+d.ID)

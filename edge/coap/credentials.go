@@ -8,8 +8,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"strings"
-	"sync"
 	"sync/atomic"
 
 	"github.com/edgeid/edgeid/store"
@@ -32,80 +30,45 @@ func (s *Server) pskFor(identity []byte) ([]byte, error) {
 	return bytes.Clone(d.PSK), nil
 }
 
-// deviceByIdentity finds the active device holding a PSK identity.
+// deviceByIdentity finds the active device holding a PSK identity through
+// the store's x/psk/ index, which moves with the device records in the same
+// transaction: an unknown identity costs one point read, so a stranger
+// trying identities never makes the gateway scan its devices, and a device
+// changed a moment ago is seen as it is now (no cache to invalidate).
 func (s *Server) deviceByIdentity(identity string) (store.Device, error) {
-	for attempt := 0; attempt < 2; attempt++ {
-		ids, err := s.psks.lookup(identity, s.o.Store)
-		if err != nil {
-			return store.Device{}, err
-		}
-		switch len(ids) {
-		case 0:
-			return store.Device{}, errors.New("unknown psk identity")
-		case 1:
-		default:
-			return store.Device{}, fmt.Errorf("psk identity is held by %d devices (%s); refusing all of them", len(ids), strings.Join(ids, ", "))
-		}
-		d, err := s.o.Store.Device(ids[0])
-		if err != nil || d.PSKIdentity != identity {
-			// Changed since the index was built, and InvalidatePSKs is yet
-			// to come: build it again, once. Only a known identity gets here.
-			s.psks.invalidate()
-			continue
-		}
-		if d.Status != store.DeviceActive {
-			return store.Device{}, fmt.Errorf("device %q is %s", d.ID, d.Status)
-		}
-		if len(d.PSK) == 0 {
-			return store.Device{}, fmt.Errorf("device %q has no psk", d.ID)
-		}
-		return d, nil
+	s.psks.lookups.Add(1)
+	d, err := s.o.Store.DeviceByPSKIdentity(identity)
+	if errors.Is(err, store.ErrNotFound) {
+		return store.Device{}, errors.New("unknown psk identity")
 	}
-	return store.Device{}, errors.New("unknown psk identity")
-}
-
-// pskIndex maps PSK identities to devices. It is built from the store when
-// first needed and trusted until invalidated (InvalidatePSKs, on every
-// device change): an identity it lacks is unknown at the cost of a map
-// lookup, so a stranger trying identities never makes the gateway scan its
-// devices, and no lookup waits on Server.mu.
-type pskIndex struct {
-	cur    atomic.Pointer[pskEntry]
-	gen    atomic.Uint64 // counts invalidations; an entry of an older one is stale
-	build  sync.Mutex    // one build at a time
-	builds atomic.Uint64 // how many builds, for tests
-}
-
-type pskEntry struct {
-	gen uint64
-	m   map[string][]string // PSK identity -> device ids
-}
-
-func (x *pskIndex) lookup(identity string, st *store.Store) ([]string, error) {
-	if e := x.cur.Load(); e != nil && e.gen == x.gen.Load() {
-		return e.m[identity], nil
-	}
-	x.build.Lock()
-	defer x.build.Unlock()
-	gen := x.gen.Load()
-	if e := x.cur.Load(); e != nil && e.gen == gen {
-		return e.m[identity], nil // built while this one waited
-	}
-	m, err := st.PSKIdentities()
 	if err != nil {
-		return nil, fmt.Errorf("store: %w", err)
+		return store.Device{}, fmt.Errorf("store: %w", err)
 	}
-	x.builds.Add(1)
-	// Devices changed during the build bump gen: the entry is stale at once
-	// and the next lookup builds again.
-	x.cur.Store(&pskEntry{gen: gen, m: m})
-	return m[identity], nil
+	if d.PSKIdentity != identity {
+		// The index and the record are written in one transaction; this is
+		// a damaged store, and fails closed.
+		return store.Device{}, fmt.Errorf("device %q found by psk identity no longer holds it", d.ID)
+	}
+	if d.Status != store.DeviceActive {
+		return store.Device{}, fmt.Errorf("device %q is %s", d.ID, d.Status)
+	}
+	if len(d.PSK) == 0 {
+		return store.Device{}, fmt.Errorf("device %q has no psk", d.ID)
+	}
+	return d, nil
 }
 
-func (x *pskIndex) invalidate() { x.gen.Add(1) }
+// pskIndex counts PSK identity lookups, for tests; the index itself is the
+// store's (store.DeviceByPSKIdentity).
+type pskIndex struct {
+	lookups atomic.Uint64
+}
 
-// InvalidatePSKs drops the cached PSK identity index; call it when devices change.
-func (s *Server) InvalidatePSKs() { s.psks.invalidate() }
+// InvalidatePSKs does nothing: PSK identities are read from the store's
+// index, which is always current.
+//
+// Deprecated: nothing needs calling any more; it goes once no caller is left.
+func (s *Server) InvalidatePSKs() {}
 
 // credentialGone says why the credential the session was opened with is no
 // longer the device's, or "".
