@@ -360,9 +360,6 @@ func (g *Gateway) onApplied(a store.Applied) {
 		// re-checked when it registers.
 		g.Broker.Gen.Add(1)
 	}
-	if g.CoAP != nil && (a.Replaced || len(b.Devices) > 0 || len(b.Delete.Devices) > 0) {
-		g.CoAP.InvalidatePSKs()
-	}
 	dropped := 0
 	if len(b.Revocations) > 0 {
 		dropped = g.forgetRevoked(b.Revocations)

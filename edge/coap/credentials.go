@@ -64,12 +64,6 @@ type pskIndex struct {
 	lookups atomic.Uint64
 }
 
-// InvalidatePSKs does nothing: PSK identities are read from the store's
-// index, which is always current.
-//
-// Deprecated: nothing needs calling any more; it goes once no caller is left.
-func (s *Server) InvalidatePSKs() {}
-
 // credentialGone says why the credential the session was opened with is no
 // longer the device's, or "".
 func (p *peer) credentialGone(d store.Device) string {
