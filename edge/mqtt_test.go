@@ -356,22 +356,7 @@ func TestClassChangeReachesLiveSessions(t *testing.T) {
 		t.Fatalf("subscribe: %x", r)
 	}
 	// The class loses the commands permission.
-	var class store.DeviceClass
-	for _, c := range demo.Classes() {
-		if c.Name == "thermostat" {
-			class = c
-		}
-	}
-	var kept []policy.Rule
-	for _, r := range class.Permissions {
-		if !strings.Contains(r.Filter, "commands") {
-			kept = append(kept, r)
-		}
-	}
-	class.Permissions = kept
-	if _, err := g.importJSON(store.Batch{Classes: []store.DeviceClass{class}}); err != nil {
-		t.Fatal(err)
-	}
+	g.narrowClass(t)
 	svc.publish(t, "devices/thermo-1/commands/set", "forbidden-now", 1)
 	svc.publish(t, "firmware/thermostat/v2", "marker", 1)
 	dev.expectNoMsgBefore(t, "devices/thermo-1/commands/set", "firmware/thermostat/v2", "marker")

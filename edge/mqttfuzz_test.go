@@ -201,11 +201,7 @@ func startLiveFuzz(f *testing.F) *liveFuzz {
 // packet panic that the patched mochi recovered. mochi logs them before it
 // closes the connection, so they belong to the input just drained.
 func (lf *liveFuzz) takePanics() string {
-	s := lf.g.logs
-	s.mu.Lock()
-	logs := s.b.String()
-	s.b.Reset()
-	s.mu.Unlock()
+	logs := lf.g.logs.Take()
 	var out []string
 	for _, l := range strings.Split(logs, "\n") {
 		if strings.Contains(l, `msg="packet handling panicked`) || strings.Contains(l, `msg="packet encoding panicked`) {

@@ -190,6 +190,24 @@ func (s *scanner) ws() {
 	}
 }
 
+// next reads what follows a member or element: a comma (end false) or the
+// closing bracket (end true); anything else is refused (ok false).
+func (s *scanner) next(closing byte) (end, ok bool) {
+	s.ws()
+	if s.i >= len(s.b) {
+		return false, s.bad("unexpected end")
+	}
+	switch s.b[s.i] {
+	case ',':
+		s.i++
+		return false, true
+	case closing:
+		s.i++
+		return true, true
+	}
+	return false, s.bad("want , or " + string(closing))
+}
+
 func (s *scanner) bad(what string) bool {
 	if s.p == nil {
 		s.p = &jsonProblem{syntax: fmt.Sprintf("%s at offset %d", what, s.i)}
@@ -220,18 +238,8 @@ func (s *scanner) value(depth int, in []byte) bool {
 			if !s.value(depth+1, in) {
 				return false
 			}
-			s.ws()
-			if s.i >= len(s.b) {
-				return s.bad("unexpected end")
-			}
-			switch s.b[s.i] {
-			case ',':
-				s.i++
-			case ']':
-				s.i++
-				return true
-			default:
-				return s.bad("want , or ]")
+			if end, ok := s.next(']'); !ok || end {
+				return ok
 			}
 		}
 	case c == '"':
@@ -418,18 +426,8 @@ func (s *scanner) object(depth int, in []byte) bool {
 				return false
 			}
 		}
-		s.ws()
-		if s.i >= len(s.b) {
-			return s.bad("unexpected end")
-		}
-		switch s.b[s.i] {
-		case ',':
-			s.i++
-		case '}':
-			s.i++
-			return true
-		default:
-			return s.bad("want , or }")
+		if end, ok := s.next('}'); !ok || end {
+			return ok
 		}
 	}
 }

@@ -46,6 +46,15 @@ func (s *Buf) Write(p []byte) (int, error) {
 	return s.b.Write(p)
 }
 
+// Take returns what was written and empties the buffer.
+func (s *Buf) Take() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := s.b.String()
+	s.b.Reset()
+	return out
+}
+
 func (s *Buf) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
