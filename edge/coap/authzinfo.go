@@ -25,7 +25,7 @@ const PathAuthzInfo = device.PathAuthzInfo
 // key (cnf jkt) is refused here: the DTLS session cannot prove that key; one
 // bound to a certificate (cnf x5t#S256) or a PSK (cnf kid) must be the
 // session's.
-func (s *Server) authzInfo(w *responsewriter.ResponseWriter[*udpClient.Conn], r *pool.Message, p *peer) {
+func (s *Server) authzInfo(w *responsewriter.ResponseWriter[*udpClient.Conn], r *pool.Message, p *session) {
 	if r.Code() != codes.POST {
 		reply(w, codes.MethodNotAllowed, "POST the access token")
 		return

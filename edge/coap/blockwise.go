@@ -66,7 +66,7 @@ type transfer struct {
 // cannot hold more than that, and each upload is dropped if it has not
 // completed within Options.BlockTimeout, whether or not its session sends
 // anything again.
-func (s *Server) block1(w *responsewriter.ResponseWriter[*udpClient.Conn], r *pool.Message, p *peer, limit int) ([]byte, uint32, bool) {
+func (s *Server) block1(w *responsewriter.ResponseWriter[*udpClient.Conn], r *pool.Message, p *session, limit int) ([]byte, uint32, bool) {
 	payload, err := r.ReadBody()
 	if err != nil {
 		reply(w, codes.BadRequest, "cannot read payload")
@@ -169,7 +169,7 @@ func (s *Server) block1(w *responsewriter.ResponseWriter[*udpClient.Conn], r *po
 
 // dropTransfer forgets p's transfer t under key and returns what it held
 // to the budget, with p.mu held.
-func (s *Server) dropTransfer(p *peer, key string, t *transfer) {
+func (s *Server) dropTransfer(p *session, key string, t *transfer) {
 	t.timer.Stop()
 	if p.transfers[key] == t {
 		delete(p.transfers, key)
@@ -179,7 +179,7 @@ func (s *Server) dropTransfer(p *peer, key string, t *transfer) {
 }
 
 // dropTransfers forgets all of p's transfers (the session ended).
-func (s *Server) dropTransfers(p *peer) {
+func (s *Server) dropTransfers(p *session) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for k, t := range p.transfers {
@@ -232,7 +232,7 @@ func blockOf(body []byte, szx blockwise.SZX, num int64) (part []byte, opts messa
 
 // rememberRepr keeps the last large representation p was sent for path, for
 // its Block2 follow-ups; small ones need none and drop it.
-func (p *peer) rememberRepr(path string, body []byte, cf message.MediaType) {
+func (p *session) rememberRepr(path string, body []byte, cf message.MediaType) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if int64(len(body)) <= maxBlockSZX.Size() {
@@ -257,7 +257,7 @@ type repr struct {
 	cf   message.MediaType
 }
 
-func (p *peer) lastRepr(path string) (repr, bool) {
+func (p *session) lastRepr(path string) (repr, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	r, ok := p.reprs[path]

@@ -66,7 +66,7 @@ type pskIndex struct {
 
 // credentialGone says why the credential the session was opened with is no
 // longer the device's, or "".
-func (p *peer) credentialGone(d store.Device) string {
+func (p *session) credentialGone(d store.Device) string {
 	switch p.method {
 	case "token":
 		// Plain UDP: Revalidate checked the token; the key its proofs are

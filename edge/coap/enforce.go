@@ -8,21 +8,21 @@ type FrontEnd struct{ S *Server }
 
 var _ enforce.FrontEnd = FrontEnd{}
 
-func (p *peer) principal() enforce.Principal {
+func (p *session) principal() enforce.Principal {
 	return enforce.Principal{Device: p.device, Claims: p.claims.Load(), Since: p.since}
 }
 
 // pick is the sessions sel names: by device through the registry's index,
 // by token subject or id over all sessions (CoAP sessions are few).
-func (f FrontEnd) pick(sel enforce.Selector) []*peer {
+func (f FrontEnd) pick(sel enforce.Selector) []*session {
 	if sel.Device != "" {
-		return f.S.peersOf(sel.Device)
+		return f.S.sessionsOf(sel.Device)
 	}
-	all := f.S.allPeers()
+	all := f.S.allSessions()
 	if sel == enforce.All {
 		return all
 	}
-	var out []*peer
+	var out []*session
 	for _, p := range all {
 		c := p.claims.Load()
 		if c != nil && ((sel.Subject != "" && c.Subject == sel.Subject) || (sel.JTI != "" && c.JTI == sel.JTI)) {

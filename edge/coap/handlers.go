@@ -29,7 +29,7 @@ func (s *Server) handle(w *responsewriter.ResponseWriter[*udpClient.Conn], r *po
 		}
 		return // a non-confirmable one is rejected: ignored (RFC 7252 §4.3)
 	}
-	p, _ := w.Conn().Context().Value(peerKey{}).(*peer)
+	p, _ := w.Conn().Context().Value(sessionKey{}).(*session)
 	if p == nil || p.ended.Load() {
 		reply(w, codes.Unauthorized, "no authenticated session")
 		return
@@ -38,7 +38,7 @@ func (s *Server) handle(w *responsewriter.ResponseWriter[*udpClient.Conn], r *po
 }
 
 // serve answers an authenticated request of p.
-func (s *Server) serve(w *responsewriter.ResponseWriter[*udpClient.Conn], r *pool.Message, p *peer) {
+func (s *Server) serve(w *responsewriter.ResponseWriter[*udpClient.Conn], r *pool.Message, p *session) {
 	p.used.Store(time.Now().UnixNano())
 	// An expired credential ends the session whatever the request (the
 	// timer of armExpiry may not have fired yet).
@@ -103,7 +103,7 @@ func badTopic(t string) string {
 	return ""
 }
 
-func (s *Server) publish(w *responsewriter.ResponseWriter[*udpClient.Conn], r *pool.Message, p *peer, topic string) {
+func (s *Server) publish(w *responsewriter.ResponseWriter[*udpClient.Conn], r *pool.Message, p *session, topic string) {
 	if !p.perms.Load().CanPublish(topic) {
 		s.o.Counters.Denied.Add(1)
 		s.log.Info("coap publish denied", "device", p.device, "topic", topic)
@@ -173,7 +173,7 @@ func (s *Server) publish(w *responsewriter.ResponseWriter[*udpClient.Conn], r *p
 	_ = w.SetResponse(codes.Changed, message.TextPlain, nil, opts...)
 }
 
-func (s *Server) get(w *responsewriter.ResponseWriter[*udpClient.Conn], r *pool.Message, p *peer, topic string) {
+func (s *Server) get(w *responsewriter.ResponseWriter[*udpClient.Conn], r *pool.Message, p *session, topic string) {
 	obs, obsErr := r.Options().Observe()
 	if obsErr == nil && obs == 1 {
 		s.deregister(p, r.Token())
@@ -231,7 +231,7 @@ func (s *Server) get(w *responsewriter.ResponseWriter[*udpClient.Conn], r *pool.
 
 // answer sets a response with body, or with its first block when it is
 // larger than a block (the client asks for the rest, RFC 7959 §2.4).
-func (s *Server) answer(w *responsewriter.ResponseWriter[*udpClient.Conn], p *peer, topic string, code codes.Code, cf message.MediaType,
+func (s *Server) answer(w *responsewriter.ResponseWriter[*udpClient.Conn], p *session, topic string, code codes.Code, cf message.MediaType,
 	body []byte, szx blockwise.SZX, extra ...message.Option) {
 	part, opts, _ := blockOf(body, szx, 0)
 	p.rememberRepr(topic, body, cf)

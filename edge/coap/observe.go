@@ -24,7 +24,7 @@ const queueLen = 32
 // messages are sent to the observer as notifications.
 type observation struct {
 	s     *Server
-	p     *peer
+	p     *session
 	token []byte
 	topic string
 	id    int
@@ -39,7 +39,7 @@ type observation struct {
 
 // register subscribes an observation of topic for p under token. It returns
 // nil and the code to answer when it cannot.
-func (s *Server) register(p *peer, token []byte, topic string, retained *packets.Packet) (*observation, codes.Code) {
+func (s *Server) register(p *session, token []byte, topic string, retained *packets.Packet) (*observation, codes.Code) {
 	o := &observation{s: s, p: p, token: bytes.Clone(token), topic: topic, id: int(s.subID.Add(1)),
 		queue: make(chan packets.Packet, queueLen), stop: make(chan struct{})}
 	o.seq.Store(2) // the registration answer carries 2; notifications count up
@@ -57,8 +57,8 @@ func (s *Server) register(p *peer, token []byte, topic string, retained *packets
 	// exceed the cap.
 	s.mu.Lock()
 	n := 0
-	var others []*peer
-	for q := range s.peers[p.device] {
+	var others []*session
+	for q := range s.sessions[p.device] {
 		q.mu.Lock()
 		n += len(q.obs)
 		if q != p && len(q.obs) > 0 {
@@ -89,7 +89,7 @@ func (s *Server) register(p *peer, token []byte, topic string, retained *packets
 	p.mu.Unlock()
 	var taken []*observation
 	if n >= s.o.MaxObservations {
-		slices.SortFunc(others, func(a, b *peer) int { return cmp.Compare(a.used.Load(), b.used.Load()) })
+		slices.SortFunc(others, func(a, b *session) int { return cmp.Compare(a.used.Load(), b.used.Load()) })
 		for _, q := range others {
 			q.mu.Lock()
 			for k, v := range q.obs {
@@ -134,7 +134,7 @@ func (s *Server) register(p *peer, token []byte, topic string, retained *packets
 }
 
 // deregister cancels p's observation under token (GET with Observe 1).
-func (s *Server) deregister(p *peer, token []byte) {
+func (s *Server) deregister(p *session, token []byte) {
 	p.mu.Lock()
 	o := p.obs[string(token)]
 	p.mu.Unlock()

@@ -18,7 +18,7 @@ const PathPair = "/pair"
 // pair relays a device's pairing step ({"op":"start"} or {"op":"poll",
 // "device_code":...}, POST) to the authority through the gateway, only while
 // the gateway's pairing window is open; the answer is the authority's JSON.
-func (s *Server) pair(w *responsewriter.ResponseWriter[*udpClient.Conn], r *pool.Message, p *peer) {
+func (s *Server) pair(w *responsewriter.ResponseWriter[*udpClient.Conn], r *pool.Message, p *session) {
 	if r.Code() != codes.POST {
 		reply(w, codes.MethodNotAllowed, `POST {"op":"start"} or {"op":"poll","device_code":"..."}`)
 		return

@@ -119,8 +119,8 @@ type Server struct {
 
 	psks pskIndex
 
-	mu    sync.Mutex
-	peers map[string]map[*peer]struct{} // device id -> live sessions
+	mu       sync.Mutex
+	sessions map[string]map[*session]struct{} // device id -> live sessions
 	// handed is the SHA-256 of the key last given to a handshake, by PSK
 	// identity: a session must be bound to the key it was opened with.
 	handed map[string][32]byte
@@ -153,7 +153,7 @@ func New(o Options) (*Server, error) {
 	if o.DTLSListen == "" && o.UDPListen == "" {
 		return nil, errors.New("coap: no listener (DTLSListen or UDPListen)")
 	}
-	return &Server{o: o, log: o.Log, peers: map[string]map[*peer]struct{}{}, handed: map[string][32]byte{}, udp: newUDPState()}, nil
+	return &Server{o: o, log: o.Log, sessions: map[string]map[*session]struct{}{}, handed: map[string][32]byte{}, udp: newUDPState()}, nil
 }
 
 // pskCipherSuites are the PSK suites offered: CCM_8 is CoAP's mandatory one
@@ -304,7 +304,7 @@ func (s *Server) Close() error {
 		s.udpSrv.Stop()
 		<-s.udpServed
 	}
-	for _, p := range s.allPeers() {
+	for _, p := range s.allSessions() {
 		s.end(p, "gateway shutting down", false)
 	}
 	return nil
@@ -338,7 +338,7 @@ func (m *inactivity) Notify() { m.last.Store(time.Now().UnixNano()) }
 func (m *inactivity) CheckInactivity(now time.Time, cc *udpClient.Conn) {
 	idle := now.Sub(time.Unix(0, m.last.Load()))
 	limit := m.s.o.IdleTimeout
-	p, ok := cc.Context().Value(peerKey{}).(*peer)
+	p, ok := cc.Context().Value(sessionKey{}).(*session)
 	if !ok || p.ended.Load() {
 		// A plain-UDP address that never proved anything (spoofed, or a
 		// refused device) is forgotten quickly, so a flood of source

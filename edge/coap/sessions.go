@@ -17,9 +17,9 @@ import (
 	"github.com/edgeid/edgeid/store"
 )
 
-// peer is one session of a device: a DTLS session, or a plain-UDP address
-// proven with a token.
-type peer struct {
+// session is one live CoAP session of a device (as an MQTT client's is in
+// the broker): a DTLS session, or a plain-UDP address proven with a token.
+type session struct {
 	// cc is the session's go-coap connection. A plain-UDP session's may be
 	// replaced under it (rebind); read it with conn.
 	cc     atomic.Pointer[udpClient.Conn]
@@ -53,9 +53,9 @@ type peer struct {
 	reprs     map[string]repr         // last large representation by topic
 }
 
-type peerKey struct{}
+type sessionKey struct{}
 
-func (p *peer) conn() *udpClient.Conn { return p.cc.Load() }
+func (p *session) conn() *udpClient.Conn { return p.cc.Load() }
 
 // onNewConn runs after a successful handshake: it binds the session to the
 // device whose PSK or certificate it used.
@@ -70,7 +70,7 @@ func (s *Server) onNewConn(cc *udpClient.Conn) {
 		_ = cc.Close()
 		return
 	}
-	p := &peer{remote: cc.RemoteAddr().String(), obs: map[string]*observation{}, since: time.Now()}
+	p := &session{remote: cc.RemoteAddr().String(), obs: map[string]*observation{}, since: time.Now()}
 	p.cc.Store(cc)
 	p.used.Store(time.Now().UnixNano())
 	var d store.Device
@@ -118,11 +118,11 @@ func (s *Server) onNewConn(cc *udpClient.Conn) {
 	p.perms.Store(&perms)
 	s.mu.Lock()
 	s.roomFor(d.ID)
-	cc.SetContextValue(peerKey{}, p)
-	if s.peers[d.ID] == nil {
-		s.peers[d.ID] = map[*peer]struct{}{}
+	cc.SetContextValue(sessionKey{}, p)
+	if s.sessions[d.ID] == nil {
+		s.sessions[d.ID] = map[*session]struct{}{}
 	}
-	s.peers[d.ID][p] = struct{}{}
+	s.sessions[d.ID][p] = struct{}{}
 	s.mu.Unlock()
 	cc.AddOnClose(func() { s.end(p, "session closed", false) })
 	s.armExpiry(p)
@@ -133,7 +133,7 @@ func (s *Server) onNewConn(cc *udpClient.Conn) {
 
 // check re-evaluates a session against the store: it ends it, or installs
 // the device's current permissions and cancels observations no longer allowed.
-func (s *Server) check(p *peer) {
+func (s *Server) check(p *session) {
 	if p.ended.Load() {
 		return
 	}
@@ -166,7 +166,7 @@ func (s *Server) check(p *peer) {
 // at its End, even if it holds observations and sends nothing: the token's
 // exp (plus the clock skew allowed) or the client certificate's NotAfter,
 // whichever comes first.
-func (s *Server) armExpiry(p *peer) {
+func (s *Server) armExpiry(p *session) {
 	// At exp (plus auth.exp_leeway, no clock skew) or the certificate's
 	// NotAfter, whichever comes first, as for MQTT.
 	at := s.o.Auth.CredentialEnd(p.claims.Load(), p.leaf)
@@ -187,18 +187,18 @@ func (s *Server) armExpiry(p *peer) {
 // Recheck re-evaluates every CoAP session of device id against the store.
 // It does not block on the network: call it from the store watcher.
 func (s *Server) Recheck(id string) {
-	for _, p := range s.peersOf(id) {
+	for _, p := range s.sessionsOf(id) {
 		s.check(p)
 	}
 }
 
-// allPeers is every live session, copied out so that callers may end or
+// allSessions is every live session, copied out so that callers may end or
 // re-check them without s.mu held.
-func (s *Server) allPeers() []*peer {
+func (s *Server) allSessions() []*session {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var all []*peer
-	for _, ps := range s.peers {
+	var all []*session
+	for _, ps := range s.sessions {
 		for p := range ps {
 			all = append(all, p)
 		}
@@ -208,7 +208,7 @@ func (s *Server) allPeers() []*peer {
 
 // RecheckAll re-evaluates every CoAP session (after class changes).
 func (s *Server) RecheckAll() {
-	for _, p := range s.allPeers() {
+	for _, p := range s.allSessions() {
 		s.check(p)
 	}
 }
@@ -219,7 +219,7 @@ func (s *Server) RecheckAll() {
 // on the network: the store watcher calls it for a device revocation.
 func (s *Server) EndDevice(id, reason string) int {
 	n := 0
-	for _, p := range s.peersOf(id) {
+	for _, p := range s.sessionsOf(id) {
 		if s.end(p, reason, true) {
 			n++
 		}
@@ -245,7 +245,7 @@ type SessionInfo struct {
 
 // List describes every live CoAP session.
 func (s *Server) List() []SessionInfo {
-	all := s.allPeers()
+	all := s.allSessions()
 	out := make([]SessionInfo, 0, len(all))
 	for _, p := range all {
 		si := SessionInfo{Device: p.device, Transport: "coaps", Method: p.method, Remote: p.remote, ConnectedAt: p.since}
@@ -271,7 +271,7 @@ func (s *Server) List() []SessionInfo {
 // with 4.03, and returns how many it ended.
 func (s *Server) EndMatching(match func(device string, c *authn.Claims) bool, reason string) int {
 	n := 0
-	for _, p := range s.allPeers() {
+	for _, p := range s.allSessions() {
 		if match(p.device, p.claims.Load()) && s.end(p, reason, true) {
 			n++
 		}
@@ -295,10 +295,10 @@ func (s *Server) Sessions(id string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if id != "" {
-		return len(s.peers[id])
+		return len(s.sessions[id])
 	}
 	n := 0
-	for _, ps := range s.peers {
+	for _, ps := range s.sessions {
 		n += len(ps)
 	}
 	return n
@@ -307,7 +307,7 @@ func (s *Server) Sessions(id string) int {
 // Observations is the number of live observations of device id.
 func (s *Server) Observations(id string) int {
 	n := 0
-	for _, p := range s.peersOf(id) {
+	for _, p := range s.sessionsOf(id) {
 		p.mu.Lock()
 		n += len(p.obs)
 		p.mu.Unlock()
@@ -315,11 +315,11 @@ func (s *Server) Observations(id string) int {
 	return n
 }
 
-func (s *Server) peersOf(id string) []*peer {
+func (s *Server) sessionsOf(id string) []*session {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([]*peer, 0, len(s.peers[id]))
-	for p := range s.peers[id] {
+	out := make([]*session, 0, len(s.sessions[id]))
+	for p := range s.sessions[id] {
 		out = append(out, p)
 	}
 	return out
@@ -329,7 +329,7 @@ func (s *Server) peersOf(id string) []*peer {
 // is delivered after end returns) and, when notify, told 4.03 before the
 // DTLS session is closed, from a goroutine so the caller never waits on the
 // network.
-func (s *Server) end(p *peer, reason string, notify bool) bool {
+func (s *Server) end(p *session, reason string, notify bool) bool {
 	code := codes.Empty
 	if notify {
 		code = codes.Forbidden
@@ -338,7 +338,7 @@ func (s *Server) end(p *peer, reason string, notify bool) bool {
 }
 
 // endWith is end, telling the observers code (none when codes.Empty).
-func (s *Server) endWith(p *peer, reason string, code codes.Code) bool {
+func (s *Server) endWith(p *session, reason string, code codes.Code) bool {
 	if !p.ended.CompareAndSwap(false, true) {
 		return false
 	}
@@ -348,10 +348,10 @@ func (s *Server) endWith(p *peer, reason string, code codes.Code) bool {
 	}
 	p.mu.Unlock()
 	s.mu.Lock()
-	if ps := s.peers[p.device]; ps != nil {
+	if ps := s.sessions[p.device]; ps != nil {
 		delete(ps, p)
 		if len(ps) == 0 {
-			delete(s.peers, p.device)
+			delete(s.sessions, p.device)
 		}
 	}
 	s.mu.Unlock()
@@ -396,11 +396,11 @@ const maxSessionsPerDevice = 8
 // must win, or a device that rebooted 8 times while observing would be
 // locked out until observe_idle_timeout.
 func (s *Server) roomFor(device string) {
-	if len(s.peers[device]) < maxSessionsPerDevice {
+	if len(s.sessions[device]) < maxSessionsPerDevice {
 		return
 	}
-	var idle, any *peer
-	for q := range s.peers[device] {
+	var idle, any *session
+	for q := range s.sessions[device] {
 		q.mu.Lock()
 		observing := len(q.obs) > 0
 		q.mu.Unlock()
@@ -415,7 +415,7 @@ func (s *Server) roomFor(device string) {
 	if victim == nil {
 		victim = any
 	}
-	// end takes s.mu itself: drop the peer here and finish it outside.
-	delete(s.peers[device], victim)
+	// end takes s.mu itself: drop the session here and finish it outside.
+	delete(s.sessions[device], victim)
 	go s.endWith(victim, "replaced by a newer session of the device", codes.ServiceUnavailable)
 }

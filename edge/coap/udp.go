@@ -231,7 +231,7 @@ func (s *Server) onNewUDPConn(cc *udpClient.Conn) {
 // for it, so it is moved to a new connection for the same address.
 func (s *Server) udpClosed(cc *udpClient.Conn) {
 	s.udp.addrs.remove(cc)
-	p, ok := cc.Context().Value(peerKey{}).(*peer)
+	p, ok := cc.Context().Value(sessionKey{}).(*session)
 	if !ok || p.ended.Load() || p.conn() != cc {
 		return
 	}
@@ -244,7 +244,7 @@ func (s *Server) udpClosed(cc *udpClient.Conn) {
 // its address in place of old, which go-coap closed: its observations,
 // transfers and token carry on. False if none can be made (the gateway is
 // stopping, or the table is full).
-func (s *Server) rebind(p *peer, old *udpClient.Conn) bool {
+func (s *Server) rebind(p *session, old *udpClient.Conn) bool {
 	addr, ok := old.RemoteAddr().(*net.UDPAddr)
 	if !ok || s.stopping.Load() {
 		return false
@@ -260,7 +260,7 @@ func (s *Server) rebind(p *peer, old *udpClient.Conn) bool {
 			b.last.Store(a.last.Load())
 		}
 	}
-	nc.SetContextValue(peerKey{}, p)
+	nc.SetContextValue(sessionKey{}, p)
 	if !p.cc.CompareAndSwap(old, nc) {
 		return p.conn() == nc // rebound already, by revive
 	}
@@ -272,7 +272,7 @@ func (s *Server) rebind(p *peer, old *udpClient.Conn) bool {
 // closed its connection (and has not yet let go of it, which it does
 // lazily), the session is moved to a new one now. True when it was, so the
 // notification may be sent again.
-func (s *Server) revive(p *peer) bool {
+func (s *Server) revive(p *session) bool {
 	cc := p.conn()
 	if p.method != "token" || p.ended.Load() || cc.Context().Err() == nil || s.stopping.Load() {
 		return false
@@ -357,7 +357,7 @@ func (s *Server) authzInfoUDP(w *responsewriter.ResponseWriter[*udpClient.Conn],
 // and its key, revocation): the store watcher re-checks sessions on every
 // change and a timer ends them at expiry, as for DTLS. Only the proof itself
 // (signature, request, freshness, replay) is checked per request.
-func (s *Server) udpAuth(cc *udpClient.Conn, r *pool.Message) (*peer, error) {
+func (s *Server) udpAuth(cc *udpClient.Conn, r *pool.Message) (*session, error) {
 	proof, err := r.Options().GetBytes(OptionProof)
 	if err != nil || len(proof) == 0 {
 		return nil, popErr("plain UDP requests must carry a proof of possession (option %d) for a key-bound token", OptionProof)
@@ -371,7 +371,7 @@ func (s *Server) udpAuth(cc *udpClient.Conn, r *pool.Message) (*peer, error) {
 		return nil, popErr("the proof payload is not a JSON object")
 	}
 	tokOpt, _ := r.Options().GetBytes(OptionAccessToken)
-	if p, ok := cc.Context().Value(peerKey{}).(*peer); ok && !p.ended.Load() {
+	if p, ok := cc.Context().Value(sessionKey{}).(*session); ok && !p.ended.Load() {
 		if b := p.binding.Load(); b != nil && b.ath == claimed.ATH && (len(tokOpt) == 0 || digest(tokOpt) == b.ath) {
 			if err := checkProofHeader(msg, b.key); err != nil {
 				return nil, err
@@ -435,7 +435,7 @@ func (s *Server) udpAuth(cc *udpClient.Conn, r *pool.Message) (*peer, error) {
 	if err != nil {
 		return nil, err
 	}
-	return s.udpPeer(cc, pl, c, &binding{ath: ath, key: key, keyRaw: d.PublicKey})
+	return s.udpSession(cc, pl, c, &binding{ath: ath, key: key, keyRaw: d.PublicKey})
 }
 
 // Plain UDP does not check that a request comes from the address it names,
@@ -558,11 +558,12 @@ type binding struct {
 	keyRaw []byte // as registered, to notice a change
 }
 
-// udpPeer is the session of cc's address: made on its first proven request,
-// then updated to each request's token. One address holds one device.
-func (s *Server) udpPeer(cc *udpClient.Conn, pl *authn.Principal, c *authn.Claims, b *binding) (*peer, error) {
+// udpSession is the session of cc's address: made on its first proven
+// request, then updated to each request's token. One address holds one
+// device.
+func (s *Server) udpSession(cc *udpClient.Conn, pl *authn.Principal, c *authn.Claims, b *binding) (*session, error) {
 	s.mu.Lock()
-	p, _ := cc.Context().Value(peerKey{}).(*peer)
+	p, _ := cc.Context().Value(sessionKey{}).(*session)
 	fresh := p == nil || p.ended.Load()
 	if !fresh && p.device != pl.Device.ID {
 		s.mu.Unlock()
@@ -578,14 +579,14 @@ func (s *Server) udpPeer(cc *udpClient.Conn, pl *authn.Principal, c *authn.Claim
 			return nil, errors.New("this address was dropped from the table of plain-UDP addresses; send again")
 		}
 		s.roomFor(pl.Device.ID)
-		p = &peer{device: pl.Device.ID, method: "token", remote: cc.RemoteAddr().String(), obs: map[string]*observation{}, since: time.Now()}
+		p = &session{device: pl.Device.ID, method: "token", remote: cc.RemoteAddr().String(), obs: map[string]*observation{}, since: time.Now()}
 		p.cc.Store(cc)
 		p.used.Store(time.Now().UnixNano())
-		cc.SetContextValue(peerKey{}, p)
-		if s.peers[p.device] == nil {
-			s.peers[p.device] = map[*peer]struct{}{}
+		cc.SetContextValue(sessionKey{}, p)
+		if s.sessions[p.device] == nil {
+			s.sessions[p.device] = map[*session]struct{}{}
 		}
-		s.peers[p.device][p] = struct{}{}
+		s.sessions[p.device][p] = struct{}{}
 	}
 	old := p.claims.Swap(c)
 	p.binding.Store(b)
