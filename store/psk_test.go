@@ -17,13 +17,7 @@ func pskDev(id, identity string) store.Device {
 func byPSK(t *testing.T, s *store.Store, identity string) string {
 	t.Helper()
 	d, err := s.DeviceByPSKIdentity(identity)
-	if errors.Is(err, store.ErrNotFound) {
-		return ""
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return d.ID
+	return foundID(t, d, err)
 }
 
 // The x/psk/ index moves with the device records: written, renamed and
@@ -133,11 +127,8 @@ func TestSchema1StoreGetsPSKIndex(t *testing.T) {
 	}
 	// Make it what schema 1 wrote: no x/psk/ keys, m/schema 1, and a
 	// second holder of "shared" (schema 1 did not refuse it across batches).
-	db, err := badger.Open(badger.DefaultOptions(dir).WithLogger(nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = db.Update(func(txn *badger.Txn) error {
+	db := openBadger(t, dir)
+	err := db.Update(func(txn *badger.Txn) error {
 		for _, k := range []string{"x/psk/id-1", "x/psk/shared"} {
 			if err := txn.Delete([]byte(k)); err != nil {
 				return err
@@ -172,25 +163,9 @@ func TestSchema1StoreGetsPSKIndex(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	db, err = badger.Open(badger.DefaultOptions(dir).WithLogger(nil))
-	if err != nil {
-		t.Fatal(err)
-	}
+	db = openBadger(t, dir)
 	defer db.Close()
-	if err := db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get([]byte("m/schema"))
-		if err != nil {
-			return err
-		}
-		v, err := item.ValueCopy(nil)
-		if err != nil {
-			return err
-		}
-		if got := binary.BigEndian.Uint64(v); got != 2 {
-			t.Errorf("m/schema after migration = %d, want 2", got)
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
+	if got := binary.BigEndian.Uint64(schemaValue(t, db)); got != 2 {
+		t.Errorf("m/schema after migration = %d, want 2", got)
 	}
 }

@@ -13,41 +13,28 @@ func (s *Store) get(key string, v any) error {
 	return s.db.View(func(txn *badger.Txn) error { return getJSON(txn, key, v) })
 }
 
-// Device returns the device with the given id.
-func (s *Store) Device(id string) (Device, error) {
-	var d Device
-	if err := s.get(pDevice+id, &d); err != nil {
-		return d, fmt.Errorf("load device %q: %w", id, err)
+// getRecord loads the record stored under prefix+id; what names its kind in the error.
+func getRecord[T any](s *Store, prefix, what, id string) (T, error) {
+	var x T
+	if err := s.get(prefix+id, &x); err != nil {
+		return x, fmt.Errorf("load %s %q: %w", what, id, err)
 	}
-	return d, nil
+	return x, nil
 }
+
+// Device returns the device with the given id.
+func (s *Store) Device(id string) (Device, error) { return getRecord[Device](s, pDevice, "device", id) }
 
 // Class returns the device class with the given name.
 func (s *Store) Class(name string) (DeviceClass, error) {
-	var c DeviceClass
-	if err := s.get(pClass+name, &c); err != nil {
-		return c, fmt.Errorf("load class %q: %w", name, err)
-	}
-	return c, nil
+	return getRecord[DeviceClass](s, pClass, "class", name)
 }
 
 // User returns the user with the given id.
-func (s *Store) User(id string) (User, error) {
-	var u User
-	if err := s.get(pUser+id, &u); err != nil {
-		return u, fmt.Errorf("load user %q: %w", id, err)
-	}
-	return u, nil
-}
+func (s *Store) User(id string) (User, error) { return getRecord[User](s, pUser, "user", id) }
 
 // Grant returns the grant with the given id.
-func (s *Store) Grant(id string) (Grant, error) {
-	var g Grant
-	if err := s.get(pGrant+id, &g); err != nil {
-		return g, fmt.Errorf("load grant %q: %w", id, err)
-	}
-	return g, nil
-}
+func (s *Store) Grant(id string) (Grant, error) { return getRecord[Grant](s, pGrant, "grant", id) }
 
 func (s *Store) lookupIndex(key string) (string, error) {
 	var id string

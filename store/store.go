@@ -363,40 +363,32 @@ func certIssuerIndexKey(issuer, serial string) string {
 	return pIdxCertIS + hex.EncodeToString(h[:16]) + "/" + serial
 }
 
+// claimIndex points the unique index key at device id; a key already held
+// by another device is refused, naming it ("devices "<id>": <taken> device "<other>"").
+func claimIndex(txn *badger.Txn, key, id, taken string) error {
+	k := []byte(key)
+	if item, err := txn.Get(k); err == nil {
+		other, _ := item.ValueCopy(nil)
+		if string(other) != id {
+			return &ValidationError{Problems: []string{fmt.Sprintf("devices %q: %s device %q", id, taken, other)}}
+		}
+	}
+	return txn.Set(k, []byte(id))
+}
+
 func addDeviceIndexes(txn *badger.Txn, d Device) error {
 	if d.CertSHA256 != "" {
-		k := []byte(pIdxCertFP + d.CertSHA256)
-		if item, err := txn.Get(k); err == nil {
-			other, _ := item.ValueCopy(nil)
-			if string(other) != d.ID {
-				return &ValidationError{Problems: []string{fmt.Sprintf("devices %q: cert_sha256 is already the certificate of device %q", d.ID, other)}}
-			}
-		}
-		if err := txn.Set(k, []byte(d.ID)); err != nil {
+		if err := claimIndex(txn, pIdxCertFP+d.CertSHA256, d.ID, "cert_sha256 is already the certificate of"); err != nil {
 			return err
 		}
 	}
 	if d.CertIssuer != "" {
-		k := []byte(certIssuerIndexKey(d.CertIssuer, d.CertSerial))
-		if item, err := txn.Get(k); err == nil {
-			other, _ := item.ValueCopy(nil)
-			if string(other) != d.ID {
-				return &ValidationError{Problems: []string{fmt.Sprintf("devices %q: cert_issuer/cert_serial already identify device %q", d.ID, other)}}
-			}
-		}
-		if err := txn.Set(k, []byte(d.ID)); err != nil {
+		if err := claimIndex(txn, certIssuerIndexKey(d.CertIssuer, d.CertSerial), d.ID, "cert_issuer/cert_serial already identify"); err != nil {
 			return err
 		}
 	}
 	if d.PSKIdentity != "" {
-		k := []byte(pIdxPSK + d.PSKIdentity)
-		if item, err := txn.Get(k); err == nil {
-			other, _ := item.ValueCopy(nil)
-			if string(other) != d.ID {
-				return &ValidationError{Problems: []string{fmt.Sprintf("devices %q: psk_identity is already the identity of device %q", d.ID, other)}}
-			}
-		}
-		if err := txn.Set(k, []byte(d.ID)); err != nil {
+		if err := claimIndex(txn, pIdxPSK+d.PSKIdentity, d.ID, "psk_identity is already the identity of"); err != nil {
 			return err
 		}
 	}
@@ -557,42 +549,12 @@ func (s *Store) Snapshot() (*Batch, uint64, error) {
 			prefix string
 			add    func([]byte) error
 		}{
-			{pClass, func(v []byte) error {
-				var x DeviceClass
-				err := json.Unmarshal(v, &x)
-				b.Classes = append(b.Classes, x)
-				return err
-			}},
-			{pDevice, func(v []byte) error {
-				var x Device
-				err := json.Unmarshal(v, &x)
-				b.Devices = append(b.Devices, x)
-				return err
-			}},
-			{pUser, func(v []byte) error {
-				var x User
-				err := json.Unmarshal(v, &x)
-				b.Users = append(b.Users, x)
-				return err
-			}},
-			{pGrant, func(v []byte) error {
-				var x Grant
-				err := json.Unmarshal(v, &x)
-				b.Grants = append(b.Grants, x)
-				return err
-			}},
-			{pIssuer, func(v []byte) error {
-				var x Issuer
-				err := json.Unmarshal(v, &x)
-				b.Issuers = append(b.Issuers, x)
-				return err
-			}},
-			{pRevoke, func(v []byte) error {
-				var x Revocation
-				err := json.Unmarshal(v, &x)
-				b.Revocations = append(b.Revocations, x)
-				return err
-			}},
+			{pClass, appendJSON(&b.Classes)},
+			{pDevice, appendJSON(&b.Devices)},
+			{pUser, appendJSON(&b.Users)},
+			{pGrant, appendJSON(&b.Grants)},
+			{pIssuer, appendJSON(&b.Issuers)},
+			{pRevoke, appendJSON(&b.Revocations)},
 		}
 		for _, st := range steps {
 			if err := dec(st.prefix, st.add); err != nil {
@@ -602,6 +564,17 @@ func (s *Store) Snapshot() (*Batch, uint64, error) {
 		return nil
 	})
 	return b, rev, err
+}
+
+// appendJSON decodes a record and appends it to *dst (also when it does not
+// decode, as the error ends the snapshot anyway).
+func appendJSON[T any](dst *[]T) func([]byte) error {
+	return func(v []byte) error {
+		var x T
+		err := json.Unmarshal(v, &x)
+		*dst = append(*dst, x)
+		return err
+	}
 }
 
 // writeRecords writes b's records and deletions into txn, stamped with rev,

@@ -190,6 +190,47 @@ func hasProblem(ve *store.ValidationError, want string) bool {
 	return slices.ContainsFunc(ve.Problems, func(p string) bool { return strings.Contains(p, want) })
 }
 
+// foundID is the id of d, the result of an index lookup, or "" when the
+// lookup found nothing; any other error fails the test.
+func foundID(t *testing.T, d store.Device, err error) string {
+	t.Helper()
+	if errors.Is(err, store.ErrNotFound) {
+		return ""
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d.ID
+}
+
+// openBadger opens the store's directory as a bare badger database, to see
+// or change what the store wrote (the store must be closed).
+func openBadger(t *testing.T, dir string) *badger.DB {
+	t.Helper()
+	db, err := badger.Open(badger.DefaultOptions(dir).WithLogger(nil))
+	if err != nil {
+		t.Fatalf("badger.Open: %v", err)
+	}
+	return db
+}
+
+// schemaValue is the stored m/schema value, as written.
+func schemaValue(t *testing.T, db *badger.DB) []byte {
+	t.Helper()
+	var v []byte
+	if err := db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get([]byte("m/schema"))
+		if err != nil {
+			return err
+		}
+		v, err = item.ValueCopy(nil)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
 // ---- tests ----
 
 func TestRoundTripEveryRecordType(t *testing.T) {
@@ -516,24 +557,12 @@ func TestIndexesFollowUpdates(t *testing.T) {
 	byFP := func(f string) string {
 		t.Helper()
 		d, err := s.DeviceByCertFingerprint(f)
-		if errors.Is(err, store.ErrNotFound) {
-			return ""
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		return d.ID
+		return foundID(t, d, err)
 	}
 	byIssuer := func(is, serial string) string {
 		t.Helper()
 		d, err := s.DeviceByCertIssuer(is, serial)
-		if errors.Is(err, store.ErrNotFound) {
-			return ""
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		return d.ID
+		return foundID(t, d, err)
 	}
 	if got := owned("alice"); !slices.Equal(got, []string{"d1", "d2"}) {
 		t.Fatalf("DevicesOfOwner(alice) = %v, want [d1 d2] (not alicia's d3)", got)
@@ -713,27 +742,10 @@ func TestSchemaVersionMismatchRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	db, err := badger.Open(badger.DefaultOptions(dir).WithLogger(nil))
-	if err != nil {
-		t.Fatalf("badger.Open: %v", err)
-	}
-	// The store itself wrote schema 1 as 8 big-endian bytes.
-	err = db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get([]byte("m/schema"))
-		if err != nil {
-			return err
-		}
-		v, err := item.ValueCopy(nil)
-		if err != nil {
-			return err
-		}
-		if len(v) != 8 || binary.BigEndian.Uint64(v) != store.SchemaVersion {
-			return fmt.Errorf("m/schema = %x, want %d as 8 big-endian bytes", v, store.SchemaVersion)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
+	db := openBadger(t, dir)
+	// The store itself wrote its schema as 8 big-endian bytes.
+	if v := schemaValue(t, db); len(v) != 8 || binary.BigEndian.Uint64(v) != store.SchemaVersion {
+		t.Fatalf("m/schema = %x, want %d as 8 big-endian bytes", v, store.SchemaVersion)
 	}
 	v := make([]byte, 8)
 	binary.BigEndian.PutUint64(v, store.SchemaVersion+1)
