@@ -6,6 +6,8 @@
 package cloudsync
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
@@ -159,4 +161,19 @@ func randomJTI() string {
 	b := make([]byte, 12)
 	_, _ = rand.Read(b)
 	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// NewES256Key makes a fresh P-256 private key as a JWK with alg ES256, the
+// kind of key feeds, heartbeats and gateway assertions are signed with.
+func NewES256Key() (jwk.Key, error) {
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	k, err := jwk.Import(priv)
+	if err != nil {
+		return nil, err
+	}
+	_ = k.Set(jwk.AlgorithmKey, jwa.ES256())
+	return k, nil
 }

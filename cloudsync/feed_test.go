@@ -1,18 +1,42 @@
 package cloudsync_test
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"errors"
 	"testing"
 
-	"github.com/lestrrat-go/jwx/v3/jwa"
 	"github.com/lestrrat-go/jwx/v3/jwk"
 
 	"github.com/edgeid/edgeid/cloudsync"
 	"github.com/edgeid/edgeid/store"
 )
+
+// newKey is a fresh ES256 signing key.
+func newKey(t *testing.T) jwk.Key {
+	t.Helper()
+	k, err := cloudsync.NewES256Key()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// isReject reports whether err is a *cloudsync.Reject for reason.
+func isReject(err error, reason string) bool {
+	var rj *cloudsync.Reject
+	return errors.As(err, &rj) && rj.Reason == reason
+}
+
+// wantReason checks the outcome of case name of a check: accepted for
+// reason "", else refused for that reason.
+func wantReason(t *testing.T, name string, err error, reason string) {
+	t.Helper()
+	switch {
+	case reason == "" && err != nil:
+		t.Errorf("%s: refused: %v", name, err)
+	case reason != "" && !isReject(err, reason):
+		t.Errorf("%s: err %v, want reason %s", name, err, reason)
+	}
+}
 
 func TestCheckSequence(t *testing.T) {
 	cur := store.Cursor{Epoch: "e1", Seq: 10, SnapshotIssued: 100}
@@ -36,25 +60,12 @@ func TestCheckSequence(t *testing.T) {
 		{"snapshot of another epoch issued after", cloudsync.Batch{Gateway: "gw", Epoch: "e2", To: 1, Snapshot: true, IssuedAt: 101}, ""},
 	}
 	for _, c := range cases {
-		err := cloudsync.Check(&c.b, "gw", cur)
-		var rj *cloudsync.Reject
-		switch {
-		case c.reason == "" && err != nil:
-			t.Errorf("%s: refused: %v", c.name, err)
-		case c.reason != "" && (!errors.As(err, &rj) || rj.Reason != c.reason):
-			t.Errorf("%s: err %v, want reason %s", c.name, err, c.reason)
-		}
+		wantReason(t, c.name, cloudsync.Check(&c.b, "gw", cur), c.reason)
 	}
 }
 
 func TestSignVerify(t *testing.T) {
-	mk := func() jwk.Key {
-		p, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		k, _ := jwk.Import(p)
-		_ = k.Set(jwk.AlgorithmKey, jwa.ES256())
-		return k
-	}
-	key, other := mk(), mk()
+	key, other := newKey(t), newKey(t)
 	pub, _ := key.PublicKey()
 	b := &cloudsync.Batch{Gateway: "gw", Epoch: "e", From: 1, To: 2,
 		Changes: store.Batch{Revocations: []store.Revocation{{Kind: store.RevokeToken, Value: "j"}}}}
@@ -67,8 +78,7 @@ func TestSignVerify(t *testing.T) {
 		t.Fatalf("verify: %+v %v", got, err)
 	}
 	forged, _ := cloudsync.Sign(b, other)
-	var rj *cloudsync.Reject
-	if _, err := cloudsync.Verify(forged, pub); !errors.As(err, &rj) || rj.Reason != "bad_signature" {
+	if _, err := cloudsync.Verify(forged, pub); !isReject(err, "bad_signature") {
 		t.Fatalf("batch signed by another key: %v", err)
 	}
 }

@@ -1,15 +1,8 @@
 package cloudsync_test
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"errors"
 	"testing"
 	"time"
-
-	"github.com/lestrrat-go/jwx/v3/jwa"
-	"github.com/lestrrat-go/jwx/v3/jwk"
 
 	"github.com/edgeid/edgeid/cloudsync"
 	"github.com/edgeid/edgeid/store"
@@ -48,23 +41,14 @@ func TestCheckHeartbeat(t *testing.T) {
 		{"another epoch, older than the snapshot", hb(func(h *cloudsync.Heartbeat) { h.Epoch = "e0"; h.Time = time.Unix(800, 0) }), nil, "rollback"},
 	}
 	for _, c := range cases {
-		err := cloudsync.CheckHeartbeat(c.h, "gw", cur, c.last)
-		var rj *cloudsync.Reject
-		switch {
-		case c.reason == "" && err != nil:
-			t.Errorf("%s: refused: %v", c.name, err)
-		case c.reason != "" && (!errors.As(err, &rj) || rj.Reason != c.reason):
-			t.Errorf("%s: err %v, want reason %s", c.name, err, c.reason)
-		}
+		wantReason(t, c.name, cloudsync.CheckHeartbeat(c.h, "gw", cur, c.last), c.reason)
 	}
 }
 
 // Heartbeats and batches are signed with the same key but different typs:
 // neither verifies as the other.
 func TestHeartbeatSignVerify(t *testing.T) {
-	p, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	key, _ := jwk.Import(p)
-	_ = key.Set(jwk.AlgorithmKey, jwa.ES256())
+	key := newKey(t)
 	pub, _ := key.PublicKey()
 	at := time.Now().Round(0)
 	raw, err := cloudsync.SignHeartbeat(&cloudsync.Heartbeat{Gateway: "gw", Epoch: "e", Head: 7, Time: at, IntervalMS: 15000}, key)
@@ -75,19 +59,15 @@ func TestHeartbeatSignVerify(t *testing.T) {
 	if err != nil || h.Head != 7 || !h.Time.Equal(at) || h.Interval() != 15*time.Second {
 		t.Fatalf("verify: %+v %v", h, err)
 	}
-	var rj *cloudsync.Reject
-	if _, err := cloudsync.Verify(raw, pub); !errors.As(err, &rj) || rj.Reason != "malformed" {
+	if _, err := cloudsync.Verify(raw, pub); !isReject(err, "malformed") {
 		t.Errorf("heartbeat taken as a batch: %v", err)
 	}
 	batch, _ := cloudsync.Sign(&cloudsync.Batch{Gateway: "gw", Epoch: "e", From: 6, To: 7}, key)
-	if _, err := cloudsync.VerifyHeartbeat(batch, pub); !errors.As(err, &rj) || rj.Reason != "malformed" {
+	if _, err := cloudsync.VerifyHeartbeat(batch, pub); !isReject(err, "malformed") {
 		t.Errorf("batch taken as a heartbeat: %v", err)
 	}
-	p2, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	other, _ := jwk.Import(p2)
-	_ = other.Set(jwk.AlgorithmKey, jwa.ES256())
-	forged, _ := cloudsync.SignHeartbeat(&cloudsync.Heartbeat{Gateway: "gw", Epoch: "e", Head: 7, Time: at, IntervalMS: 15000}, other)
-	if _, err := cloudsync.VerifyHeartbeat(forged, pub); !errors.As(err, &rj) || rj.Reason != "bad_signature" {
+	forged, _ := cloudsync.SignHeartbeat(&cloudsync.Heartbeat{Gateway: "gw", Epoch: "e", Head: 7, Time: at, IntervalMS: 15000}, newKey(t))
+	if _, err := cloudsync.VerifyHeartbeat(forged, pub); !isReject(err, "bad_signature") {
 		t.Errorf("heartbeat signed by another key: %v", err)
 	}
 }

@@ -5,8 +5,6 @@
 package authority
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
@@ -19,7 +17,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/lestrrat-go/jwx/v3/jwa"
 	"github.com/lestrrat-go/jwx/v3/jwk"
 
 	"github.com/edgeid/edgeid/cloudsync"
@@ -160,16 +157,11 @@ func (a *Authority) loadKey(name string) (jwk.Key, error) {
 
 // newKey makes a fresh ES256 private key for use name.
 func (a *Authority) newKey(name string) (jwk.Key, error) {
-	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	k, err := jwk.Import(priv)
+	k, err := cloudsync.NewES256Key()
 	if err != nil {
 		return nil, err
 	}
 	_ = k.Set(jwk.KeyIDKey, name+"-"+time.Now().UTC().Format("20060102")+"-"+randomID(4))
-	_ = k.Set(jwk.AlgorithmKey, jwa.ES256())
 	_ = k.Set(jwk.KeyUsageKey, "sig")
 	a.log.Info("made a new signing key", "use", name, "kid", mustKid(k))
 	return k, nil

@@ -74,6 +74,19 @@ func fail(w http.ResponseWriter, code int, kind, desc string) {
 	writeJSON(w, code, apiError{Error: kind, Description: desc})
 }
 
+// writeList answers with the list xs read (an empty array, not null, for
+// none), or a server error if it could not be read.
+func writeList[T any](w http.ResponseWriter, xs []T, err error) {
+	if err != nil {
+		fail(w, http.StatusInternalServerError, "server_error", err.Error())
+		return
+	}
+	if xs == nil {
+		xs = []T{}
+	}
+	writeJSON(w, http.StatusOK, xs)
+}
+
 // admin requires the admin bearer token (compared in constant time).
 func (h *Handler) admin(next func(w http.ResponseWriter, r *http.Request, who string)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
@@ -287,14 +300,7 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request, gw string) {
 
 func (h *Handler) listDevices(w http.ResponseWriter, r *http.Request, who string) {
 	ds, err := h.A.Store.Devices()
-	if err != nil {
-		fail(w, http.StatusInternalServerError, "server_error", err.Error())
-		return
-	}
-	if ds == nil {
-		ds = []store.Device{}
-	}
-	writeJSON(w, http.StatusOK, ds)
+	writeList(w, ds, err)
 }
 
 func (h *Handler) getDevice(w http.ResponseWriter, r *http.Request, who string) {
@@ -383,14 +389,7 @@ func (h *Handler) addGateway(w http.ResponseWriter, r *http.Request, who string)
 
 func (h *Handler) listGateways(w http.ResponseWriter, r *http.Request, who string) {
 	gs, err := h.A.Gateways()
-	if err != nil {
-		fail(w, http.StatusInternalServerError, "server_error", err.Error())
-		return
-	}
-	if gs == nil {
-		gs = []Gateway{}
-	}
-	writeJSON(w, http.StatusOK, gs)
+	writeList(w, gs, err)
 }
 
 func (h *Handler) removeGateway(w http.ResponseWriter, r *http.Request, who string) {

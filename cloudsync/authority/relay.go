@@ -23,13 +23,9 @@ import (
 
 // RelayStart begins a pairing for a device on behalf of gateway gw.
 func (a *Authority) RelayStart(gw, deviceID string) (DeviceAuthorization, error) {
-	d, err := a.Store.Device(deviceID)
+	d, cnf, err := a.relayedDevice(deviceID)
 	if err != nil {
-		return DeviceAuthorization{}, &OAuthError{"invalid_client", "unknown device", http.StatusBadRequest}
-	}
-	cnf, err := registeredCnf(d)
-	if err != nil {
-		return DeviceAuthorization{}, &OAuthError{"invalid_client", err.Error(), http.StatusBadRequest}
+		return DeviceAuthorization{}, err
 	}
 	a.log.Info("pairing relayed", "gateway", gw, "device", deviceID)
 	return a.startPairing(d, cnf)
@@ -37,15 +33,26 @@ func (a *Authority) RelayStart(gw, deviceID string) (DeviceAuthorization, error)
 
 // RelayPoll polls a relayed pairing.
 func (a *Authority) RelayPoll(gw, deviceID, deviceCode string) (TokenResponse, error) {
+	d, cnf, err := a.relayedDevice(deviceID)
+	if err != nil {
+		return TokenResponse{}, err
+	}
+	return a.pollPairing(d, cnf, deviceCode, time.Time{}) // bound to the registered credential; no certificate at hand
+}
+
+// relayedDevice is a relayed device and the confirmation its tokens are
+// bound to; an unknown device or one with no registered credential is an
+// invalid_client *OAuthError.
+func (a *Authority) relayedDevice(deviceID string) (store.Device, map[string]string, error) {
 	d, err := a.Store.Device(deviceID)
 	if err != nil {
-		return TokenResponse{}, &OAuthError{"invalid_client", "unknown device", http.StatusBadRequest}
+		return d, nil, &OAuthError{"invalid_client", "unknown device", http.StatusBadRequest}
 	}
 	cnf, err := registeredCnf(d)
 	if err != nil {
-		return TokenResponse{}, &OAuthError{"invalid_client", err.Error(), http.StatusBadRequest}
+		return d, nil, &OAuthError{"invalid_client", err.Error(), http.StatusBadRequest}
 	}
-	return a.pollPairing(d, cnf, deviceCode, time.Time{}) // bound to the registered credential; no certificate at hand
+	return d, cnf, nil
 }
 
 // registeredCnf is the confirmation a relayed device's tokens are bound to.

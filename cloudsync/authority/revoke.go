@@ -95,14 +95,7 @@ func (h *Handler) introspect(w http.ResponseWriter, r *http.Request, who string)
 
 func (h *Handler) listClasses(w http.ResponseWriter, r *http.Request, who string) {
 	cs, err := h.A.Store.Classes()
-	if err != nil {
-		fail(w, http.StatusInternalServerError, "server_error", err.Error())
-		return
-	}
-	if cs == nil {
-		cs = []store.DeviceClass{}
-	}
-	writeJSON(w, http.StatusOK, cs)
+	writeList(w, cs, err)
 }
 
 // csvColumns are the columns a device CSV may have; id and class are required.

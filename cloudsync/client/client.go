@@ -7,9 +7,6 @@ package client
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"crypto/tls"
@@ -24,7 +21,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/lestrrat-go/jwx/v3/jwa"
 	"github.com/lestrrat-go/jwx/v3/jwk"
 
 	"github.com/edgeid/edgeid/cloudsync"
@@ -68,15 +64,10 @@ func HTTPClient(fingerprint string) *http.Client {
 
 // Enroll makes the gateway's key and registers it with a one-time code.
 func Enroll(ctx context.Context, authority, fingerprint, code, hardware string) (*Enrollment, error) {
-	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	k, err := cloudsync.NewES256Key()
 	if err != nil {
 		return nil, err
 	}
-	k, err := jwk.Import(priv)
-	if err != nil {
-		return nil, err
-	}
-	_ = k.Set(jwk.AlgorithmKey, jwa.ES256())
 	pub, err := k.PublicKey()
 	if err != nil {
 		return nil, err
