@@ -5,30 +5,13 @@ import (
 	"context"
 	"os/exec"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/spf13/viper"
+
+	"github.com/edgeid/edgeid/internal/testenv"
 )
-
-// lines is an io.Writer that keeps what the demo prints.
-type lines struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lines) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lines) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestDemoCommandsWork runs `edgeid serve --demo` on free ports and then the
 // very commands it prints: the service's mosquitto_sub receives what the
@@ -47,7 +30,7 @@ func TestDemoCommandsWork(t *testing.T) {
 		v.Set(k, val)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	out := &lines{}
+	out := &testenv.Buf{}
 	done := make(chan error, 1)
 	go func() { done <- serveDemo(ctx, v, out) }()
 	t.Cleanup(func() { cancel(); <-done })
@@ -80,7 +63,7 @@ func TestDemoCommandsWork(t *testing.T) {
 		return ""
 	}
 	sub := exec.Command("bash", "-c", find("# acme-cloud")+" -C 2 -W 20")
-	subOut := &lines{}
+	subOut := &testenv.Buf{}
 	sub.Stdout, sub.Stderr = subOut, subOut
 	if err := sub.Start(); err != nil {
 		t.Fatal(err)

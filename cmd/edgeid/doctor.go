@@ -3,9 +3,9 @@ package main
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 
-	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
 
 	"github.com/edgeid/edgeid/edge"
@@ -15,29 +15,19 @@ import (
 // runDoctor checks the gateway's configuration, store, listeners, clock,
 // enrollment, authority, certificates and disk, and says what to fix.
 func runDoctor(ctx context.Context, args []string) error {
-	fs := pflag.NewFlagSet("doctor", pflag.ContinueOnError)
-	path := fs.StringP("config", "c", "", "configuration file (default "+config.DefaultPath+" if it exists)")
+	fs, path := configFlags("doctor", configUsage)
 	asJSON := fs.Bool("json", false, "print JSON")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	cfg, err := config.Load(viper.New(), *path)
 	checks := edge.Doctor(ctx, cfg, err, edge.DoctorOptions{})
-	failed := false
-	var rows [][]string
-	for _, c := range checks {
-		failed = failed || c.Result == "fail"
-		rows = append(rows, []string{c.Name, strings.ToUpper(c.Result), c.Detail})
-	}
-	if *asJSON {
-		err = printJSON(checks)
-	} else {
-		err = table("CHECK\tRESULT\tDETAIL", rows)
-	}
-	if err != nil {
+	if err := output(*asJSON, checks, listing("CHECK\tRESULT\tDETAIL", func(c edge.Check) []string {
+		return []string{c.Name, strings.ToUpper(c.Result), c.Detail}
+	})); err != nil {
 		return err
 	}
-	if failed {
+	if slices.ContainsFunc(checks, func(c edge.Check) bool { return c.Result == "fail" }) {
 		return errors.New("some checks failed (see above)")
 	}
 	return nil

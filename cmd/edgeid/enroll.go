@@ -7,7 +7,6 @@ import (
 	"os"
 	"syscall"
 
-	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
 
 	"github.com/edgeid/edgeid/cloudsync/client"
@@ -19,8 +18,7 @@ import (
 // runEnroll registers this gateway with an authority using a one-time code
 // and keeps the result (its key, the pinned feed key) for `edgeid serve`.
 func runEnroll(ctx context.Context, args []string) error {
-	fs := pflag.NewFlagSet("enroll", pflag.ContinueOnError)
-	path := fs.StringP("config", "c", "", "configuration file (for state_dir and sync.enrollment)")
+	fs, path := configFlags("enroll", "configuration file (for state_dir and sync.enrollment)")
 	authority := fs.String("authority", "", "the authority's base URL, e.g. https://authority.example.com:8443")
 	code := fs.String("code", "", "the one-time code from edgeid-authority gateway add")
 	fp := fs.String("fingerprint", "", "the authority's TLS certificate sha256, when it is self-signed")
@@ -67,6 +65,5 @@ func runEnroll(ctx context.Context, args []string) error {
 			}
 		}
 	}
-	_, err = fmt.Fprintf(stdout, "enrolled as gateway %q with %s; restart edgeid (systemctl restart edgeid) to start syncing\n", e.Gateway, e.Authority)
-	return err
+	return printf("enrolled as gateway %q with %s; restart edgeid (systemctl restart edgeid) to start syncing\n", e.Gateway, e.Authority)
 }

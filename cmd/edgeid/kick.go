@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/edgeid/edgeid/edge/admin"
 )
@@ -13,19 +12,11 @@ func runKick(ctx context.Context, args []string) error {
 	device := f.fs.String("device", "", "device id")
 	subject := f.fs.String("subject", "", "token subject (user or service)")
 	jti := f.fs.String("jti", "", "token id")
-	if err := f.fs.Parse(args); err != nil {
-		return err
+	get := func(c *admin.Client, ctx context.Context) (admin.KickResult, error) {
+		if f.fs.NArg() == 1 && *device == "" {
+			*device = f.fs.Arg(0)
+		}
+		return c.Kick(ctx, admin.KickRequest{Device: *device, Subject: *subject, JTI: *jti})
 	}
-	if f.fs.NArg() == 1 && *device == "" {
-		*device = f.fs.Arg(0)
-	}
-	r, err := f.client().Kick(ctx, admin.KickRequest{Device: *device, Subject: *subject, JTI: *jti})
-	if err != nil {
-		return err
-	}
-	if *f.json {
-		return printJSON(r)
-	}
-	_, err = fmt.Fprintf(stdout, "kicked %d session(s)\n", r.Kicked)
-	return err
+	return show(ctx, f, args, get, func(r admin.KickResult) error { return printf("kicked %d session(s)\n", r.Kicked) })
 }

@@ -14,7 +14,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
 
 	"github.com/edgeid/edgeid/edge"
@@ -47,8 +46,7 @@ func newLogger(c config.Log, gateway string) *slog.Logger {
 }
 
 func runServe(ctx context.Context, args []string) error {
-	fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
-	path := fs.StringP("config", "c", "", "configuration file (default "+config.DefaultPath+" if it exists)")
+	fs, path := configFlags("serve", configUsage)
 	demoMode := fs.Bool("demo", false, "run the embedded demo: a local issuer, demo devices, and how to connect them")
 	fs.String("state-dir", "", "state directory (state_dir)")
 	fs.String("mqtt-tcp", "", "plain MQTT listen address (mqtt.tcp)")

@@ -4,23 +4,13 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/edgeid/edgeid/edge/admin"
 )
 
 // runSessions lists live sessions, MQTT and CoAP (GET /v1/sessions).
 func runSessions(ctx context.Context, args []string) error {
-	f := newCLIFlags("sessions")
-	if err := f.fs.Parse(args); err != nil {
-		return err
-	}
-	ss, err := f.client().Sessions(ctx)
-	if err != nil {
-		return err
-	}
-	if *f.json {
-		return printJSON(ss)
-	}
-	var rows [][]string
-	for _, s := range ss {
+	return show(ctx, newCLIFlags("sessions"), args, (*admin.Client).Sessions, listing("DEVICE\tPROTOCOL\tMETHOD\tSUBJECT\tREMOTE\tCONNECTED\tEXPIRES", func(s admin.Session) []string {
 		proto, expires := s.Transport, "-"
 		if s.Transport == "mqtt" {
 			proto = fmt.Sprintf("mqtt v%d", s.Protocol)
@@ -33,7 +23,6 @@ func runSessions(ctx context.Context, args []string) error {
 		if !s.Expires.IsZero() {
 			expires = s.Expires.Format(time.RFC3339)
 		}
-		rows = append(rows, []string{s.Device, proto, s.Method, s.Subject, s.Remote, s.ConnectedAt.Format(time.RFC3339), expires})
-	}
-	return table("DEVICE\tPROTOCOL\tMETHOD\tSUBJECT\tREMOTE\tCONNECTED\tEXPIRES", rows)
+		return []string{s.Device, proto, s.Method, s.Subject, s.Remote, s.ConnectedAt.Format(time.RFC3339), expires}
+	}))
 }

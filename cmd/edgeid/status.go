@@ -6,21 +6,17 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/edgeid/edgeid/edge/admin"
 )
 
 // runStatus prints the daemon's status (GET /v1/status).
 func runStatus(ctx context.Context, args []string) error {
-	f := newCLIFlags("status")
-	if err := f.fs.Parse(args); err != nil {
-		return err
-	}
-	s, err := f.client().Status(ctx)
-	if err != nil {
-		return err
-	}
-	if *f.json {
-		return printJSON(s)
-	}
+	return show(ctx, newCLIFlags("status"), args, (*admin.Client).Status, keyValues(statusRows))
+}
+
+// statusRows are the KEY VALUE rows of edgeid status.
+func statusRows(s admin.Status) [][]string {
 	var recs []string
 	for k, v := range s.Records {
 		recs = append(recs, fmt.Sprintf("%s=%d", k, v))
@@ -42,5 +38,5 @@ func runStatus(ctx context.Context, args []string) error {
 	} else {
 		rows = append(rows, []string{"sync", "not enrolled (edgeid enroll)"})
 	}
-	return table("KEY\tVALUE", rows)
+	return rows
 }

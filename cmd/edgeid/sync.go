@@ -12,35 +12,35 @@ import (
 func runSync(ctx context.Context, args []string) error {
 	f := newCLIFlags("sync")
 	now := f.fs.Bool("now", false, "retry the authority at once instead of waiting for the backoff")
-	if err := f.fs.Parse(args); err != nil {
-		return err
+	get := func(c *admin.Client, ctx context.Context) (*admin.SyncStatus, error) {
+		ask := c.Status
+		if *now {
+			ask = c.SyncNow
+		}
+		s, err := ask(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if s.Sync == nil {
+			return nil, fmt.Errorf("not enrolled with an authority: run edgeid enroll")
+		}
+		return s.Sync, nil
 	}
-	var s admin.Status
-	var err error
-	if *now {
-		s, err = f.client().SyncNow(ctx)
-	} else {
-		s, err = f.client().Status(ctx)
+	return show(ctx, f, args, get, keyValues(syncRows))
+}
+
+// syncRows are the KEY VALUE rows of edgeid sync.
+func syncRows(y *admin.SyncStatus) [][]string {
+	rows := [][]string{{"authority", y.Authority}, {"gateway", y.Gateway}, {"state", syncState(y)},
+		{"cursor", fmt.Sprintf("%s/%d", y.Epoch, y.Cursor)}, {"last synced", y.SyncedAt.Format(time.RFC3339)},
+		{"lag", fmt.Sprintf("%.0fs", y.LagSeconds)}}
+	if !y.HeardAt.IsZero() {
+		rows = append(rows, []string{"last signed heartbeat", y.HeardAt.Format(time.RFC3339)})
 	}
-	if err != nil {
-		return err
+	if y.LastError != "" {
+		rows = append(rows, []string{"last error", fmt.Sprintf("%s (%d in a row)", y.LastError, y.Failures)})
 	}
-	if s.Sync == nil {
-		return fmt.Errorf("not enrolled with an authority: run edgeid enroll")
-	}
-	if *f.json {
-		return printJSON(s.Sync)
-	}
-	rows := [][]string{{"authority", s.Sync.Authority}, {"gateway", s.Sync.Gateway}, {"state", syncState(s.Sync)},
-		{"cursor", fmt.Sprintf("%s/%d", s.Sync.Epoch, s.Sync.Cursor)}, {"last synced", s.Sync.SyncedAt.Format(time.RFC3339)},
-		{"lag", fmt.Sprintf("%.0fs", s.Sync.LagSeconds)}}
-	if !s.Sync.HeardAt.IsZero() {
-		rows = append(rows, []string{"last signed heartbeat", s.Sync.HeardAt.Format(time.RFC3339)})
-	}
-	if s.Sync.LastError != "" {
-		rows = append(rows, []string{"last error", fmt.Sprintf("%s (%d in a row)", s.Sync.LastError, s.Sync.Failures)})
-	}
-	return table("KEY\tVALUE", append(rows, syncDetail(s.Sync)...))
+	return append(rows, syncDetail(y)...)
 }
 
 // syncState is one line: online, stale and why, or offline and why.
