@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"math/big"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -179,11 +180,28 @@ func (f *fixture) apply(t *testing.T, b *store.Batch) {
 	}
 }
 
+// claims are the claims of a token for device with subject sub and the
+// given claim changes.
+func (f *fixture) claims(device, sub string, kv ...any) map[string]any {
+	c := f.iss.Claims(device, sub, aud, "publish:devices/"+device+"/telemetry/# publish:other/topic subscribe:devices/"+device+"/commands/+ subscribe:clients/"+device+"/inbox", time.Hour)
+	return with(c, kv...)
+}
+
 // token mints a token for device with subject sub and the given claim changes.
 func (f *fixture) token(t *testing.T, device, sub string, kv ...any) string {
 	t.Helper()
-	c := f.iss.Claims(device, sub, aud, "publish:devices/"+device+"/telemetry/# publish:other/topic subscribe:devices/"+device+"/commands/+ subscribe:clients/"+device+"/inbox", time.Hour)
-	return mint(t, f.iss, with(c, kv...), nil)
+	return mint(t, f.iss, f.claims(device, sub, kv...), nil)
+}
+
+// wantTokenRefused checks that tok is refused for client id d1 with reason
+// want, and no principal.
+func (f *fixture) wantTokenRefused(t *testing.T, tok string, want authn.Reason) {
+	t.Helper()
+	p, err := f.auth.Token(tok, authn.Possession{}, "d1")
+	if p != nil {
+		t.Errorf("principal %+v returned with a refusal", p)
+	}
+	wantReason(t, err, want)
 }
 
 // ---- Token ----
@@ -208,28 +226,18 @@ func TestTokenSuccess(t *testing.T) {
 		t.Errorf("with ExpLeeway 10s: End %v, %v; want exp + 10s", p2, err)
 	}
 	f.auth.ExpLeeway = 0
-	pub := map[string]bool{
+	wantPublish(t, "Perms", p.Perms, map[string]bool{
 		"devices/d1/telemetry/temp": true,  // class and scope
 		"other/topic":               false, // scope only
 		"fleet/d1/status":           false, // class only
 		"owners/alice/alerts":       false, // class only
 		"devices/d2/telemetry/temp": false, // neither
-	}
-	for topic, want := range pub {
-		if got := p.Perms.CanPublish(topic); got != want {
-			t.Errorf("Perms.CanPublish(%q) = %v, want %v", topic, got, want)
-		}
-	}
-	sub := map[string]bool{
+	})
+	wantSubscribe(t, "Perms", p.Perms, map[string]bool{
 		"devices/d1/commands/+": true,
 		"clients/d1/inbox":      true, // {client} is the MQTT client id
 		"devices/d1/commands/#": false,
-	}
-	for filter, want := range sub {
-		if got := p.Perms.CanSubscribe(filter); got != want {
-			t.Errorf("Perms.CanSubscribe(%q) = %v, want %v", filter, got, want)
-		}
-	}
+	})
 
 	// The owner may act for the device.
 	if _, err := f.auth.Token(f.token(t, "d1", "alice"), authn.Possession{}, "d1"); err != nil {
@@ -255,13 +263,7 @@ func TestTokenRefusals(t *testing.T) {
 		{"wrong audience", f.token(t, "d1", "d1", "aud", "x"), authn.ReasonWrongAudience},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			p, err := f.auth.Token(tt.tok, authn.Possession{}, "d1")
-			if p != nil {
-				t.Errorf("principal %+v returned with a refusal", p)
-			}
-			wantReason(t, err, tt.want)
-		})
+		t.Run(tt.name, func(t *testing.T) { f.wantTokenRefused(t, tt.tok, tt.want) })
 	}
 }
 
@@ -305,13 +307,7 @@ func TestTokenRevocations(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := f.auth.Token(tt.tok, authn.Possession{}, "")
-			if tt.want == "" {
-				if err != nil {
-					t.Fatalf("refused: %v", err)
-				}
-				return
-			}
-			wantReason(t, err, tt.want)
+			wantOutcome(t, err, tt.want)
 		})
 	}
 
@@ -388,16 +384,9 @@ func TestTokenProofOfPossession(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			p, err := f.auth.Token(tt.tok, authn.Possession{Cert: tt.cert, JKT: tt.proven, PSKIdentity: tt.psk}, "")
-			if tt.want == "" {
-				if err != nil {
-					t.Fatalf("refused: %v", err)
-				}
-				if tt.cert != nil && p.CertSHA256 != authn.CertFingerprint(tt.cert) {
-					t.Errorf("CertSHA256 = %q, want the certificate's fingerprint", p.CertSHA256)
-				}
-				return
+			if !wantOutcome(t, err, tt.want) && tt.cert != nil && p.CertSHA256 != authn.CertFingerprint(tt.cert) {
+				t.Errorf("CertSHA256 = %q, want the certificate's fingerprint", p.CertSHA256)
 			}
-			wantReason(t, err, tt.want)
 		})
 	}
 }
@@ -429,15 +418,11 @@ func TestCertificate(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			p, err := f.auth.Certificate(tt.chain, tt.device)
-			if tt.want != "" {
-				if p != nil {
-					t.Errorf("principal %+v returned with a refusal", p)
-				}
-				wantReason(t, err, tt.want)
-				return
+			if tt.want != "" && p != nil {
+				t.Errorf("principal %+v returned with a refusal", p)
 			}
-			if err != nil {
-				t.Fatalf("refused: %v", err)
+			if wantOutcome(t, err, tt.want) {
+				return
 			}
 			leaf := tt.chain[0]
 			if p.Device.ID != tt.device || p.Method != authn.MethodCertificate || p.Claims != nil ||
@@ -446,14 +431,10 @@ func TestCertificate(t *testing.T) {
 			}
 			// Without a token, the class template alone applies.
 			d := tt.device
-			for topic, want := range map[string]bool{
+			wantPublish(t, "Perms", p.Perms, map[string]bool{
 				"devices/" + d + "/telemetry/x": true, "fleet/" + d + "/status": true,
 				"devices/d1/telemetry/x": false, "other/topic": false,
-			} {
-				if got := p.Perms.CanPublish(topic); got != want {
-					t.Errorf("Perms.CanPublish(%q) = %v, want %v", topic, got, want)
-				}
-			}
+			})
 			if !p.Perms.CanSubscribe("clients/" + d + "/inbox") {
 				t.Errorf("Perms.CanSubscribe(clients/%s/inbox) = false with client id %s", d, d)
 			}
@@ -507,4 +488,180 @@ func TestCertificateFollowsStore(t *testing.T) {
 	f.apply(t, &store.Batch{Delete: store.Deletions{Devices: []string{"d12"}}})
 	_, err = f.auth.Certificate([]*x509.Certificate{f.certA}, "d12")
 	wantReason(t, err, authn.ReasonUnknownCert)
+}
+
+// TestTokenBoundCertificateValidity: a token bound to a certificate (cnf
+// x5t#S256) is proven by that certificate, so it is refused outside the
+// certificate's validity, and its session ends at the earlier of exp (plus
+// ExpLeeway) and the certificate's NotAfter: it used to run on to exp.
+func TestTokenBoundCertificateValidity(t *testing.T) {
+	f := newFixture(t)
+	now := time.Now()
+	leaf := func(cn string, from, to time.Time) *x509.Certificate {
+		return newLeaf(t, cn, 42, from, to, x509.ExtKeyUsageClientAuth, nil)
+	}
+	shortLived := leaf("d1", now.Add(-time.Hour), now.Add(10*time.Minute))
+	longLived := leaf("d1", now.Add(-time.Hour), now.Add(48*time.Hour))
+	expired := leaf("d1", now.Add(-48*time.Hour), now.Add(-24*time.Hour))
+	future := leaf("d1", now.Add(time.Hour), now.Add(48*time.Hour))
+	bound := func(c *x509.Certificate) string {
+		return f.token(t, "d1", "d1", "cnf", map[string]any{"x5t#S256": x5t(c)})
+	}
+
+	t.Run("session ends at the certificate's NotAfter", func(t *testing.T) {
+		p, err := f.auth.Token(bound(shortLived), authn.Possession{Cert: shortLived}, "d1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !p.Expires.Equal(shortLived.NotAfter) || !p.Expires.Before(p.Claims.Expiry) {
+			t.Errorf("End = %s, want the certificate's NotAfter %s (exp is %s)", p.Expires, shortLived.NotAfter, p.Claims.Expiry)
+		}
+	})
+	t.Run("session ends at exp when the certificate outlives it", func(t *testing.T) {
+		f.auth.ExpLeeway = 5 * time.Second
+		defer func() { f.auth.ExpLeeway = 0 }()
+		p, err := f.auth.Token(bound(longLived), authn.Possession{Cert: longLived}, "d1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := p.Claims.Expiry.Add(5 * time.Second); !p.Expires.Equal(want) {
+			t.Errorf("End = %s, want exp + ExpLeeway %s", p.Expires, want)
+		}
+	})
+	for _, tt := range []struct {
+		name   string
+		cert   *x509.Certificate
+		want   authn.Reason
+		detail string
+	}{
+		{"expired certificate", expired, authn.ReasonExpired, "the client certificate the token is bound to (cnf x5t#S256) expired at"},
+		{"certificate not valid yet", future, authn.ReasonNotYetValid, "the client certificate the token is bound to (cnf x5t#S256) is not valid before"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			tok := bound(tt.cert)
+			p, err := f.auth.Token(tok, authn.Possession{Cert: tt.cert}, "d1")
+			if p != nil {
+				t.Fatalf("accepted: End %s", p.Expires)
+			}
+			wantReason(t, err, tt.want)
+			if !strings.Contains(err.Error(), tt.detail) || strings.Contains(err.Error(), tok) {
+				t.Errorf("refusal %q does not say %q, or repeats the token", err, tt.detail)
+			}
+			if !tt.want.BadCredentials() {
+				t.Errorf("%s is not a bad-credentials reason (0x86)", tt.want)
+			}
+		})
+	}
+	t.Run("the authenticator's clock decides", func(t *testing.T) {
+		tok := bound(shortLived)
+		f.auth.Now = func() time.Time { return shortLived.NotAfter.Add(time.Second) }
+		defer func() { f.auth.Now = nil }()
+		_, err := f.auth.Token(tok, authn.Possession{Cert: shortLived}, "d1")
+		wantReason(t, err, authn.ReasonExpired)
+		f.auth.Now = func() time.Time { return shortLived.NotAfter.Add(-time.Second) }
+		if _, err := f.auth.Token(tok, authn.Possession{Cert: shortLived}, "d1"); err != nil {
+			t.Errorf("a second before NotAfter: %v", err)
+		}
+	})
+	t.Run("CredentialEnd", func(t *testing.T) {
+		c := &authn.Claims{Expiry: now.Add(time.Hour)}
+		for _, tt := range []struct {
+			name string
+			c    *authn.Claims
+			cert *x509.Certificate
+			want time.Time
+		}{
+			{"token only", c, nil, c.Expiry},
+			{"certificate only", nil, shortLived, shortLived.NotAfter},
+			{"certificate first", c, shortLived, shortLived.NotAfter},
+			{"exp first", c, longLived, c.Expiry},
+			{"neither", nil, nil, time.Time{}},
+		} {
+			if got := f.auth.CredentialEnd(tt.c, tt.cert); !got.Equal(tt.want) {
+				t.Errorf("%s: CredentialEnd = %s, want %s", tt.name, got, tt.want)
+			}
+		}
+	})
+}
+
+// TestRevalidateRevokedTokenSession: a live token session re-checked after
+// a store change (Revalidate) ends when a revocation covers its token: by
+// jti, or by device or subject for a token issued at or before revoked_at.
+// A certificate session (no claims) is not decided by revocations here:
+// the gateway ends it on a device revocation, and its device's status
+// decides new connects.
+func TestRevalidateRevokedTokenSession(t *testing.T) {
+	f := newFixture(t)
+	now := time.Now()
+	iat := now.Add(-time.Hour).Truncate(time.Second)
+	session := func(sub string) *authn.Claims {
+		t.Helper()
+		p, err := f.auth.Token(f.token(t, "d1", sub, "iat", iat.Unix(), "exp", now.Add(time.Hour).Unix(), "jti", "j-"+sub), authn.Possession{}, "d1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p.Claims
+	}
+	own, owners := session("d1"), session("alice")
+	cert, err := f.auth.Certificate([]*x509.Certificate{f.certA}, "d3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	revalidate := func(device string, c *authn.Claims) error {
+		_, _, err := f.auth.Revalidate(device, c, device)
+		return err
+	}
+	for _, c := range []*authn.Claims{own, owners} {
+		if err := revalidate("d1", c); err != nil {
+			t.Fatalf("before any revocation: %v", err)
+		}
+	}
+
+	tests := []struct {
+		name       string
+		r          store.Revocation
+		own, owner authn.Reason // "" = the session goes on
+	}{
+		{"device, revoked after iat", store.Revocation{Kind: store.RevokeDevice, Value: "d1", RevokedAt: now}, authn.ReasonRevoked, authn.ReasonRevoked},
+		{"device, revoked at iat", store.Revocation{Kind: store.RevokeDevice, Value: "d1", RevokedAt: iat}, authn.ReasonRevoked, authn.ReasonRevoked},
+		{"device, revoked before iat", store.Revocation{Kind: store.RevokeDevice, Value: "d1", RevokedAt: iat.Add(-time.Second)}, "", ""},
+		{"another device", store.Revocation{Kind: store.RevokeDevice, Value: "d11", RevokedAt: now}, "", ""},
+		{"subject alice", store.Revocation{Kind: store.RevokeSubject, Value: "alice", RevokedAt: now}, "", authn.ReasonRevoked},
+		{"subject d1", store.Revocation{Kind: store.RevokeSubject, Value: "d1", RevokedAt: now}, authn.ReasonRevoked, ""},
+		{"jti of the device's own token", store.Revocation{Kind: store.RevokeToken, Value: "j-d1", RevokedAt: now}, authn.ReasonRevoked, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.r.ExpiresAt = now.Add(3 * time.Hour)
+			f.apply(t, &store.Batch{Revocations: []store.Revocation{tt.r}})
+			defer f.apply(t, &store.Batch{Delete: store.Deletions{Revocations: []string{string(tt.r.Kind) + "/" + tt.r.Value}}})
+			for _, s := range []struct {
+				c    *authn.Claims
+				want authn.Reason
+			}{{own, tt.own}, {owners, tt.owner}} {
+				err := revalidate("d1", s.c)
+				if s.want == "" {
+					if err != nil {
+						t.Errorf("session of sub %s ended: %v", s.c.Subject, err)
+					}
+					continue
+				}
+				wantReason(t, err, s.want)
+			}
+			// A certificate session carries no token: revocations are not
+			// Revalidate's to apply to it.
+			if _, _, err := f.auth.Revalidate("d3", nil, "d3"); err != nil {
+				t.Errorf("certificate session of d3: %v", err)
+			}
+		})
+	}
+	if cert.Device.ID != "d3" {
+		t.Fatalf("certificate session is for %s", cert.Device.ID)
+	}
+	// After every revocation was lifted, both token sessions go on.
+	for _, c := range []*authn.Claims{own, owners} {
+		if err := revalidate("d1", c); err != nil {
+			t.Errorf("after the revocations were lifted: %v", err)
+		}
+	}
 }

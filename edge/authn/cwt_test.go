@@ -58,6 +58,15 @@ func cborBytes(t testing.TB, v any) []byte {
 func signCWTPayload(t testing.TB, is *demo.Issuer, payload []byte) string {
 	t.Helper()
 	prot := cborBytes(t, map[any]any{int64(1): int64(cose.AlgorithmES256), int64(4): []byte(is.Kid)})
+	sig := coseSign(t, is, prot, payload)
+	return string(cborBytes(t, cbor.Tag{Number: 61, Content: cbor.Tag{Number: 18, Content: []any{prot, map[any]any{}, payload, sig}}}))
+}
+
+// coseSign is the ES256 signature by the issuer's P-256 key of a
+// COSE_Sign1 with protected header prot (encoded) and payload, without
+// external data.
+func coseSign(t testing.TB, is *demo.Issuer, prot, payload []byte) []byte {
+	t.Helper()
 	signer, err := cose.NewSigner(cose.AlgorithmES256, ecPrivOf(t, is))
 	if err != nil {
 		t.Fatal(err)
@@ -66,7 +75,7 @@ func signCWTPayload(t testing.TB, is *demo.Issuer, payload []byte) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return string(cborBytes(t, cbor.Tag{Number: 61, Content: cbor.Tag{Number: 18, Content: []any{prot, map[any]any{}, payload, sig}}}))
+	return sig
 }
 
 // reassemble re-encodes a CWT with its parts changed by edit, keeping the signature.
@@ -133,24 +142,17 @@ func sameClaims(t *testing.T, got, want *authn.Claims) {
 // ---- tests ----
 
 func TestVerifyCWTSameClaimsAsJWT(t *testing.T) {
-	_, edPriv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p384, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	edPriv := newEd25519(t)
 	p521, _ := ecdsa.GenerateKey(elliptic.P521(), rand.Reader)
 	issuers := []*demo.Issuer{
 		newIssuer(t, issA, "es256"),
 		issuerFromKey(t, issA, "ed", jwa.EdDSA(), edPriv),
 		issuerFromKey(t, issA, "ed2", jwa.EdDSAEd25519(), edPriv),
-		issuerFromKey(t, issA, "es384", jwa.ES384(), p384),
+		issuerFromKey(t, issA, "es384", jwa.ES384(), newP384(t)),
 		issuerFromKey(t, issA, "es512", jwa.ES512(), p521),
 		issuerFromKey(t, issB, "ps", jwa.PS256(), rsa2048(t)),
 	}
-	v := authn.NewVerifier(defaultConfig())
-	if err := v.SetIssuers(issuerRecords(t, issuers, issA, issB)); err != nil {
-		t.Fatal(err)
-	}
+	v := trustAll(t, issuers)
 
 	now := time.Now().Truncate(time.Second)
 	for _, is := range issuers {
@@ -211,21 +213,14 @@ func TestVerifyCWTKeyWithoutCOSEForm(t *testing.T) {
 }
 
 func TestVerifyCWTRefusesBadTokens(t *testing.T) {
-	a := newIssuer(t, issA, "a1")
-	b := newIssuer(t, issB, "b1")
-	cfg := defaultConfig()
-	cfg.CacheSize = 0
-	v := newVerifier(t, cfg, a, b)
-
+	a, v := refusalVerifier(t)
 	good := goodClaims(a)
 	goodTok := mintCWT(t, a, good)
 	if _, err := v.Verify(goodTok); err != nil {
 		t.Fatalf("good CWT refused: %v", err)
 	}
 	now := time.Now()
-	imposter := newIssuer(t, issA, "a1") // another key, same kid and iss
-	p384, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
-	es384 := issuerFromKey(t, issA, "a1", jwa.ES384(), p384) // header alg differs from the key's
+	imposter, es384 := impostors(t)
 	big := strings.Repeat("x", 9000)
 
 	flipSig := reassemble(t, goodTok, func(p []cbor.RawMessage) {
@@ -249,11 +244,7 @@ func TestVerifyCWTRefusesBadTokens(t *testing.T) {
 	notSign1 := string(cborBytes(t, cbor.Tag{Number: 18, Content: []any{[]byte{}, map[any]any{}, []byte{}}}))
 	goodBytes := []byte(goodTok)
 
-	tests := []struct {
-		name  string
-		token string
-		want  authn.Reason
-	}{
+	runVerifyCases(t, v, []verifyCase{
 		{"control: tag 61", goodTok, ""},
 		{"control: kid in the unprotected header", mintCWT(t, a, good, demo.WithProtected(4, nil), demo.WithUnprotected(4, []byte("a1"))), ""},
 		{"control: content type 61", mintCWT(t, a, good, demo.WithProtected(3, 61)), ""},
@@ -354,25 +345,7 @@ func TestVerifyCWTRefusesBadTokens(t *testing.T) {
 		{"detached payload", detached, authn.ReasonMalformed},
 		{"empty signature", noSig, authn.ReasonMalformed},
 		{"a single high byte", "\x84", authn.ReasonMalformed},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			c, err := v.Verify(tt.token)
-			if tt.want == "" {
-				if err != nil {
-					t.Fatalf("refused: %v", err)
-				}
-				return
-			}
-			if c != nil {
-				t.Errorf("Verify returned claims %+v with a refusal", c)
-			}
-			wantReason(t, err, tt.want)
-			if len(tt.token) > 20 && strings.Contains(err.Error(), tt.token) {
-				t.Errorf("error text contains the token")
-			}
-		})
-	}
+	})
 
 	// Missing claims are named, the token id as cti.
 	_, err := v.Verify(mintCWT(t, a, without(good, "jti", "client_id")))
@@ -538,8 +511,7 @@ func TestVerifyCWTMaxSizeAndCache(t *testing.T) {
 func TestTokenCWT(t *testing.T) {
 	f := newFixture(t)
 	cwt := func(device, sub string, kv ...any) string {
-		c := f.iss.Claims(device, sub, aud, "publish:devices/"+device+"/telemetry/# publish:other/topic subscribe:devices/"+device+"/commands/+ subscribe:clients/"+device+"/inbox", time.Hour)
-		return mintCWT(t, f.iss, with(c, kv...))
+		return mintCWT(t, f.iss, f.claims(device, sub, kv...))
 	}
 
 	tok := cwt("d1", "d1")
@@ -554,16 +526,12 @@ func TestTokenCWT(t *testing.T) {
 	if wantEnd := p.Claims.Expiry; !p.Expires.Equal(wantEnd) {
 		t.Errorf("End = %s, want exp %s (skew never extends exp)", p.Expires, wantEnd)
 	}
-	for topic, want := range map[string]bool{
+	wantPublish(t, "Perms", p.Perms, map[string]bool{
 		"devices/d1/telemetry/temp": true,  // class and scope
 		"other/topic":               false, // scope only
 		"fleet/d1/status":           false, // class only
 		"devices/d2/telemetry/temp": false,
-	} {
-		if got := p.Perms.CanPublish(topic); got != want {
-			t.Errorf("Perms.CanPublish(%q) = %v, want %v", topic, got, want)
-		}
-	}
+	})
 	if !p.Perms.CanSubscribe("clients/d1/inbox") || p.Perms.CanSubscribe("devices/d1/commands/#") {
 		t.Error("subscribe permissions not class ∩ scope")
 	}
@@ -584,13 +552,7 @@ func TestTokenCWT(t *testing.T) {
 		{"sub neither device nor owner", cwt("d1", "mallory"), authn.ReasonSubject},
 		{"wrong audience", cwt("d1", "d1", "aud", "x"), authn.ReasonWrongAudience},
 	} {
-		t.Run(tt.name, func(t *testing.T) {
-			p, err := f.auth.Token(tt.tok, authn.Possession{}, "d1")
-			if p != nil {
-				t.Errorf("principal %+v returned with a refusal", p)
-			}
-			wantReason(t, err, tt.want)
-		})
+		t.Run(tt.name, func(t *testing.T) { f.wantTokenRefused(t, tt.tok, tt.want) })
 	}
 
 	// Bound to a DTLS PSK (RFC 9202) by cnf kid, or to a device key by a COSE_Key.
@@ -629,28 +591,4 @@ func TestTokenCWT(t *testing.T) {
 	f.apply(t, &store.Batch{Revocations: []store.Revocation{{Kind: store.RevokeDevice, Value: "d1", RevokedAt: time.Now().Add(time.Minute)}}})
 	_, err = f.auth.Token(tok, authn.Possession{}, "d1")
 	wantReason(t, err, authn.ReasonRevoked)
-}
-
-// BenchmarkVerifyCWT is BenchmarkVerify's "fresh" case for a CWT: an ES256
-// COSE_Sign1 checked with every claim.
-//
-//	go test -run '^$' -bench BenchmarkVerifyCWT -benchmem ./edge/authn/
-func BenchmarkVerifyCWT(b *testing.B) {
-	iss := newIssuer(b, "https://issuer.test", "k1")
-	v := authn.NewVerifier(authn.VerifierConfig{Audiences: []string{"edgeid"}, Skew: time.Second,
-		MaxLifetime: 24 * time.Hour, MaxSize: 8192, CacheSize: 1 << 20})
-	if err := v.SetIssuers([]store.Issuer{record(b, iss)}); err != nil {
-		b.Fatal(err)
-	}
-	toks := make([]string, b.N)
-	for i := range toks {
-		toks[i] = mintCWT(b, iss, iss.Claims("thermo-1", "alice", "edgeid", "publish:devices/thermo-1/telemetry/# subscribe:devices/thermo-1/commands/#", time.Hour))
-	}
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		if _, err := v.Verify(toks[i]); err != nil {
-			b.Fatal(err)
-		}
-	}
 }

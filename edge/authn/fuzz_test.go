@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -18,9 +19,7 @@ import (
 // choose a reason code) whose text does not repeat the credential.
 func FuzzVerify(f *testing.F) {
 	a := newIssuer(f, issA, "a1")
-	cfg := defaultConfig()
-	cfg.CacheSize = 8
-	v := newVerifier(f, cfg, a)
+	v := newVerifier(f, cacheConfig(8), a)
 
 	good := mint(f, a, goodClaims(a), nil)
 	parts := strings.Split(good, ".")
@@ -40,29 +39,7 @@ func FuzzVerify(f *testing.F) {
 	}
 
 	f.Fuzz(func(t *testing.T, token string) {
-		c, err := v.Verify(token)
-		if err == nil {
-			if c == nil || c.Issuer != issA || c.ClientID == "" || c.Subject == "" || c.JTI == "" || c.Scope == nil {
-				t.Fatalf("Verify(%q) accepted with claims %+v", token, c)
-			}
-			return
-		}
-		if c != nil {
-			t.Fatalf("Verify(%q) returned claims with error %v", token, err)
-		}
-		var ae *authn.Error
-		if !errors.As(err, &ae) {
-			t.Fatalf("Verify(%q) error %T %v is not an *authn.Error", token, err, err)
-		}
-		if ae.Reason == "" || authn.ReasonOf(err) != ae.Reason {
-			t.Fatalf("Verify(%q) error %v has no reason", token, err)
-		}
-		if !ae.Reason.BadCredentials() {
-			t.Fatalf("Verify(%q) reason %q is not about the credential", token, ae.Reason)
-		}
-		if len(token) >= 24 && strings.Contains(err.Error(), token) {
-			t.Fatalf("error text %q repeats the token", err)
-		}
+		fuzzedVerify(t, v, token, fmt.Sprintf("%q", token))
 	})
 }
 
@@ -72,9 +49,7 @@ func FuzzVerify(f *testing.F) {
 // the fixture key signed, checked here with go-cose directly.
 func FuzzVerifyCWT(f *testing.F) {
 	a := newIssuer(f, issA, "a1")
-	cfg := defaultConfig()
-	cfg.CacheSize = 8
-	v := newVerifier(f, cfg, a)
+	v := newVerifier(f, cacheConfig(8), a)
 	pub, err := cose.NewVerifier(cose.AlgorithmES256, &ecPrivOf(f, a).PublicKey)
 	if err != nil {
 		f.Fatal(err)
@@ -112,41 +87,57 @@ func FuzzVerifyCWT(f *testing.F) {
 	}
 
 	f.Fuzz(func(t *testing.T, token []byte) {
-		c, err := v.Verify(string(token))
-		if err == nil {
-			if c == nil || c.Issuer != issA || c.Kid != "a1" || c.ClientID == "" || c.Subject == "" || c.JTI == "" || c.Scope == nil {
-				t.Fatalf("Verify(%x) accepted with claims %+v", token, c)
-			}
-			if len(token) > 0 && token[0] < 0x80 {
-				return // a JWT: FuzzVerify's
-			}
-			body := bytes.TrimPrefix(token, []byte{0xd8, 0x3d})
-			var msg cose.Sign1Message
-			if len(body) > 0 && body[0] == 0x84 {
-				err = (*cose.UntaggedSign1Message)(&msg).UnmarshalCBOR(body)
-			} else {
-				err = msg.UnmarshalCBOR(body)
-			}
-			if err != nil {
-				t.Fatalf("Verify(%x) accepted what go-cose cannot parse: %v", token, err)
-			}
-			if err := msg.Verify(nil, pub); err != nil {
-				t.Fatalf("Verify(%x) accepted a token the fixture key did not sign: %v", token, err)
-			}
+		if !fuzzedVerify(t, v, string(token), fmt.Sprintf("%x", token)) {
 			return
 		}
-		if c != nil {
-			t.Fatalf("Verify(%x) returned claims with error %v", token, err)
+		if len(token) > 0 && token[0] < 0x80 {
+			return // a JWT: FuzzVerify's
 		}
-		var ae *authn.Error
-		if !errors.As(err, &ae) {
-			t.Fatalf("Verify(%x) error %T %v is not an *authn.Error", token, err, err)
+		body := bytes.TrimPrefix(token, []byte{0xd8, 0x3d})
+		var msg cose.Sign1Message
+		var err error
+		if len(body) > 0 && body[0] == 0x84 {
+			err = (*cose.UntaggedSign1Message)(&msg).UnmarshalCBOR(body)
+		} else {
+			err = msg.UnmarshalCBOR(body)
 		}
-		if ae.Reason == "" || !ae.Reason.BadCredentials() {
-			t.Fatalf("Verify(%x) reason %q is not about the credential", token, ae.Reason)
+		if err != nil {
+			t.Fatalf("Verify(%x) accepted what go-cose cannot parse: %v", token, err)
 		}
-		if len(token) >= 24 && strings.Contains(err.Error(), string(token)) {
-			t.Fatalf("error text %q repeats the token", err)
+		if err := msg.Verify(nil, pub); err != nil {
+			t.Fatalf("Verify(%x) accepted a token the fixture key did not sign: %v", token, err)
 		}
 	})
+}
+
+// fuzzedVerify verifies a fuzzed token (shown so in messages) with a
+// verifier trusting only key a1 of issA, and reports whether it was
+// accepted: then with the claims of a good token, or else refused with a
+// credential *authn.Error whose text does not repeat the token.
+func fuzzedVerify(t *testing.T, v *authn.Verifier, token, shown string) (accepted bool) {
+	t.Helper()
+	c, err := v.Verify(token)
+	if err == nil {
+		if c == nil || c.Issuer != issA || c.Kid != "a1" || c.ClientID == "" || c.Subject == "" || c.JTI == "" || c.Scope == nil {
+			t.Fatalf("Verify(%s) accepted with claims %+v", shown, c)
+		}
+		return true
+	}
+	if c != nil {
+		t.Fatalf("Verify(%s) returned claims with error %v", shown, err)
+	}
+	var ae *authn.Error
+	if !errors.As(err, &ae) {
+		t.Fatalf("Verify(%s) error %T %v is not an *authn.Error", shown, err, err)
+	}
+	if ae.Reason == "" || authn.ReasonOf(err) != ae.Reason {
+		t.Fatalf("Verify(%s) error %v has no reason", shown, err)
+	}
+	if !ae.Reason.BadCredentials() {
+		t.Fatalf("Verify(%s) reason %q is not about the credential", shown, ae.Reason)
+	}
+	if len(token) >= 24 && strings.Contains(err.Error(), token) {
+		t.Fatalf("error text %q repeats the token", err)
+	}
+	return false
 }

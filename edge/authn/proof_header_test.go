@@ -4,8 +4,6 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/sha256"
-	"encoding/base64"
 	"strings"
 	"testing"
 
@@ -27,18 +25,8 @@ func TestProofHeaderStrict(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b64 := base64.RawURLEncoding.EncodeToString
 	sign := func(header string) []byte {
-		in := b64([]byte(header)) + "." + b64([]byte(`{"nonce":"n"}`))
-		sum := sha256.Sum256([]byte(in))
-		r, s, err := ecdsa.Sign(rand.Reader, priv, sum[:])
-		if err != nil {
-			t.Fatal(err)
-		}
-		sig := make([]byte, 64)
-		r.FillBytes(sig[:32])
-		s.FillBytes(sig[32:])
-		return []byte(in + "." + b64(sig))
+		return []byte(signJWS(t, priv, header, `{"nonce":"n"}`))
 	}
 	const typ = "edgeid-pop+jws"
 	if _, err := authn.VerifyProofWith(pub, sign(`{"alg":"ES256","typ":"`+typ+`"}`), typ); err != nil {

@@ -1,199 +1,27 @@
 package authn_test
 
 import (
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/elliptic"
 	"crypto/hmac"
-	"crypto/rand"
-	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
-	"maps"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/lestrrat-go/jwx/v3/jwa"
-	"github.com/lestrrat-go/jwx/v3/jwk"
 
 	"github.com/edgeid/edgeid/edge/authn"
 	"github.com/edgeid/edgeid/edge/demo"
 	"github.com/edgeid/edgeid/store"
 )
 
-const (
-	issA = "https://a.example.com/"
-	issB = "https://b.example.com/"
-	aud  = "edgeid"
-)
-
-// ---- shared helpers (also used by authenticator_test.go and fuzz_test.go) ----
-
-func newIssuer(t testing.TB, url, kid string) *demo.Issuer {
-	t.Helper()
-	is, err := demo.NewIssuer(url, kid)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return is
-}
-
-// issuerRecords makes one issuer record per URL, holding the keys of every
-// issuer with that URL.
-func issuerRecords(t testing.TB, issuers []*demo.Issuer, urls ...string) []store.Issuer {
-	t.Helper()
-	var recs []store.Issuer
-	for _, url := range urls {
-		var keys []json.RawMessage
-		for _, is := range issuers {
-			if is.URL != url {
-				continue
-			}
-			j, err := is.JWKS()
-			if err != nil {
-				t.Fatal(err)
-			}
-			var set struct{ Keys []json.RawMessage }
-			if err := json.Unmarshal(j, &set); err != nil {
-				t.Fatal(err)
-			}
-			keys = append(keys, set.Keys...)
-		}
-		raw, _ := json.Marshal(map[string]any{"keys": keys})
-		recs = append(recs, store.Issuer{Issuer: url, JWKS: raw})
-	}
-	return recs
-}
-
-func issuerFromKey(t testing.TB, url, kid string, alg jwa.SignatureAlgorithm, key crypto.Signer) *demo.Issuer {
-	t.Helper()
-	is, err := demo.IssuerFromKey(url, kid, alg, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return is
-}
-
-var (
-	rsaOnce sync.Once
-	rsaKey  *rsa.PrivateKey
-)
-
-// rsa2048 is generated once: it is slow under the race detector.
-func rsa2048(t testing.TB) *rsa.PrivateKey {
-	t.Helper()
-	rsaOnce.Do(func() {
-		k, err := rsa.GenerateKey(rand.Reader, 2048)
-		if err != nil {
-			panic(err)
-		}
-		rsaKey = k
-	})
-	return rsaKey
-}
-
-func record(t testing.TB, is *demo.Issuer) store.Issuer {
-	t.Helper()
-	r, err := is.Record()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return r
-}
-
-func mint(t testing.TB, is *demo.Issuer, claims map[string]any, headers map[string]any) string {
-	t.Helper()
-	tok, err := is.Mint(claims, headers)
-	if err != nil {
-		t.Fatalf("Mint: %v", err)
-	}
-	return tok
-}
-
-// goodClaims are valid claims of a token for device d1 acting for itself.
-func goodClaims(is *demo.Issuer) map[string]any {
-	return is.Claims("d1", "d1", aud, "publish:devices/d1/telemetry/# subscribe:devices/d1/commands/+", time.Hour)
-}
-
-func with(c map[string]any, kv ...any) map[string]any {
-	out := maps.Clone(c)
-	for i := 0; i < len(kv); i += 2 {
-		out[kv[i].(string)] = kv[i+1]
-	}
-	return out
-}
-
-func without(c map[string]any, keys ...string) map[string]any {
-	out := maps.Clone(c)
-	for _, k := range keys {
-		delete(out, k)
-	}
-	return out
-}
-
-func b64json(t testing.TB, v any) string {
-	t.Helper()
-	raw, err := json.Marshal(v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return base64.RawURLEncoding.EncodeToString(raw)
-}
-
-func defaultConfig() authn.VerifierConfig {
-	return authn.VerifierConfig{
-		Audiences:   []string{aud, "other-gateway"},
-		MaxLifetime: 24 * time.Hour,
-		MaxSize:     8 << 10,
-		CacheSize:   100,
-	}
-}
-
-func newVerifier(t testing.TB, cfg authn.VerifierConfig, issuers ...*demo.Issuer) *authn.Verifier {
-	t.Helper()
-	v := authn.NewVerifier(cfg)
-	var recs []store.Issuer
-	for _, is := range issuers {
-		recs = append(recs, record(t, is))
-	}
-	if err := v.SetIssuers(recs); err != nil {
-		t.Fatalf("SetIssuers: %v", err)
-	}
-	return v
-}
-
-// wantReason checks that err is an *authn.Error with reason want.
-func wantReason(t testing.TB, err error, want authn.Reason) {
-	t.Helper()
-	if err == nil {
-		t.Fatalf("accepted, want refusal with reason %q", want)
-	}
-	var ae *authn.Error
-	if !errors.As(err, &ae) {
-		t.Fatalf("error %T %v is not an *authn.Error (want reason %q)", err, err, want)
-	}
-	if got := authn.ReasonOf(err); got != want {
-		t.Fatalf("reason = %q (%v), want %q", got, err, want)
-	}
-}
-
-// ---- tests ----
-
 func TestVerifyRefusesBadTokens(t *testing.T) {
-	a := newIssuer(t, issA, "a1")
-	b := newIssuer(t, issB, "b1")
-	cfg := defaultConfig()
-	cfg.CacheSize = 0
-	v := newVerifier(t, cfg, a, b)
-
+	a, v := refusalVerifier(t)
 	good := goodClaims(a)
 	goodTok := mint(t, a, good, nil)
 	if _, err := v.Verify(goodTok); err != nil {
@@ -228,17 +56,10 @@ func TestVerifyRefusesBadTokens(t *testing.T) {
 	payload["client_id"] = "d2"
 	tampered := parts[0] + "." + b64json(t, payload) + "." + parts[2]
 
-	imposter := newIssuer(t, issA, "a1") // another key, same kid and iss
-	p384, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
-	es384 := issuerFromKey(t, issA, "a1", jwa.ES384(), p384) // header alg differs from the key's
-
+	imposter, es384 := impostors(t)
 	big := strings.Repeat("x", 9000)
 
-	tests := []struct {
-		name  string
-		token string
-		want  authn.Reason
-	}{
+	runVerifyCases(t, v, []verifyCase{
 		{"alg none", algNone, authn.ReasonBadHeader},
 		{"alg none with a signature", algNone + "c2ln", authn.ReasonBadHeader},
 		{"HS256 with the public key DER as secret", hs(der), authn.ReasonBadHeader},
@@ -288,25 +109,7 @@ func TestVerifyRefusesBadTokens(t *testing.T) {
 		{"not base64", "!!!.???.***", authn.ReasonMalformed},
 		{"header not JSON", base64.RawURLEncoding.EncodeToString([]byte("nope")) + "." + parts[1] + "." + parts[2], authn.ReasonMalformed},
 		{"JSON serialization", `{"payload":"` + parts[1] + `","signatures":[]}`, authn.ReasonMalformed},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			c, err := v.Verify(tt.token)
-			if tt.want == "" {
-				if err != nil {
-					t.Fatalf("refused: %v", err)
-				}
-				return
-			}
-			if c != nil {
-				t.Errorf("Verify returned claims %+v with a refusal", c)
-			}
-			wantReason(t, err, tt.want)
-			if strings.Contains(err.Error(), tt.token) && len(tt.token) > 20 {
-				t.Errorf("error text contains the token")
-			}
-		})
-	}
+	})
 
 	// Missing claims are named.
 	_, err = v.Verify(mint(t, a, without(good, "jti", "client_id"), nil))
@@ -314,36 +117,6 @@ func TestVerifyRefusesBadTokens(t *testing.T) {
 	if !strings.Contains(err.Error(), "client_id, jti") {
 		t.Errorf("error %q does not name the missing claims", err)
 	}
-}
-
-// ecPrivOf returns the issuer's private key as *ecdsa.PrivateKey.
-func ecPrivOf(t testing.TB, is *demo.Issuer) *ecdsa.PrivateKey {
-	t.Helper()
-	var raw any
-	if err := jwk.Export(is.Key, &raw); err != nil {
-		t.Fatal(err)
-	}
-	priv, ok := raw.(*ecdsa.PrivateKey)
-	if !ok {
-		t.Fatalf("issuer key is %T, want *ecdsa.PrivateKey", raw)
-	}
-	return priv
-}
-
-// signES256 builds a compact JWS by hand with any header, validly signed by
-// the issuer's P-256 key, so that a test can change only the header.
-func signES256(t testing.TB, is *demo.Issuer, header, claims map[string]any) string {
-	t.Helper()
-	input := b64json(t, header) + "." + b64json(t, claims)
-	h := sha256.Sum256([]byte(input))
-	r, s, err := ecdsa.Sign(rand.Reader, ecPrivOf(t, is), h[:])
-	if err != nil {
-		t.Fatal(err)
-	}
-	sig := make([]byte, 64)
-	r.FillBytes(sig[:32])
-	s.FillBytes(sig[32:])
-	return input + "." + base64.RawURLEncoding.EncodeToString(sig)
 }
 
 func TestVerifyClaimTypesAreBadClaims(t *testing.T) {
@@ -370,23 +143,16 @@ func TestVerifyClaimTypesAreBadClaims(t *testing.T) {
 }
 
 func TestVerifyGoodTokens(t *testing.T) {
-	_, edPriv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p384, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	edPriv := newEd25519(t)
 	issuers := []*demo.Issuer{
 		newIssuer(t, issA, "es256"),
 		issuerFromKey(t, issA, "ed", jwa.EdDSA(), edPriv),
 		issuerFromKey(t, issA, "ed2", jwa.EdDSAEd25519(), edPriv),
 		issuerFromKey(t, issB, "rs", jwa.RS256(), rsa2048(t)),
 		issuerFromKey(t, issB, "ps", jwa.PS256(), rsa2048(t)),
-		issuerFromKey(t, issB, "es384", jwa.ES384(), p384),
+		issuerFromKey(t, issB, "es384", jwa.ES384(), newP384(t)),
 	}
-	v := authn.NewVerifier(defaultConfig())
-	if err := v.SetIssuers(issuerRecords(t, issuers, issA, issB)); err != nil {
-		t.Fatalf("SetIssuers: %v", err)
-	}
+	v := trustAll(t, issuers)
 
 	for _, is := range issuers {
 		t.Run(is.Alg.String(), func(t *testing.T) {
@@ -416,22 +182,14 @@ func TestVerifyGoodTokens(t *testing.T) {
 			if c.Cnf.JKT != "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I" || c.Cnf.X5T != "" || !c.Cnf.Bound() {
 				t.Errorf("cnf = %+v", c.Cnf)
 			}
-			for topic, want := range map[string]bool{
+			wantPublish(t, "Scope", c.Scope, map[string]bool{
 				"devices/d1/telemetry/temp": true, "devices/d1/telemetry": true, "devices/d1/status": true,
 				"devices/d2/telemetry/temp": false, "devices/d1/commands/reboot": false, "openid": false,
-			} {
-				if got := c.Scope.CanPublish(topic); got != want {
-					t.Errorf("Scope.CanPublish(%q) = %v, want %v", topic, got, want)
-				}
-			}
-			for filter, want := range map[string]bool{
+			})
+			wantSubscribe(t, "Scope", c.Scope, map[string]bool{
 				"devices/d1/commands/+": true, "devices/d1/commands/reboot": true, "devices/d1/status": true,
 				"devices/d1/commands/#": false, "devices/d1/telemetry/#": false,
-			} {
-				if got := c.Scope.CanSubscribe(filter); got != want {
-					t.Errorf("Scope.CanSubscribe(%q) = %v, want %v", filter, got, want)
-				}
-			}
+			})
 			if !v.HasKey(is.URL, is.Kid) {
 				t.Errorf("HasKey(%s, %s) = false", is.URL, is.Kid)
 			}
@@ -518,9 +276,7 @@ func TestSetIssuers(t *testing.T) {
 	a := newIssuer(t, issA, "a1")
 	v := newVerifier(t, defaultConfig(), a)
 	tok := mint(t, a, goodClaims(a), nil)
-	if _, err := v.Verify(tok); err != nil {
-		t.Fatal(err)
-	}
+	mustVerify(t, v, tok)
 	// A bad set is refused whole and the old keys stay.
 	bad := store.Issuer{Issuer: issB, JWKS: store.JWKS(`{"keys":[{"kty":"oct","k":"c2VjcmV0","kid":"h","alg":"HS256"}]}`)}
 	if err := v.SetIssuers([]store.Issuer{record(t, newIssuer(t, "https://c/", "c1")), bad}); err == nil || !strings.Contains(err.Error(), issB) {
@@ -595,14 +351,8 @@ func TestVerifierCache(t *testing.T) {
 
 	claims := with(goodClaims(a), "iat", now.Unix(), "exp", now.Add(time.Minute).Unix())
 	tok := mint(t, a, claims, nil)
-	c1, err := v.Verify(tok)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c2, err := v.Verify(tok)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c1 := mustVerify(t, v, tok)
+	c2 := mustVerify(t, v, tok)
 	if v.CacheLen() != 1 {
 		t.Errorf("CacheLen after verifying one token twice = %d, want 1", v.CacheLen())
 	}
@@ -634,9 +384,7 @@ func TestVerifierCache(t *testing.T) {
 	if v.CacheLen() != 0 {
 		t.Errorf("CacheLen after Purge = %d", v.CacheLen())
 	}
-	if _, err := v.Verify(tok); err != nil {
-		t.Fatal(err)
-	}
+	mustVerify(t, v, tok)
 
 	// A cached token that has expired is refused.
 	clock = now.Add(2 * time.Minute)
@@ -648,9 +396,7 @@ func TestVerifierCache(t *testing.T) {
 
 	// SetIssuers purges.
 	clock = now
-	if _, err := v.Verify(tok); err != nil {
-		t.Fatal(err)
-	}
+	mustVerify(t, v, tok)
 	if err := v.SetIssuers([]store.Issuer{record(t, a)}); err != nil {
 		t.Fatal(err)
 	}
@@ -661,14 +407,10 @@ func TestVerifierCache(t *testing.T) {
 
 func TestVerifierWithoutCache(t *testing.T) {
 	a := newIssuer(t, issA, "a1")
-	cfg := defaultConfig()
-	cfg.CacheSize = 0
-	v := newVerifier(t, cfg, a)
+	v := newVerifier(t, cacheConfig(0), a)
 	tok := mint(t, a, goodClaims(a), nil)
 	for range 2 {
-		if _, err := v.Verify(tok); err != nil {
-			t.Fatal(err)
-		}
+		mustVerify(t, v, tok)
 	}
 	if v.CacheLen() != 0 || v.Forget(func(*authn.Claims) bool { return true }) != 0 {
 		t.Error("a verifier without cache reports cached tokens")
@@ -709,14 +451,7 @@ func TestVerifierSkew(t *testing.T) {
 			cfg := defaultConfig()
 			cfg.Skew, cfg.ExpLeeway = tt.skew, tt.leeway
 			cfg.Now = func() time.Time { return now }
-			_, err := newVerifier(t, cfg, a).Verify(mint(t, a, tt.claims, nil))
-			if tt.want == "" {
-				if err != nil {
-					t.Fatalf("refused: %v", err)
-				}
-				return
-			}
-			wantReason(t, err, tt.want)
+			verifyWant(t, newVerifier(t, cfg, a), mint(t, a, tt.claims, nil), tt.want)
 		})
 	}
 }
@@ -744,11 +479,7 @@ func TestClaimsJSONHasNoToken(t *testing.T) {
 	a := newIssuer(t, issA, "a1")
 	v := newVerifier(t, defaultConfig(), a)
 	tok := mint(t, a, goodClaims(a), nil)
-	c, err := v.Verify(tok)
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, err := json.Marshal(c)
+	raw, err := json.Marshal(mustVerify(t, v, tok))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -759,4 +490,12 @@ func TestClaimsJSONHasNoToken(t *testing.T) {
 	if m["client_id"] != "d1" || m["iss"] != issA || strings.Contains(string(raw), strings.Split(tok, ".")[2]) {
 		t.Errorf("Claims JSON = %s", raw)
 	}
+}
+
+// refusalVerifier is issuer a (issA, kid a1) and a verifier without cache
+// that trusts it and issuer b1 of issB: for the tables of refused tokens.
+func refusalVerifier(t *testing.T) (*demo.Issuer, *authn.Verifier) {
+	t.Helper()
+	a := newIssuer(t, issA, "a1")
+	return a, newVerifier(t, cacheConfig(0), a, newIssuer(t, issB, "b1"))
 }
