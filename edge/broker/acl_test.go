@@ -1,8 +1,6 @@
 package broker
 
 import (
-	"io"
-	"log/slog"
 	"testing"
 	"time"
 
@@ -14,11 +12,7 @@ import (
 // aclFixture is a broker with one live session holding a realistic
 // thermostat permission set, for the per-message path.
 func aclFixture(t testing.TB) (*aclHook, *mqtt.Client, *Session) {
-	srv := mqtt.New(&mqtt.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	b, err := New(srv, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := newTestBroker(t)
 	rules, err := policy.Expand([]policy.Rule{
 		{Filter: "devices/{device}/telemetry/#", Actions: policy.Publish},
 		{Filter: "devices/{device}/commands/#", Actions: policy.Subscribe},
@@ -34,9 +28,8 @@ func aclFixture(t testing.TB) (*aclHook, *mqtt.Client, *Session) {
 		t.Fatal(err)
 	}
 	scope, _ := policy.Compile([]policy.Rule{{Filter: "devices/thermo-1/#", Actions: policy.Publish | policy.Subscribe}, {Filter: "firmware/#", Actions: policy.Subscribe}})
-	cl := srv.NewClient(nil, "t", "thermo-1", false)
-	s := &Session{ClientID: "thermo-1", Device: "thermo-1", cl: cl, Expires: time.Now().Add(time.Hour)}
-	s.SetPerms(policy.NewPerms(set, scope))
+	cl := b.Server.NewClient(nil, "t", "thermo-1", false)
+	s := thermoSession(cl, policy.NewPerms(set, scope))
 	b.Sessions.add(s)
 	return &aclHook{b: b}, cl, s
 }

@@ -95,23 +95,21 @@ type pendingAuth struct {
 // New wraps server with the EdgeID hooks. Add listeners, then Serve.
 func New(server *mqtt.Server, auth *authn.Authenticator, log *slog.Logger) (*Broker, error) {
 	b := &Broker{Server: server, Sessions: NewSessions(), Auth: auth, Log: log, Now: time.Now}
-	if err := server.AddHook(&authHook{b: b}, nil); err != nil {
-		return nil, fmt.Errorf("add auth hook: %w", err)
-	}
-	if err := server.AddHook(&aclHook{b: b}, nil); err != nil {
-		return nil, fmt.Errorf("add acl hook: %w", err)
-	}
-	if err := server.AddHook(&pairHook{b: b}, nil); err != nil {
-		return nil, fmt.Errorf("add pairing hook: %w", err)
-	}
-	if err := server.AddHook(&throttleHook{b: b}, nil); err != nil {
-		return nil, fmt.Errorf("add throttle hook: %w", err)
-	}
-	if err := server.AddHook(&offlineHook{b: b}, nil); err != nil {
-		return nil, fmt.Errorf("add offline queue hook: %w", err)
-	}
-	if err := server.AddHook(&statsHook{b: b}, nil); err != nil {
-		return nil, fmt.Errorf("add stats hook: %w", err)
+	// In this order: mochi runs hooks in the order they were added.
+	for _, h := range []struct {
+		name string
+		hook mqtt.Hook
+	}{
+		{"auth", &authHook{b: b}},
+		{"acl", &aclHook{b: b}},
+		{"pairing", &pairHook{b: b}},
+		{"throttle", &throttleHook{b: b}},
+		{"offline queue", &offlineHook{b: b}},
+		{"stats", &statsHook{b: b}},
+	} {
+		if err := server.AddHook(h.hook, nil); err != nil {
+			return nil, fmt.Errorf("add %s hook: %w", h.name, err)
+		}
 	}
 	return b, nil
 }

@@ -14,6 +14,33 @@ import (
 var subscribeNoOptions = []byte{0x82, 0x12, 0x00, 0x01, 0x00, 0x00, 0x0d,
 	'f', 'u', 'z', 'z', '/', 'f', 'u', 'z', 'z', '-', '0', '/', '#'}
 
+// wireCodec is how mochi handles one packet type: the decoder its client
+// read loop calls, the validation processPacket then applies, and the
+// encoder of Client.WritePacket.
+type wireCodec struct {
+	decode   func(*packets.Packet, []byte) error // nil: the body is not decoded (PINGREQ, PINGRESP)
+	validate func(*packets.Packet)               // after a decode without error; nil: none
+	encode   func(*packets.Packet, *bytes.Buffer) error
+}
+
+var wireCodecs = map[byte]wireCodec{
+	packets.Connect:     {(*packets.Packet).ConnectDecode, func(pk *packets.Packet) { pk.ConnectValidate() }, (*packets.Packet).ConnectEncode},
+	packets.Connack:     {(*packets.Packet).ConnackDecode, nil, (*packets.Packet).ConnackEncode},
+	packets.Publish:     {(*packets.Packet).PublishDecode, func(pk *packets.Packet) { pk.PublishValidate(0); pk.PublishValidate(65535) }, (*packets.Packet).PublishEncode},
+	packets.Puback:      {(*packets.Packet).PubackDecode, nil, (*packets.Packet).PubackEncode},
+	packets.Pubrec:      {(*packets.Packet).PubrecDecode, nil, (*packets.Packet).PubrecEncode},
+	packets.Pubrel:      {(*packets.Packet).PubrelDecode, nil, (*packets.Packet).PubrelEncode},
+	packets.Pubcomp:     {(*packets.Packet).PubcompDecode, nil, (*packets.Packet).PubcompEncode},
+	packets.Subscribe:   {(*packets.Packet).SubscribeDecode, func(pk *packets.Packet) { pk.SubscribeValidate() }, (*packets.Packet).SubscribeEncode},
+	packets.Suback:      {(*packets.Packet).SubackDecode, nil, (*packets.Packet).SubackEncode},
+	packets.Unsubscribe: {(*packets.Packet).UnsubscribeDecode, func(pk *packets.Packet) { pk.UnsubscribeValidate() }, (*packets.Packet).UnsubscribeEncode},
+	packets.Unsuback:    {(*packets.Packet).UnsubackDecode, nil, (*packets.Packet).UnsubackEncode},
+	packets.Pingreq:     {nil, nil, (*packets.Packet).PingreqEncode},
+	packets.Pingresp:    {nil, nil, (*packets.Packet).PingrespEncode},
+	packets.Disconnect:  {(*packets.Packet).DisconnectDecode, nil, (*packets.Packet).DisconnectEncode},
+	packets.Auth:        {(*packets.Packet).AuthDecode, func(pk *packets.Packet) { pk.AuthValidate() }, (*packets.Packet).AuthEncode},
+}
+
 // decodeWire reads one packet from raw (fixed header + body) as mochi's
 // Client.ReadFixedHeader and Client.ReadPacket do for a client of the
 // given protocol version, and runs the validation mochi's processPacket
@@ -39,53 +66,14 @@ func decodeWire(raw []byte, version byte) (pk packets.Packet, rest []byte, ok bo
 	pk.ProtocolVersion = version
 	pk.FixedHeader = fh
 	px := append([]byte{}, body[:n]...)
-	switch fh.Type {
-	case packets.Connect:
-		err = pk.ConnectDecode(px)
-		if err == nil {
-			pk.ConnectValidate()
-		}
-	case packets.Disconnect:
-		err = pk.DisconnectDecode(px)
-	case packets.Connack:
-		err = pk.ConnackDecode(px)
-	case packets.Publish:
-		err = pk.PublishDecode(px)
-		if err == nil {
-			pk.PublishValidate(0)
-			pk.PublishValidate(65535)
-		}
-	case packets.Puback:
-		err = pk.PubackDecode(px)
-	case packets.Pubrec:
-		err = pk.PubrecDecode(px)
-	case packets.Pubrel:
-		err = pk.PubrelDecode(px)
-	case packets.Pubcomp:
-		err = pk.PubcompDecode(px)
-	case packets.Subscribe:
-		err = pk.SubscribeDecode(px)
-		if err == nil {
-			pk.SubscribeValidate()
-		}
-	case packets.Suback:
-		err = pk.SubackDecode(px)
-	case packets.Unsubscribe:
-		err = pk.UnsubscribeDecode(px)
-		if err == nil {
-			pk.UnsubscribeValidate()
-		}
-	case packets.Unsuback:
-		err = pk.UnsubackDecode(px)
-	case packets.Pingreq:
-	case packets.Pingresp:
-	case packets.Auth:
-		err = pk.AuthDecode(px)
-		if err == nil {
-			pk.AuthValidate()
-		}
-	default:
+	switch c, known := wireCodecs[fh.Type]; {
+	case !known:
 		err = fmt.Errorf("invalid packet type; %v", fh.Type)
+	case c.decode != nil:
+		err = c.decode(&pk, px)
+		if err == nil && c.validate != nil {
+			c.validate(&pk)
+		}
 	}
 	if err == nil {
 		pk.ReasonCodeValid()
@@ -98,41 +86,11 @@ func decodeWire(raw []byte, version byte) (pk packets.Packet, rest []byte, ok bo
 // encodeWire encodes pk as mochi's Client.WritePacket does.
 func encodeWire(pk packets.Packet) ([]byte, error) {
 	var b bytes.Buffer
-	var err error
-	switch pk.FixedHeader.Type {
-	case packets.Connect:
-		err = pk.ConnectEncode(&b)
-	case packets.Connack:
-		err = pk.ConnackEncode(&b)
-	case packets.Publish:
-		err = pk.PublishEncode(&b)
-	case packets.Puback:
-		err = pk.PubackEncode(&b)
-	case packets.Pubrec:
-		err = pk.PubrecEncode(&b)
-	case packets.Pubrel:
-		err = pk.PubrelEncode(&b)
-	case packets.Pubcomp:
-		err = pk.PubcompEncode(&b)
-	case packets.Subscribe:
-		err = pk.SubscribeEncode(&b)
-	case packets.Suback:
-		err = pk.SubackEncode(&b)
-	case packets.Unsubscribe:
-		err = pk.UnsubscribeEncode(&b)
-	case packets.Unsuback:
-		err = pk.UnsubackEncode(&b)
-	case packets.Pingreq:
-		err = pk.PingreqEncode(&b)
-	case packets.Pingresp:
-		err = pk.PingrespEncode(&b)
-	case packets.Disconnect:
-		err = pk.DisconnectEncode(&b)
-	case packets.Auth:
-		err = pk.AuthEncode(&b)
-	default:
-		err = fmt.Errorf("no encoder for type %d", pk.FixedHeader.Type)
+	c, known := wireCodecs[pk.FixedHeader.Type]
+	if !known {
+		return b.Bytes(), fmt.Errorf("no encoder for type %d", pk.FixedHeader.Type)
 	}
+	err := c.encode(&pk, &b)
 	return b.Bytes(), err
 }
 

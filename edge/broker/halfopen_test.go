@@ -73,7 +73,7 @@ func startHalfOpen(t *testing.T, max, perSource int, timeout time.Duration) *hal
 	}
 	log := slog.New(slog.NewTextHandler(w, nil))
 	h := NewHalfOpen(max, perSource, log)
-	srv := mqtt.New(&mqtt.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	srv := mqtt.New(&mqtt.Options{Logger: discardLog()})
 	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
 		t.Fatal(err)
 	}
