@@ -3,6 +3,7 @@ package coap
 import (
 	"expvar"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -76,4 +77,32 @@ func TestUnknownPSKIdentityScansNothing(t *testing.T) {
 		t.Fatal("the identity a device gave up was still taken")
 	}
 	_ = ts.dialIdentity(t, "dev-new-identity-2", pskKey(1)).Close()
+}
+
+// A PSK must be 16 to 64 bytes, come with an identity and the identity be
+// unique; the store refuses the rest without showing the key.
+func TestCoAPPSKValidation(t *testing.T) {
+	ts := startTestServer(t, 0, Options{})
+	dev := func(id, identity string, key []byte) store.Device {
+		return store.Device{ID: id, Class: "thermostat", Status: store.DeviceActive, PSKIdentity: identity, PSK: key}
+	}
+	long := []byte(pskKey(0))
+	for _, c := range []struct {
+		name string
+		b    store.Batch
+		want string
+	}{
+		{"short key", store.Batch{Devices: []store.Device{dev("p1", "id1", []byte("short"))}}, ".psk must be 16 to 64 bytes"},
+		{"key without identity", store.Batch{Devices: []store.Device{dev("p1", "", long)}}, ".psk_identity is empty"},
+		{"identity without key", store.Batch{Devices: []store.Device{dev("p1", "id1", nil)}}, ".psk is empty"},
+		{"shared identity", store.Batch{Devices: []store.Device{dev("p1", "same", long), dev("p2", "same", long)}}, "PSK identities must be unique"},
+	} {
+		_, err := ts.st.Apply(&c.b, nil)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: err %v, want %q", c.name, err, c.want)
+		}
+		if err != nil && strings.Contains(err.Error(), string(long)) {
+			t.Errorf("%s: the error shows the key", c.name)
+		}
+	}
 }
