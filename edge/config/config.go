@@ -34,6 +34,7 @@ type Config struct {
 	Throttle Throttle `mapstructure:"throttle"`
 	Pairing  Pairing  `mapstructure:"pairing"`
 	CoAP     CoAP     `mapstructure:"coap"`
+	Bridge   Bridge   `mapstructure:"bridge"`
 }
 
 // CoAP configures the CoAP (RFC 7252) front end: devices publish and observe
@@ -273,6 +274,7 @@ func Default() Config {
 		Pairing: Pairing{Window: 5 * time.Minute},
 		CoAP: CoAP{IdleTimeout: 5 * time.Minute, ObserveIdleTimeout: 24 * time.Hour, MaxObservations: 16,
 			BlockBudget: 8 << 20, BlockTimeout: 2 * time.Minute},
+		Bridge: Bridge{Queue: defaultBridgeQueue()},
 	}
 }
 
@@ -310,6 +312,7 @@ func Load(v *viper.Viper, path string) (Config, error) {
 	if err != nil {
 		return Config{}, fmt.Errorf("config %s: %w (see configs/edgeid.yaml for every key)", orDefaults(path), err)
 	}
+	c.Bridge = c.Bridge.WithDefaults(c.Gateway.ID)
 	if err := c.Validate(); err != nil {
 		return Config{}, fmt.Errorf("config %s: %w", orDefaults(path), err)
 	}
@@ -502,6 +505,7 @@ func (c Config) Validate() error {
 		bad("coap.block_timeout", "%s is outside 1s..1h", c.CoAP.BlockTimeout)
 	}
 	// --- end CoAP ---
+	c.Bridge.validate(bad)
 	if c.Admin.Socket == "" {
 		bad("admin.socket", "is empty; give a unix socket path such as /run/edgeid/admin.sock")
 	}
