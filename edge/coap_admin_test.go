@@ -2,17 +2,12 @@ package edge_test
 
 import (
 	"context"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/plgd-dev/go-coap/v3/message/codes"
-
 	"github.com/edgeid/edgeid/edge/admin"
-	"github.com/edgeid/edgeid/edge/coap"
 	"github.com/edgeid/edgeid/edge/config"
-	"github.com/edgeid/edgeid/store"
 )
 
 // A technician sees CoAP sessions beside MQTT ones (edgeid sessions, devices,
@@ -21,10 +16,7 @@ func TestCoAPSessionsForTechnician(t *testing.T) {
 	g, d := startUDPGateway(t, func(c *config.Config) { c.CoAP.DTLSListen, c.Metrics.Listen = "127.0.0.1:0", "127.0.0.1:0" })
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if _, err := g.g.Store.Apply(&store.Batch{Devices: []store.Device{{ID: coapDevice, Class: "thermostat", Owner: "alice",
-		Status: store.DeviceActive, PSKIdentity: coapID, PSK: []byte(coapKey)}}}, nil); err != nil {
-		t.Fatal(err)
-	}
+	g.addPSKDevice(coapDevice, coapID, coapKey)
 	ac := g.admin()
 	find := func(device, transport string) *admin.Session {
 		ss, err := ac.Sessions(ctx)
@@ -41,12 +33,8 @@ func TestCoAPSessionsForTechnician(t *testing.T) {
 
 	// coap-1 observes over DTLS-PSK; udp-1 observes over plain UDP with a token.
 	psk := g.observe(t, "devices/coap-1/commands/set", "10")
-	if out := d.request(t, "post", "/authz-info", d.token, "", ""); strings.Contains(out, "4.") {
-		t.Fatalf("authz-info: %q", out)
-	}
-	cmd := "/ps/devices/udp-1/commands/set"
-	g.observeAs(t, "udp-1", []string{"-O", strconv.Itoa(int(coap.OptionProof)) + "," + d.proof(t, d.key, codes.GET, cmd, d.token, "", time.Now(), observing)},
-		d.uri(cmd), "10")
+	d.authorize(t)
+	d.observe(t, d.token, "10")
 
 	s := find("coap-1", "coaps")
 	if s == nil || s.Method != "psk" || s.Observations != 1 || s.Remote == "" {
@@ -76,7 +64,7 @@ func TestCoAPSessionsForTechnician(t *testing.T) {
 	}
 
 	// And the metrics: sessions by transport, observations, refusals.
-	d.request(t, "put", "/ps/devices/udp-1/telemetry/temp", "x", "", "") // no proof: 4.01
+	d.request(t, "put", udpTemp, "x", "", "") // no proof: 4.01
 	body := scrape(t, g)
 	for name, want := range map[string]float64{`edgeid_coap_sessions{transport="coaps"}`: 1, `edgeid_coap_sessions{transport="coap"}`: 1,
 		`edgeid_coap_observations`: 2} {

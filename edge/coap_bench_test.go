@@ -2,9 +2,6 @@ package edge_test
 
 import (
 	"context"
-	"crypto"
-	"encoding/base64"
-	"encoding/json"
 	"fmt"
 	"net"
 	"os/exec"
@@ -13,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	piondtls "github.com/pion/dtls/v3"
 	coapdtls "github.com/plgd-dev/go-coap/v3/dtls"
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
@@ -21,8 +17,6 @@ import (
 	udpClient "github.com/plgd-dev/go-coap/v3/udp/client"
 
 	"github.com/edgeid/edgeid/edge/coap"
-	"github.com/edgeid/edgeid/edge/demo"
-	"github.com/edgeid/edgeid/store"
 )
 
 // CoAP DTLS-PSK publishes per second: confirmable PUTs, one after another,
@@ -33,27 +27,20 @@ import (
 //
 //	go test -run '^$' -bench BenchmarkCoAPPublish -benchtime 3000x -count 5 ./edge/
 func BenchmarkCoAPPublish(b *testing.B) {
-	const key = "bench-psk-0123456789abcdef"
-	run := func(b *testing.B, addr, identity, path string) {
-		cc, err := coapdtls.Dial(addr, coapdtls.NewDTLSClientOptions(
-			piondtls.WithPSK(func([]byte) ([]byte, error) { return []byte(key), nil }),
-			piondtls.WithPSKIdentityHint([]byte(identity)),
-			piondtls.WithCipherSuites(piondtls.TLS_PSK_WITH_AES_128_CCM_8)))
+	run := func(b *testing.B, addr string) {
+		cc, err := coapdtls.Dial(addr, coapdtls.NewDTLSClientOptions(pskOptions(coapID, coapKey)...))
 		if err != nil {
 			b.Fatal(err)
 		}
 		defer cc.Close()
-		benchPuts(b, cc, path, nil)
+		benchPuts(b, cc, "/ps/devices/coap-1/telemetry/temp", nil)
 	}
 	b.Run("libcoap-coap-server", func(b *testing.B) {
-		port := libcoapServer(b, -1, "-k", key) // DTLS is on port+1: -p is port-1
-		run(b, fmt.Sprintf("127.0.0.1:%d", port), "bench", "/ps/devices/coap-1/telemetry/temp")
+		port := libcoapServer(b, -1, "-k", coapKey) // DTLS is on port+1: -p is port-1
+		run(b, fmt.Sprintf("127.0.0.1:%d", port))
 	})
 	b.Run("edgeid", func(b *testing.B) {
-		g := startGatewayTB(b, func(c *configT) { c.CoAP.DTLSListen = "127.0.0.1:0" })
-		g.g.Store.Apply(&store.Batch{Devices: []store.Device{{ID: "coap-1", Class: "thermostat", Owner: "alice",
-			Status: store.DeviceActive, PSKIdentity: "bench", PSK: []byte(key)}}}, nil)
-		run(b, g.g.CoAP.Addr(), "bench", "/ps/devices/coap-1/telemetry/temp")
+		run(b, startCoAPGateway(b).g.CoAP.Addr())
 	})
 
 	// Plain UDP: libcoap's coap-server with no security at all, and EdgeID
@@ -66,23 +53,15 @@ func BenchmarkCoAPPublish(b *testing.B) {
 			b.Fatal(err)
 		}
 		defer cc.Close()
-		benchPuts(b, cc, "/ps/devices/udp-1/telemetry/temp", opts)
+		benchPuts(b, cc, udpTemp, opts)
 	}
 	b.Run("libcoap-coap-server-udp", func(b *testing.B) {
 		port := libcoapServer(b, 0)
 		putUDP(b, fmt.Sprintf("127.0.0.1:%d", port), nil)
 	})
 	b.Run("edgeid-udp-proof", func(b *testing.B) {
-		g := startGatewayTB(b, func(c *configT) { c.CoAP.UDPListen = "127.0.0.1:0" })
-		iss, _ := demo.NewIssuer("udp-1", "udp-1-key")
-		pub, _ := iss.Key.PublicKey()
-		pubJSON, _ := json.Marshal(pub)
-		g.g.Store.Apply(&store.Batch{Devices: []store.Device{{ID: "udp-1", Class: "thermostat", Owner: "alice",
-			Status: store.DeviceActive, PublicKey: pubJSON}}}, nil)
-		thumb, _ := pub.Thumbprint(crypto.SHA256)
-		tok := g.token("udp-1", "alice", func(c map[string]any) {
-			c["cnf"] = map[string]any{"jkt": base64.RawURLEncoding.EncodeToString(thumb)}
-		})
+		g, d := startUDPGateway(b)
+		tok := d.token
 		cc, err := coapudp.Dial(g.g.CoAP.UDPAddr())
 		if err != nil {
 			b.Fatal(err)
@@ -91,11 +70,11 @@ func BenchmarkCoAPPublish(b *testing.B) {
 			b.Fatalf("authz-info: %v %v", resp, err)
 		}
 		cc.Close()
-		textPlain := message.TextPlain // benchPuts sends it
 		proofs := make([][]byte, b.N)
 		for i := range proofs {
-			if proofs[i], err = coap.Prove(iss.Key, coap.Request{Method: codes.PUT, URI: "/ps/devices/udp-1/telemetry/temp", Token: tok,
-				Body: []byte("21.5"), ContentFormat: &textPlain}, time.Now()); err != nil {
+			r := coap.Request{Method: codes.PUT, URI: udpTemp, Token: tok, Body: []byte("21.5")}
+			textPlain(&r) // benchPuts sends it
+			if proofs[i], err = coap.Prove(d.key, r, time.Now()); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -1,13 +1,16 @@
 package edge_test
 
 import (
-	"bytes"
 	"context"
 	"os/exec"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	piondtls "github.com/pion/dtls/v3"
+	coapdtls "github.com/plgd-dev/go-coap/v3/dtls"
+	"github.com/plgd-dev/go-coap/v3/udp"
+	udpClient "github.com/plgd-dev/go-coap/v3/udp/client"
 
 	"github.com/edgeid/edgeid/edge/config"
 	"github.com/edgeid/edgeid/store"
@@ -15,7 +18,8 @@ import (
 
 // CoAP over DTLS-PSK, end to end: a real gateway, Debian's libcoap3-bin
 // coap-client as the device and paho as the MQTT side. .ci/run installs
-// libcoap3-bin.
+// libcoap3-bin. This file holds what the edge/coap*_test.go files share;
+// what needs only a coap.Server is tested in edge/coap.
 
 const (
 	coapDevice = "coap-1"
@@ -36,50 +40,120 @@ func coapClientBin(t *testing.T) string {
 
 // startCoAPGateway starts a gateway with CoAP on loopback and adds the
 // thermostat coap-1 with a PSK.
-func startCoAPGateway(t *testing.T, opts ...gwOpt) *gw {
+func startCoAPGateway(t testing.TB, opts ...gwOpt) *gw {
 	t.Helper()
 	opts = append([]gwOpt{func(c *config.Config) { c.CoAP.DTLSListen = "127.0.0.1:0" }}, opts...)
-	g := startGateway(t, opts...)
+	g := startGatewayTB(t, opts...)
 	if g.g.CoAP == nil || g.g.CoAP.Addr() == "" {
 		t.Fatal("gateway has no CoAP listener")
 	}
-	if _, err := g.g.Store.Apply(&store.Batch{Devices: []store.Device{{ID: coapDevice, Class: "thermostat", Owner: "alice",
-		Status: store.DeviceActive, PSKIdentity: coapID, PSK: []byte(coapKey)}}}, nil); err != nil {
-		t.Fatal(err)
-	}
+	g.addPSKDevice(coapDevice, coapID, coapKey)
 	return g
 }
 
+// addPSKDevice registers an active thermostat of alice's with a PSK.
+func (g *gw) addPSKDevice(id, identity, key string) {
+	g.t.Helper()
+	if _, err := g.g.Store.Apply(&store.Batch{Devices: []store.Device{{ID: id, Class: "thermostat", Owner: "alice",
+		Status: store.DeviceActive, PSKIdentity: identity, PSK: []byte(key)}}}, nil); err != nil {
+		g.t.Fatal(err)
+	}
+}
+
+// pskOptions are a DTLS client's options for a PSK session as identity.
+func pskOptions(identity, key string) []piondtls.ClientOption {
+	return []piondtls.ClientOption{
+		piondtls.WithPSK(func([]byte) ([]byte, error) { return []byte(key), nil }),
+		piondtls.WithPSKIdentityHint([]byte(identity)),
+		piondtls.WithCipherSuites(piondtls.TLS_PSK_WITH_AES_128_CCM_8),
+	}
+}
+
+// dialPSK opens a go-coap DTLS session to the gateway as coap-1; the caller
+// closes it.
+func (g *gw) dialPSK(t *testing.T, opts ...udp.Option) *udpClient.Conn {
+	t.Helper()
+	cc, err := coapdtls.Dial(g.g.CoAP.Addr(), coapdtls.NewDTLSClientOptions(pskOptions(coapID, coapKey)...), opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cc
+}
+
+// service connects acme-cloud, the MQTT side of the tests.
+func (g *gw) service() *client {
+	g.t.Helper()
+	return g.mustConnect(connOpts{clientID: "acme-cloud", token: g.token("acme-cloud", "acme-cloud", nil)})
+}
+
+// telemetry connects acme-cloud subscribed to every device's telemetry.
+func (g *gw) telemetry(t *testing.T) *client {
+	t.Helper()
+	svc := g.service()
+	if rc := svc.subscribe(t, "devices/+/telemetry/#"); rc[0] >= 0x80 {
+		t.Fatalf("subscribe: %s", hexCode(rc[0]))
+	}
+	return svc
+}
+
+// onlyMarker reads what svc receives until the marker and fails on
+// anything else: nothing before it was published.
+func onlyMarker(t *testing.T, svc *client, markerTopic, marker string) {
+	t.Helper()
+	timeout := time.After(15 * time.Second)
+	for {
+		select {
+		case m := <-svc.msgs:
+			if m.Topic == markerTopic && string(m.Payload) == marker {
+				return
+			}
+			t.Errorf("published %q on %s", m.Payload, m.Topic)
+		case <-timeout:
+			t.Fatalf("marker %q never arrived", marker)
+		}
+	}
+}
+
+// revokeDevices revokes devices as of at, for two hours.
+func (g *gw) revokeDevices(at time.Time, devices ...string) {
+	g.t.Helper()
+	var b store.Batch
+	for _, d := range devices {
+		b.Revocations = append(b.Revocations, store.Revocation{Kind: store.RevokeDevice, Value: d, RevokedAt: at, ExpiresAt: time.Now().Add(2 * time.Hour)})
+	}
+	if _, err := g.g.Store.Apply(&b, nil); err != nil {
+		g.t.Fatal(err)
+	}
+}
+
 func (g *gw) coapURI(topic string) string { return "coaps://" + g.g.CoAP.Addr() + "/ps/" + topic }
+
+// authzURI is the DTLS listener's /authz-info.
+func (g *gw) authzURI() string { return "coaps://" + g.g.CoAP.Addr() + "/authz-info" }
+
+// tokensBound counts the tokens bound to CoAP sessions so far.
+func (g *gw) tokensBound() int { return strings.Count(g.logs.String(), "coap token bound to session") }
 
 // coap runs one coap-client request as coap-1 (or with the given identity
 // and key) and returns what it printed.
 func (g *gw) coap(t *testing.T, identity, key string, args ...string) string {
 	t.Helper()
+	return runCoAPClient(t, append([]string{"-u", identity, "-k", key, "-B", "5"}, args...)...)
+}
+
+// runCoAPClient runs coap-client with args and returns what it printed.
+func runCoAPClient(t *testing.T, args ...string) string {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	all := append([]string{"-u", identity, "-k", key, "-B", "5"}, args...)
-	out, _ := exec.CommandContext(ctx, coapClientBin(t), all...).CombinedOutput()
+	out, _ := exec.CommandContext(ctx, coapClientBin(t), args...).CombinedOutput()
 	return string(out)
 }
 
 // observer is a running coap-client -s that observes a topic.
 type observer struct {
-	mu   sync.Mutex
-	out  bytes.Buffer
+	syncBuf
 	done chan struct{}
-}
-
-func (o *observer) Write(p []byte) (int, error) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.out.Write(p)
-}
-
-func (o *observer) String() string {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.out.String()
 }
 
 // observe starts coap-client observing topic for secs seconds and returns
@@ -127,12 +201,19 @@ func (o *observer) waitFor(t *testing.T, want string) {
 	}
 }
 
+// waitDone waits for the observer to exit and fails if it printed
+// forbidden: what it must not have been sent.
+func (o *observer) waitDone(t *testing.T, forbidden, what string) {
+	t.Helper()
+	<-o.done
+	if out := o.String(); strings.Contains(out, forbidden) {
+		t.Fatalf("%s:\n%s", what, out)
+	}
+}
+
 func TestCoAP(t *testing.T) {
 	g := startCoAPGateway(t)
-	svc := g.mustConnect(connOpts{clientID: "acme-cloud", token: g.token("acme-cloud", "acme-cloud", nil)})
-	if rc := svc.subscribe(t, "devices/+/telemetry/#"); rc[0] >= 0x80 {
-		t.Fatalf("subscribe: %s", hexCode(rc[0]))
-	}
+	svc := g.telemetry(t)
 
 	t.Run("PSK publish reaches an MQTT subscriber", func(t *testing.T) {
 		if out := g.coap(t, coapID, coapKey, "-m", "put", "-e", "21.5", g.coapURI("devices/coap-1/telemetry/temp")); strings.Contains(out, "4.") {
@@ -189,10 +270,7 @@ func TestCoAP(t *testing.T) {
 			t.Fatalf("%d observations left after revocation", n)
 		}
 		svc.publish(t, "devices/coap-1/commands/set", "after-revoke", 1)
-		<-o.done
-		if out := o.String(); strings.Contains(out, "after-revoke") {
-			t.Fatalf("revoked device still received a command:\n%s", out)
-		}
+		o.waitDone(t, "after-revoke", "revoked device still received a command")
 		out := g.coap(t, coapID, coapKey, "-m", "put", "-e", "revoked", g.coapURI("devices/coap-1/telemetry/temp"))
 		if strings.Contains(out, "2.04") {
 			t.Errorf("revoked device's publish answered: %q", out)
@@ -201,52 +279,4 @@ func TestCoAP(t *testing.T) {
 			t.Error("the PSK appears in the logs")
 		}
 	})
-}
-
-func TestCoAPThrottle(t *testing.T) {
-	g := startCoAPGateway(t, func(c *config.Config) {
-		// 3 at once, then one per 1000 s: the test never waits for a refill.
-		c.Throttle.Device = config.Rates{MessagesPerSecond: 0.001, MessageBurst: 3}
-	})
-	counts := map[string]int{}
-	for range 6 {
-		out := g.coap(t, coapID, coapKey, "-m", "put", "-e", "1", g.coapURI("devices/coap-1/telemetry/temp"))
-		switch {
-		case strings.Contains(out, "4.29"):
-			counts["4.29"]++
-		case strings.Contains(out, "4.03"):
-			counts["4.03"]++
-		default:
-			counts["ok"]++
-		}
-	}
-	if counts["ok"] != 3 || counts["4.29"] != 3 {
-		t.Fatalf("responses %v; want 3 accepted and 3 refused with 4.29", counts)
-	}
-}
-
-func TestCoAPPSKValidation(t *testing.T) {
-	g := startGateway(t)
-	dev := func(id, identity string, key []byte) store.Device {
-		return store.Device{ID: id, Class: "thermostat", Status: store.DeviceActive, PSKIdentity: identity, PSK: key}
-	}
-	long := []byte(coapKey)
-	for _, c := range []struct {
-		name string
-		b    store.Batch
-		want string
-	}{
-		{"short key", store.Batch{Devices: []store.Device{dev("p1", "id1", []byte("short"))}}, ".psk must be 16 to 64 bytes"},
-		{"key without identity", store.Batch{Devices: []store.Device{dev("p1", "", long)}}, ".psk_identity is empty"},
-		{"identity without key", store.Batch{Devices: []store.Device{dev("p1", "id1", nil)}}, ".psk is empty"},
-		{"shared identity", store.Batch{Devices: []store.Device{dev("p1", "same", long), dev("p2", "same", long)}}, "PSK identities must be unique"},
-	} {
-		_, err := g.g.Store.Apply(&c.b, nil)
-		if err == nil || !strings.Contains(err.Error(), c.want) {
-			t.Errorf("%s: err %v, want %q", c.name, err, c.want)
-		}
-		if err != nil && strings.Contains(err.Error(), coapKey) {
-			t.Errorf("%s: the error shows the key", c.name)
-		}
-	}
 }
