@@ -15,7 +15,9 @@ type Message struct {
 	ContentType string
 }
 
-func (m Message) size() int { return 7 + len(m.Topic) + len(m.Device) + len(m.ContentType) + len(m.Payload) }
+func (m Message) size() int {
+	return 7 + len(m.Topic) + len(m.Device) + len(m.ContentType) + len(m.Payload)
+}
 
 // appendTo encodes m: flags | u16 topic | u16 device | u16 content type | payload.
 func (m Message) appendTo(b []byte) []byte {

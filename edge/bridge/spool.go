@@ -102,8 +102,8 @@ type Spool struct {
 
 	notify chan struct{} // closed and replaced when durable advances or the spool closes
 	kick   chan struct{} // wakes the syncer
-	done chan struct{}
-	wg   sync.WaitGroup
+	done   chan struct{}
+	wg     sync.WaitGroup
 }
 
 // OpenSpool opens (or creates) the spool in dir, cutting off a torn tail.
@@ -499,11 +499,11 @@ func (s *Spool) Stats() Stats {
 
 // Reader reads durable records from after seq, in order.
 type Reader struct {
-	s    *Spool
-	pos  uint64 // last seq returned
-	f    *os.File
-	br   *bufio.Reader
-	seg  uint64 // first seq of the open segment
+	s   *Spool
+	pos uint64 // last seq returned
+	f   *os.File
+	br  *bufio.Reader
+	seg uint64 // first seq of the open segment
 }
 
 // NewReader returns a reader positioned after the acked records.

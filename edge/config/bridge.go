@@ -79,7 +79,7 @@ type Remote struct {
 	// Class names the device class record whose permissions bound the
 	// bridge principal: publish for what comes in, subscribe for what goes
 	// out. Its templates are expanded with {client} = "bridge:<name>".
-	Class string `mapstructure:"class"`
+	Class string       `mapstructure:"class"`
 	Rules []BridgeRule `mapstructure:"rules"`
 }
 
