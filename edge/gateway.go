@@ -20,6 +20,7 @@ import (
 	"github.com/edgeid/edgeid/cloudsync"
 	"github.com/edgeid/edgeid/cloudsync/client"
 	"github.com/edgeid/edgeid/edge/authn"
+	"github.com/edgeid/edgeid/edge/bridge"
 	"github.com/edgeid/edgeid/edge/broker"
 	"github.com/edgeid/edgeid/edge/coap"
 	"github.com/edgeid/edgeid/edge/config"
@@ -48,6 +49,8 @@ type Gateway struct {
 	// CoAP is the CoAP front end (coaps:// and coap://); nil when neither
 	// coap.dtls_listen nor coap.udp_listen is set.
 	CoAP *coap.Server
+	// Bridge is the cloud bridge; nil without bridge.remotes.
+	Bridge *bridge.Bridge
 
 	halfOpen *broker.HalfOpen
 	enforce  *enforce.Enforcer
@@ -79,6 +82,9 @@ func New(cfg config.Config, log *slog.Logger) (*Gateway, error) {
 	}
 	g := &Gateway{cfg: cfg, log: log, Store: st}
 	if err := g.build(); err != nil {
+		if g.Bridge != nil {
+			g.Bridge.Stop()
+		}
 		st.Close()
 		return nil, err
 	}
@@ -123,7 +129,7 @@ func (g *Gateway) build() error {
 	// Acks carry no properties of the PUBLISH back: strict clients reject
 	// them, and a held PUBREC would keep the whole received packet alive.
 	caps.Compatibilities.NoInheritedPropertiesOnAck = true
-	server := mqtt.New(&mqtt.Options{Capabilities: caps, Logger: slog.New(newQuietMochi(g.log.Handler())).With("component", "mochi"), InlineClient: cfg.CoAP.Enabled() /* CoAP publishes and observes through it, authorized by package coap */})
+	server := mqtt.New(&mqtt.Options{Capabilities: caps, Logger: slog.New(newQuietMochi(g.log.Handler())).With("component", "mochi"), InlineClient: cfg.CoAP.Enabled() || len(cfg.Bridge.Remotes) > 0 /* CoAP and the bridge publish through it, authorized by their packages */})
 	b, err := broker.New(server, g.Auth, g.log.With("component", "mqtt"))
 	if err != nil {
 		return err
@@ -152,6 +158,9 @@ func (g *Gateway) build() error {
 		return err
 	}
 	g.Broker = b
+	if err := g.buildBridge(server); err != nil {
+		return err
+	}
 	// --- CoAP ---
 	if cfg.CoAP.Enabled() {
 		cert, err := g.serverCert()
@@ -165,7 +174,7 @@ func (g *Gateway) build() error {
 		g.CoAP, err = coap.New(coap.Options{DTLSListen: cfg.CoAP.DTLSListen, UDPListen: cfg.CoAP.UDPListen, IdleTimeout: cfg.CoAP.IdleTimeout,
 			ObserveIdleTimeout: cfg.CoAP.ObserveIdleTimeout, MaxObservations: cfg.CoAP.MaxObservations,
 			BlockBudget: cfg.CoAP.BlockBudget, BlockTimeout: cfg.CoAP.BlockTimeout,
-			Store: g.Store, Auth: g.Auth, Broker: inline, Log: g.log.With("component", "coap"),
+			Store: g.Store, Auth: g.Auth, Broker: bridgedInline{inline, g.Bridge}, Log: g.log.With("component", "coap"),
 			MaxPacketSize: int(caps.MaximumPacketSize), Throttle: b.Throttle, Connects: b.Connects, Now: b.Now,
 			Counters: coap.Counters{Denied: &b.Counters.Denied, Throttled: &b.Counters.Throttled,
 				MessagesOut: &b.Counters.MessagesOut, BytesOut: &b.Counters.BytesOut},
@@ -181,6 +190,9 @@ func (g *Gateway) build() error {
 	g.enforce = enforce.New(g.log, broker.FrontEnd{B: b})
 	if g.CoAP != nil {
 		g.enforce.Add(coap.FrontEnd{S: g.CoAP})
+	}
+	if g.Bridge != nil {
+		g.enforce.Add(bridge.FrontEnd{B: g.Bridge})
 	}
 	g.Store.Watch(g.onApplied)
 	g.metrics = newMetrics(g)
@@ -266,6 +278,9 @@ func (g *Gateway) Start(ctx context.Context) error {
 		g.wg.Add(1)
 		go func() { defer g.wg.Done(); g.runBoard(bctx, board) }()
 	}
+	if g.Bridge != nil {
+		g.Bridge.Start(context.Background())
+	}
 	if g.Syncer != nil {
 		seenCtx, stopSeen := context.WithCancel(context.Background())
 		g.stopSeen = stopSeen
@@ -316,6 +331,9 @@ func (g *Gateway) close() error {
 	}
 	if g.Broker != nil {
 		errs = append(errs, g.Broker.Server.Close())
+	}
+	if g.Bridge != nil { // after the broker: no more publishes to queue
+		g.Bridge.Stop()
 	}
 	if g.stopGC != nil {
 		g.stopGC()

@@ -49,7 +49,7 @@ func TestCLIAgainstDaemon(t *testing.T) {
 	}
 	out, err = cli(t, runStatus, "--socket", sock, "--json")
 	var st admin.Status
-	if err != nil || json.Unmarshal([]byte(out), &st) != nil || st.Gateway != "cli-test" || st.Records["classes"] != 2 {
+	if err != nil || json.Unmarshal([]byte(out), &st) != nil || st.Gateway != "cli-test" || st.Records["classes"] != len(demo.Classes()) {
 		t.Fatalf("status --json: %v\n%s", err, out)
 	}
 

@@ -147,7 +147,6 @@ func TestSpoolTornTail(t *testing.T) {
 			t.Fatalf("cut %d: %d messages kept, want 19", cut, got)
 		}
 		s.Close()
-		st, _ = os.Stat(last)
 		// Put the 20th back for the next round.
 		s = openTest(t, dir, SpoolOptions{Fsync: true})
 		if _, err := s.Append(msg(19)); err != nil {

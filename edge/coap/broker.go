@@ -13,9 +13,9 @@ import (
 // and unsubscribed, and a topic's retained messages read. Authorization is this package's, before each call
 // and before each delivery: the broker's ACL hook does not see these.
 type Broker interface {
-	// Inject publishes pk as the broker's own inline client; ErrNotReady
-	// when it has none.
-	Inject(pk packets.Packet) error
+	// Inject publishes pk, which device sent, as the broker's own inline
+	// client; ErrNotReady when it has none.
+	Inject(device string, pk packets.Packet) error
 	// Subscribe calls handler with the retained messages of filter, then
 	// with each message published to it, until Unsubscribe of the same id.
 	Subscribe(filter string, id int, handler mqtt.InlineSubFn) error
@@ -27,6 +27,10 @@ type Broker interface {
 
 // ErrNotReady is Inject's error when the broker has no inline client yet.
 var ErrNotReady = errors.New("broker not ready")
+
+// ErrBusy is Inject's error when the message cannot be kept now (the cloud
+// bridge's queue is full): 5.03, and the device keeps it.
+var ErrBusy = errors.New("gateway queue full")
 
 // Inline is a Broker over mochi's inline client.
 type Inline struct{ S *mqtt.Server }
@@ -41,8 +45,8 @@ func NewInline(s *mqtt.Server) (Inline, error) {
 	return Inline{S: s}, nil
 }
 
-// Inject publishes pk through the inline client.
-func (b Inline) Inject(pk packets.Packet) error {
+// Inject publishes pk through the inline client (device is not needed).
+func (b Inline) Inject(_ string, pk packets.Packet) error {
 	// A device whose MQTT client id is mochi's "inline" could take the inline
 	// client's place in the registry: publish only through the real one.
 	inline, ok := b.S.Clients.Get(mqtt.InlineClientId)

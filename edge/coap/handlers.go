@@ -158,8 +158,12 @@ func (s *Server) publish(w *responsewriter.ResponseWriter[*udpClient.Conn], r *p
 		pk.Properties.ContentType = mimeOf(cf)
 	}
 	// Authorized above: the inline client itself is allowed everything.
-	if err := s.o.Broker.Inject(pk); errors.Is(err, ErrNotReady) {
+	if err := s.o.Broker.Inject(p.device, pk); errors.Is(err, ErrNotReady) {
 		reply(w, codes.ServiceUnavailable, "broker not ready")
+		return
+	} else if errors.Is(err, ErrBusy) {
+		_ = w.SetResponse(codes.ServiceUnavailable, message.TextPlain, bytes.NewReader([]byte("queue full, try later")),
+			message.Option{ID: message.MaxAge, Value: []byte{30}})
 		return
 	} else if err != nil {
 		s.log.Warn("coap publish failed", "device", p.device, "topic", topic, "err", err)

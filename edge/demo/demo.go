@@ -126,6 +126,14 @@ func Classes() []store.DeviceClass {
 			{Filter: "devices/+/commands/#", Actions: policy.Publish},
 			{Filter: "firmware/#", Actions: policy.Publish},
 		}},
+		// The cloud bridge's principal (bridge:<remote>): what the cloud may
+		// receive (subscribe) and send in (publish). A leaked cloud
+		// credential can command devices, not write their telemetry.
+		{Name: "bridge", Description: "cloud bridge", Permissions: []policy.Rule{
+			{Filter: "devices/+/telemetry/#", Actions: policy.Subscribe},
+			{Filter: "devices/+/status", Actions: policy.Subscribe},
+			{Filter: "devices/+/commands/#", Actions: policy.Publish},
+		}},
 	}
 }
 
