@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -41,7 +42,15 @@ type Cloud struct {
 }
 
 // StartCloud starts the cloud broker for gateway; it is killed at cleanup.
-func StartCloud(t testing.TB, gateway string) *Cloud {
+// It keeps nothing across a restart.
+func StartCloud(t testing.TB, gateway string) *Cloud { return startCloud(t, gateway, false) }
+
+// StartPersistentCloud is StartCloud with Mosquitto's persistence on: what
+// Shutdown saves (sessions, subscriptions, queued messages) is there after
+// Start.
+func StartPersistentCloud(t testing.TB, gateway string) *Cloud { return startCloud(t, gateway, true) }
+
+func startCloud(t testing.TB, gateway string, persist bool) *Cloud {
 	t.Helper()
 	bin, err := exec.LookPath("mosquitto")
 	if err != nil {
@@ -68,7 +77,11 @@ func StartCloud(t testing.TB, gateway string) *Cloud {
 	if err := os.WriteFile(filepath.Join(dir, "acl"), []byte(acl), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	conf := fmt.Sprintf("per_listener_settings false\nallow_anonymous false\nacl_file %s\npersistence false\nlog_type error\nlog_dest stderr\n"+
+	persistence := "persistence false\n"
+	if persist {
+		persistence = fmt.Sprintf("persistence true\npersistence_location %s/\nautosave_interval 0\n", dir)
+	}
+	conf := fmt.Sprintf("per_listener_settings false\nallow_anonymous false\nacl_file %s\n"+persistence+"log_type error\nlog_dest stderr\n"+
 		"max_queued_messages 0\nmax_inflight_messages 0\n"+
 		"listener %s 127.0.0.1\ncafile %s\ncertfile %s\nkeyfile %s\nrequire_certificate true\nuse_identity_as_username true\n",
 		filepath.Join(dir, "acl"), port, c.CA, srvCert, srvKey)
@@ -107,6 +120,15 @@ func (c *Cloud) Start() {
 func (c *Cloud) Stop() {
 	if c.cmd != nil && c.cmd.Process != nil && c.cmd.ProcessState == nil {
 		_ = c.cmd.Process.Kill()
+		_ = c.cmd.Wait()
+	}
+}
+
+// Shutdown stops the broker with SIGTERM, so that a persistent one saves
+// its state first.
+func (c *Cloud) Shutdown() {
+	if c.cmd != nil && c.cmd.Process != nil && c.cmd.ProcessState == nil {
+		_ = c.cmd.Process.Signal(syscall.SIGTERM)
 		_ = c.cmd.Wait()
 	}
 }
