@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -194,4 +195,15 @@ func writePEM(t testing.TB, path, typ string, der []byte) {
 	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// LockedConn makes c a sync.Locker, which paho.golang takes around each
+// packet it writes. Without it a packet written as several buffers goes out
+// as several TLS records, and two goroutines' packets (a SUBSCRIBE and the
+// PUBACK of a message the broker sends at once) can interleave.
+func LockedConn(c net.Conn) net.Conn { return &lockedConn{Conn: c} }
+
+type lockedConn struct {
+	net.Conn
+	sync.Mutex
 }
