@@ -112,6 +112,10 @@ func defaultBridgeQueue() BridgeQueue {
 // not reach into list items.
 func (b Bridge) WithDefaults(gateway string) Bridge {
 	out := b
+	if len(b.Remotes) == 0 {
+		out.Remotes = nil // "remotes: []" is no remotes, as the default
+		return out
+	}
 	out.Remotes = make([]Remote, len(b.Remotes))
 	for i, r := range b.Remotes {
 		if r.Protocol == "" {

@@ -505,7 +505,7 @@ func (c Config) Validate() error {
 		bad("coap.block_timeout", "%s is outside 1s..1h", c.CoAP.BlockTimeout)
 	}
 	// --- end CoAP ---
-	c.Bridge.validate(bad)
+	c.Bridge.WithDefaults(c.Gateway.ID).validate(bad)
 	if c.Admin.Socket == "" {
 		bad("admin.socket", "is empty; give a unix socket path such as /run/edgeid/admin.sock")
 	}
