@@ -2,6 +2,8 @@ package edge
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -119,6 +121,32 @@ func (b adminBackend) Devices(_ context.Context, online bool) ([]admin.Device, e
 
 func (b adminBackend) Revocations(context.Context) ([]store.Revocation, error) {
 	return b.g.Store.Revocations()
+}
+
+// Bridge is the cloud bridge's remotes as the admin API shows them, each
+// with whether its class can be read (a missing one lets nothing cross).
+func (b adminBackend) Bridge(context.Context) ([]admin.BridgeRemote, error) {
+	out := []admin.BridgeRemote{}
+	if b.g.Bridge == nil {
+		return out, nil
+	}
+	classes := map[string]string{}
+	for _, rc := range b.g.cfg.Bridge.Remotes {
+		classes[rc.Name] = rc.Class
+	}
+	for _, s := range b.g.Bridge.Status() {
+		r := admin.BridgeRemote{Remote: s.Remote, Address: s.Address, Principal: s.Principal, State: s.State, Since: s.Since,
+			LastError: s.LastError, Queued: s.Queued, QueuedBytes: s.QueuedBytes, Oldest: s.Oldest, Memory: s.Memory,
+			Forwarded: s.Forwarded, Resent: s.Resent, Dropped: s.Dropped, RefusedOut: s.RefusedOut, Received: s.Received,
+			RefusedIn: s.RefusedIn, Connects: s.Connects, BytesWritten: s.BytesWritten, QueueError: s.QueueError, Class: classes[s.Remote]}
+		if _, err := b.g.Store.Class(r.Class); errors.Is(err, store.ErrNotFound) {
+			r.ClassError = fmt.Sprintf("class %q is not in the store: nothing crosses until it is imported or synced", r.Class)
+		} else if err != nil {
+			r.ClassError = fmt.Sprintf("class %q: %v", r.Class, err)
+		}
+		out = append(out, r)
+	}
+	return out, nil
 }
 
 func (b adminBackend) Kick(_ context.Context, device, subject, jti string) int {

@@ -24,6 +24,7 @@ const (
 	PathSessions    = "/v1/sessions"    // GET: []Session
 	PathDevices     = "/v1/devices"     // GET: []Device; ?online=1 keeps devices with a live session
 	PathRevocations = "/v1/revocations" // GET: []store.Revocation
+	PathBridge      = "/v1/bridge"      // GET: []BridgeRemote (empty without bridge.remotes)
 	PathKick        = "/v1/kick"        // POST KickRequest: KickResult
 	PathSync        = "/v1/sync"        // POST: Status, after a retry of the authority at once
 	PathPair        = "/v1/pair"        // POST PairRequest: PairResult
@@ -104,6 +105,44 @@ type Session struct {
 	// away; Queued is how many messages wait for it.
 	Offline bool  `json:"offline,omitempty"`
 	Queued  int64 `json:"queued,omitempty"`
+}
+
+// BridgeRemote is one cloud bridge remote in GET /v1/bridge: its link, its
+// queue and its counters since the daemon started.
+type BridgeRemote struct {
+	Remote    string `json:"remote"`
+	Address   string `json:"address"`
+	Principal string `json:"principal"`
+	// State is connecting, connected, down or stopped, since Since;
+	// LastError says why it is not connected.
+	State     string    `json:"state"`
+	Since     time.Time `json:"since"`
+	LastError string    `json:"last_error,omitempty"`
+	// Queued and QueuedBytes are the QoS 1 messages waiting on disk, Oldest
+	// when the oldest of them was queued (zero: none); Memory is the QoS 0
+	// messages waiting in memory.
+	Queued      uint64    `json:"queued"`
+	QueuedBytes int64     `json:"queued_bytes"`
+	Oldest      time.Time `json:"oldest,omitzero"`
+	Memory      int       `json:"memory_queued"`
+	// Forwarded: acknowledged by the remote (QoS 1) or sent (QoS 0);
+	// Resent: sent again after a reconnect; Dropped: lost to a full or
+	// expired queue; RefusedOut: not sent, the bridge class may not;
+	// Received: from the remote, published locally; RefusedIn: from the
+	// remote, refused by the bridge class.
+	Forwarded    uint64 `json:"forwarded"`
+	Resent       uint64 `json:"resent"`
+	Dropped      uint64 `json:"dropped"`
+	RefusedOut   uint64 `json:"refused_out"`
+	Received     uint64 `json:"received"`
+	RefusedIn    uint64 `json:"refused_in"`
+	Connects     uint64 `json:"connects"`
+	BytesWritten uint64 `json:"queue_bytes_written"`
+	QueueError   string `json:"queue_error,omitempty"`
+	// Class is the device class bounding the bridge principal; ClassError
+	// says why it cannot be used (then nothing crosses).
+	Class      string `json:"class,omitempty"`
+	ClassError string `json:"class_error,omitempty"`
 }
 
 // Device is a device in GET /v1/devices, with its live session count.
@@ -225,6 +264,12 @@ func (c *Client) Devices(ctx context.Context, online bool) ([]Device, error) {
 func (c *Client) Revocations(ctx context.Context) ([]store.Revocation, error) {
 	var rs []store.Revocation
 	return rs, c.Do(ctx, http.MethodGet, PathRevocations, nil, &rs)
+}
+
+// Bridge lists the cloud bridge's remotes (none without bridge.remotes).
+func (c *Client) Bridge(ctx context.Context) ([]BridgeRemote, error) {
+	var rs []BridgeRemote
+	return rs, c.Do(ctx, http.MethodGet, PathBridge, nil, &rs)
 }
 
 // Kick disconnects sessions.

@@ -42,6 +42,14 @@ func (s *Server) revocations(r *http.Request) (any, error) {
 	return rs, err
 }
 
+func (s *Server) bridge(r *http.Request) (any, error) {
+	rs, err := s.cfg.Backend.Bridge(r.Context())
+	if rs == nil {
+		rs = []admin.BridgeRemote{}
+	}
+	return rs, err
+}
+
 // syncNow makes a waiting syncer retry at once and reports where it stands.
 func (s *Server) syncNow(r *http.Request) (any, error) {
 	if err := s.cfg.Backend.SyncNow(r.Context()); err != nil {

@@ -35,6 +35,8 @@ type Backend interface {
 	Devices(ctx context.Context, online bool) ([]admin.Device, error)
 	// Revocations lists the revocations held.
 	Revocations(ctx context.Context) ([]store.Revocation, error)
+	// Bridge lists the cloud bridge's remotes (none without a bridge).
+	Bridge(ctx context.Context) ([]admin.BridgeRemote, error)
 	// Kick ends the sessions of a device, a subject or a token id (exactly
 	// one is set) and says how many it ended.
 	Kick(ctx context.Context, device, subject, jti string) int
@@ -128,6 +130,7 @@ func New(cfg Config) (*Server, error) {
 		admin.PathSessions:    {http.MethodGet, RoleRead, s.sessions},
 		admin.PathDevices:     {http.MethodGet, RoleRead, s.devices},
 		admin.PathRevocations: {http.MethodGet, RoleRead, s.revocations},
+		admin.PathBridge:      {http.MethodGet, RoleRead, s.bridge},
 		admin.PathKick:        {http.MethodPost, RoleWrite, s.kick},
 		admin.PathSync:        {http.MethodPost, RoleWrite, s.syncNow},
 		admin.PathPair:        {http.MethodPost, RoleWrite, s.pair},

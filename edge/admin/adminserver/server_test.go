@@ -36,6 +36,7 @@ func (f *fakeBackend) Devices(_ context.Context, online bool) ([]admin.Device, e
 	return []admin.Device{{Device: store.Device{ID: "thermo-1"}, Sessions: 1}}, nil
 }
 func (f *fakeBackend) Revocations(context.Context) ([]store.Revocation, error) { return nil, nil }
+func (f *fakeBackend) Bridge(context.Context) ([]admin.BridgeRemote, error)    { return nil, nil }
 func (f *fakeBackend) Kick(_ context.Context, device, subject, jti string) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -125,6 +126,9 @@ func TestAdminReadOnlyRoleListsButCannotWrite(t *testing.T) {
 	}
 	if rs, err := c.Revocations(ctx); err != nil || rs == nil {
 		t.Errorf("revocations: %+v %v (want an empty list)", rs, err)
+	}
+	if bs, err := c.Bridge(ctx); err != nil || bs == nil || len(bs) != 0 {
+		t.Errorf("bridge: %+v %v (want an empty list)", bs, err)
 	}
 	_, err := c.Kick(ctx, admin.KickRequest{Device: "thermo-1"})
 	forbidden(t, "kick", err, "POST /v1/kick changes the gateway: run as root or as a member of group edgeid (group edgeid-view may only read)")
