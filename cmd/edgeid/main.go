@@ -21,12 +21,13 @@ var commands = []command{
 	{"sessions", "list live MQTT sessions", runSessions},
 	{"devices", "list devices in the store", runDevices},
 	{"revocations", "list revocations held", runRevocations},
+	{"bridge", "show the cloud bridge: each remote's link, queue and counters", runBridge},
 	{"sync", "show the link to the authority; --now retries at once", runSync},
 	{"pair", "open the pairing window (--window 5m), as the pair button does", runPair},
 	{"kick", "disconnect every session of a device, subject or token", runKick},
 	{"import", "apply a JSON batch of classes, devices, issuers, revocations", runImport},
 	{"enroll", "register this gateway with an authority (one-time code)", runEnroll},
-	{"doctor", "check configuration, store, listeners, clock, enrollment, authority, certificates, disk", runDoctor},
+	{"doctor", "check configuration, store, listeners, clock, enrollment, authority, certificates, bridge remotes, disk", runDoctor},
 	{"version", "print the version", runVersion},
 }
 
