@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/edgeid/edgeid/edge/authn"
+	"github.com/edgeid/edgeid/edge/bridge"
 	"github.com/edgeid/edgeid/edge/throttle"
 )
 
@@ -139,6 +140,9 @@ func newMetrics(g *Gateway) *metrics {
 				func() float64 { return float64(cs.Unauthorized.Load()) }),
 		)
 	}
+	if g.Bridge != nil {
+		m.reg.MustRegister(bridgeCollector{g.Bridge})
+	}
 	// Which limit refused, from the throttles' own counts (a refusal that
 	// ended the session included); edgeid_throttled_total stays the total
 	// of refused and dropped publishes.
@@ -169,6 +173,60 @@ func newMetrics(g *Gateway) *metrics {
 	}
 	b.Events.Session = func(p byte, d int) { m.sessions.WithLabelValues(protocolName(p)).Add(float64(d)) }
 	return m
+}
+
+// bridgeCollector is the cloud bridge's series, one set per remote (label
+// remote), from one Status of the bridge per scrape.
+type bridgeCollector struct{ b *bridge.Bridge }
+
+var (
+	bridgeConnected = prometheus.NewDesc("edgeid_bridge_connected", "1 while the bridge is connected to the remote.", []string{"remote"}, nil)
+	bridgeQueued    = prometheus.NewDesc("edgeid_bridge_queue_messages", "QoS 1 messages waiting on disk for the remote.", []string{"remote"}, nil)
+	bridgeQBytes    = prometheus.NewDesc("edgeid_bridge_queue_bytes", "Bytes of the remote's queue on disk.", []string{"remote"}, nil)
+	bridgeOldest    = prometheus.NewDesc("edgeid_bridge_queue_oldest_seconds", "Age of the oldest message waiting on disk for the remote (0: none).", []string{"remote"}, nil)
+	bridgeForwarded = prometheus.NewDesc("edgeid_bridge_forwarded_total", "Messages the remote acknowledged (QoS 1) or was sent (QoS 0).", []string{"remote"}, nil)
+	bridgeResent    = prometheus.NewDesc("edgeid_bridge_resent_total", "QoS 1 messages sent to the remote again after a reconnect.", []string{"remote"}, nil)
+	bridgeDropped   = prometheus.NewDesc("edgeid_bridge_dropped_total", "Messages for the remote dropped from a full or expired queue.", []string{"remote"}, nil)
+	bridgeRefused   = prometheus.NewDesc("edgeid_bridge_refused_total", "Messages the bridge class refused: out (to the remote) or in (from it).", []string{"remote", "direction"}, nil)
+	bridgeReceived  = prometheus.NewDesc("edgeid_bridge_received_total", "Messages from the remote published locally.", []string{"remote"}, nil)
+	bridgeWritten   = prometheus.NewDesc("edgeid_bridge_queue_written_bytes_total", "Bytes written to the remote's queue on disk.", []string{"remote"}, nil)
+)
+
+func (bridgeCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{bridgeConnected, bridgeQueued, bridgeQBytes, bridgeOldest, bridgeForwarded, bridgeResent,
+		bridgeDropped, bridgeRefused, bridgeReceived, bridgeWritten} {
+		ch <- d
+	}
+}
+
+func (c bridgeCollector) Collect(ch chan<- prometheus.Metric) {
+	now := time.Now()
+	for _, s := range c.b.Status() {
+		gauge := func(d *prometheus.Desc, v float64) {
+			ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, s.Remote)
+		}
+		counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+			ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), append([]string{s.Remote}, labels...)...)
+		}
+		connected, oldest := 0.0, 0.0
+		if s.State == "connected" {
+			connected = 1
+		}
+		if !s.Oldest.IsZero() {
+			oldest = max(0, now.Sub(s.Oldest).Seconds())
+		}
+		gauge(bridgeConnected, connected)
+		gauge(bridgeQueued, float64(s.Queued))
+		gauge(bridgeQBytes, float64(s.QueuedBytes))
+		gauge(bridgeOldest, oldest)
+		counter(bridgeForwarded, s.Forwarded)
+		counter(bridgeResent, s.Resent)
+		counter(bridgeDropped, s.Dropped)
+		counter(bridgeRefused, s.RefusedOut, "out")
+		counter(bridgeRefused, s.RefusedIn, "in")
+		counter(bridgeReceived, s.Received)
+		counter(bridgeWritten, s.BytesWritten)
+	}
 }
 
 func (m *metrics) serve(addr string) error {
