@@ -2,18 +2,24 @@ package edge
 
 import (
 	"context"
+	"crypto"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/lestrrat-go/jwx/v3/jwk"
 
 	"github.com/edgeid/edgeid/cloudsync/client"
 	"github.com/edgeid/edgeid/edge/admin"
@@ -61,6 +67,9 @@ func Doctor(ctx context.Context, cfg config.Config, cfgErr error, o DoctorOption
 		err = json.Unmarshal(raw, &st)
 	}
 	running := err == nil
+	// bridgeClass is why each remote's bridge class cannot be used ("": it
+	// can), from the daemon or from the store; absent: not known.
+	bridgeClass := map[string]string{}
 	if running {
 		add("daemon", "ok", "running: %d sessions, store rev %d", st.Sessions, st.StoreRev)
 		add("store", "ok", "open in the daemon (%s)", cfg.StateDir)
@@ -70,12 +79,27 @@ func Doctor(ctx context.Context, cfg config.Config, cfgErr error, o DoctorOption
 		if json.Unmarshal(raw, &w) == nil && w.Sync != nil {
 			out = append(out, checkSync(cfg, w.Sync))
 		}
+		if len(cfg.Bridge.Remotes) > 0 {
+			if rs, err := admin.NewClient(cfg.Admin.Socket).Bridge(ctx); err == nil {
+				for _, r := range rs {
+					bridgeClass[r.Remote] = r.ClassError
+				}
+			}
+		}
 	} else {
 		add("daemon", "warn", "not answering on %s (systemctl status edgeid)", cfg.Admin.Socket)
 		if s, err := store.Open(store.Options{Dir: cfg.StateDir}); err != nil {
 			add("store", "fail", "%v", err)
 		} else {
 			rev, _ := s.Rev()
+			for _, rc := range cfg.Bridge.Remotes {
+				bridgeClass[rc.Name] = ""
+				if _, err := s.Class(rc.Class); errors.Is(err, store.ErrNotFound) {
+					bridgeClass[rc.Name] = fmt.Sprintf("class %q is not in the store: nothing crosses until it is imported or synced", rc.Class)
+				} else if err != nil {
+					bridgeClass[rc.Name] = fmt.Sprintf("class %q: %v", rc.Class, err)
+				}
+			}
 			_ = s.Close()
 			add("store", "ok", "opens (%s, rev %d)", cfg.StateDir, rev)
 		}
@@ -121,6 +145,25 @@ func Doctor(ctx context.Context, cfg config.Config, cfgErr error, o DoctorOption
 			continue
 		}
 		out = append(out, checkCert(name, path, now))
+	}
+
+	if len(cfg.Bridge.Remotes) > 0 {
+		var enrolled json.RawMessage
+		if e != nil {
+			enrolled = e.Key
+		}
+		for i, rc := range cfg.Bridge.Remotes {
+			out = append(out, checkRemote(ctx, i, rc, enrolled))
+			name := "bridge " + rc.Name + " class"
+			switch why, known := bridgeClass[rc.Name]; {
+			case !known:
+				add(name, "warn", "the daemon did not say whether class %q is usable (edgeid bridge)", rc.Class)
+			case why != "":
+				add(name, "fail", "%s (principal bridge:%s; see bridge.remotes[%d].class)", why, rc.Name, i)
+			default:
+				add(name, "ok", "class %q bounds principal bridge:%s", rc.Class, rc.Name)
+			}
+		}
 	}
 
 	var fs syscall.Statfs_t
@@ -214,6 +257,179 @@ func checkAuthority(ctx context.Context, e *client.Enrollment, now time.Time) []
 		}
 	}
 	return out
+}
+
+// remoteTimeout bounds the doctor's connection to one bridge remote: it
+// must not hang on a gateway without a network.
+const remoteTimeout = 3 * time.Second
+
+// checkRemote connects to bridge remote i as the bridge would: TCP, then
+// (mqtts://) a TLS handshake with the remote's CA, server name and client
+// certificate. It sends no MQTT CONNECT, so the daemon's own session at the
+// remote is left alone.
+func checkRemote(ctx context.Context, i int, rc config.Remote, enrolled json.RawMessage) Check {
+	name, key := "bridge "+rc.Name, fmt.Sprintf("bridge.remotes[%d]", i)
+	fail := func(format string, args ...any) Check {
+		return Check{name, "fail", fmt.Sprintf(format, args...)}
+	}
+	u, err := url.Parse(rc.Address)
+	if err != nil {
+		return fail("%s.address %q: %v", key, rc.Address, err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, remoteTimeout)
+	defer cancel()
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, "tcp", u.Host)
+	if err != nil {
+		return fail("%s unreachable: %v (check %s.address, DNS, the firewall and the route to the cloud; messages wait in the queue meanwhile)", u.Host, err, key)
+	}
+	defer nc.Close()
+	if u.Scheme != "mqtts" {
+		return Check{name, "ok", fmt.Sprintf("%s answers (plain TCP: mqtt:// has no TLS)", u.Host)}
+	}
+	tc, err := remoteTLS(rc, u.Hostname(), enrolled)
+	if err != nil {
+		return fail("%s: %v", key, err)
+	}
+	conn := tls.Client(nc, tc)
+	if err := conn.HandshakeContext(ctx); err != nil {
+		return fail("%s: TLS handshake: %v (%s)", u.Host, err, tlsHint(err, key, rc, tc))
+	}
+	// Under TLS 1.3 a server refuses a client certificate after the
+	// client's handshake is done: its alert is the first thing to read.
+	// A server waiting for CONNECT sends nothing.
+	_ = conn.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	var one [1]byte
+	if _, err := conn.Read(one[:]); err != nil && !isTimeout(err) {
+		if errors.Is(err, io.EOF) {
+			err = errors.New("closed the connection after the handshake")
+		}
+		return fail("%s: TLS: %v (%s)", u.Host, err, tlsHint(err, key, rc, tc))
+	}
+	cs := conn.ConnectionState()
+	detail := fmt.Sprintf("%s: TLS handshake ok (%s)", u.Host, tls.VersionName(cs.Version))
+	if len(cs.PeerCertificates) > 0 {
+		leaf := cs.PeerCertificates[0]
+		detail += fmt.Sprintf(", server certificate %q valid until %s", leaf.Subject.CommonName, leaf.NotAfter.Format(time.DateOnly))
+	}
+	if len(tc.Certificates) > 0 {
+		detail += ", client certificate sent"
+	}
+	return Check{name, "ok", detail}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// tlsHint says what to fix for a failed TLS connection to a remote.
+func tlsHint(err error, key string, rc config.Remote, tc *tls.Config) string {
+	var ua x509.UnknownAuthorityError
+	var he x509.HostnameError
+	var ci x509.CertificateInvalidError
+	var op *net.OpError
+	roots := "the system's roots"
+	if rc.CA != "" {
+		roots = rc.CA
+	}
+	switch {
+	case errors.As(err, &ua):
+		return fmt.Sprintf("the cloud's certificate does not chain to %s: set %s.ca to the CA bundle that signed it", roots, key)
+	case errors.As(err, &he):
+		return fmt.Sprintf("the cloud's certificate is not for %q: fix the host in %s.address or set %s.server_name", tc.ServerName, key, key)
+	case errors.As(err, &ci) && ci.Reason == x509.Expired:
+		return "the cloud's certificate is expired or not yet valid: check the clock (edgeid doctor's clock line), then the cloud's certificate"
+	case errors.As(err, &ci):
+		return fmt.Sprintf("the cloud's certificate is refused: %v", ci)
+	case len(tc.Certificates) == 0 && (errors.As(err, &op) && op.Op == "remote error" || errors.Is(err, io.EOF) || strings.Contains(err.Error(), "closed the connection")):
+		return fmt.Sprintf("the cloud may want a client certificate: set %s.cert (and %s.key, or enroll the gateway)", key, key)
+	case errors.As(err, &op) && op.Op == "remote error" || strings.Contains(err.Error(), "closed the connection"):
+		return fmt.Sprintf("the cloud refused the gateway's client certificate %s: is it signed by a CA the cloud trusts, for this gateway, and not expired?", rc.Cert)
+	}
+	return fmt.Sprintf("check %s.address, .ca and .server_name", key)
+}
+
+// remoteTLS is the TLS configuration the bridge uses towards rc (as
+// edge/bridge builds it): the CA bundle or the system's roots, the server
+// name, and the client certificate with its key file or the enrolled key.
+func remoteTLS(rc config.Remote, host string, enrolled json.RawMessage) (*tls.Config, error) {
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: host}
+	if rc.ServerName != "" {
+		tc.ServerName = rc.ServerName
+	}
+	if rc.CA != "" {
+		b, err := os.ReadFile(rc.CA)
+		if err != nil {
+			return nil, fmt.Errorf("ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(b) {
+			return nil, fmt.Errorf("ca %s: no PEM certificates found", rc.CA)
+		}
+		tc.RootCAs = pool
+	}
+	switch {
+	case rc.Cert != "" && rc.Key != "":
+		cert, err := tls.LoadX509KeyPair(rc.Cert, rc.Key)
+		if err != nil {
+			return nil, fmt.Errorf("cert/key: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	case rc.Cert != "":
+		cert, err := enrolledCert(rc.Cert, enrolled)
+		if err != nil {
+			return nil, err
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	return tc, nil
+}
+
+// enrolledCert pairs the certificate file with the gateway's enrolled key.
+func enrolledCert(certFile string, enrolled json.RawMessage) (tls.Certificate, error) {
+	if len(enrolled) == 0 {
+		return tls.Certificate{}, errors.New("cert is set without key, but the gateway is not enrolled (run edgeid enroll, or set key)")
+	}
+	k, err := jwk.ParseKey(enrolled)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("enrolled key: %w", err)
+	}
+	var raw any
+	if err := jwk.Export(k, &raw); err != nil {
+		return tls.Certificate{}, fmt.Errorf("enrolled key: %w", err)
+	}
+	signer, ok := raw.(crypto.Signer)
+	if !ok {
+		return tls.Certificate{}, errors.New("enrolled key is not a private key")
+	}
+	b, err := os.ReadFile(certFile)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("cert: %w", err)
+	}
+	var chain tls.Certificate
+	for rest := b; ; {
+		var blk *pem.Block
+		if blk, rest = pem.Decode(rest); blk == nil {
+			break
+		}
+		if blk.Type == "CERTIFICATE" {
+			chain.Certificate = append(chain.Certificate, blk.Bytes)
+		}
+	}
+	if len(chain.Certificate) == 0 {
+		return tls.Certificate{}, fmt.Errorf("cert %s: no PEM certificate found", certFile)
+	}
+	leaf, err := x509.ParseCertificate(chain.Certificate[0])
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("cert %s: %w", certFile, err)
+	}
+	type equaler interface{ Equal(crypto.PublicKey) bool }
+	if pub, ok := leaf.PublicKey.(equaler); !ok || !pub.Equal(signer.Public()) {
+		return tls.Certificate{}, fmt.Errorf("cert %s is not for the gateway's enrolled key; give the key file in key", certFile)
+	}
+	chain.PrivateKey, chain.Leaf = signer, leaf
+	return chain, nil
 }
 
 func checkCert(name, path string, now time.Time) Check {

@@ -13,7 +13,8 @@ import (
 )
 
 // runDoctor checks the gateway's configuration, store, listeners, clock,
-// enrollment, authority, certificates and disk, and says what to fix.
+// enrollment, authority, certificates, bridge remotes and disk, and says what
+// to fix.
 func runDoctor(ctx context.Context, args []string) error {
 	fs, path := configFlags("doctor", configUsage)
 	asJSON := fs.Bool("json", false, "print JSON")
