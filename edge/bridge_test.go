@@ -42,7 +42,6 @@ func bridgedTo(t *testing.T, cloud *testenv.Cloud, protocol string, rules []conf
 	r.Protocol = protocol
 	opts := append([]gwOpt{func(c *config.Config) {
 		c.Bridge.Remotes = []config.Remote{r}
-		c.Bridge = c.Bridge.WithDefaults(c.Gateway.ID)
 	}}, mods...)
 	g := startGateway(t, opts...)
 	return g, cloud

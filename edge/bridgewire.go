@@ -29,7 +29,7 @@ func (g *Gateway) buildBridge(server *mqtt.Server) error {
 	if err != nil {
 		return err
 	}
-	o := bridge.Options{Config: cfg.Bridge, Dir: dir, Store: g.Store, Log: g.log,
+	o := bridge.Options{Config: cfg.Bridge, Gateway: cfg.Gateway.ID, Dir: dir, Store: g.Store, Log: g.log,
 		Inject: func(pk packets.Packet) error { return inline.Inject("", pk) }, MaxPacketSize: cfg.MQTT.MaxPacketSize}
 	if e, err := client.LoadEnrollment(EnrollmentPath(cfg)); err == nil {
 		o.EnrolledKey = e.Key

@@ -37,10 +37,11 @@ import (
 
 // Options build a Bridge.
 type Options struct {
-	Config config.Bridge // with defaults filled (config.Bridge.WithDefaults)
-	Dir    string        // queue directory: Config.Queue.Dir or <state_dir>/bridge
-	Store  *store.Store
-	Log    *slog.Logger
+	Config  config.Bridge
+	Gateway string // the gateway id: the default client id and {gateway} in prefixes
+	Dir     string // queue directory: Config.Queue.Dir or <state_dir>/bridge
+	Store   *store.Store
+	Log     *slog.Logger
 	// Inject publishes a message from the cloud into the local broker
 	// (authorized here, before the call).
 	Inject func(packets.Packet) error
@@ -63,6 +64,7 @@ type Bridge struct {
 // New opens every remote's queue and reads its TLS material; Start connects.
 func New(o Options) (*Bridge, error) {
 	b := &Bridge{store: o.Store, log: o.Log}
+	o.Config = o.Config.WithDefaults(o.Gateway)
 	q := o.Config.Queue
 	for _, rc := range o.Config.Remotes {
 		r, err := newRemote(rc, q, o)
