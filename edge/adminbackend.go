@@ -131,7 +131,7 @@ func (b adminBackend) Bridge(context.Context) ([]admin.BridgeRemote, error) {
 		return out, nil
 	}
 	classes := map[string]string{}
-	for _, rc := range b.g.cfg.Bridge.Remotes {
+	for _, rc := range b.g.cfg.Bridge.WithDefaults(b.g.cfg.Gateway.ID).Remotes {
 		classes[rc.Name] = rc.Class
 	}
 	for _, s := range b.g.Bridge.Status() {

@@ -2,7 +2,6 @@ package edge
 
 import (
 	"context"
-	"crypto"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -19,10 +18,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/lestrrat-go/jwx/v3/jwk"
-
 	"github.com/edgeid/edgeid/cloudsync/client"
 	"github.com/edgeid/edgeid/edge/admin"
+	"github.com/edgeid/edgeid/edge/bridge"
 	"github.com/edgeid/edgeid/edge/config"
 	"github.com/edgeid/edgeid/store"
 )
@@ -92,7 +90,7 @@ func Doctor(ctx context.Context, cfg config.Config, cfgErr error, o DoctorOption
 			add("store", "fail", "%v", err)
 		} else {
 			rev, _ := s.Rev()
-			for _, rc := range cfg.Bridge.Remotes {
+			for _, rc := range cfg.Bridge.WithDefaults(cfg.Gateway.ID).Remotes {
 				bridgeClass[rc.Name] = ""
 				if _, err := s.Class(rc.Class); errors.Is(err, store.ErrNotFound) {
 					bridgeClass[rc.Name] = fmt.Sprintf("class %q is not in the store: nothing crosses until it is imported or synced", rc.Class)
@@ -152,7 +150,7 @@ func Doctor(ctx context.Context, cfg config.Config, cfgErr error, o DoctorOption
 		if e != nil {
 			enrolled = e.Key
 		}
-		for i, rc := range cfg.Bridge.Remotes {
+		for i, rc := range cfg.Bridge.WithDefaults(cfg.Gateway.ID).Remotes {
 			out = append(out, checkRemote(ctx, i, rc, enrolled))
 			name := "bridge " + rc.Name + " class"
 			switch why, known := bridgeClass[rc.Name]; {
@@ -287,7 +285,7 @@ func checkRemote(ctx context.Context, i int, rc config.Remote, enrolled json.Raw
 	if u.Scheme != "mqtts" {
 		return Check{name, "ok", fmt.Sprintf("%s answers (plain TCP: mqtt:// has no TLS)", u.Host)}
 	}
-	tc, err := remoteTLS(rc, u.Hostname(), enrolled)
+	tc, err := bridge.ClientTLS(rc, u.Hostname(), enrolled)
 	if err != nil {
 		return fail("%s: %v", key, err)
 	}
@@ -348,88 +346,6 @@ func tlsHint(err error, key string, rc config.Remote, tc *tls.Config) string {
 		return fmt.Sprintf("the cloud refused the gateway's client certificate %s: is it signed by a CA the cloud trusts, for this gateway, and not expired?", rc.Cert)
 	}
 	return fmt.Sprintf("check %s.address, .ca and .server_name", key)
-}
-
-// remoteTLS is the TLS configuration the bridge uses towards rc (as
-// edge/bridge builds it): the CA bundle or the system's roots, the server
-// name, and the client certificate with its key file or the enrolled key.
-func remoteTLS(rc config.Remote, host string, enrolled json.RawMessage) (*tls.Config, error) {
-	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: host}
-	if rc.ServerName != "" {
-		tc.ServerName = rc.ServerName
-	}
-	if rc.CA != "" {
-		b, err := os.ReadFile(rc.CA)
-		if err != nil {
-			return nil, fmt.Errorf("ca: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(b) {
-			return nil, fmt.Errorf("ca %s: no PEM certificates found", rc.CA)
-		}
-		tc.RootCAs = pool
-	}
-	switch {
-	case rc.Cert != "" && rc.Key != "":
-		cert, err := tls.LoadX509KeyPair(rc.Cert, rc.Key)
-		if err != nil {
-			return nil, fmt.Errorf("cert/key: %w", err)
-		}
-		tc.Certificates = []tls.Certificate{cert}
-	case rc.Cert != "":
-		cert, err := enrolledCert(rc.Cert, enrolled)
-		if err != nil {
-			return nil, err
-		}
-		tc.Certificates = []tls.Certificate{cert}
-	}
-	return tc, nil
-}
-
-// enrolledCert pairs the certificate file with the gateway's enrolled key.
-func enrolledCert(certFile string, enrolled json.RawMessage) (tls.Certificate, error) {
-	if len(enrolled) == 0 {
-		return tls.Certificate{}, errors.New("cert is set without key, but the gateway is not enrolled (run edgeid enroll, or set key)")
-	}
-	k, err := jwk.ParseKey(enrolled)
-	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("enrolled key: %w", err)
-	}
-	var raw any
-	if err := jwk.Export(k, &raw); err != nil {
-		return tls.Certificate{}, fmt.Errorf("enrolled key: %w", err)
-	}
-	signer, ok := raw.(crypto.Signer)
-	if !ok {
-		return tls.Certificate{}, errors.New("enrolled key is not a private key")
-	}
-	b, err := os.ReadFile(certFile)
-	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("cert: %w", err)
-	}
-	var chain tls.Certificate
-	for rest := b; ; {
-		var blk *pem.Block
-		if blk, rest = pem.Decode(rest); blk == nil {
-			break
-		}
-		if blk.Type == "CERTIFICATE" {
-			chain.Certificate = append(chain.Certificate, blk.Bytes)
-		}
-	}
-	if len(chain.Certificate) == 0 {
-		return tls.Certificate{}, fmt.Errorf("cert %s: no PEM certificate found", certFile)
-	}
-	leaf, err := x509.ParseCertificate(chain.Certificate[0])
-	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("cert %s: %w", certFile, err)
-	}
-	type equaler interface{ Equal(crypto.PublicKey) bool }
-	if pub, ok := leaf.PublicKey.(equaler); !ok || !pub.Equal(signer.Public()) {
-		return tls.Certificate{}, fmt.Errorf("cert %s is not for the gateway's enrolled key; give the key file in key", certFile)
-	}
-	chain.PrivateKey, chain.Leaf = signer, leaf
-	return chain, nil
 }
 
 func checkCert(name, path string, now time.Time) Check {

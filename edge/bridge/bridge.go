@@ -92,7 +92,7 @@ func newRemote(rc config.Remote, q config.BridgeQueue, o Options) (*Remote, erro
 		r.version = 4
 	}
 	if u.Scheme == "mqtts" {
-		if r.tls, err = clientTLS(rc, u.Hostname(), o.EnrolledKey); err != nil {
+		if r.tls, err = ClientTLS(rc, u.Hostname(), o.EnrolledKey); err != nil {
 			return nil, err
 		}
 	}
@@ -120,8 +120,11 @@ func newRemote(rc config.Remote, q config.BridgeQueue, o Options) (*Remote, erro
 	return r, nil
 }
 
-// clientTLS is the gateway's TLS configuration towards one remote.
-func clientTLS(rc config.Remote, host string, enrolled json.RawMessage) (*tls.Config, error) {
+// ClientTLS is the gateway's TLS configuration towards remote rc at host:
+// the CA bundle (or the system's roots), the server name, and the client
+// certificate with its key file or the enrolled key. edgeid doctor checks
+// a remote with the same configuration.
+func ClientTLS(rc config.Remote, host string, enrolled json.RawMessage) (*tls.Config, error) {
 	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: host}
 	if rc.ServerName != "" {
 		tc.ServerName = rc.ServerName
