@@ -224,12 +224,13 @@ func tail(s string, n int) string {
 }
 
 func bridgeStatus(t *testing.T, sock string) string {
-	var out json.RawMessage
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := admin.NewClient(sock).Do(ctx, "GET", "/v1/status", nil, &out); err != nil {
+	rs, err := admin.NewClient(sock).Bridge(ctx)
+	if err != nil {
 		return err.Error()
 	}
+	out, _ := json.Marshal(rs)
 	return string(out)
 }
 
