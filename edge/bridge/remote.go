@@ -519,11 +519,17 @@ func (r *Remote) sendRecord(c *conn, rec Record, window int, remoteMax uint32, n
 	}
 	mu.Lock()
 	for len(*list) >= window && ctx.Err() == nil {
+		// Flush what is buffered without holding the window's lock: the
+		// reader takes it for each PUBACK, and a cloud that cannot write
+		// its PUBACKs to us may stop reading what we write.
+		mu.Unlock()
 		if err := c.flush(); err != nil {
-			mu.Unlock()
 			return fmt.Errorf("write: %w", err)
 		}
-		space.Wait()
+		mu.Lock()
+		if len(*list) >= window && ctx.Err() == nil {
+			space.Wait()
+		}
 	}
 	if ctx.Err() != nil {
 		mu.Unlock()

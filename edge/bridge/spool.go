@@ -91,6 +91,7 @@ type Spool struct {
 	next     uint64     // seq of the next append
 	written  uint64     // last seq handed to the writer
 	durable  uint64     // last seq durable as Fsync says
+	synced   uint64     // last seq fsynced
 	acked    uint64     // every seq <= acked is done
 	ackSaved uint64     // acked as the ack file holds it
 	bytes    int64      // bytes of the segment files: what max_bytes bounds
@@ -186,7 +187,7 @@ func (s *Spool) load() error {
 		// after it was ever acknowledged to a device either.
 		s.acked = s.next - 1
 	}
-	s.written, s.durable = s.next-1, s.next-1
+	s.written, s.durable, s.synced = s.next-1, s.next-1, s.next-1
 	s.dropAcked()
 	for _, g := range s.segs {
 		s.bytes += g.size
@@ -417,11 +418,18 @@ func (s *Spool) flush(fsync bool) {
 		return
 	}
 	upto := s.written
+	if upto == s.synced && len(s.toSync) == 0 && s.acked == s.ackSaved {
+		s.mu.Unlock()
+		return // nothing new: an idle queue costs no fsync
+	}
 	err := s.w.Flush()
 	files := append(s.toSync, s.active)
 	s.toSync = nil
 	acked := s.acked
 	s.mu.Unlock()
+	if err == nil && fsync && upto == s.syncedSeq() && len(files) == 1 {
+		fsync = false // only the ack cursor moved: its write below needs no file sync
+	}
 	if err == nil && fsync {
 		for _, f := range files {
 			if e := f.Sync(); e != nil && err == nil {
@@ -438,6 +446,9 @@ func (s *Spool) flush(fsync bool) {
 		s.fail(err)
 		return
 	}
+	if fsync && upto > s.synced {
+		s.synced = upto
+	}
 	if upto > s.durable {
 		s.durable = upto
 		s.cond.Broadcast()
@@ -453,6 +464,12 @@ func (s *Spool) flush(fsync bool) {
 		}
 		s.dropAcked()
 	}
+}
+
+func (s *Spool) syncedSeq() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.synced
 }
 
 // Ack marks every record up to seq as delivered.
