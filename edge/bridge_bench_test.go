@@ -168,13 +168,14 @@ type bridgeBenchSetup struct {
 }
 
 func bridgeBenchSetups() []bridgeBenchSetup {
-	edgeid := func(sync string) func(b *testing.B) *bridgeBenchEnv {
-		return func(b *testing.B) *bridgeBenchEnv { return startEdgeIDBridge(b, sync) }
+	edgeid := func(sync string, interval time.Duration) func(b *testing.B) *bridgeBenchEnv {
+		return func(b *testing.B) *bridgeBenchEnv { return startEdgeIDBridge(b, sync, interval) }
 	}
 	return []bridgeBenchSetup{
 		{"mosquitto-bridge", startMosquittoBridge},
-		{"edgeid-sync-batch", edgeid("batch")},
-		{"edgeid-sync-write", edgeid("write")},
+		{"edgeid-sync-batch", edgeid("batch", config.Default().Bridge.Queue.SyncInterval)},
+		{"edgeid-sync-batch-10ms", edgeid("batch", 10*time.Millisecond)},
+		{"edgeid-sync-write", edgeid("write", config.Default().Bridge.Queue.SyncInterval)},
 	}
 }
 
@@ -224,14 +225,13 @@ func skipWithoutMosquitto(b *testing.B) {
 	}
 }
 
-func startEdgeIDBridge(b *testing.B, sync string) *bridgeBenchEnv {
+func startEdgeIDBridge(b *testing.B, sync string, interval time.Duration) *bridgeBenchEnv {
 	skipWithoutMosquitto(b)
 	cloud := testenv.StartCloud(b, "test-gw")
 	r := cloud.Remote("cloud", config.BridgeRule{Filter: "devices/+/telemetry/#", Direction: "out", QoS: 1})
 	g := startGatewayTB(b, func(c *config.Config) {
 		c.Bridge.Remotes = []config.Remote{r}
-		c.Bridge = c.Bridge.WithDefaults(c.Gateway.ID)
-		c.Bridge.Queue.Sync = sync
+		c.Bridge.Queue.Sync, c.Bridge.Queue.SyncInterval = sync, interval
 	})
 	var ds []store.Device
 	for i := 0; i < bridgeBenchPublishers; i++ {
@@ -495,10 +495,11 @@ func (a *arrivals) wait(b *testing.B, what string, idle time.Duration) (lost boo
 // dialBenchApp connects the cloud application and subscribes it to
 // gateways/test-gw/# at QoS 1.
 func dialBenchApp(b *testing.B, cloud *testenv.Cloud, arr *arrivals) *paho.Client {
-	nc, err := tls.Dial("tcp", cloud.Addr, cloud.AppTLS())
+	tc, err := tls.Dial("tcp", cloud.Addr, cloud.AppTLS())
 	if err != nil {
 		b.Fatal(err)
 	}
+	nc := testenv.LockedConn(tc) // see testenv.LockedConn: paho.golang over TLS
 	pc := paho.NewClient(paho.ClientConfig{Conn: nc,
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
 			arr.add(pr.Packet)
