@@ -53,7 +53,7 @@ func (b adminBackend) Status(context.Context) (admin.Status, error) {
 		return admin.Status{}, err
 	}
 	st := admin.Status{Gateway: g.cfg.Gateway.ID, Version: Version, StartedAt: g.started, Listeners: g.ListenerAddrs(),
-		Sessions: g.Broker.Sessions.Len() + g.coapSessions(), StoreRev: rev, Records: counts, TokenCache: g.Verifier.CacheLen(),
+		Sessions: g.Broker.Sessions.Len() + g.coapSessions() + g.httpStreams(), StoreRev: rev, Records: counts, TokenCache: g.Verifier.CacheLen(),
 		PairingUntil: g.PairingUntil(), LED: g.ledPattern().String(), Hardware: g.board != nil && g.board.Enabled()}
 	if s := g.Syncer; s != nil {
 		cur, err := g.Store.Cursor()
@@ -91,6 +91,12 @@ func (b adminBackend) Sessions(context.Context) ([]admin.Session, error) {
 				Remote: s.Remote, ConnectedAt: s.ConnectedAt, Expires: s.Expires, Observations: s.Observations})
 		}
 	}
+	if b.g.HTTP != nil {
+		for _, s := range b.g.HTTP.Streams("") {
+			out = append(out, admin.Session{Transport: "https", Device: s.Device, Method: s.Method, Subject: s.Subject,
+				Remote: s.Remote, ConnectedAt: s.ConnectedAt, Expires: s.Expires, Filter: s.Filter})
+		}
+	}
 	return out, nil
 }
 
@@ -109,6 +115,9 @@ func (b adminBackend) Devices(_ context.Context, online bool) ([]admin.Device, e
 		}
 		if b.g.CoAP != nil {
 			n += b.g.CoAP.Sessions(d.ID)
+		}
+		if b.g.HTTP != nil {
+			n += len(b.g.HTTP.Streams(d.ID))
 		}
 		if online && n == 0 {
 			continue

@@ -24,6 +24,7 @@ import (
 	"github.com/edgeid/edgeid/edge/broker"
 	"github.com/edgeid/edgeid/edge/coap"
 	"github.com/edgeid/edgeid/edge/config"
+	"github.com/edgeid/edgeid/edge/httpapi"
 	"github.com/edgeid/edgeid/edge/enforce"
 	"github.com/edgeid/edgeid/edge/throttle"
 	"github.com/edgeid/edgeid/hw"
@@ -51,6 +52,8 @@ type Gateway struct {
 	CoAP *coap.Server
 	// Bridge is the cloud bridge; nil without bridge.remotes.
 	Bridge *bridge.Bridge
+	// HTTP is the HTTPS front end; nil without http.listen.
+	HTTP *httpapi.Server
 
 	halfOpen *broker.HalfOpen
 	enforce  *enforce.Enforcer
@@ -129,7 +132,7 @@ func (g *Gateway) build() error {
 	// Acks carry no properties of the PUBLISH back: strict clients reject
 	// them, and a held PUBREC would keep the whole received packet alive.
 	caps.Compatibilities.NoInheritedPropertiesOnAck = true
-	server := mqtt.New(&mqtt.Options{Capabilities: caps, Logger: slog.New(newQuietMochi(g.log.Handler())).With("component", "mochi"), InlineClient: cfg.CoAP.Enabled() || len(cfg.Bridge.Remotes) > 0 /* CoAP and the bridge publish through it, authorized by their packages */})
+	server := mqtt.New(&mqtt.Options{Capabilities: caps, Logger: slog.New(newQuietMochi(g.log.Handler())).With("component", "mochi"), InlineClient: cfg.CoAP.Enabled() || len(cfg.Bridge.Remotes) > 0 || cfg.HTTP.Listen != "" /* CoAP, HTTP and the bridge publish through it, authorized by their packages */})
 	b, err := broker.New(server, g.Auth, g.log.With("component", "mqtt"))
 	if err != nil {
 		return err
@@ -185,6 +188,9 @@ func (g *Gateway) build() error {
 		}
 	}
 	// --- end CoAP ---
+	if err := g.buildHTTP(server); err != nil {
+		return err
+	}
 	// The one enforcement point: every front end's principals, reached by
 	// every store change (see edge/enforce).
 	g.enforce = enforce.New(g.log, broker.FrontEnd{B: b})
@@ -193,6 +199,9 @@ func (g *Gateway) build() error {
 	}
 	if g.Bridge != nil {
 		g.enforce.Add(bridge.FrontEnd{B: g.Bridge})
+	}
+	if g.HTTP != nil {
+		g.enforce.Add(httpapi.FrontEnd{S: g.HTTP})
 	}
 	g.Store.Watch(g.onApplied)
 	g.metrics = newMetrics(g)
@@ -250,6 +259,9 @@ func (g *Gateway) Start(ctx context.Context) error {
 		}
 	}
 	// --- end CoAP ---
+	if g.HTTP != nil {
+		g.HTTP.Start()
+	}
 	a, err := newAdminServer(g)
 	if err != nil {
 		_ = g.Broker.Server.Close()
@@ -301,6 +313,9 @@ func (g *Gateway) ListenerAddrs() []string {
 	for _, l := range g.listeners {
 		out = append(out, l.Protocol()+"://"+l.Address())
 	}
+	if g.HTTP != nil {
+		out = append(out, "https://"+g.HTTP.Addr())
+	}
 	return out
 }
 
@@ -328,6 +343,9 @@ func (g *Gateway) close() error {
 	errs = append(errs, g.metrics.close())
 	if g.CoAP != nil { // --- CoAP ---
 		errs = append(errs, g.CoAP.Close())
+	}
+	if g.HTTP != nil {
+		errs = append(errs, g.HTTP.Close())
 	}
 	if g.Broker != nil {
 		errs = append(errs, g.Broker.Server.Close())
@@ -446,6 +464,13 @@ func (g *Gateway) kick(device, subject, jti, why string) int {
 }
 
 // coapSessions is the number of live CoAP sessions (0 without CoAP).
+func (g *Gateway) httpStreams() int {
+	if g.HTTP == nil {
+		return 0
+	}
+	return len(g.HTTP.Streams(""))
+}
+
 func (g *Gateway) coapSessions() int {
 	if g.CoAP == nil {
 		return 0

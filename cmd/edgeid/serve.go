@@ -148,6 +148,7 @@ func serveDemo(ctx context.Context, v *viper.Viper, out io.Writer) error {
 	v.SetDefault("mqtt.tls.key", files.ServerKey)
 	v.SetDefault("admin.socket", filepath.Join(dir, "admin.sock"))
 	v.SetDefault("coap.dtls_listen", "127.0.0.1:5684")
+	v.SetDefault("http.listen", "127.0.0.1:8443")
 	cfg, err := config.Load(v, "")
 	if err != nil {
 		return err
@@ -213,6 +214,13 @@ func printDemo(out io.Writer, g *edge.Gateway, cfg config.Config, iss *demo.Issu
 		fmt.Fprintf(&b, "coap-client-openssl -s 60 -u thermo-3 -k %s coaps://%s/ps/devices/thermo-3/commands/setpoint\n\n", pskKey, caddr)
 		fmt.Fprintf(&b, "# thermo-2 over CoAP with its client certificate\n")
 		fmt.Fprintf(&b, "coap-client-openssl -m put -c %s -j %s -C %s -e 19.5 coaps://%s/ps/devices/thermo-2/telemetry/temp\n\n", f.DeviceCert, f.DeviceKey, f.CACert, caddr)
+	}
+	if g.HTTP != nil {
+		haddr := g.HTTP.Addr()
+		fmt.Fprintf(&b, "# HTTPS (curl): thermo-1 publishes with its token as a Bearer; acme-cloud reads it back, then subscribes (server-sent events)\n")
+		fmt.Fprintf(&b, "curl --cacert %s -H 'Authorization: Bearer %s' --data 21.7 'https://%s/v1/topics/devices/thermo-1/telemetry/temp?retain=1'\n", f.CACert, t1, haddr)
+		fmt.Fprintf(&b, "curl --cacert %s -H 'Authorization: Bearer %s' https://%s/v1/topics/devices/thermo-1/telemetry/temp\n", f.CACert, svc, haddr)
+		fmt.Fprintf(&b, "curl -N --cacert %s -H 'Accept: text/event-stream' -H 'Authorization: Bearer %s' 'https://%s/v1/topics/devices/+/telemetry/%%23'\n\n", f.CACert, svc, haddr)
 	}
 	fmt.Fprintf(&b, "# technician: sessions, kick\n")
 	fmt.Fprintf(&b, "go run ./cmd/edgeid sessions --socket %s\n", cfg.Admin.Socket)

@@ -19,6 +19,8 @@ func runSessions(ctx context.Context, args []string) error {
 			}
 		} else if s.Observations > 0 {
 			proto = fmt.Sprintf("%s, %d observing", s.Transport, s.Observations)
+		} else if s.Filter != "" {
+			proto = fmt.Sprintf("%s, events of %s", s.Transport, s.Filter)
 		}
 		if !s.Expires.IsZero() {
 			expires = s.Expires.Format(time.RFC3339)

@@ -87,8 +87,11 @@ type SyncStatus struct {
 
 // Session is one live session in GET /v1/sessions.
 type Session struct {
-	// Transport is "mqtt", "coaps" (CoAP over DTLS) or "coap" (plain UDP).
+	// Transport is "mqtt", "coaps" (CoAP over DTLS), "coap" (plain UDP) or
+	// "https" (an event stream).
 	Transport string `json:"transport"`
+	// Filter is what an https event stream is subscribed to.
+	Filter string `json:"filter,omitempty"`
 	// ClientID is the MQTT client id ("" for CoAP).
 	ClientID string `json:"client_id,omitempty"`
 	Device   string `json:"device"`

@@ -115,7 +115,15 @@ type Claims struct {
 	NotBefore time.Time
 	Expiry    time.Time
 	Scope     *policy.Set
-	Cnf       Cnf
+	// ScopeValues are the token's scope values as given (topic scopes and
+	// any others, such as a protected route's "heating:read").
+	ScopeValues []string
+	Cnf         Cnf
+}
+
+// HasScope reports whether the token's scope holds value exactly.
+func (c *Claims) HasScope(value string) bool {
+	return c != nil && slices.Contains(c.ScopeValues, value)
 }
 
 // VerifierConfig tunes token verification.
@@ -484,6 +492,7 @@ func (v *Verifier) checkClaims(p *parsedClaims, signer *ringKey) (*Claims, error
 	if c.Scope, err = policy.Compile(rules); err != nil {
 		return nil, fail(ReasonBadClaims, "scope: %v", err)
 	}
+	c.ScopeValues = strings.Fields(p.scope)
 	if p.hasCnf {
 		if p.cnfErr != nil {
 			return nil, p.cnfErr

@@ -35,6 +35,7 @@ type Config struct {
 	Pairing  Pairing  `mapstructure:"pairing"`
 	CoAP     CoAP     `mapstructure:"coap"`
 	Bridge   Bridge   `mapstructure:"bridge"`
+	HTTP     HTTP     `mapstructure:"http"`
 }
 
 // CoAP configures the CoAP (RFC 7252) front end: devices publish and observe
@@ -275,6 +276,7 @@ func Default() Config {
 		CoAP: CoAP{IdleTimeout: 5 * time.Minute, ObserveIdleTimeout: 24 * time.Hour, MaxObservations: 16,
 			BlockBudget: 8 << 20, BlockTimeout: 2 * time.Minute},
 		Bridge: Bridge{Queue: defaultBridgeQueue()},
+		HTTP:   defaultHTTP(),
 	}
 }
 
@@ -313,6 +315,9 @@ func Load(v *viper.Viper, path string) (Config, error) {
 		return Config{}, fmt.Errorf("config %s: %w (see configs/edgeid.yaml for every key)", orDefaults(path), err)
 	}
 	c.Bridge = c.Bridge.WithDefaults(c.Gateway.ID)
+	if len(c.HTTP.Routes) == 0 {
+		c.HTTP.Routes = nil // "routes: []" is no routes, as the default
+	}
 	if err := c.Validate(); err != nil {
 		return Config{}, fmt.Errorf("config %s: %w", orDefaults(path), err)
 	}
@@ -506,6 +511,7 @@ func (c Config) Validate() error {
 	}
 	// --- end CoAP ---
 	c.Bridge.WithDefaults(c.Gateway.ID).validate(bad)
+	c.HTTP.validate(bad, checkAddr)
 	if c.Admin.Socket == "" {
 		bad("admin.socket", "is empty; give a unix socket path such as /run/edgeid/admin.sock")
 	}

@@ -1,0 +1,94 @@
+package httpapi
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+
+	"github.com/edgeid/edgeid/edge/config"
+)
+
+// Identity headers a protected route's upstream may trust: the gateway
+// removes any the caller sent and sets them from the verified credential.
+const (
+	HeaderSubject = "X-EdgeID-Subject" // the token's sub ("" for a certificate)
+	HeaderDevice  = "X-EdgeID-Device"  // the device (client) the credential is for
+	HeaderClient  = "X-EdgeID-Client"  // the token's client_id
+	HeaderScope   = "X-EdgeID-Scope"   // the token's scope values, space-separated
+	HeaderMethod  = "X-EdgeID-Method"  // token or certificate
+)
+
+// route serves one protected local service: authenticate, check the route's
+// scope, throttle, strip the caller's credentials, pass the verified
+// identity, forward.
+func (s *Server) route(rc config.HTTPRoute) (http.Handler, error) {
+	up, err := url.Parse(rc.Upstream)
+	if err != nil {
+		return nil, fmt.Errorf("http.routes %s: %w", rc.Prefix, err)
+	}
+	rp := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			rest := strings.TrimPrefix(pr.In.URL.Path, rc.Prefix)
+			pr.SetURL(up)
+			pr.Out.URL.Path = strings.TrimSuffix(up.Path, "/") + "/" + rest
+			pr.Out.URL.RawPath = ""
+			pr.Out.Host = up.Host
+			pr.SetXForwarded()
+			h := pr.Out.Header
+			// The caller's credentials are for the gateway, not the service.
+			h.Del("Authorization")
+			h.Del("DPoP")
+			h.Del("Proxy-Authorization")
+			for k := range h {
+				if strings.HasPrefix(http.CanonicalHeaderKey(k), "X-Edgeid-") {
+					h.Del(k)
+				}
+			}
+			id := identityOf(pr.In)
+			for k, v := range id {
+				h.Set(k, v)
+			}
+		},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			s.log.Warn("https route: upstream failed", "prefix", rc.Prefix, "upstream", rc.Upstream, "err", err)
+			fail(w, http.StatusBadGateway, "bad_gateway", "the service behind "+rc.Prefix+" did not answer")
+		},
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p, ok := s.authenticate(w, r)
+		if !ok {
+			return
+		}
+		if rc.Scope != "" && !p.Claims.HasScope(rc.Scope) {
+			s.forbid(w, r, p, fmt.Sprintf("%s needs scope %q", rc.Prefix, rc.Scope))
+			return
+		}
+		size := 0
+		if r.ContentLength > 0 {
+			size = int(r.ContentLength)
+		}
+		if s.throttled(w, p, size) {
+			return
+		}
+		id := map[string]string{HeaderDevice: p.Device.ID, HeaderMethod: string(p.Method)}
+		if c := p.Claims; c != nil {
+			id[HeaderSubject], id[HeaderClient], id[HeaderScope] = c.Subject, c.ClientID, strings.Join(c.ScopeValues, " ")
+		}
+		s.nonce(w)
+		rp.ServeHTTP(w, r.WithContext(withIdentity(r.Context(), id)))
+	}), nil
+}
+
+type identityKey struct{}
+
+func withIdentity(ctx context.Context, id map[string]string) context.Context {
+	return context.WithValue(ctx, identityKey{}, id)
+}
+
+func identityOf(r *http.Request) map[string]string {
+	id, _ := r.Context().Value(identityKey{}).(map[string]string)
+	return id
+}
