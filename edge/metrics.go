@@ -143,6 +143,14 @@ func newMetrics(g *Gateway) *metrics {
 	if g.Bridge != nil {
 		m.reg.MustRegister(bridgeCollector{g.Bridge})
 	}
+	if hs := g.HTTP; hs != nil {
+		m.reg.MustRegister(
+			counter("edgeid_http_requests_total", "HTTPS requests received.", func() float64 { return float64(hs.Requests.Load()) }),
+			counter("edgeid_http_refused_total", "HTTPS requests answered 401 or 403 (credential or permission refused).", func() float64 { return float64(hs.Refused.Load()) }),
+			counter("edgeid_http_throttled_total", "HTTPS requests answered 429.", func() float64 { return float64(hs.Throttled.Load()) }),
+			gauge("edgeid_http_streams", "Open HTTPS event streams (subscriptions).", func() float64 { return float64(len(hs.Streams(""))) }),
+		)
+	}
 	// Which limit refused, from the throttles' own counts (a refusal that
 	// ended the session included); edgeid_throttled_total stays the total
 	// of refused and dropped publishes.
