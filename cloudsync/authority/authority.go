@@ -20,6 +20,7 @@ import (
 	"github.com/lestrrat-go/jwx/v3/jwk"
 
 	"github.com/edgeid/edgeid/cloudsync"
+	"github.com/edgeid/edgeid/dpop"
 	"github.com/edgeid/edgeid/store"
 )
 
@@ -60,6 +61,8 @@ type Authority struct {
 	keys     keyring
 	tokenKey jwk.Key // private, signs device tokens (keys.Current)
 	feedKey  jwk.Key // private, signs feed batches
+
+	dpop *dpop.Verifier // DPoP proofs at the token endpoint (RFC 9449), with their replay store
 
 	mu         sync.Mutex
 	assertions map[string]time.Time // client assertion ids seen, until they expire
@@ -102,7 +105,8 @@ func New(cfg Config, st *store.Store, log *slog.Logger) (*Authority, error) {
 	if cfg.HeartbeatInterval <= 0 {
 		cfg.HeartbeatInterval = cloudsync.DefaultHeartbeatInterval
 	}
-	a := &Authority{cfg: cfg, log: log, Store: st, notify: make(chan struct{}), done: make(chan struct{})}
+	a := &Authority{cfg: cfg, log: log, Store: st, notify: make(chan struct{}), done: make(chan struct{}),
+		dpop: dpop.NewVerifier(dpop.Options{})}
 	var meta struct{ Epoch string }
 	if err := st.GetDoc(docMeta, "epoch", &meta); errors.Is(err, store.ErrNotFound) {
 		meta.Epoch = randomID(12)

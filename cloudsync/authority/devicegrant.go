@@ -61,10 +61,14 @@ type pendingPairing struct {
 	Owner string `json:"owner,omitempty"`
 }
 
+// refreshGrant is a refresh token's state; kept under the hash of the token.
+// Cnf is the client authentication it was issued to; DPoPJKT, when set, the
+// DPoP key it is bound to (RFC 9449 §5.2): a refresh must prove that key.
 type refreshGrant struct {
 	Device  string            `json:"device"`
 	Owner   string            `json:"owner"`
 	Cnf     map[string]string `json:"cnf"`
+	DPoPJKT string            `json:"dpop_jkt,omitempty"`
 	Expires time.Time         `json:"expires"`
 }
 
@@ -194,11 +198,15 @@ func (a *Authority) DecidePairing(userCode, owner string, approve bool) error {
 // PollDeviceCode is RFC 8628 §3.4/3.5: the device polls until the owner
 // decides; then it gets its token once.
 func (a *Authority) PollDeviceCode(clientID, assertionType, assertion, audience string, cert *x509.Certificate, deviceCode string) (TokenResponse, error) {
-	d, cnf, err := a.clientAuth(clientID, assertionType, assertion, audience, cert)
+	return a.pollDeviceCode(tokenClient{id: clientID, assertionType: assertionType, assertion: assertion, audience: audience, cert: cert}, deviceCode)
+}
+
+func (a *Authority) pollDeviceCode(c tokenClient, deviceCode string) (TokenResponse, error) {
+	d, cnf, jkt, err := a.authenticate(c)
 	if err != nil {
 		return TokenResponse{}, err
 	}
-	return a.pollPairing(d, cnf, deviceCode, boundUntil(cnf, cert))
+	return a.pollPairing(d, cnf, jkt, deviceCode, boundUntil(cnf, c.cert))
 }
 
 // boundUntil is when a token bound to cert (cnf x5t#S256) must expire at
@@ -210,9 +218,10 @@ func boundUntil(cnf map[string]string, cert *x509.Certificate) time.Time {
 	return cert.NotAfter
 }
 
-// pollPairing is one poll of device d (authenticated, holding cnf); the
-// token it issues expires by until (zero: no bound but the TTL).
-func (a *Authority) pollPairing(d store.Device, cnf map[string]string, deviceCode string, until time.Time) (TokenResponse, error) {
+// pollPairing is one poll of device d (authenticated, holding cnf, and the
+// DPoP key dpopJKT if it sent a proof); the token it issues expires by until
+// (zero: no bound but the TTL).
+func (a *Authority) pollPairing(d store.Device, cnf map[string]string, dpopJKT, deviceCode string, until time.Time) (TokenResponse, error) {
 	h := hashCode(deviceCode)
 	var p pendingPairing
 	if deviceCode == "" || a.Store.GetDoc(docDeviceCode, h, &p) != nil || p.Device != d.ID {
@@ -244,7 +253,7 @@ func (a *Authority) pollPairing(d store.Device, cnf map[string]string, deviceCod
 	if !sameCnf(p.Cnf, cnf) {
 		return TokenResponse{}, &OAuthError{"invalid_grant", "the device_code was issued to another credential of this device", http.StatusBadRequest}
 	}
-	return a.issuePaired(d, p.Owner, cnf, until)
+	return a.issuePaired(d, p.Owner, cnf, dpopJKT, until)
 }
 
 func sameCnf(a, b map[string]string) bool {
@@ -260,8 +269,9 @@ func sameCnf(a, b map[string]string) bool {
 }
 
 // issuePaired signs a paired device's access token (sub = owner) and a new
-// refresh token bound to the same credential.
-func (a *Authority) issuePaired(d store.Device, owner string, cnf map[string]string, until time.Time) (TokenResponse, error) {
+// refresh token bound to the same credential: the client authentication cnf
+// and, when dpopJKT is set, the DPoP key.
+func (a *Authority) issuePaired(d store.Device, owner string, cnf map[string]string, dpopJKT string, until time.Time) (TokenResponse, error) {
 	class, err := a.Store.Class(d.Class)
 	if err != nil {
 		return TokenResponse{}, err
@@ -272,22 +282,32 @@ func (a *Authority) issuePaired(d store.Device, owner string, cnf map[string]str
 	}
 	scope := policy.FormatScope(rules)
 	// A token bound to a certificate ends no later than the certificate.
-	tok, life, err := a.signUntil(map[string]any{"sub": owner, "client_id": d.ID, "scope": scope, "cnf": cnf}, until)
+	tok, life, err := a.signUntil(map[string]any{"sub": owner, "client_id": d.ID, "scope": scope, "cnf": tokenCnf(cnf, dpopJKT)}, until)
 	if err != nil {
 		return TokenResponse{}, err
 	}
 	refresh := randomID(32)
-	if err := a.Store.PutDoc(docRefresh, hashCode(refresh), refreshGrant{Device: d.ID, Owner: owner, Cnf: cnf, Expires: time.Now().Add(refreshTTL)}); err != nil {
+	if err := a.Store.PutDoc(docRefresh, hashCode(refresh), refreshGrant{Device: d.ID, Owner: owner, Cnf: cnf, DPoPJKT: dpopJKT, Expires: time.Now().Add(refreshTTL)}); err != nil {
 		return TokenResponse{}, err
 	}
-	a.log.Info("token issued", "device", d.ID, "owner", owner, "grant", "device_code")
-	return TokenResponse{AccessToken: tok, TokenType: "Bearer", ExpiresIn: life, Scope: scope, RefreshToken: refresh}, nil
+	a.log.Info("token issued", "device", d.ID, "owner", owner, "grant", "device_code", "binding", bindingName(cnf, dpopJKT))
+	return TokenResponse{AccessToken: tok, TokenType: tokenType(dpopJKT), ExpiresIn: life, Scope: scope, RefreshToken: refresh}, nil
 }
 
 // Refresh rotates a refresh token: the old one is spent, the new token is
 // bound to the same credential, and a device unpaired since gets nothing.
 func (a *Authority) Refresh(clientID, assertionType, assertion, audience string, cert *x509.Certificate, refresh string) (TokenResponse, error) {
-	d, cnf, err := a.clientAuth(clientID, assertionType, assertion, audience, cert)
+	return a.refresh(tokenClient{id: clientID, assertionType: assertionType, assertion: assertion, audience: audience, cert: cert}, refresh)
+}
+
+// refresh is Refresh for a request that may carry a DPoP proof. A refresh
+// token issued with DPoP needs a proof with the same key (RFC 9449 §5.2, for
+// every client here, not only public ones); one issued without DPoP may be
+// refreshed with a proof, and the new tokens are then bound to its key.
+// Like every refusal after the refresh token is presented, a wrong or
+// missing proof spends it.
+func (a *Authority) refresh(c tokenClient, refresh string) (TokenResponse, error) {
+	d, cnf, jkt, err := a.authenticate(c)
 	if err != nil {
 		return TokenResponse{}, err
 	}
@@ -298,10 +318,14 @@ func (a *Authority) Refresh(clientID, assertionType, assertion, audience string,
 	if g.Device != d.ID || !sameCnf(g.Cnf, cnf) || time.Now().After(g.Expires) {
 		return TokenResponse{}, &OAuthError{"invalid_grant", "refresh_token not valid for this client", http.StatusBadRequest}
 	}
+	if g.DPoPJKT != "" && jkt != g.DPoPJKT {
+		a.log.Warn("refresh refused", "device", d.ID, "reason", "refresh token bound to a DPoP key, proof missing or with another key")
+		return TokenResponse{}, &OAuthError{"invalid_grant", "the refresh_token is bound to a DPoP key: send a DPoP proof made with that key", http.StatusBadRequest}
+	}
 	if d.Owner != g.Owner || d.Status != store.DeviceActive {
 		return TokenResponse{}, &OAuthError{"invalid_grant", "the device is no longer paired to this owner", http.StatusBadRequest}
 	}
-	return a.issuePaired(d, g.Owner, cnf, boundUntil(cnf, cert))
+	return a.issuePaired(d, g.Owner, cnf, jkt, boundUntil(cnf, c.cert))
 }
 
 // Unpair ends a device's pairing: its owner is cleared, every token it holds

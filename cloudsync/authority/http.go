@@ -15,6 +15,7 @@ import (
 	"github.com/lestrrat-go/jwx/v3/jwk"
 
 	"github.com/edgeid/edgeid/cloudsync"
+	"github.com/edgeid/edgeid/dpop"
 	"github.com/edgeid/edgeid/store"
 )
 
@@ -140,6 +141,7 @@ func (h *Handler) metadata(w http.ResponseWriter, r *http.Request) {
 		"revocation_endpoint":                        u + "/oauth/revoke",
 		"introspection_endpoint":                     u + "/oauth/introspect",
 		"tls_client_certificate_bound_access_tokens": true,
+		"dpop_signing_alg_values_supported":          dpop.DefaultAlgs,
 	})
 }
 

@@ -37,7 +37,7 @@ func (a *Authority) RelayPoll(gw, deviceID, deviceCode string) (TokenResponse, e
 	if err != nil {
 		return TokenResponse{}, err
 	}
-	return a.pollPairing(d, cnf, deviceCode, time.Time{}) // bound to the registered credential; no certificate at hand
+	return a.pollPairing(d, cnf, "", deviceCode, time.Time{}) // bound to the registered credential; no certificate at hand
 }
 
 // relayedDevice is a relayed device and the confirmation its tokens are

@@ -19,6 +19,7 @@ import (
 	"github.com/lestrrat-go/jwx/v3/jwt"
 
 	"github.com/edgeid/edgeid/device"
+	"github.com/edgeid/edgeid/dpop"
 	"github.com/edgeid/edgeid/policy"
 	"github.com/edgeid/edgeid/store"
 )
@@ -108,29 +109,105 @@ func (a *Authority) clientAuth(clientID, assertionType, assertion, audience stri
 // CallHome issues a device its own access token for its class topics ("call
 // home", before it is paired), bound to the credential it authenticated with.
 func (a *Authority) CallHome(clientID, assertionType, assertion, audience string, cert *x509.Certificate) (TokenResponse, error) {
-	d, cnf, err := a.clientAuth(clientID, assertionType, assertion, audience, cert)
+	return a.callHome(tokenClient{id: clientID, assertionType: assertionType, assertion: assertion, audience: audience, cert: cert})
+}
+
+func (a *Authority) callHome(c tokenClient) (TokenResponse, error) {
+	d, cnf, jkt, err := a.authenticate(c)
 	if err != nil {
 		return TokenResponse{}, err
 	}
 	if d.Status != store.DeviceActive {
-		a.log.Warn("call home refused", "device", clientID, "reason", "device "+string(d.Status))
+		a.log.Warn("call home refused", "device", c.id, "reason", "device "+string(d.Status))
 		return TokenResponse{}, &OAuthError{"unauthorized_client", "device is " + string(d.Status), http.StatusBadRequest}
 	}
-	binding := "x5t#S256"
-	var until time.Time
-	if _, ok := cnf["jkt"]; ok {
-		binding = "jkt"
-	} else {
-		// A token bound to the certificate is proven by it: it must not
-		// outlive it.
-		until = cert.NotAfter
+	cnf = tokenCnf(cnf, jkt)
+	// A token bound to the certificate is proven by it: it must not
+	// outlive it.
+	return a.issueCallHome(d, cnf, bindingName(cnf, jkt), boundUntil(cnf, c.cert), tokenType(jkt))
+}
+
+// tokenClient is who asks at the token endpoint: its client authentication
+// and the request's DPoP header values (none: nil).
+type tokenClient struct {
+	id, assertionType, assertion, audience string
+	cert                                   *x509.Certificate
+	dpop                                   []string
+}
+
+// authenticate is clientAuth and then, if the request carries a DPoP header,
+// the proof (RFC 9449 §4.3; after the client is known, so that only a
+// client with its credential can spend the proof store). It returns the
+// device, the confirmation of its client authentication (what device codes
+// and refresh tokens are issued to) and the DPoP key's thumbprint ("" when
+// the request has no DPoP header).
+func (a *Authority) authenticate(c tokenClient) (store.Device, map[string]string, string, error) {
+	d, cnf, err := a.clientAuth(c.id, c.assertionType, c.assertion, c.audience, c.cert)
+	if err != nil || c.dpop == nil {
+		return d, cnf, "", err
 	}
-	return a.issueCallHome(d, cnf, binding, until)
+	bad := func(detail string) (store.Device, map[string]string, string, error) {
+		a.log.Warn("DPoP proof refused", "device", c.id, "reason", detail)
+		return store.Device{}, nil, "", &OAuthError{dpop.CodeInvalidProof, detail, http.StatusBadRequest}
+	}
+	if len(c.dpop) != 1 {
+		return bad(fmt.Sprintf("send exactly one DPoP header (%d sent)", len(c.dpop)))
+	}
+	p, err := a.dpop.Verify(c.dpop[0], dpop.Request{Method: http.MethodPost, URL: a.cfg.URL + "/oauth/token"})
+	if err != nil {
+		var e *dpop.Error
+		if errors.As(err, &e) {
+			return bad(e.Detail)
+		}
+		return bad(err.Error())
+	}
+	return d, cnf, p.JKT, nil
+}
+
+// tokenCnf is the confirmation of a token issued to a client that
+// authenticated with cnf and proved the DPoP key jkt ("" for none). A DPoP
+// key is what the token is bound to (cnf jkt, RFC 9449 §6.1), in place of
+// the registered key a client assertion proved; a certificate binding
+// (x5t#S256) stays beside it, so such a token needs both: the certificate
+// on the connection and a proof with the key.
+func tokenCnf(cnf map[string]string, jkt string) map[string]string {
+	if jkt == "" {
+		return cnf
+	}
+	out := map[string]string{"jkt": jkt}
+	if x5t, ok := cnf["x5t#S256"]; ok {
+		out["x5t#S256"] = x5t
+	}
+	return out
+}
+
+// bindingName names a token's binding for the log.
+func bindingName(cnf map[string]string, dpopJKT string) string {
+	_, cert := cnf["x5t#S256"]
+	switch {
+	case dpopJKT != "" && cert:
+		return "x5t#S256+dpop"
+	case dpopJKT != "":
+		return "dpop"
+	case cert:
+		return "x5t#S256"
+	}
+	return "jkt"
+}
+
+// tokenType is RFC 9449 §5's token_type: DPoP for a token bound to a DPoP
+// key, else Bearer.
+func tokenType(dpopJKT string) string {
+	if dpopJKT != "" {
+		return "DPoP"
+	}
+	return "Bearer"
 }
 
 // issueCallHome signs a device's own token (sub = the device) for its class
-// topics, bound by cnf, expiring at until if that is before the usual TTL.
-func (a *Authority) issueCallHome(d store.Device, cnf map[string]string, binding string, until time.Time) (TokenResponse, error) {
+// topics, bound by cnf, expiring at until if that is before the usual TTL;
+// typ is its token_type.
+func (a *Authority) issueCallHome(d store.Device, cnf map[string]string, binding string, until time.Time, typ string) (TokenResponse, error) {
 	class, err := a.Store.Class(d.Class)
 	if err != nil {
 		return TokenResponse{}, err
@@ -145,7 +222,7 @@ func (a *Authority) issueCallHome(d store.Device, cnf map[string]string, binding
 		return TokenResponse{}, err
 	}
 	a.log.Info("token issued", "device", d.ID, "grant", "client_credentials", "binding", binding, "expires_in", life)
-	return TokenResponse{AccessToken: tok, TokenType: "Bearer", ExpiresIn: life, Scope: scope}, nil
+	return TokenResponse{AccessToken: tok, TokenType: typ, ExpiresIn: life, Scope: scope}, nil
 }
 
 // signUntil makes an RFC 9068 access token with the standard claims added,
@@ -211,17 +288,17 @@ func (h *Handler) token(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f := r.PostForm
-	cert := clientCert(r)
-	aud := h.A.URL() + "/oauth/token"
+	c := tokenClient{id: f.Get("client_id"), assertionType: f.Get("client_assertion_type"), assertion: f.Get("client_assertion"),
+		audience: h.A.URL() + "/oauth/token", cert: clientCert(r), dpop: r.Header.Values("DPoP")}
 	var resp any
 	var err error
 	switch gt := f.Get("grant_type"); gt {
 	case "client_credentials":
-		resp, err = h.A.CallHome(f.Get("client_id"), f.Get("client_assertion_type"), f.Get("client_assertion"), aud, cert)
+		resp, err = h.A.callHome(c)
 	case DeviceCodeGrant:
-		resp, err = h.A.PollDeviceCode(f.Get("client_id"), f.Get("client_assertion_type"), f.Get("client_assertion"), aud, cert, f.Get("device_code"))
+		resp, err = h.A.pollDeviceCode(c, f.Get("device_code"))
 	case "refresh_token":
-		resp, err = h.A.Refresh(f.Get("client_id"), f.Get("client_assertion_type"), f.Get("client_assertion"), aud, cert, f.Get("refresh_token"))
+		resp, err = h.A.refresh(c, f.Get("refresh_token"))
 	default:
 		fail(w, http.StatusBadRequest, "unsupported_grant_type", fmt.Sprintf("grant_type %q: use client_credentials, %s or refresh_token", gt, DeviceCodeGrant))
 		return
