@@ -43,8 +43,8 @@ func (s *Server) route(rc config.HTTPRoute) (http.Handler, error) {
 			h.Del("DPoP")
 			h.Del("Proxy-Authorization")
 			for k := range h {
-				if strings.HasPrefix(http.CanonicalHeaderKey(k), "X-Edgeid-") {
-					h.Del(k)
+				if isIdentityHeader(k) {
+					delete(h, k)
 				}
 			}
 			id := identityOf(pr.In)
@@ -80,6 +80,29 @@ func (s *Server) route(rc config.HTTPRoute) (http.Handler, error) {
 		s.nonce(w)
 		rp.ServeHTTP(w, r.WithContext(withIdentity(r.Context(), id)))
 	}), nil
+}
+
+// isIdentityHeader reports whether a header name could be read as one of
+// the X-EdgeID-* headers: in any case, and with '_' for '-', since CGI,
+// WSGI, PHP and Rack map X_EdgeID_Subject and X-EdgeID-Subject alike to
+// HTTP_X_EDGEID_SUBJECT.
+func isIdentityHeader(name string) bool {
+	const p = "x-edgeid-"
+	if len(name) < len(p) {
+		return false
+	}
+	for i := 0; i < len(p); i++ {
+		c := name[i]
+		if c == '_' {
+			c = '-'
+		} else if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != p[i] {
+			return false
+		}
+	}
+	return true
 }
 
 type identityKey struct{}
