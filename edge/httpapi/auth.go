@@ -37,6 +37,16 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (*authn.Pr
 		s.challenge(w, r, http.StatusUnauthorized, "", "", "")
 		return nil, false
 	case token == "":
+		// Challenge with the scheme only when it is one the gateway takes:
+		// never advertise the caller's (Basic, ...).
+		switch {
+		case strings.EqualFold(scheme, "Bearer"):
+			scheme = "Bearer"
+		case strings.EqualFold(scheme, "DPoP"):
+			scheme = "DPoP"
+		default:
+			scheme = ""
+		}
 		s.challenge(w, r, http.StatusUnauthorized, scheme, "invalid_request", "the Authorization header has no token")
 		return nil, false
 	}
@@ -117,13 +127,15 @@ func (s *Server) refuse(w http.ResponseWriter, r *http.Request, scheme, code str
 // schemes when scheme is ""), and the error in a JSON body too.
 func (s *Server) challenge(w http.ResponseWriter, r *http.Request, status int, scheme, code, detail string) {
 	s.Refused.Add(1)
+	// auth-params are a comma-separated list (RFC 9110 §11.3, the
+	// examples of RFC 6750 §3 and RFC 9449 §7.1).
 	param := func(scheme string) string {
 		v := scheme + ` realm="` + realm + `"`
 		if scheme == "DPoP" {
-			v += ` algs="` + dpopAlgs + `"`
+			v += `, algs="` + dpopAlgs + `"`
 		}
 		if code != "" {
-			v += ` error="` + code + `", error_description="` + quoteParam(detail) + `"`
+			v += `, error="` + code + `", error_description="` + quoteParam(detail) + `"`
 		}
 		return v
 	}
