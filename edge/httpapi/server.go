@@ -46,6 +46,8 @@ type Broker interface {
 var ErrBusy = errors.New("gateway queue full")
 
 // Counters are the gateway's message counters this front end adds to.
+// MessagesIn is the broker's to count: a publish through Broker.Inject
+// reaches its hooks as a client's PUBLISH does.
 type Counters struct {
 	Denied, Throttled, MessagesIn, MessagesOut, BytesOut *atomic.Uint64
 }
