@@ -46,3 +46,26 @@ func TestHTTPThrottle(t *testing.T) {
 	}
 	onlyMarker(t, svc, "devices/thermo-1/telemetry/marker", "marker")
 }
+
+// TestHTTPPublishCountedOnce: an HTTPS publish is one message in for the
+// metrics (edgeid_messages_in_total), as an MQTT or CoAP one; a read of the
+// retained message one out.
+func TestHTTPPublishCountedOnce(t *testing.T) {
+	g := startHTTP(t)
+	tok := g.token("thermo-1", "alice", nil)
+	c := &g.g.Broker.Counters
+	in, bytesIn := c.MessagesIn.Load(), c.BytesIn.Load()
+	if code, body := g.curl(t, "-X", "POST", "-H", "Authorization: Bearer "+tok, "--data", "12345", g.httpURL("/v1/topics/devices/thermo-1/telemetry/a?retain=1")); code != "204" {
+		t.Fatalf("publish: %s %s", code, body)
+	}
+	if n, b := c.MessagesIn.Load()-in, c.BytesIn.Load()-bytesIn; n != 1 || b != 5 {
+		t.Errorf("one HTTPS publish of 5 bytes counted as %d messages, %d bytes in", n, b)
+	}
+	out := c.MessagesOut.Load()
+	if code, _ := g.curl(t, "-H", "Authorization: Bearer "+g.token("acme-cloud", "acme-cloud", nil), g.httpURL("/v1/topics/devices/thermo-1/telemetry/a")); code != "200" {
+		t.Fatalf("read: %s", code)
+	}
+	if n := c.MessagesOut.Load() - out; n != 1 {
+		t.Errorf("one retained read counted as %d messages out", n)
+	}
+}
