@@ -29,7 +29,13 @@ func (s *Server) route(rc config.HTTPRoute) (http.Handler, error) {
 	if err != nil {
 		return nil, fmt.Errorf("http.routes %s: %w", rc.Prefix, err)
 	}
+	// http.DefaultTransport keeps 2 idle connections per host: with more
+	// requests in flight than that, each one past it opened a new
+	// connection to the upstream (and left one in TIME_WAIT).
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConns, tr.MaxIdleConnsPerHost = 256, 64
 	rp := &httputil.ReverseProxy{
+		Transport: tr,
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			rest := strings.TrimPrefix(pr.In.URL.Path, rc.Prefix)
 			pr.SetURL(up)
