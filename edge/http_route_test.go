@@ -1,11 +1,16 @@
 package edge_test
 
 import (
+	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/edgeid/edgeid/edge/config"
 )
@@ -150,5 +155,44 @@ func TestHTTPProtectedRoute(t *testing.T) {
 	}
 	if got := edgeidHeaders(r.Header); len(got) != 2 {
 		t.Errorf("upstream got X-EdgeID headers %v; want the gateway's device and method only", got)
+	}
+}
+
+// TestHTTPRouteKeepsUpstreamConnections: requests in flight together
+// through a route reuse the gateway's connections to the upstream rather
+// than open one each (http.DefaultTransport keeps only 2 idle per host).
+func TestHTTPRouteKeepsUpstreamConnections(t *testing.T) {
+	var conns atomic.Int64
+	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(2 * time.Millisecond) // keep requests overlapping
+		_, _ = w.Write([]byte("ok"))
+	}))
+	up.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	up.Start()
+	t.Cleanup(up.Close)
+	g := startHTTP(t, withRoutes(config.HTTPRoute{Prefix: "/api/open/", Upstream: up.URL + "/"}))
+	tok := g.token("thermo-1", "alice", nil)
+	// curl --parallel: 8 at a time, 400 requests, multiplexed on one
+	// HTTP/2 connection to the gateway.
+	args := []string{"-s", "--cacert", g.files.CACert, "--parallel", "--parallel-max", "8", "-H", "Authorization: Bearer " + tok,
+		"-w", "%{http_code}\n"}
+	const n = 400
+	for i := range n {
+		args = append(args, g.httpURL(fmt.Sprintf("/api/open/r%d", i)), "-o", "/dev/null")
+	}
+	out, err := exec.Command("curl", args...).Output()
+	if err != nil {
+		t.Fatalf("curl: %v", err)
+	}
+	if c := strings.Count(string(out), "200\n"); c != n {
+		t.Fatalf("%d of %d requests answered 200: %s", c, n, out)
+	}
+	// At most one per request in flight (8), with room for a busy machine.
+	if c := conns.Load(); c > 32 {
+		t.Errorf("%d requests through the route opened %d connections to the upstream", n, c)
 	}
 }
