@@ -75,7 +75,9 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (*authn.Pr
 			s.challenge(w, r, http.StatusUnauthorized, "DPoP", "invalid_dpop_proof", fmt.Sprintf("want exactly one DPoP header, got %d", len(proofs)))
 			return nil, false
 		}
-		pf, err := s.o.DPoP.Verify(proofs[0], dpop.Request{Method: r.Method, URL: "https://" + r.Host + r.URL.Path, AccessToken: token})
+		// The URL as the client sent it (EscapedPath, not the decoded Path:
+		// a topic's %23, %3F or %2F must not become '#', '?' or '/').
+		pf, err := s.o.DPoP.Verify(proofs[0], dpop.Request{Method: r.Method, URL: "https://" + r.Host + r.URL.EscapedPath(), AccessToken: token})
 		if err != nil {
 			var de *dpop.Error
 			code, detail := "invalid_dpop_proof", err.Error()
