@@ -66,10 +66,11 @@ func (c *dpopClient) thumbprint(t *testing.T) string {
 	return strings.TrimSpace(string(c.run(t, "thumbprint")))
 }
 
-// send runs one request (two for modes replay and nonce).
-func (c *dpopClient) send(t *testing.T, mode, method, token, url, data string) []dpopAnswer {
+// send runs one request (two for modes replay and nonce), with extra
+// options (--stream).
+func (c *dpopClient) send(t *testing.T, mode, method, token, url, data string, extra ...string) []dpopAnswer {
 	t.Helper()
-	args := []string{"--cacert", c.cacert, "--token", token, "--method", method, "--mode", mode}
+	args := append([]string{"--cacert", c.cacert, "--token", token, "--method", method, "--mode", mode}, extra...)
 	if data != "" {
 		args = append(args, "--data", data)
 	}
@@ -163,6 +164,38 @@ func TestHTTPDPoPNonce(t *testing.T) {
 		t.Fatalf("retry with the nonce: %+v", as)
 	}
 	svc.expectMsg(t, "devices/thermo-1/telemetry/temp", "with-nonce")
+}
+
+// TestHTTPDPoPEscapedPath: a proof's htu is the URL the client sent, with
+// its percent-encoding: a topic or filter with '#', '?' or an encoded '/'
+// in it is the same URL to both sides (RFC 9449 §4.3, RFC 3986 §6.2.2).
+func TestHTTPDPoPEscapedPath(t *testing.T) {
+	g := startHTTP(t)
+	py := newDPoPClient(t, g)
+	tok := g.token("thermo-1", "alice", func(c map[string]any) { c["cnf"] = map[string]any{"jkt": py.thumbprint(t)} })
+	svc := g.telemetry(t)
+
+	// An event stream on a filter ending in '#' (%23).
+	a := py.send(t, "good", "GET", tok, g.httpURL("/v1/topics/devices/thermo-1/commands/%23"), "", "--stream")[0]
+	if a.Status != 200 || !strings.Contains(a.Body, ": subscribed to devices/thermo-1/commands/#") {
+		t.Errorf("DPoP event stream on .../commands/%%23: %d %q %s", a.Status, a.Body, a.WWWAuthenticate)
+	}
+	// A topic with '?' (%3F) in a level.
+	if a := py.send(t, "good", "POST", tok, g.httpURL("/v1/topics/devices/thermo-1/telemetry/what%3F"), "q")[0]; a.Status != 204 {
+		t.Errorf("DPoP publish on .../what%%3F: %d %s %s", a.Status, a.WWWAuthenticate, a.Body)
+	} else {
+		svc.expectMsg(t, "devices/thermo-1/telemetry/what?", "q")
+	}
+	// An encoded '/' (%2F): the proof names that URL, not .../a/b.
+	if a := py.send(t, "good", "POST", tok, g.httpURL("/v1/topics/devices/thermo-1/telemetry/a%2Fb"), "slash")[0]; a.Status != 204 {
+		t.Errorf("DPoP publish on .../a%%2Fb: %d %s %s", a.Status, a.WWWAuthenticate, a.Body)
+	} else {
+		svc.expectMsg(t, "devices/thermo-1/telemetry/a/b", "slash")
+	}
+	// And a proof for the decoded URL is not one for the encoded.
+	if a := py.send(t, "otherurl", "POST", tok, g.httpURL("/v1/topics/devices/thermo-1/telemetry/what%3F"), "q")[0]; a.Status != 401 {
+		t.Errorf("a proof for another URL: %d", a.Status)
+	}
 }
 
 // TestHTTPCertificateBoundToken: a token bound to thermo-2's certificate

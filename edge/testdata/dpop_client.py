@@ -23,6 +23,8 @@ edge/http_dpop_test.go runs it against a real gateway.
         nonce         as good, and when the answer is 401 use_dpop_nonce with
                       a DPoP-Nonce header, once more with that nonce (two
                       responses)
+      --stream asks for text/event-stream and keeps only the first line of
+      a 200 answer as its body (the stream is then closed).
 """
 
 import argparse
@@ -68,15 +70,6 @@ def proof(key, method, url, token, nonce=None, iat=None):
     return s.serialize(compact=True)
 
 
-def answer(r):
-    return {
-        "status": r.status_code,
-        "www_authenticate": r.headers.get("WWW-Authenticate", ""),
-        "dpop_nonce": r.headers.get("DPoP-Nonce", ""),
-        "body": r.text,
-    }
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--key", required=True)
@@ -85,6 +78,7 @@ def main():
     ap.add_argument("--method", default="POST")
     ap.add_argument("--data", default=None)
     ap.add_argument("--mode", default="good")
+    ap.add_argument("--stream", action="store_true")
     ap.add_argument("url")
     a = ap.parse_args()
     key = load_key(a.key)
@@ -100,9 +94,28 @@ def main():
         h = {"Authorization": scheme + " " + a.token}
         if p is not None:
             h["DPoP"] = p
-        return session.request(method, a.url, headers=h, data=a.data, timeout=30,
-                               # per request: a session's verify loses to REQUESTS_CA_BUNDLE
-                               verify=a.cacert)
+        if a.stream:
+            h["Accept"] = "text/event-stream"
+        r = session.request(method, a.url, headers=h, data=a.data, timeout=30, stream=a.stream,
+                            # per request: a session's verify loses to REQUESTS_CA_BUNDLE
+                            verify=a.cacert)
+        if a.stream:
+            first = ""
+            if r.status_code == 200:
+                first = next(r.iter_lines(decode_unicode=True), "")
+            else:
+                first = r.text
+            r.close()
+            r.first_line = first
+        return r
+
+    def answer(r):
+        return {
+            "status": r.status_code,
+            "www_authenticate": r.headers.get("WWW-Authenticate", ""),
+            "dpop_nonce": r.headers.get("DPoP-Nonce", ""),
+            "body": getattr(r, "first_line", None) if a.stream else r.text,
+        }
 
     out = []
     mode = a.mode
