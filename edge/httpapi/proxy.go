@@ -37,10 +37,16 @@ func (s *Server) route(rc config.HTTPRoute) (http.Handler, error) {
 	rp := &httputil.ReverseProxy{
 		Transport: tr,
 		Rewrite: func(pr *httputil.ProxyRequest) {
+			// The rest of the path as the caller encoded it: an encoded
+			// '/' (%2F) stays one, not a new segment.
 			rest := strings.TrimPrefix(pr.In.URL.Path, rc.Prefix)
+			escRest, ok := strings.CutPrefix(pr.In.URL.EscapedPath(), rc.Prefix)
+			if !ok {
+				escRest = (&url.URL{Path: rest}).EscapedPath()
+			}
 			pr.SetURL(up)
 			pr.Out.URL.Path = strings.TrimSuffix(up.Path, "/") + "/" + rest
-			pr.Out.URL.RawPath = ""
+			pr.Out.URL.RawPath = strings.TrimSuffix(up.EscapedPath(), "/") + "/" + escRest
 			pr.Out.Host = up.Host
 			pr.SetXForwarded()
 			h := pr.Out.Header
@@ -64,6 +70,15 @@ func (s *Server) route(rc config.HTTPRoute) (http.Handler, error) {
 		},
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// ServeMux redirects a literal ../ away; an encoded one (%2E%2E,
+		// ..%2F) would reach the upstream as "..", which it resolves
+		// outside the route's upstream path.
+		for seg := range strings.SplitSeq(strings.TrimPrefix(r.URL.Path, rc.Prefix), "/") {
+			if seg == "." || seg == ".." {
+				fail(w, http.StatusBadRequest, "invalid_request", "the path has a dot segment (. or .., perhaps percent-encoded): it would leave "+rc.Prefix)
+				return
+			}
+		}
 		p, ok := s.authenticate(w, r)
 		if !ok {
 			return
