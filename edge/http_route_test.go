@@ -196,3 +196,30 @@ func TestHTTPRouteKeepsUpstreamConnections(t *testing.T) {
 		t.Errorf("%d requests through the route opened %d connections to the upstream", n, c)
 	}
 }
+
+// TestHTTPRoutePathStaysUnderUpstream: a route forwards under its upstream
+// path only: encoded dot segments (%2E%2E, ..%2F) are refused, never sent
+// on for the upstream to resolve outside it, and an encoded '/' stays
+// encoded.
+func TestHTTPRoutePathStaysUnderUpstream(t *testing.T) {
+	up := newUpstream(t)
+	g := startHTTP(t, withRoutes(config.HTTPRoute{Prefix: "/api/open/", Upstream: up.URL + "/svc/"}))
+	auth := "Authorization: Bearer " + g.token("thermo-1", "alice", nil)
+	for _, p := range []string{"/api/open/..%2F..%2Fsecret", "/api/open/%2E%2E/secret", "/api/open/%2e%2e%2fsecret", "/api/open/a/%2E%2E/%2E%2E/secret", "/api/open/.%2E/secret", "/api/open/%2E/x"} {
+		code, body := g.curl(t, "--path-as-is", "-H", auth, g.httpURL(p))
+		if code != "400" || !strings.Contains(body, "dot segment") {
+			t.Errorf("%s: %s %s, want 400", p, code, body)
+		}
+	}
+	// A literal ../ is ServeMux's to clean: redirected, never forwarded.
+	if code, body := g.curl(t, "--path-as-is", "-H", auth, g.httpURL("/api/open/x/../../secret")); code[0] != '3' {
+		t.Errorf("literal ../: %s %s", code, body)
+	}
+	if rs := up.requests(); len(rs) != 0 {
+		t.Fatalf("the upstream got %s", rs[0].RequestURI)
+	}
+	code, body := g.curl(t, "-H", auth, g.httpURL("/api/open/a%2Fb/c..d/x?q=1"))
+	if code != "200" || body != "upstream GET /svc/a%2Fb/c..d/x?q=1" {
+		t.Errorf("encoded path: %s %q", code, body)
+	}
+}
