@@ -44,7 +44,10 @@ type Counters struct {
 	RefusedOut atomic.Uint64 // messages the bridge class may not send to the cloud (queued or live)
 	Received   atomic.Uint64 // messages from the cloud published locally
 	RefusedIn  atomic.Uint64 // messages from the cloud the bridge class may not publish
-	Connects   atomic.Uint64
+	// RefusedByCloud counts QoS 1 messages the cloud answered with a
+	// permanent error reason code (MQTT 5 PUBACK >= 0x80): dropped, logged.
+	RefusedByCloud atomic.Uint64
+	Connects       atomic.Uint64
 }
 
 type rule struct {
@@ -330,14 +333,19 @@ func (r *Remote) session(ctx context.Context) error {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	errc := make(chan error, 3)
+	errc := make(chan error, 4)
+	// Every goroutine of the session is joined before session returns, so
+	// none touches the spool, the broker or the reader after it.
+	var wg sync.WaitGroup
 	var fl struct {
 		sync.Mutex
 		list  []inflight // in send order
 		space *sync.Cond
 	}
 	fl.space = sync.NewCond(&fl.Mutex)
+	wg.Add(4)
 	go func() {
+		defer wg.Done()
 		<-ctx.Done()
 		_ = nc.Close()
 		fl.Lock()
@@ -347,6 +355,7 @@ func (r *Remote) session(ctx context.Context) error {
 
 	// Reader: acks, the cloud's publishes, pings.
 	go func() {
+		defer wg.Done()
 		for {
 			_ = nc.SetReadDeadline(time.Now().Add(r.cfg.KeepAlive * 3 / 2))
 			pk, err := readPacket(br, r.version, r.maxPkt)
@@ -356,12 +365,24 @@ func (r *Remote) session(ctx context.Context) error {
 			}
 			switch pk.FixedHeader.Type {
 			case packets.Puback:
+				if pk.ReasonCode == packets.ErrQuotaExceeded.Code || pk.ReasonCode == packets.ErrServerBusy.Code {
+					// Transient: send it again after a reconnect.
+					errc <- fmt.Errorf("the cloud broker answered a PUBLISH with 0x%02x %s; resending after a reconnect", pk.ReasonCode, pk.Properties.ReasonString)
+					return
+				}
+				if pk.ReasonCode >= 0x80 {
+					r.Counters.RefusedByCloud.Add(1)
+					r.log.Warn("bridge: the cloud broker refused a message (not resent)", "remote", r.Name,
+						"code", fmt.Sprintf("0x%02x", pk.ReasonCode), "reason", pk.Properties.ReasonString)
+				}
 				fl.Lock()
 				var done uint64
 				for i := range fl.list {
 					if !fl.list[i].acked && fl.list[i].pid == pk.PacketID {
 						fl.list[i].acked = true
-						r.Counters.Forwarded.Add(1)
+						if pk.ReasonCode < 0x80 {
+							r.Counters.Forwarded.Add(1)
+						}
 						break
 					}
 				}
@@ -399,6 +420,7 @@ func (r *Remote) session(ctx context.Context) error {
 
 	// Pinger.
 	go func() {
+		defer wg.Done()
 		t := time.NewTicker(r.cfg.KeepAlive / 2)
 		defer t.Stop()
 		for {
@@ -417,11 +439,17 @@ func (r *Remote) session(ctx context.Context) error {
 	// Writer: QoS 0 from memory first (it is the freshest and cheapest to
 	// lose), then the durable queue from the first unacknowledged record.
 	go func() {
+		defer wg.Done()
 		rd := r.spool.NewReader()
-		defer rd.Close()
 		recs := make(chan Record, 64)
 		rerr := make(chan error, 1)
+		var rwg sync.WaitGroup
+		// The reader is not safe for two goroutines: close it only once
+		// the one reading it has stopped (it stops when ctx ends).
+		defer func() { rwg.Wait(); rd.Close() }()
+		rwg.Add(1)
 		go func() {
+			defer rwg.Done()
 			defer close(recs)
 			for {
 				rec, ok, err := rd.Next(ctx.Done())
@@ -486,14 +514,15 @@ func (r *Remote) session(ctx context.Context) error {
 		}
 	}()
 
+	var end error
 	select {
 	case <-ctx.Done():
-		disc := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Disconnect}, ProtocolVersion: r.version}
-		_ = c.write(&disc, true)
-		return ctx.Err()
-	case err := <-errc:
-		return err
+		end = ctx.Err()
+	case end = <-errc:
 	}
+	cancel()
+	wg.Wait()
+	return end
 }
 
 // sendRecord writes one queued record, waiting for room in the window. A
@@ -512,7 +541,7 @@ func (r *Remote) sendRecord(c *conn, rec Record, window int, remoteMax uint32, n
 	var pk packets.Packet
 	if !skip {
 		pk = r.publishPacket(ru, rec.Msg, min(rec.Msg.QoS, ru.QoS, 1), 0)
-		if uint32(len(pk.Payload)+len(pk.TopicName)+64) > remoteMax {
+		if uint32(len(pk.Payload)+len(pk.TopicName)+len(pk.Properties.ContentType)+len(rec.Msg.Device)+len(DeviceProperty)+64) > remoteMax {
 			r.log.Warn("bridge: a message is larger than the cloud broker takes; dropped", "remote", r.Name, "topic", rec.Msg.Topic, "bytes", len(pk.Payload))
 			skip = true
 		}
@@ -537,13 +566,18 @@ func (r *Remote) sendRecord(c *conn, rec Record, window int, remoteMax uint32, n
 	}
 	if skip || pk.FixedHeader.Qos == 0 {
 		// Nothing will ack it: acked in turn (a QoS 0 rule sends it once).
+		// With an earlier record still waiting for its PUBACK, the
+		// PUBACK handler acks past this one when that comes.
 		*list = append(*list, inflight{seq: rec.Seq, acked: true})
 		n := 0
 		for n < len(*list) && (*list)[n].acked {
 			n++
 		}
-		done := (*list)[n-1].seq
-		*list = (*list)[n:]
+		var done uint64
+		if n > 0 {
+			done = (*list)[n-1].seq
+			*list = (*list)[n:]
+		}
 		mu.Unlock()
 		if !skip {
 			if err := c.write(&pk, false); err != nil {
@@ -551,7 +585,9 @@ func (r *Remote) sendRecord(c *conn, rec Record, window int, remoteMax uint32, n
 			}
 			r.Counters.Forwarded.Add(1)
 		}
-		r.spool.Ack(done)
+		if done > 0 {
+			r.spool.Ack(done)
+		}
 		return nil
 	}
 	pk.PacketID = nextID()

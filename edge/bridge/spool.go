@@ -96,6 +96,7 @@ type Spool struct {
 	ackSaved uint64     // acked as the ack file holds it
 	bytes    int64      // bytes of the segment files: what max_bytes bounds
 	closed   bool
+	closing  bool
 	err      error // a write or sync failed: the spool refuses appends from then on
 	dropped  uint64
 	// BytesWritten counts what the spool wrote to disk: records and ack file.
@@ -186,6 +187,12 @@ func (s *Spool) load() error {
 		// The ack file is ahead of the log (the log's tail was cut): nothing
 		// after it was ever acknowledged to a device either.
 		s.acked = s.next - 1
+	}
+	if len(s.segs) > 0 && s.acked+1 < s.segs[0].first {
+		// The ack file is behind the first segment (damaged, missing, or
+		// older than the deletion of acknowledged segments): what is gone
+		// was acknowledged by the cloud; start at the first record kept.
+		s.acked = s.segs[0].first - 1
 	}
 	s.written, s.durable, s.synced = s.next-1, s.next-1, s.next-1
 	s.dropAcked()
@@ -437,11 +444,16 @@ func (s *Spool) flush(fsync bool) {
 			}
 		}
 	}
-	for _, f := range files[:len(files)-1] {
-		_ = f.Close()
-	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if fsync || err != nil {
+		for _, f := range files[:len(files)-1] {
+			_ = f.Close()
+		}
+	} else {
+		// Written, not yet synced: the next syncing flush syncs them.
+		s.toSync = append(files[:len(files)-1:len(files)-1], s.toSync...)
+	}
 	if err != nil {
 		s.fail(err)
 		return
@@ -456,7 +468,10 @@ func (s *Spool) flush(fsync bool) {
 		s.notify = make(chan struct{})
 	}
 	if acked != s.ackSaved {
-		if err := writeAck(filepath.Join(s.dir, "ack"), acked, fsync); err != nil {
+		// The cursor must be on disk before the segments it lets go are
+		// deleted, or a power cut could leave an old cursor and no files.
+		deletes := len(s.segs) > 1 && s.segs[0].last <= acked
+		if err := writeAck(filepath.Join(s.dir, "ack"), acked, fsync || deletes); err != nil {
 			s.o.Log.Warn("bridge queue: saving the ack cursor failed (messages may be sent again)", "err", err)
 		} else {
 			s.ackSaved = acked
@@ -589,6 +604,16 @@ func (r *Reader) Next(stop <-chan struct{}) (Record, bool, error) {
 				seg = g
 				break
 			}
+			if g.first > r.pos+1 && g.last >= g.first {
+				// A hole (a segment lost to the disk): go on after it,
+				// counted as lost, rather than stop the queue for ever.
+				s.o.Log.Warn("bridge queue: records missing; going on after them", "dir", s.dir, "from", r.pos+1, "to", g.first-1)
+				s.dropped += g.first - (r.pos + 1)
+				r.pos = g.first - 1
+				r.closeFile()
+				seg = g
+				break
+			}
 		}
 		s.mu.Unlock()
 		if seg == nil {
@@ -628,10 +653,11 @@ func (r *Reader) Next(stop <-chan struct{}) (Record, bool, error) {
 // Close syncs and closes the spool; waiting appends fail.
 func (s *Spool) Close() error {
 	s.mu.Lock()
-	if s.closed {
+	if s.closed || s.closing {
 		s.mu.Unlock()
 		return nil
 	}
+	s.closing = true
 	s.mu.Unlock()
 	close(s.done)
 	s.wg.Wait()
@@ -657,9 +683,13 @@ func writeAck(path string, seq uint64, fsync bool) error {
 	var b [12]byte
 	binary.BigEndian.PutUint64(b[:8], seq)
 	binary.BigEndian.PutUint32(b[8:], crc32.Checksum(b[:8], crcTable))
+	_, statErr := os.Stat(path)
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY, 0o640)
 	if err != nil {
 		return err
+	}
+	if statErr != nil && fsync {
+		defer syncDir(filepath.Dir(path)) // a new file: its directory entry too
 	}
 	if _, err := f.WriteAt(b[:], 0); err != nil {
 		_ = f.Close()

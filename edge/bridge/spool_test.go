@@ -239,3 +239,52 @@ func TestSpoolMaxAge(t *testing.T) {
 		t.Errorf("dropped %d, want 3", st.Dropped)
 	}
 }
+
+// An ack cursor behind the first segment (the ack file lost or damaged after
+// acknowledged segments were deleted) and a segment missing in the middle
+// must not stop the queue: the reader goes on from the first record kept.
+func TestSpoolGapsDoNotStall(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir, SpoolOptions{SyncInterval: time.Millisecond})
+	for i := range 6000 {
+		if _, err := s.Append(msg(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Ack(1500)
+	s.Close() // saves the cursor and deletes the acknowledged segments
+	segs, _ := filepath.Glob(filepath.Join(dir, "*.seg"))
+	if len(segs) < 3 {
+		t.Fatalf("want several segments left, have %d", len(segs))
+	}
+	if err := os.Remove(filepath.Join(dir, "ack")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(segs[1]); err != nil { // a hole in the middle
+		t.Fatal(err)
+	}
+	s = openTest(t, dir, SpoolOptions{})
+	defer s.Close()
+	r := s.NewReader()
+	defer r.Close()
+	stop := make(chan struct{})
+	timer := time.AfterFunc(30*time.Second, func() { close(stop) })
+	defer timer.Stop()
+	last := uint64(0)
+	for {
+		rec, ok, err := r.Next(stop)
+		if err != nil || !ok {
+			t.Fatalf("after %d: ok %v err %v (the queue stalled)", last, ok, err)
+		}
+		if rec.Seq <= last {
+			t.Fatalf("record %d after %d", rec.Seq, last)
+		}
+		last = rec.Seq
+		if last == 6000 {
+			break
+		}
+	}
+	if st := s.Stats(); st.Dropped == 0 {
+		t.Errorf("the hole was not counted: %+v", st)
+	}
+}
