@@ -189,6 +189,24 @@ var privateMembers = []string{"d", "p", "q", "dp", "dq", "qi", "oth", "k"}
 // htu, iat within MaxAge/Skew, ath, the nonce when Options.Nonce, and a jti
 // never seen before (recorded only once everything else holds).
 func (v *Verifier) Verify(proof string, r Request) (Proof, error) {
+	p, err := v.Check(proof, r)
+	if err != nil {
+		return Proof{}, err
+	}
+	if err := v.Use(p); err != nil {
+		return Proof{}, err
+	}
+	return p, nil
+}
+
+// Use records p's jti, refusing a proof seen before (or any when the replay
+// store is full). A resource server calls it once the access token is
+// verified and bound to p's key, so that a stranger's proofs (its own key,
+// a junk token) cannot fill the store; Verify is Check then Use.
+func (v *Verifier) Use(p Proof) error { return v.use(p.JKT, p.JTI, v.o.Now()) }
+
+// Check is Verify without recording the jti: everything but the replay.
+func (v *Verifier) Check(proof string, r Request) (Proof, error) {
 	now := v.o.Now()
 	if proof == "" {
 		return Proof{}, invalid("no DPoP proof")
@@ -330,9 +348,6 @@ func (v *Verifier) Verify(proof string, r Request) (Proof, error) {
 	jkt, err := Thumbprint(key)
 	if err != nil {
 		return Proof{}, invalid("jwk: %v", err)
-	}
-	if err := v.use(jkt, *c.JTI, now); err != nil {
-		return Proof{}, err
 	}
 	return Proof{JKT: jkt, JTI: *c.JTI, IssuedAt: iat, Key: key}, nil
 }

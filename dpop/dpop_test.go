@@ -515,3 +515,29 @@ func BenchmarkVerify(b *testing.B) {
 		}
 	}
 }
+
+// Check records nothing: a resource server calls Use only once the token is
+// verified and bound to the proof's key, so proofs with a stranger's key and
+// a junk token cannot fill the replay store.
+func TestCheckThenUse(t *testing.T) {
+	c := &clock{t0}
+	v := verifier(c, Options{ReplayCapacity: 2})
+	_, k := newEC(t, elliptic.P256())
+	for range 5 { // more than the capacity: none is recorded
+		p, _ := Sign(k, "GET", apiURL, "junk", "", c.now)
+		if _, err := v.Check(p, Request{Method: "GET", URL: apiURL, AccessToken: "junk"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p, _ := Sign(k, "GET", apiURL, "the-token", "", c.now)
+	pf, err := v.Check(p, Request{Method: "GET", URL: apiURL, AccessToken: "the-token"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Use(pf); err != nil {
+		t.Fatalf("the first use: %v (checks filled the store?)", err)
+	}
+	if err := v.Use(pf); err == nil {
+		t.Fatal("a proof used twice")
+	}
+}

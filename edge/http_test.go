@@ -69,6 +69,14 @@ func TestHTTPBearerPublishReadSubscribe(t *testing.T) {
 	if code != "403" || !strings.Contains(body, "insufficient_scope") {
 		t.Fatalf("other device's topic: %s %s", code, body)
 	}
+	// A dot level would be resolved away in a DPoP proof's htu (a proof for
+	// a/b must not publish on a/x/../b), and a control character in a
+	// filter would break the event stream's lines: both 400.
+	for _, path := range []string{"/v1/topics/devices/thermo-1/telemetry/x/%2E%2E/temp", "/v1/topics/devices/thermo-1/telemetry/%0Adata:x"} {
+		if code, body := g.curl(t, "-X", "POST", "-H", "Authorization: Bearer "+tok, "--data", "x", g.httpURL(path)); code != "400" {
+			t.Errorf("POST %s: %s %s, want 400", path, code, body)
+		}
+	}
 	code, body = g.curl(t, "-i", g.httpURL("/v1/topics/devices/thermo-1/telemetry/temp"))
 	if lb := strings.ToLower(body); code != "401" || !strings.Contains(lb, `www-authenticate: bearer realm="edgeid"`) || !strings.Contains(lb, `www-authenticate: dpop realm="edgeid"`) {
 		t.Fatalf("no credential: %s %s", code, body)

@@ -676,10 +676,15 @@ func connackReason(version, code byte) string {
 	return fmt.Sprint(code)
 }
 
+// memQueueBytes bounds the payload bytes of one remote's QoS 0 buffer, beside
+// its message count (bridge.queue.memory_messages).
+const memQueueBytes = 4 << 20
+
 // memQueue is a remote's bounded in-memory buffer of QoS 0 messages.
 type memQueue struct {
 	mu      sync.Mutex
 	q       []Message
+	bytes   int
 	max     int
 	sig     chan struct{}
 	dropped *atomic.Uint64
@@ -691,16 +696,18 @@ func newMemQueue(max int, dropped *atomic.Uint64) *memQueue {
 
 func (m *memQueue) push(msg Message) {
 	m.mu.Lock()
-	if m.max == 0 {
+	if m.max == 0 || len(msg.Payload) > memQueueBytes {
 		m.mu.Unlock()
 		m.dropped.Add(1)
 		return
 	}
-	if len(m.q) >= m.max {
+	for len(m.q) > 0 && (len(m.q) >= m.max || m.bytes+len(msg.Payload) > memQueueBytes) {
+		m.bytes -= len(m.q[0].Payload)
 		m.q = m.q[1:]
 		m.dropped.Add(1)
 	}
 	m.q = append(m.q, msg)
+	m.bytes += len(msg.Payload)
 	m.mu.Unlock()
 	select {
 	case m.sig <- struct{}{}:
@@ -714,7 +721,7 @@ func (m *memQueue) take() []Message {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	q := m.q
-	m.q = nil
+	m.q, m.bytes = nil, 0
 	return q
 }
 

@@ -59,6 +59,7 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (*authn.Pr
 		}
 	}
 	proven := authn.Possession{Cert: cert}
+	var pf dpop.Proof
 	switch {
 	case strings.EqualFold(scheme, "Bearer"):
 		if len(r.Header.Values("DPoP")) > 0 {
@@ -77,7 +78,11 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (*authn.Pr
 		}
 		// The URL as the client sent it (EscapedPath, not the decoded Path:
 		// a topic's %23, %3F or %2F must not become '#', '?' or '/').
-		pf, err := s.o.DPoP.Verify(proofs[0], dpop.Request{Method: r.Method, URL: "https://" + r.Host + r.URL.EscapedPath(), AccessToken: token})
+		// Check, not Verify: the jti is recorded only once the token is
+		// verified and bound to this key (below), so a stranger's proofs
+		// cannot fill the replay store.
+		var err error
+		pf, err = s.o.DPoP.Check(proofs[0], dpop.Request{Method: r.Method, URL: "https://" + r.Host + r.URL.EscapedPath(), AccessToken: token})
 		if err != nil {
 			var de *dpop.Error
 			code, detail := "invalid_dpop_proof", err.Error()
@@ -98,10 +103,22 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (*authn.Pr
 		s.refuse(w, r, scheme, "invalid_token", err)
 		return nil, false
 	}
-	if scheme == "DPoP" && p.Claims.Cnf.JKT == "" {
-		// A proof proves nothing about a token that names no key.
-		s.challenge(w, r, http.StatusUnauthorized, "DPoP", "invalid_token", "the token is not DPoP-bound (no cnf jkt); use the Bearer scheme")
-		return nil, false
+	if scheme == "DPoP" {
+		if p.Claims.Cnf.JKT == "" {
+			// A proof proves nothing about a token that names no key.
+			s.challenge(w, r, http.StatusUnauthorized, "DPoP", "invalid_token", "the token is not DPoP-bound (no cnf jkt); use the Bearer scheme")
+			return nil, false
+		}
+		if err := s.o.DPoP.Use(pf); err != nil {
+			s.log.Warn("https request refused: DPoP proof", "path", r.URL.Path, "remote", r.RemoteAddr, "reason", "invalid_dpop_proof", "detail", err.Error())
+			detail := err.Error()
+			var de *dpop.Error
+			if errors.As(err, &de) {
+				detail = de.Detail
+			}
+			s.challenge(w, r, http.StatusUnauthorized, "DPoP", "invalid_dpop_proof", detail)
+			return nil, false
+		}
 	}
 	return p, true
 }

@@ -73,8 +73,11 @@ func (s *Server) route(rc config.HTTPRoute) (http.Handler, error) {
 		// ServeMux redirects a literal ../ away; an encoded one (%2E%2E,
 		// ..%2F) would reach the upstream as "..", which it resolves
 		// outside the route's upstream path.
-		for seg := range strings.SplitSeq(strings.TrimPrefix(r.URL.Path, rc.Prefix), "/") {
-			if seg == "." || seg == ".." {
+		// '\' separates segments for Windows upstreams, and ";..." is a
+		// Java servlet path parameter: "..;x" and "..\" are dot segments there.
+		rest := strings.TrimPrefix(r.URL.Path, rc.Prefix)
+		for _, seg := range strings.FieldsFunc(rest, func(c rune) bool { return c == '/' || c == '\\' }) {
+			if name, _, _ := strings.Cut(seg, ";"); name == "." || name == ".." {
 				fail(w, http.StatusBadRequest, "invalid_request", "the path has a dot segment (. or .., perhaps percent-encoded): it would leave "+rc.Prefix)
 				return
 			}

@@ -23,6 +23,7 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+	"golang.org/x/net/netutil"
 
 	"github.com/edgeid/edgeid/dpop"
 	"github.com/edgeid/edgeid/edge/authn"
@@ -71,6 +72,13 @@ type Options struct {
 	// that no other user of the broker's inline client holds.
 	SubscriptionIDs func() int
 }
+
+// bodyTimeout bounds reading a request's body; maxConns the connections
+// open at once (past it, new ones wait in the kernel's backlog).
+const (
+	bodyTimeout = 30 * time.Second
+	maxConns    = 2048
+)
 
 // Server is the HTTPS front end.
 type Server struct {
@@ -123,7 +131,7 @@ func New(o Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("http.listen %s: %w", o.Config.Listen, err)
 	}
-	s.ln = ln
+	s.ln = netutil.LimitListener(ln, maxConns)
 	return s, nil
 }
 
@@ -160,6 +168,10 @@ func (s *Server) guard(h http.Handler) http.Handler {
 			}
 		}()
 		r.Body = http.MaxBytesReader(w, r.Body, int64(s.o.MaxPacketSize))
+		// The whole body within bodyTimeout: a client that announces a body
+		// and never sends it does not hold the connection (event streams
+		// clear it once they start).
+		_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(bodyTimeout))
 		h.ServeHTTP(w, r)
 	})
 }

@@ -155,6 +155,9 @@ func (s *Server) subscribe(w http.ResponseWriter, r *http.Request, p *authn.Prin
 		return
 	}
 	defer s.streams.remove(st)
+	// A revocation applied between authenticate and add found no stream to
+	// end: decide this one again now that it is registered.
+	FrontEnd{S: s}.recheck(st)
 	// Each delivery is checked against the stream's permissions of the
 	// moment (a re-check narrows them): the inline subscription bypasses
 	// the broker's ACL hook.
@@ -176,6 +179,7 @@ func (s *Server) subscribe(w http.ResponseWriter, r *http.Request, p *authn.Prin
 	h.Set("X-Accel-Buffering", "no")
 	s.nonce(w)
 	w.WriteHeader(http.StatusOK)
+	_ = http.NewResponseController(w).SetReadDeadline(time.Time{}) // a stream reads nothing more: no deadline (guard set one)
 	_, _ = fmt.Fprintf(w, ": subscribed to %s as %s\n\n", filter, p.Device.ID)
 	fl.Flush()
 	if err := s.o.Broker.Subscribe(filter, st.id, offer); err != nil {
@@ -216,6 +220,22 @@ func (s *Server) subscribe(w http.ResponseWriter, r *http.Request, p *authn.Prin
 			}
 			fl.Flush()
 		case pk := <-st.msgs:
+			// Checked again as it is written: the stream may have ended, or
+			// its permission narrowed or its credential run out, since the
+			// message was queued for it.
+			select {
+			case <-st.done:
+				continue
+			default:
+			}
+			if !st.expires.IsZero() && !s.o.Now().Before(st.expires) {
+				st.end("credential expired")
+				continue
+			}
+			if !st.perms.Load().CanSubscribe(pk.TopicName) {
+				s.o.Counters.Denied.Add(1)
+				continue
+			}
 			n++
 			ev := event{Topic: pk.TopicName, Retain: pk.FixedHeader.Retain, ContentType: pk.Properties.ContentType}
 			if utf8.Valid(pk.Payload) {
@@ -287,15 +307,19 @@ func (f FrontEnd) Recheck(sel enforce.Selector, match enforce.Match) {
 		if !selects(sel, st) || (match != nil && !match(enforce.Principal{Device: st.device, Claims: st.claims, Since: st.since})) {
 			continue
 		}
-		_, perms, err := f.S.o.Auth.Revalidate(st.device, st.claims, "")
-		if err != nil {
-			st.end("no longer authorized: " + string(authn.ReasonOf(err)))
-			continue
-		}
-		if !perms.CanSubscribe(st.filter) {
-			st.end("the permission to subscribe to " + st.filter + " was withdrawn")
-			continue
-		}
-		st.perms.Store(&perms)
+		f.recheck(st)
 	}
+}
+
+func (f FrontEnd) recheck(st *stream) {
+	_, perms, err := f.S.o.Auth.Revalidate(st.device, st.claims, "")
+	if err != nil {
+		st.end("no longer authorized: " + string(authn.ReasonOf(err)))
+		return
+	}
+	if !perms.CanSubscribe(st.filter) {
+		st.end("the permission to subscribe to " + st.filter + " was withdrawn")
+		return
+	}
+	st.perms.Store(&perms)
 }

@@ -33,6 +33,20 @@ func topicOf(w http.ResponseWriter, r *http.Request, filter bool) (string, bool)
 		fail(w, http.StatusBadRequest, "invalid_request", "the topic is not valid UTF-8")
 		return "", false
 	}
+	for i := 0; i < len(t); i++ {
+		if t[i] < 0x20 || t[i] == 0x7f {
+			fail(w, http.StatusBadRequest, "invalid_request", "the topic holds a control character")
+			return "", false
+		}
+	}
+	for level := range strings.SplitSeq(t, "/") {
+		if level == "." || level == ".." {
+			// A URL's dot segments are removed when a DPoP proof's htu is
+			// compared: a proof for a/b must not publish on a/x/../b.
+			fail(w, http.StatusBadRequest, "invalid_request", "a topic level may not be . or .. over HTTPS (URLs resolve them)")
+			return "", false
+		}
+	}
 	check, what := policy.ValidTopic, "topic"
 	if filter {
 		check, what = policy.ValidFilter, "topic filter"
@@ -171,6 +185,7 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request) {
 	}
 	s.nonce(w)
 	w.Header().Set("Content-Type", ct)
+	w.Header().Set("X-Content-Type-Options", "nosniff") // the publisher chose the type
 	w.Header().Set("Content-Length", strconv.Itoa(len(m.Payload)))
 	w.Header().Set("Cache-Control", "no-store")
 	_, _ = w.Write(m.Payload)
