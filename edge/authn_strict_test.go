@@ -56,6 +56,7 @@ func (g *gw) session(clientID string) *broker.Session {
 // certificate's NotAfter, until the token's exp. The session now ends at
 // NotAfter, and once the certificate has expired the token is refused.
 func TestAuthnCertBoundTokenEndsWithCertificate(t *testing.T) {
+	t.Parallel() // mostly waiting: overlaps the other slow tests (make test stays under 10 minutes)
 	g := startGateway(t)
 	cert, leaf := clientCert(t, "thermo-2", time.Now().Add(-time.Hour), time.Now().Add(3*time.Second))
 	fp := sha256.Sum256(leaf.Raw)

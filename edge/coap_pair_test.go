@@ -13,6 +13,7 @@ import (
 // A CoAP device pairs through its gateway, only while the gateway's pairing
 // window is open (the pair button, or edgeid pair).
 func TestPairingRelayOverCoAP(t *testing.T) {
+	t.Parallel() // mostly waiting: overlaps the other slow tests (make test stays under 10 minutes)
 	x := startAuthority(t)
 	key, _ := demo.NewIssuer("coap-1", "coap-1-key")
 	pub, _ := key.Key.PublicKey()

@@ -212,6 +212,7 @@ func (o *observer) waitDone(t *testing.T, forbidden, what string) {
 }
 
 func TestCoAP(t *testing.T) {
+	t.Parallel() // mostly waiting: overlaps the other slow tests (make test stays under 10 minutes)
 	g := startCoAPGateway(t)
 	svc := g.telemetry(t)
 

@@ -109,6 +109,7 @@ func TestCoAPSubjectThrottle(t *testing.T) {
 }
 
 func TestCoAPByteRateAndConnectLimit(t *testing.T) {
+	t.Parallel() // mostly waiting: overlaps the other slow tests (make test stays under 10 minutes)
 	t.Run("byte rate", func(t *testing.T) {
 		g := startCoAPGateway(t, func(c *config.Config) {
 			c.Throttle.Device = config.Rates{BytesPerSecond: 0.001, ByteBurst: 10}

@@ -190,6 +190,7 @@ func TestCoAPUDPOffByDefault(t *testing.T) {
 }
 
 func TestCoAPUDP(t *testing.T) {
+	t.Parallel() // mostly waiting: overlaps the other slow tests (make test stays under 10 minutes)
 	g, d := startUDPGateway(t)
 	svc := g.telemetry(t)
 	const temp = udpTemp

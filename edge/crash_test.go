@@ -29,6 +29,7 @@ import (
 // revocation the authority ever issued with the cursor at the authority's
 // last rev.
 func TestSIGKILLDuringSyncLosesNoRevocation(t *testing.T) {
+	t.Parallel() // mostly waiting: overlaps the other slow tests (make test stays under 10 minutes)
 	if testing.Short() {
 		t.Skip("builds and runs the daemon 40 times")
 	}

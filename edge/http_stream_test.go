@@ -124,6 +124,7 @@ func TestHTTPStreamRevokedToken(t *testing.T) {
 }
 
 func TestHTTPStreamEndsAtTokenExpiry(t *testing.T) {
+	t.Parallel() // mostly waiting: overlaps the other slow tests (make test stays under 10 minutes)
 	g := startHTTP(t)
 	short := g.token("acme-cloud", "acme-cloud", func(c map[string]any) { c["exp"] = time.Now().Add(3 * time.Second).Unix() })
 	st := g.openStream(t, short, "devices/+/telemetry/#")

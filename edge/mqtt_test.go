@@ -290,6 +290,7 @@ func TestCertificateBoundToken(t *testing.T) {
 }
 
 func TestTokenExpiryEndsSession(t *testing.T) {
+	t.Parallel() // mostly waiting: overlaps the other slow tests (make test stays under 10 minutes)
 	g := startGateway(t)
 	svc := g.mustConnect(connOpts{clientID: "acme-cloud", token: g.token("acme-cloud", "acme-cloud", nil)})
 	short := g.token("thermo-1", "alice", func(c map[string]any) { c["exp"] = time.Now().Add(2 * time.Second).Unix() })

@@ -45,6 +45,7 @@ func (x *authSrv) oauth(key *demo.Issuer, device, path string, form url.Values) 
 // token bound to its key; it connects to the gateway proving that key; the
 // owner unpairs it on "My devices" and the gateway cuts it off.
 func TestPinAndPairInBrowser(t *testing.T) {
+	t.Parallel() // mostly waiting: overlaps the other slow tests (make test stays under 10 minutes)
 	x := startAuthority(t)
 	speaker, _ := demo.NewIssuer("speaker-42", "speaker-42-key") // the speaker's own key pair
 	pub, _ := speaker.Key.PublicKey()

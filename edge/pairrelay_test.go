@@ -15,6 +15,7 @@ import (
 // $edgeid/pair/<id>/request topic, shows the code, and polls the same way;
 // its token is bound to that certificate.
 func TestPairingRelayOverMQTT(t *testing.T) {
+	t.Parallel() // mostly waiting: overlaps the other slow tests (make test stays under 10 minutes)
 	x := startAuthority(t)
 	files, err := demo.WriteTLS(t.TempDir(), "lamp-1")
 	if err != nil {

@@ -37,6 +37,7 @@ func newBrowser(t *testing.T) context.Context {
 
 // The owner types the code that edgeid-sensor (the speaker) prints.
 func TestPinAndPairWithSensor(t *testing.T) {
+	t.Parallel() // mostly waiting: overlaps the other slow tests (make test stays under 10 minutes)
 	bin := filepath.Join(t.TempDir(), "edgeid-sensor")
 	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/edgeid-sensor").CombinedOutput(); err != nil {
 		t.Fatalf("build edgeid-sensor: %v\n%s", err, out)

@@ -93,6 +93,7 @@ func TestProofOfPossession(t *testing.T) {
 }
 
 func TestReauthentication(t *testing.T) {
+	t.Parallel() // mostly waiting: overlaps the other slow tests (make test stays under 10 minutes)
 	g := startGateway(t)
 	devKey, _ := demo.NewIssuer("dev", "dev-key")
 	pub, _ := devKey.Key.PublicKey()

@@ -15,6 +15,7 @@ import (
 // A message that waited for send quota keeps its Message Expiry: past it,
 // it is not delivered (mochi marked waiting messages with Expiry -1).
 func TestWaitingMessageKeepsExpiryOffline(t *testing.T) {
+	t.Parallel() // mostly waiting: overlaps the other slow tests (make test stays under 10 minutes)
 	g := startGateway(t)
 	tok := g.token("thermo-1", "thermo-1", nil)
 	dev := g.pconnect(t, "thermo-1", popts{token: tok, cleanStart: true, expiry: 600, receiveMax: 1})
@@ -40,6 +41,7 @@ func TestWaitingMessageKeepsExpiryOffline(t *testing.T) {
 // The same on a live connection: a waiting message with a 1 s expiry is
 // not delivered 3 s later.
 func TestWaitingMessageKeepsExpiryLive(t *testing.T) {
+	t.Parallel() // mostly waiting: overlaps the other slow tests (make test stays under 10 minutes)
 	g := startGateway(t)
 	dev := g.pconnect(t, "thermo-1", popts{token: g.token("thermo-1", "thermo-1", nil), cleanStart: true, receiveMax: 1, manualAck: true})
 	dev.sub(t, "devices/thermo-1/commands/#")

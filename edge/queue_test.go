@@ -327,6 +327,7 @@ func TestPersistentSessionNarrowerTokenAndRevocation(t *testing.T) {
 // delay sends no Will; one that stays away sends it once the delay is over;
 // a device revoked meanwhile sends nothing.
 func TestWillDelay(t *testing.T) {
+	t.Parallel() // mostly waiting: overlaps the other slow tests (make test stays under 10 minutes)
 	g := startGateway(t)
 	cloud := g.pconnect(t, "acme-cloud", popts{token: g.token("acme-cloud", "acme-cloud", nil), cleanStart: true})
 	cloud.sub(t, "devices/+/telemetry/#")
@@ -371,6 +372,7 @@ func TestWillDelay(t *testing.T) {
 // auth.clock_skew (here the default 30 s) tolerates an issuer whose clock is
 // ahead (nbf, iat); it is no leeway on exp.
 func TestSessionEndsAtExpDespiteClockSkew(t *testing.T) {
+	t.Parallel() // mostly waiting: overlaps the other slow tests (make test stays under 10 minutes)
 	g := startGateway(t, func(c *config.Config) { c.Auth.ClockSkew = 30 * time.Second })
 	exp := time.Now().Add(2 * time.Second).Truncate(time.Second).Add(time.Second)
 	tok := g.token("thermo-1", "thermo-1", func(c map[string]any) { c["exp"] = exp.Unix() })
@@ -408,6 +410,7 @@ func TestSessionEndsAtExpDespiteClockSkew(t *testing.T) {
 // ends (MQTT-3.1.3-9), whichever of mochi's two per-second sweeps (session
 // expiry, delayed Wills) runs first.
 func TestWillAtSessionExpiry(t *testing.T) {
+	t.Parallel() // mostly waiting: overlaps the other slow tests (make test stays under 10 minutes)
 	g := startGateway(t)
 	cloud := g.pconnect(t, "acme-cloud", popts{token: g.token("acme-cloud", "acme-cloud", nil), cleanStart: true})
 	cloud.sub(t, "devices/+/telemetry/#")

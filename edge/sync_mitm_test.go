@@ -89,6 +89,7 @@ func syncStatus(t *testing.T, g *gw) syncclient.Status {
 // an outage, and when the path is honest again the revocation is applied:
 // the open session ends and the token is refused as revoked.
 func TestSyncWithheldRevocationDetected(t *testing.T) {
+	t.Parallel() // mostly waiting: overlaps the other slow tests (make test stays under 10 minutes)
 	for _, c := range []struct {
 		name   string
 		strip  bool   // the proxy withholds the heartbeats too
@@ -207,6 +208,7 @@ func TestSyncSilentStreamReconnects(t *testing.T) {
 // while the stream is down, a failure once sync.max_staleness refuses token
 // connects, and ok again once a signed heartbeat finds it current.
 func TestDoctorSyncStale(t *testing.T) {
+	t.Parallel() // mostly waiting: overlaps the other slow tests (make test stays under 10 minutes)
 	x, p := startAuthorityBehindProxy(t, 400*time.Millisecond)
 	g := startGateway(t, func(cfg *configT) {
 		cfg.Sync.Enrollment = x.enroll("gw-1")
