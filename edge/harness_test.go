@@ -168,7 +168,7 @@ func (g *gw) dial(o connOpts) net.Conn {
 	if err != nil {
 		g.t.Fatal(err)
 	}
-	return c
+	return testenv.LockedConn(c) // paho.golang over TLS: see testenv.LockedConn
 }
 
 // connect opens an MQTT 5 session; it returns the CONNACK reason code and,

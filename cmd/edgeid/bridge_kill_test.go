@@ -298,5 +298,12 @@ func appSession(t *testing.T, cloud *testenv.Cloud, got chan<- *paho.Publish) {
 func ptr[T any](v T) *T { return &v }
 
 func tlsDial(cloud *testenv.Cloud) (net.Conn, error) {
-	return tls.Dial("tcp", cloud.Addr, cloud.AppTLS())
+	c, err := tls.Dial("tcp", cloud.Addr, cloud.AppTLS())
+	if err != nil {
+		return nil, err
+	}
+	// paho.golang over TLS: the application's PUBACKs and its SUBSCRIBE
+	// would interleave (see testenv.LockedConn); mosquitto then drops it
+	// as malformed and the drain stalls.
+	return testenv.LockedConn(c), nil
 }
