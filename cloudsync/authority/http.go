@@ -302,7 +302,18 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request, gw string) {
 
 func (h *Handler) listDevices(w http.ResponseWriter, r *http.Request, who string) {
 	ds, err := h.A.Store.Devices()
+	for i := range ds {
+		ds[i] = withoutSecrets(ds[i])
+	}
 	writeList(w, ds, err)
+}
+
+// withoutSecrets is a device record as the API shows it: the DTLS
+// pre-shared key is a secret and never leaves the authority in an answer
+// (its identity does, so an operator sees that one is set).
+func withoutSecrets(d store.Device) store.Device {
+	d.PSK = nil
+	return d
 }
 
 func (h *Handler) getDevice(w http.ResponseWriter, r *http.Request, who string) {
@@ -315,7 +326,7 @@ func (h *Handler) getDevice(w http.ResponseWriter, r *http.Request, who string) 
 		fail(w, http.StatusInternalServerError, "server_error", err.Error())
 		return
 	}
-	writeJSON(w, http.StatusOK, d)
+	writeJSON(w, http.StatusOK, withoutSecrets(d))
 }
 
 // importBatch applies a store.Batch (classes, devices, revocations, …)
