@@ -64,6 +64,9 @@ type Authority struct {
 
 	dpop *dpop.Verifier // DPoP proofs at the token endpoint (RFC 9449), with their replay store
 
+	// revocation is Store.Revocation (a test makes it fail).
+	revocation func(kind store.RevocationKind, value string) (store.Revocation, bool, error)
+
 	mu         sync.Mutex
 	assertions map[string]time.Time // client assertion ids seen, until they expire
 	notify     chan struct{}        // closed and replaced at each applied batch
@@ -106,7 +109,7 @@ func New(cfg Config, st *store.Store, log *slog.Logger) (*Authority, error) {
 		cfg.HeartbeatInterval = cloudsync.DefaultHeartbeatInterval
 	}
 	a := &Authority{cfg: cfg, log: log, Store: st, notify: make(chan struct{}), done: make(chan struct{}),
-		dpop: dpop.NewVerifier(dpop.Options{})}
+		dpop: dpop.NewVerifier(dpop.Options{}), revocation: st.Revocation}
 	var meta struct{ Epoch string }
 	if err := st.GetDoc(docMeta, "epoch", &meta); errors.Is(err, store.ErrNotFound) {
 		meta.Epoch = randomID(12)

@@ -35,7 +35,7 @@ func (a *Authority) RevokeToken(raw, who string) error {
 }
 
 // Introspect is RFC 7662 for resource servers: whether a token of this
-// authority is active now, and its claims.
+// authority is active now, and its claims. A store error answers inactive.
 func (a *Authority) Introspect(raw string) map[string]any {
 	inactive := map[string]any{"active": false}
 	tok, err := a.parseOwnToken(raw)
@@ -51,11 +51,23 @@ func (a *Authority) Introspect(raw string) map[string]any {
 	var clientID, scope string
 	_ = tok.Get("client_id", &clientID)
 	_ = tok.Get("scope", &scope)
-	if r, ok, _ := a.Store.Revocation(store.RevokeToken, jti); ok && r.Value == jti {
+	// Fail closed: a revocation or device that cannot be read makes the
+	// token inactive, never active.
+	r, ok, err := a.revocation(store.RevokeToken, jti)
+	if err != nil {
+		a.log.Error("introspection: token inactive, revocation unreadable", "jti", jti, "err", err)
+		return inactive
+	}
+	if ok && r.Value == jti {
 		return inactive
 	}
 	for kind, v := range map[store.RevocationKind]string{store.RevokeDevice: clientID, store.RevokeSubject: sub} {
-		if r, ok, _ := a.Store.Revocation(kind, v); ok && !iat.After(r.RevokedAt) {
+		r, ok, err := a.revocation(kind, v)
+		if err != nil {
+			a.log.Error("introspection: token inactive, revocation unreadable", "kind", kind, "value", v, "err", err)
+			return inactive
+		}
+		if ok && !iat.After(r.RevokedAt) {
 			return inactive
 		}
 	}
