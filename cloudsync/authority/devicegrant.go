@@ -33,6 +33,8 @@ const (
 	docDeviceCode = "device-code"
 	docUserCode   = "user-code"
 	docRefresh    = "refresh"
+	docRefreshOld = "refresh-used"    // a rotated refresh token, kept to catch its reuse
+	docFamily     = "refresh-revoked" // a revoked grant (refresh token family)
 	deviceCodeTTL = 10 * time.Minute
 	pollInterval  = 5 * time.Second
 	refreshTTL    = 30 * 24 * time.Hour
@@ -64,12 +66,56 @@ type pendingPairing struct {
 // refreshGrant is a refresh token's state; kept under the hash of the token.
 // Cnf is the client authentication it was issued to; DPoPJKT, when set, the
 // DPoP key it is bound to (RFC 9449 §5.2): a refresh must prove that key.
+// Family names the grant: the first refresh token of a pairing and every
+// one rotated from it (RFC 9700 §4.14.2); revoking one revokes them all.
 type refreshGrant struct {
 	Device  string            `json:"device"`
 	Owner   string            `json:"owner"`
 	Cnf     map[string]string `json:"cnf"`
 	DPoPJKT string            `json:"dpop_jkt,omitempty"`
 	Expires time.Time         `json:"expires"`
+	Family  string            `json:"family,omitempty"`
+}
+
+// spentRefresh is a rotated refresh token's family (kept under the token's
+// hash), or a revoked family (under its name), until Expires: no token of
+// the family can be valid after that.
+type spentRefresh struct {
+	Family  string    `json:"family"`
+	Expires time.Time `json:"expires"`
+}
+
+// family is g's family name; a token from before families had none: it
+// starts its own, named by its hash h.
+func (g refreshGrant) family(h string) string {
+	if g.Family != "" {
+		return g.Family
+	}
+	return h
+}
+
+// revokeFamily revokes every refresh token of a grant, the ones rotated
+// from it later included.
+func (a *Authority) revokeFamily(family, reason string) error {
+	if err := a.Store.PutDoc(docFamily, family, spentRefresh{Family: family, Expires: time.Now().Add(refreshTTL)}); err != nil {
+		return err
+	}
+	a.log.Warn("refresh grant revoked", "family", family, "reason", reason)
+	return nil
+}
+
+// familyRevoked reads whether a grant is revoked; a store error is an
+// error (the caller refuses).
+func (a *Authority) familyRevoked(family string) (bool, error) {
+	var f spentRefresh
+	err := a.Store.GetDoc(docFamily, family, &f)
+	if errors.Is(err, store.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return true, err
+	}
+	return time.Now().Before(f.Expires), nil
 }
 
 func hashCode(s string) string {
@@ -253,7 +299,7 @@ func (a *Authority) pollPairing(d store.Device, cnf map[string]string, dpopJKT, 
 	if !sameCnf(p.Cnf, cnf) {
 		return TokenResponse{}, &OAuthError{"invalid_grant", "the device_code was issued to another credential of this device", http.StatusBadRequest}
 	}
-	return a.issuePaired(d, p.Owner, cnf, dpopJKT, until)
+	return a.issuePaired(d, p.Owner, cnf, dpopJKT, until, randomID(16))
 }
 
 func sameCnf(a, b map[string]string) bool {
@@ -270,8 +316,8 @@ func sameCnf(a, b map[string]string) bool {
 
 // issuePaired signs a paired device's access token (sub = owner) and a new
 // refresh token bound to the same credential: the client authentication cnf
-// and, when dpopJKT is set, the DPoP key.
-func (a *Authority) issuePaired(d store.Device, owner string, cnf map[string]string, dpopJKT string, until time.Time) (TokenResponse, error) {
+// and, when dpopJKT is set, the DPoP key, in the grant family.
+func (a *Authority) issuePaired(d store.Device, owner string, cnf map[string]string, dpopJKT string, until time.Time, family string) (TokenResponse, error) {
 	class, err := a.Store.Class(d.Class)
 	if err != nil {
 		return TokenResponse{}, err
@@ -287,7 +333,7 @@ func (a *Authority) issuePaired(d store.Device, owner string, cnf map[string]str
 		return TokenResponse{}, err
 	}
 	refresh := randomID(32)
-	if err := a.Store.PutDoc(docRefresh, hashCode(refresh), refreshGrant{Device: d.ID, Owner: owner, Cnf: cnf, DPoPJKT: dpopJKT, Expires: time.Now().Add(refreshTTL)}); err != nil {
+	if err := a.Store.PutDoc(docRefresh, hashCode(refresh), refreshGrant{Device: d.ID, Owner: owner, Cnf: cnf, DPoPJKT: dpopJKT, Expires: time.Now().Add(refreshTTL), Family: family}); err != nil {
 		return TokenResponse{}, err
 	}
 	a.log.Info("token issued", "device", d.ID, "owner", owner, "grant", "device_code", "binding", bindingName(cnf, dpopJKT))
@@ -305,15 +351,45 @@ func (a *Authority) Refresh(clientID, assertionType, assertion, audience string,
 // every client here, not only public ones); one issued without DPoP may be
 // refreshed with a proof, and the new tokens are then bound to its key.
 // Like every refusal after the refresh token is presented, a wrong or
-// missing proof spends it.
+// missing proof spends it. A spent token presented again (reuse: it was
+// stolen, or the client is confused) revokes its whole grant, the token
+// rotated from it included (RFC 9700 §4.14.2); so does a revoked one.
 func (a *Authority) refresh(c tokenClient, refresh string) (TokenResponse, error) {
 	d, cnf, jkt, err := a.authenticate(c)
 	if err != nil {
 		return TokenResponse{}, err
 	}
+	unknown := &OAuthError{"invalid_grant", "unknown or used refresh_token", http.StatusBadRequest}
+	if refresh == "" {
+		return TokenResponse{}, unknown
+	}
+	h := hashCode(refresh)
 	var g refreshGrant
-	if refresh == "" || a.Store.TakeDoc(docRefresh, hashCode(refresh), &g) != nil {
-		return TokenResponse{}, &OAuthError{"invalid_grant", "unknown or used refresh_token", http.StatusBadRequest}
+	if err := a.Store.GetDoc(docRefresh, h, &g); err != nil {
+		var old spentRefresh
+		if a.Store.GetDoc(docRefreshOld, h, &old) == nil && time.Now().Before(old.Expires) {
+			if err := a.revokeFamily(old.Family, "refresh token reused (device "+d.ID+")"); err != nil {
+				return TokenResponse{}, err
+			}
+		}
+		return TokenResponse{}, unknown
+	}
+	// The token is recorded as spent before it is taken: a second request
+	// with it, even one at the same moment, is seen as reuse.
+	family := g.family(h)
+	if err := a.Store.PutDoc(docRefreshOld, h, spentRefresh{Family: family, Expires: time.Now().Add(refreshTTL)}); err != nil {
+		return TokenResponse{}, err
+	}
+	if a.Store.TakeDoc(docRefresh, h, &g) != nil {
+		if err := a.revokeFamily(family, "refresh token used twice at once (device "+d.ID+")"); err != nil {
+			return TokenResponse{}, err
+		}
+		return TokenResponse{}, unknown
+	}
+	if revoked, err := a.familyRevoked(family); err != nil {
+		return TokenResponse{}, err
+	} else if revoked {
+		return TokenResponse{}, &OAuthError{"invalid_grant", "the refresh_token was revoked", http.StatusBadRequest}
 	}
 	if g.Device != d.ID || !sameCnf(g.Cnf, cnf) || time.Now().After(g.Expires) {
 		return TokenResponse{}, &OAuthError{"invalid_grant", "refresh_token not valid for this client", http.StatusBadRequest}
@@ -325,7 +401,7 @@ func (a *Authority) refresh(c tokenClient, refresh string) (TokenResponse, error
 	if d.Owner != g.Owner || d.Status != store.DeviceActive {
 		return TokenResponse{}, &OAuthError{"invalid_grant", "the device is no longer paired to this owner", http.StatusBadRequest}
 	}
-	return a.issuePaired(d, g.Owner, cnf, jkt, boundUntil(cnf, c.cert))
+	return a.issuePaired(d, g.Owner, cnf, jkt, boundUntil(cnf, c.cert), family)
 }
 
 // Unpair ends a device's pairing: its owner is cleared, every token it holds

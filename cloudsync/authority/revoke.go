@@ -16,12 +16,23 @@ import (
 
 // RevokeToken is RFC 7009: the token's jti is revoked until the token would
 // have expired, and every gateway hears of it. Unknown or invalid tokens are
-// not an error (the RFC answers 200 either way).
+// not an error (the RFC answers 200 either way). A refresh token revokes
+// its grant: it and every refresh token rotated from it are refused.
 func (a *Authority) RevokeToken(raw, who string) error {
 	tok, err := a.parseOwnToken(raw)
 	if err != nil {
-		a.log.Info("revocation of an unknown token ignored", "by", who)
-		return nil
+		h := hashCode(raw)
+		var g refreshGrant
+		if err := a.Store.GetDoc(docRefresh, h, &g); errors.Is(err, store.ErrNotFound) {
+			a.log.Info("revocation of an unknown token ignored", "by", who)
+			return nil
+		} else if err != nil {
+			return err
+		}
+		if err := a.revokeFamily(g.family(h), "revoked by "+who+" (device "+g.Device+")"); err != nil {
+			return err
+		}
+		return a.Store.DeleteDoc(docRefresh, h)
 	}
 	jti, _ := tok.JwtID()
 	exp, _ := tok.Expiration()
