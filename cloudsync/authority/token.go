@@ -43,6 +43,9 @@ type OAuthError struct {
 
 func (e *OAuthError) Error() string { return e.Code + ": " + e.Description }
 
+// noCredential is the answer to a token-endpoint request with no client credential.
+const noCredential = "authenticate with the device's factory certificate (mutual TLS) or a client assertion"
+
 // clientAuth authenticates the device behind a token-endpoint request:
 // by its factory certificate (RFC 8705 tls_client_auth) or by a client
 // assertion signed with its registered key (RFC 7523 private_key_jwt). It
@@ -52,15 +55,24 @@ func (a *Authority) clientAuth(clientID, assertionType, assertion, audience stri
 		a.log.Warn("client authentication refused", "device", clientID, "reason", reason)
 		return store.Device{}, nil, &OAuthError{"invalid_client", desc, http.StatusUnauthorized}
 	}
+	// An unknown client_id, or one with no key, is answered as a bad
+	// credential is: the answer does not tell which ids exist.
+	const badAssertion, badCert = "client assertion invalid", "the client certificate is not registered for this client_id"
 	d, err := a.Store.Device(clientID)
 	if errors.Is(err, store.ErrNotFound) {
-		return bad("unknown device", "unknown client_id")
+		switch {
+		case assertionType == ClientAssertionType:
+			return bad("unknown device", badAssertion)
+		case cert == nil:
+			return bad("unknown device", noCredential)
+		}
+		return bad("unknown device", badCert)
 	} else if err != nil {
 		return store.Device{}, nil, err
 	}
 	if assertionType == ClientAssertionType {
 		if len(d.PublicKey) == 0 {
-			return bad("no registered key", "no key is registered for this client_id")
+			return bad("no registered key", badAssertion)
 		}
 		key, err := jwk.ParseKey(d.PublicKey)
 		if err != nil {
@@ -75,7 +87,7 @@ func (a *Authority) clientAuth(clientID, assertionType, assertion, audience stri
 			jwt.WithAcceptableSkew(30*time.Second), jwt.WithRequiredClaim(jwt.JwtIDKey),
 			jwt.WithMaxDelta(5*time.Minute, jwt.ExpirationKey, jwt.IssuedAtKey))
 		if err != nil {
-			return bad("client assertion: "+err.Error(), "client assertion invalid")
+			return bad("client assertion: "+err.Error(), badAssertion)
 		}
 		jti, _ := tok.JwtID()
 		exp, _ := tok.Expiration()
@@ -89,11 +101,11 @@ func (a *Authority) clientAuth(clientID, assertionType, assertion, audience stri
 		return d, map[string]string{"jkt": base64.RawURLEncoding.EncodeToString(thumb)}, nil
 	}
 	if cert == nil {
-		return bad("no client certificate", "authenticate with the device's factory certificate (mutual TLS) or a client assertion")
+		return bad("no client certificate", noCredential)
 	}
 	sum := sha256.Sum256(cert.Raw)
 	if d.CertSHA256 == "" || subtle.ConstantTimeCompare([]byte(hex.EncodeToString(sum[:])), []byte(d.CertSHA256)) != 1 {
-		return bad("certificate is not the device's registered certificate", "the client certificate is not registered for this client_id")
+		return bad("certificate is not the device's registered certificate", badCert)
 	}
 	// The TLS layer only asks for the certificate (RequestClientCert): its
 	// validity is checked here, or a factory certificate that has expired
