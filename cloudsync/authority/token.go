@@ -10,7 +10,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"mime"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/lestrrat-go/jwx/v3/jwa"
@@ -295,11 +297,25 @@ func (a *Authority) seenAssertion(id string, exp time.Time) bool {
 }
 
 func (h *Handler) token(w http.ResponseWriter, r *http.Request) {
+	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/x-www-form-urlencoded" {
+		fail(w, http.StatusBadRequest, "invalid_request", "send the parameters as application/x-www-form-urlencoded (RFC 6749 §4.4.2)")
+		return
+	}
 	if err := r.ParseForm(); err != nil {
 		fail(w, http.StatusBadRequest, "invalid_request", "form: "+err.Error())
 		return
 	}
 	f := r.PostForm
+	for k, v := range f {
+		if len(v) > 1 {
+			fail(w, http.StatusBadRequest, "invalid_request", fmt.Sprintf("parameter %s: sent %d times, at most once (RFC 6749 §3.2)", k, len(v)))
+			return
+		}
+	}
+	if f.Get("grant_type") == "" {
+		fail(w, http.StatusBadRequest, "invalid_request", "grant_type is required: client_credentials, "+DeviceCodeGrant+" or refresh_token")
+		return
+	}
 	c := tokenClient{id: f.Get("client_id"), assertionType: f.Get("client_assertion_type"), assertion: f.Get("client_assertion"),
 		audience: h.A.URL() + "/oauth/token", cert: clientCert(r), dpop: r.Header.Values("DPoP")}
 	var resp any
@@ -314,6 +330,12 @@ func (h *Handler) token(w http.ResponseWriter, r *http.Request) {
 	default:
 		fail(w, http.StatusBadRequest, "unsupported_grant_type", fmt.Sprintf("grant_type %q: use client_credentials, %s or refresh_token", gt, DeviceCodeGrant))
 		return
+	}
+	// RFC 6749 §5.2: a 401 to a client that tried HTTP Basic says how to
+	// authenticate.
+	var oe *OAuthError
+	if errors.As(err, &oe) && oe.status == http.StatusUnauthorized && strings.HasPrefix(strings.ToLower(r.Header.Get("Authorization")), "basic ") {
+		w.Header().Set("WWW-Authenticate", `Basic realm="edgeid-authority"`)
 	}
 	answerOAuth(w, resp, err)
 }
