@@ -43,6 +43,9 @@ type Config struct {
 	KeyPublishAhead time.Duration
 	// PairingCodeTTL is how long a device's pairing codes live (RFC 8628); 0 means 10 minutes.
 	PairingCodeTTL time.Duration
+	// PairingPollInterval is the RFC 8628 polling interval a device is
+	// told (whole seconds); 0 means 5 seconds.
+	PairingPollInterval time.Duration
 	// HeartbeatInterval is how often each event stream carries a signed
 	// heartbeat (the head of the log); 0 means cloudsync.DefaultHeartbeatInterval.
 	// Gateways call their store stale after cloudsync.HeartbeatMisses of them

@@ -37,6 +37,12 @@ const (
 	docFamily     = "refresh-revoked" // a revoked grant (refresh token family)
 	deviceCodeTTL = 10 * time.Minute
 	pollInterval  = 5 * time.Second
+	// pollTolerance is how much sooner than its interval a poll may come
+	// and not be too fast: a client polling on a ticker at exactly the
+	// interval (golang.org/x/oauth2) reaches the server with network and
+	// scheduling jitter, and slow_down for that would grow its interval
+	// by 5 s every time. It is at most half the interval.
+	pollTolerance = time.Second
 	refreshTTL    = 30 * 24 * time.Hour
 )
 
@@ -160,7 +166,11 @@ func (a *Authority) startPairing(d store.Device, cnf map[string]string) (DeviceA
 	if ttl <= 0 {
 		ttl = deviceCodeTTL
 	}
-	p := pendingPairing{Device: d.ID, UserCode: newUserCode(), Cnf: cnf, Expires: time.Now().Add(ttl), Interval: pollInterval, State: "pending"}
+	interval := a.cfg.PairingPollInterval.Truncate(time.Second)
+	if interval <= 0 {
+		interval = pollInterval
+	}
+	p := pendingPairing{Device: d.ID, UserCode: newUserCode(), Cnf: cnf, Expires: time.Now().Add(ttl), Interval: interval, State: "pending"}
 	if err := a.Store.PutDoc(docDeviceCode, hashCode(deviceCode), p); err != nil {
 		return DeviceAuthorization{}, err
 	}
@@ -170,7 +180,7 @@ func (a *Authority) startPairing(d store.Device, cnf map[string]string) (DeviceA
 	a.log.Info("pairing started", "device", d.ID)
 	return DeviceAuthorization{DeviceCode: deviceCode, UserCode: p.UserCode, VerificationURI: a.cfg.URL + "/device",
 		VerificationURIComplete: a.cfg.URL + "/device?user_code=" + p.UserCode,
-		ExpiresIn:               int(ttl.Seconds()), Interval: int(pollInterval.Seconds())}, nil
+		ExpiresIn:               int(ttl.Seconds()), Interval: int(interval.Seconds())}, nil
 }
 
 // PairingRequest is what the owner's consent page shows for a user code.
@@ -282,7 +292,8 @@ func (a *Authority) pollPairing(d store.Device, cnf map[string]string, dpopJKT, 
 		_ = a.Store.DeleteDoc(docDeviceCode, h)
 		return TokenResponse{}, &OAuthError{"access_denied", "the owner denied the request", http.StatusBadRequest}
 	case p.State == "pending":
-		if !p.LastPoll.IsZero() && now.Sub(p.LastPoll) < p.Interval {
+		// Too fast: sooner than the interval, less the tolerance for jitter.
+		if !p.LastPoll.IsZero() && now.Sub(p.LastPoll) < p.Interval-min(pollTolerance, p.Interval/2) {
 			p.Interval += 5 * time.Second // RFC 8628 §3.5: slow down by 5 s
 			p.LastPoll = now
 			_ = a.Store.PutDoc(docDeviceCode, h, p)
