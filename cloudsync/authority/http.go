@@ -129,19 +129,42 @@ func (h *Handler) gateway(next func(w http.ResponseWriter, r *http.Request, gw s
 	}
 }
 
+// clientAuthMethods are how a device authenticates at the token and device
+// authorization endpoints: a client assertion signed with its registered
+// key (RFC 7523), or mutual TLS with the certificate whose SHA-256
+// fingerprint is pinned in its record (RFC 8705 §2.2
+// self_signed_tls_client_auth: no CA chain or subject is checked, so not
+// tls_client_auth).
+var clientAuthMethods = []string{"private_key_jwt", "self_signed_tls_client_auth"}
+
+// assertionAlgs are the algorithms of a client assertion: ES256 for an EC
+// P-256 key, EdDSA for an Ed25519 one (clientAuth).
+var assertionAlgs = []string{"ES256", "EdDSA"}
+
+// metadata is RFC 8414. The authority has no authorization endpoint (its
+// grants are client_credentials, the device grant and refresh), so its only
+// response type is "none"; revocation and introspection take the admin
+// bearer token, not a client credential. scopes_supported is empty: a
+// token's scope is its device class's permissions, not what a client asks
+// for (RFC 8414 §2 lets a server leave scope values out).
 func (h *Handler) metadata(w http.ResponseWriter, r *http.Request) {
 	u := h.A.URL()
 	writeJSON(w, http.StatusOK, map[string]any{
-		"issuer":                                     u,
-		"jwks_uri":                                   u + "/jwks.json",
-		"token_endpoint":                             u + "/oauth/token",
-		"grant_types_supported":                      []string{"client_credentials", DeviceCodeGrant, "refresh_token"},
-		"device_authorization_endpoint":              u + "/oauth/device_authorization",
-		"token_endpoint_auth_methods_supported":      []string{"tls_client_auth"},
-		"revocation_endpoint":                        u + "/oauth/revoke",
-		"introspection_endpoint":                     u + "/oauth/introspect",
-		"tls_client_certificate_bound_access_tokens": true,
-		"dpop_signing_alg_values_supported":          dpop.DefaultAlgs,
+		"issuer":                                u,
+		"jwks_uri":                              u + "/jwks.json",
+		"token_endpoint":                        u + "/oauth/token",
+		"response_types_supported":              []string{"none"},
+		"grant_types_supported":                 []string{"client_credentials", DeviceCodeGrant, "refresh_token"},
+		"scopes_supported":                      []string{},
+		"device_authorization_endpoint":         u + "/oauth/device_authorization",
+		"token_endpoint_auth_methods_supported": clientAuthMethods,
+		"token_endpoint_auth_signing_alg_values_supported": assertionAlgs,
+		"revocation_endpoint":                              u + "/oauth/revoke",
+		"revocation_endpoint_auth_methods_supported":       []string{"Bearer"},
+		"introspection_endpoint":                           u + "/oauth/introspect",
+		"introspection_endpoint_auth_methods_supported":    []string{"Bearer"},
+		"tls_client_certificate_bound_access_tokens":       true,
+		"dpop_signing_alg_values_supported":                dpop.DefaultAlgs,
 	})
 }
 
