@@ -1,6 +1,7 @@
 package authority_test
 
 import (
+	"encoding/json"
 	"encoding/pem"
 	"os"
 	"os/exec"
@@ -65,4 +66,37 @@ print("ok")
 `
 	out := runPython(t, py, script, f.srv.URL, f.caFile())
 	t.Logf("authlib: %s", out)
+}
+
+// TestPrivateKeyJWTAuthlib: Authlib's OAuth2Session with its stock
+// PrivateKeyJWT (an assertion living an hour, no client_id needed in the
+// body) gets a client_credentials token for a registered device.
+func TestPrivateKeyJWTAuthlib(t *testing.T) {
+	py := authlibPython(t)
+	f := newFixture(t)
+	f.classes()
+	d := f.keyDevice("dev-authlib")
+	devKey, err := json.Marshal(d.key.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	script := `
+import json, sys
+from authlib.integrations.requests_client import OAuth2Session
+from authlib.oauth2.rfc7523 import PrivateKeyJWT
+url, dev_id, dev_key, ca = sys.argv[1:5]
+token_url = url + "/oauth/token"
+s = OAuth2Session(dev_id, json.loads(dev_key), token_endpoint_auth_method=PrivateKeyJWT(token_url, alg="ES256"))
+s.verify = ca
+tok = s.fetch_token(token_url, grant_type="client_credentials", verify=ca)
+print(json.dumps(tok))
+`
+	out := runPython(t, py, script, f.srv.URL, d.id, string(devKey), f.caFile())
+	var tok map[string]any
+	if err := json.Unmarshal(out, &tok); err != nil || tok["access_token"] == nil {
+		t.Fatalf("authlib token: %s (%v)", out, err)
+	}
+	if c := decodeClaims(t, tok["access_token"].(string)); c["client_id"] != "dev-authlib" {
+		t.Fatalf("token claims %v", c)
+	}
 }

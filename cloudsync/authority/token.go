@@ -60,6 +60,12 @@ func (a *Authority) clientAuth(clientID, assertionType, assertion, audience stri
 	// An unknown client_id, or one with no key, is answered as a bad
 	// credential is: the answer does not tell which ids exist.
 	const badAssertion, badCert = "client assertion invalid", "the client certificate is not registered for this client_id"
+	if clientID == "" && assertionType == ClientAssertionType {
+		// RFC 7523 §3: the assertion's sub (and iss) name the client;
+		// client_id in the body is optional. The signature is checked
+		// below, with the key of the device it names.
+		clientID = assertionClient(assertion)
+	}
 	d, err := a.Store.Device(clientID)
 	if errors.Is(err, store.ErrNotFound) {
 		switch {
@@ -86,13 +92,18 @@ func (a *Authority) clientAuth(clientID, assertionType, assertion, audience stri
 		}
 		tok, err := jwt.Parse([]byte(assertion), jwt.WithKey(alg, key), jwt.WithValidate(true),
 			jwt.WithIssuer(clientID), jwt.WithSubject(clientID), jwt.WithAudience(audience),
-			jwt.WithAcceptableSkew(30*time.Second), jwt.WithRequiredClaim(jwt.JwtIDKey),
-			jwt.WithMaxDelta(5*time.Minute, jwt.ExpirationKey, jwt.IssuedAtKey))
+			jwt.WithAcceptableSkew(30*time.Second), jwt.WithRequiredClaim(jwt.JwtIDKey), jwt.WithRequiredClaim(jwt.ExpirationKey))
 		if err != nil {
 			return bad("client assertion: "+err.Error(), badAssertion)
 		}
 		jti, _ := tok.JwtID()
 		exp, _ := tok.Expiration()
+		// Stock clients (Authlib's PrivateKeyJWT) make assertions that live
+		// an hour; longer ones are refused. Each is single use: its jti is
+		// kept until its exp.
+		if exp.After(time.Now().Add(maxAssertionLife + 30*time.Second)) {
+			return bad(fmt.Sprintf("client assertion: exp more than %s ahead", maxAssertionLife), badAssertion)
+		}
 		if !a.seenAssertion(clientID+"/"+jti, exp) {
 			return bad("client assertion replayed", "client assertion already used")
 		}
@@ -275,8 +286,31 @@ func (a *Authority) signUntil(claims map[string]any, until time.Time) (string, i
 // ClientAssertionType is RFC 7523's client assertion type.
 const ClientAssertionType = device.ClientAssertionType
 
+// maxAssertionLife is how far ahead a client assertion's exp may be.
+const maxAssertionLife = time.Hour
+
+// maxAssertions bounds the replay store: past it, new assertions are
+// refused until old ones expire (only assertions with a valid signature are
+// recorded, so only registered clients can fill it).
+const maxAssertions = 100_000
+
+// assertionClient is the client an unverified client assertion names: its
+// sub, when its iss is the same (RFC 7523 §3); "" otherwise.
+func assertionClient(assertion string) string {
+	tok, err := jwt.Parse([]byte(assertion), jwt.WithVerify(false), jwt.WithValidate(false))
+	if err != nil {
+		return ""
+	}
+	sub, _ := tok.Subject()
+	iss, _ := tok.Issuer()
+	if sub == "" || sub != iss {
+		return ""
+	}
+	return sub
+}
+
 // seenAssertion records a client assertion id until it expires; false if it
-// was already used (replay).
+// was already used (replay), or if the store is full.
 func (a *Authority) seenAssertion(id string, exp time.Time) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -290,6 +324,10 @@ func (a *Authority) seenAssertion(id string, exp time.Time) bool {
 		}
 	}
 	if _, dup := a.assertions[id]; dup {
+		return false
+	}
+	if len(a.assertions) >= maxAssertions {
+		a.log.Warn("client assertion refused: replay store full", "entries", len(a.assertions))
 		return false
 	}
 	a.assertions[id] = exp
