@@ -113,6 +113,11 @@ func selects(sel enforce.Selector, st *stream) bool {
 	return true
 }
 
+// names reports whether sel names st and match (nil: any) accepts it.
+func names(sel enforce.Selector, match enforce.Match, st *stream) bool {
+	return selects(sel, st) && (match == nil || match(enforce.Principal{Device: st.device, Claims: st.claims, Since: st.since}))
+}
+
 // event is one server-sent event's data: the message as JSON, its payload
 // as text when it is UTF-8, else base64.
 type event struct {
@@ -129,15 +134,8 @@ const streamBuffer = 256
 
 // subscribe serves GET /v1/topics/<filter> with Accept: text/event-stream.
 func (s *Server) subscribe(w http.ResponseWriter, r *http.Request, p *authn.Principal) {
-	filter, ok := topicOf(w, r, true)
+	filter, ok := s.readable(w, r, p, true)
 	if !ok {
-		return
-	}
-	if !p.Perms.CanSubscribe(filter) {
-		s.forbid(w, r, p, fmt.Sprintf("device %q may not subscribe to %q", p.Device.ID, filter))
-		return
-	}
-	if s.throttled(w, p, 0) {
 		return
 	}
 	fl, ok := w.(http.Flusher)
@@ -289,7 +287,7 @@ var _ enforce.FrontEnd = FrontEnd{}
 func (f FrontEnd) End(sel enforce.Selector, match enforce.Match, reason string) int {
 	n := 0
 	for _, st := range f.S.streams.list() {
-		if !selects(sel, st) || (match != nil && !match(enforce.Principal{Device: st.device, Claims: st.claims, Since: st.since})) {
+		if !names(sel, match, st) {
 			continue
 		}
 		if st.end(reason) {
@@ -304,7 +302,7 @@ func (f FrontEnd) End(sel enforce.Selector, match enforce.Match, reason string) 
 // or the filter no longer allowed) or narrowed. A store error ends it.
 func (f FrontEnd) Recheck(sel enforce.Selector, match enforce.Match) {
 	for _, st := range f.S.streams.list() {
-		if !selects(sel, st) || (match != nil && !match(enforce.Principal{Device: st.device, Claims: st.claims, Since: st.since})) {
+		if !names(sel, match, st) {
 			continue
 		}
 		f.recheck(st)

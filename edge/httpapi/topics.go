@@ -162,15 +162,8 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request) {
 		s.subscribe(w, r, p)
 		return
 	}
-	topic, ok := topicOf(w, r, false)
+	topic, ok := s.readable(w, r, p, false)
 	if !ok {
-		return
-	}
-	if !p.Perms.CanSubscribe(topic) {
-		s.forbid(w, r, p, fmt.Sprintf("device %q may not read %q", p.Device.ID, topic))
-		return
-	}
-	if s.throttled(w, p, 0) {
 		return
 	}
 	msgs := s.o.Broker.Retained(topic)
@@ -191,6 +184,28 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(m.Payload)
 	s.o.Counters.MessagesOut.Add(1)
 	s.o.Counters.BytesOut.Add(uint64(len(m.Payload)))
+}
+
+// readable is the topic (or, for an event stream, the filter) the path
+// names, once checked, allowed to p for subscribe and within p's throttle;
+// otherwise the answer is written and ok is false.
+func (s *Server) readable(w http.ResponseWriter, r *http.Request, p *authn.Principal, filter bool) (string, bool) {
+	t, ok := topicOf(w, r, filter)
+	if !ok {
+		return "", false
+	}
+	if !p.Perms.CanSubscribe(t) {
+		verb := "read"
+		if filter {
+			verb = "subscribe to"
+		}
+		s.forbid(w, r, p, fmt.Sprintf("device %q may not %s %q", p.Device.ID, verb, t))
+		return "", false
+	}
+	if s.throttled(w, p, 0) {
+		return "", false
+	}
+	return t, true
 }
 
 func acceptsEvents(r *http.Request) bool {
