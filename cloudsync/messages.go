@@ -33,7 +33,23 @@ const (
 	PathPairRelay = "/sync/v1/pair"
 	// PathSeen is where a gateway reports when its devices were last connected.
 	PathSeen = "/sync/v1/seen"
+	// PathPermission is the UMA permission endpoint: a gateway, as resource
+	// server, asks for a permission ticket (UMA Federated Authorization §4).
+	PathPermission = "/uma/permission"
 )
+
+// PermissionRequest is one requested permission (UMA Federated
+// Authorization §4.1): a resource ("<device>/<group>") and its scopes
+// ("sub", "pub"). The permission endpoint takes one or an array of them.
+type PermissionRequest struct {
+	ResourceID     string   `json:"resource_id"`
+	ResourceScopes []string `json:"resource_scopes"`
+}
+
+// TicketResponse is the permission endpoint's 201 answer.
+type TicketResponse struct {
+	Ticket string `json:"ticket"`
+}
 
 // PairRelayRequest is a device's pairing step relayed by its gateway.
 type PairRelayRequest struct {

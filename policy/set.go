@@ -84,10 +84,19 @@ func (s *Set) canSubscribe(filter string) bool {
 
 // Perms is the effective permission of a session: an operation is allowed
 // only if every set allows it (e.g. the device-class template and the
-// token's scope), so no single source can grant more than the others permit.
-// The zero Perms, with no sets, allows nothing.
+// token's scope), so no single source can grant more than the others permit;
+// or if the owners' shares the session holds allow it (WithShares). The
+// zero Perms, with no sets, allows nothing.
 type Perms struct {
 	sets []*Set
+	// shared is what owners' shares grant a requesting party (UMA),
+	// allowed on its own: the party's client has topics of its own only
+	// as its class and token allow.
+	shared *Set
+	// held are the topics of shares outside their hours: nothing is
+	// allowed on them, but a subscription is kept (Holds), so that it
+	// delivers again when the window opens.
+	held *Set
 }
 
 // NewPerms intersects sets. A nil set among them allows nothing, so the
@@ -96,9 +105,25 @@ func NewPerms(sets ...*Set) Perms {
 	return Perms{sets: append([]*Set(nil), sets...)}
 }
 
-// CanPublish reports whether every set allows publishing to topic.
+// WithShares returns p that also allows what shared allows, and holds the
+// subscriptions held allows; either may be nil.
+func (p Perms) WithShares(shared, held *Set) Perms {
+	p.shared, p.held = shared, held
+	return p
+}
+
+// Shared reports whether p carries any share (allowed now or held).
+func (p Perms) Shared() bool { return p.shared != nil || p.held != nil }
+
+// CanPublish reports whether every set allows publishing to topic, or a share does.
 func (p Perms) CanPublish(topic string) bool {
-	if len(p.sets) == 0 || checkTopic(topic) != valid {
+	if checkTopic(topic) != valid {
+		return false
+	}
+	if p.shared != nil && p.shared.canPublish(topic) {
+		return true
+	}
+	if len(p.sets) == 0 {
 		return false
 	}
 	for _, s := range p.sets {
@@ -109,9 +134,15 @@ func (p Perms) CanPublish(topic string) bool {
 	return true
 }
 
-// CanSubscribe reports whether every set allows subscribing to filter.
+// CanSubscribe reports whether every set allows subscribing to filter, or a share does.
 func (p Perms) CanSubscribe(filter string) bool {
-	if len(p.sets) == 0 || checkFilter(filter) != valid {
+	if checkFilter(filter) != valid {
+		return false
+	}
+	if p.shared != nil && p.shared.canSubscribe(filter) {
+		return true
+	}
+	if len(p.sets) == 0 {
 		return false
 	}
 	for _, s := range p.sets {
@@ -120,4 +151,10 @@ func (p Perms) CanSubscribe(filter string) bool {
 		}
 	}
 	return true
+}
+
+// Holds reports whether a subscription to filter may stay: it is allowed,
+// or it is a share's outside its hours (it delivers nothing until then).
+func (p Perms) Holds(filter string) bool {
+	return p.CanSubscribe(filter) || (p.held != nil && checkFilter(filter) == valid && p.held.canSubscribe(filter))
 }

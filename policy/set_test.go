@@ -184,3 +184,29 @@ func TestErrorsNameTheRule(t *testing.T) {
 		t.Errorf("error = %v", err)
 	}
 }
+
+func TestPermsWithShares(t *testing.T) {
+	own, _ := Compile([]Rule{{Filter: "app/phone/#", Actions: Publish | Subscribe}})
+	scope, _ := Compile(nil)
+	shared, _ := Compile([]Rule{{Filter: "devices/t1/telemetry/#", Actions: Subscribe}})
+	held, _ := Compile([]Rule{{Filter: "devices/t2/telemetry/#", Actions: Subscribe}})
+	p := NewPerms(own, scope).WithShares(shared, held)
+	if !p.CanSubscribe("devices/t1/telemetry/temp") || !p.CanSubscribe("devices/t1/telemetry/#") {
+		t.Error("a share's topic is not allowed")
+	}
+	if p.CanPublish("devices/t1/telemetry/temp") {
+		t.Error("a sub share allows publishing")
+	}
+	if p.CanSubscribe("app/phone/x") {
+		t.Error("the class allows what the token's empty scope does not")
+	}
+	if p.CanSubscribe("devices/t2/telemetry/temp") || !p.Holds("devices/t2/telemetry/temp") {
+		t.Error("a held share's topic: want not allowed, held")
+	}
+	if p.Holds("devices/t3/telemetry/temp") || p.CanSubscribe("devices/t1/telemetry/+/#/x") {
+		t.Error("holds or allows what no share names")
+	}
+	if !(NewPerms(own).WithShares(nil, nil)).CanPublish("app/phone/x") {
+		t.Error("WithShares(nil, nil) changed the class's permission")
+	}
+}

@@ -111,6 +111,7 @@ func (b *Batch) validate(classKnown func(string) bool) error {
 		if err := policy.CheckTemplate(c.Permissions); err != nil {
 			p.add("%s.permissions: %v", at, err)
 		}
+		checkGroups(&p, at, c.Resources)
 		if c.Limits != nil {
 			checkRates(&p, at+".limits.device", c.Limits.Device)
 			checkRates(&p, at+".limits.class", c.Limits.Class)
@@ -205,14 +206,7 @@ func (b *Batch) validate(classKnown func(string) bool) error {
 			p.add("%s.id %q appears twice in the batch", at, g.ID)
 		}
 		seen[g.ID] = true
-		for field, v := range map[string]string{"id": g.ID, "owner": g.Owner, "device": g.Device, "grantee": g.Grantee} {
-			if err := validID(v); err != nil {
-				p.add("%s.%s %q %v", at, field, v, err)
-			}
-		}
-		if _, err := policy.Compile(g.Rules); err != nil {
-			p.add("%s.rules: %v", at, err)
-		}
+		checkGrant(&p, at, g)
 	}
 	seen = map[string]bool{}
 	for i, is := range b.Issuers {

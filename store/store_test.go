@@ -162,7 +162,7 @@ func seed(t *testing.T, s *store.Store) *store.Batch {
 			{ID: "d2", Class: "sensor", Status: store.DeviceSuspended, CertIssuer: "CN=Factory CA", CertSerial: "0a1b"},
 		},
 		Users:  []store.User{{ID: "alice", Name: "Alice", Status: store.UserActive}},
-		Grants: []store.Grant{{ID: "g1", Owner: "alice", Device: "d1", Grantee: "bob", Rules: []policy.Rule{{Filter: "devices/d1/telemetry/#", Actions: policy.Subscribe}}, Expires: now.Add(48 * time.Hour)}},
+		Grants: []store.Grant{{ID: "g1", Owner: "alice", Device: "d1", Grantee: "bob", GranteeKind: store.GranteeUser, Resources: []store.SharedResource{{Device: "d1", Group: "telemetry", Scopes: []string{"sub"}}}, Expires: now.Add(48 * time.Hour)}},
 		Issuers: []store.Issuer{
 			{Issuer: "https://auth.example.com/", JWKS: validJWKS(t, "k1")},
 		},
@@ -250,8 +250,8 @@ func TestRoundTripEveryRecordType(t *testing.T) {
 			Status: store.DeviceActive, CertSHA256: fp(0xaa), CertIssuer: "CN=Factory CA,O=Acme", CertSerial: "0a1b"}},
 		Users: []store.User{{ID: "alice", Name: "Alice", Status: store.UserActive}, {ID: "bob", Status: store.UserDisabled}},
 		Grants: []store.Grant{
-			{ID: "g1", Owner: "alice", Device: "d1", Grantee: "bob", Rules: []policy.Rule{{Filter: "devices/d1/telemetry/#", Actions: policy.Subscribe}}, Expires: now.Add(time.Hour)},
-			{ID: "g2", Owner: "alice", Device: "d1", Grantee: "carol", Rules: []policy.Rule{{Filter: "devices/d1/status", Actions: policy.Subscribe}}},
+			{ID: "g1", Owner: "alice", Device: "d1", Grantee: "bob", GranteeKind: store.GranteeUser, Resources: []store.SharedResource{{Device: "d1", Group: "telemetry", Scopes: []string{"sub"}}}, Expires: now.Add(time.Hour)},
+			{ID: "g2", Owner: "alice", Device: "d1", Grantee: "carol", GranteeKind: store.GranteeUser, Resources: []store.SharedResource{{Device: "d1", Group: "status", Scopes: []string{"sub"}}}},
 		},
 		Issuers: []store.Issuer{{Issuer: "https://auth.example.com/", JWKS: jw}},
 		Revocations: []store.Revocation{
@@ -434,7 +434,11 @@ func TestInvalidBatchChangesNothing(t *testing.T) {
 		{"user bad status", store.Batch{Devices: dev(store.Device{ID: "d9", Class: "sensor", Status: store.DeviceActive}), Users: []store.User{{ID: "u", Status: "gone"}}}, `users[0].status "gone"`},
 		{"duplicate user", store.Batch{Devices: dev(store.Device{ID: "d9", Class: "sensor", Status: store.DeviceActive}), Users: []store.User{{ID: "u", Status: store.UserActive}, {ID: "u", Status: store.UserActive}}}, `users[1].id "u" appears twice`},
 		{"user id with hash", store.Batch{Devices: dev(store.Device{ID: "d9", Class: "sensor", Status: store.DeviceActive}), Users: []store.User{{ID: "u#", Status: store.UserActive}}}, `users[0].id "u#"`},
-		{"grant bad rule", store.Batch{Devices: dev(store.Device{ID: "d9", Class: "sensor", Status: store.DeviceActive}), Grants: []store.Grant{{ID: "g", Owner: "alice", Device: "d1", Grantee: "bob", Rules: []policy.Rule{{Filter: "a/#/b", Actions: policy.Subscribe}}}}}, `grants[0].rules`},
+		{"grant bad scope", store.Batch{Devices: dev(store.Device{ID: "d9", Class: "sensor", Status: store.DeviceActive}), Grants: []store.Grant{{ID: "g", Owner: "alice", Device: "d1", Grantee: "bob", GranteeKind: store.GranteeUser, Resources: []store.SharedResource{{Device: "d1", Group: "telemetry", Scopes: []string{"read"}}}}}}, `grants[0].resources[0].scopes: "read" is not one of sub, pub`},
+		{"grant no resources", store.Batch{Devices: dev(store.Device{ID: "d9", Class: "sensor", Status: store.DeviceActive}), Grants: []store.Grant{{ID: "g", Owner: "alice", Device: "d1", Grantee: "bob", GranteeKind: store.GranteeUser}}}, `grants[0].resources is empty`},
+		{"grant bad kind", store.Batch{Devices: dev(store.Device{ID: "d9", Class: "sensor", Status: store.DeviceActive}), Grants: []store.Grant{{ID: "g", Owner: "alice", Device: "d1", Grantee: "bob", GranteeKind: "group", Resources: []store.SharedResource{{Device: "d1", Group: "telemetry", Scopes: []string{"sub"}}}}}}, `grants[0].grantee_kind "group"`},
+		{"grant bad window", store.Batch{Devices: dev(store.Device{ID: "d9", Class: "sensor", Status: store.DeviceActive}), Grants: []store.Grant{{ID: "g", Owner: "alice", Device: "d1", Grantee: "bob", GranteeKind: store.GranteeUser, Window: &store.Window{From: "7pm", To: "21:00"}, Resources: []store.SharedResource{{Device: "d1", Group: "telemetry", Scopes: []string{"sub"}}}}}}, `grants[0].window.from: "7pm" is not a time of day`},
+		{"class bad group", store.Batch{Devices: dev(store.Device{ID: "d9", Class: "sensor", Status: store.DeviceActive}), Classes: []store.DeviceClass{{Name: "sensor", Permissions: sensorRules, Resources: []store.ResourceGroup{{Name: "t", Filter: "a/#/b"}}}}}, `classes[0].resources[0].filter`},
 		{"grant grantee with plus", store.Batch{Devices: dev(store.Device{ID: "d9", Class: "sensor", Status: store.DeviceActive}), Grants: []store.Grant{{ID: "g", Owner: "alice", Device: "d1", Grantee: "+"}}}, `grants[0].grantee "+"`},
 		{"issuer empty", store.Batch{Devices: dev(store.Device{ID: "d9", Class: "sensor", Status: store.DeviceActive}), Issuers: []store.Issuer{{JWKS: validJWKS(t, "k")}}}, `issuers[0].issuer is empty`},
 		{"duplicate issuer", store.Batch{Devices: dev(store.Device{ID: "d9", Class: "sensor", Status: store.DeviceActive}), Issuers: []store.Issuer{{Issuer: "i", JWKS: validJWKS(t, "k")}, {Issuer: "i", JWKS: validJWKS(t, "k")}}}, `issuers[1].issuer "i" appears twice`},
@@ -851,8 +855,8 @@ func TestDuplicateGrantIDRejected(t *testing.T) {
 	s := newStore(t)
 	before := snap(t, s)
 	_, err := s.Apply(&store.Batch{Grants: []store.Grant{
-		{ID: "g1", Owner: "alice", Device: "d1", Grantee: "bob", Rules: []policy.Rule{{Filter: "devices/d1/telemetry/#", Actions: policy.Subscribe}}},
-		{ID: "g1", Owner: "alice", Device: "d1", Grantee: "carol", Rules: []policy.Rule{{Filter: "devices/d1/status", Actions: policy.Subscribe}}},
+		{ID: "g1", Owner: "alice", Device: "d1", Grantee: "bob", GranteeKind: store.GranteeUser, Resources: []store.SharedResource{{Device: "d1", Group: "telemetry", Scopes: []string{"sub"}}}},
+		{ID: "g1", Owner: "alice", Device: "d1", Grantee: "carol", GranteeKind: store.GranteeUser, Resources: []store.SharedResource{{Device: "d1", Group: "status", Scopes: []string{"sub"}}}},
 	}}, nil)
 	ve := asValidation(t, err)
 	if !hasProblem(ve, `grants[1].id "g1" appears twice`) {

@@ -56,6 +56,9 @@ type DeviceClass struct {
 	Description string `json:"description,omitempty"`
 	// Permissions is a template: filters may use {device}, {owner} and {client}.
 	Permissions []policy.Rule `json:"permissions"`
+	// Resources are the class's topic groups an owner can share (UMA
+	// resources: one per device and group).
+	Resources []ResourceGroup `json:"resources,omitempty"`
 	// Limits are the class's own PUBLISH rate limits; nil keeps the
 	// gateway's configured ones (throttle.device, throttle.class).
 	Limits *ClassLimits `json:"limits,omitempty"`
@@ -96,18 +99,35 @@ type User struct {
 	ID     string     `json:"id"`
 	Name   string     `json:"name,omitempty"`
 	Status UserStatus `json:"status"`
-	Rev    uint64     `json:"rev,omitempty"`
+	// Manager is the owner who manages this account (a household member):
+	// it has only the shares it is given, and its manager can remove it.
+	Manager string `json:"manager,omitempty"`
+	Rev     uint64 `json:"rev,omitempty"`
 }
 
-// Grant is an owner's share of a device's topics with another party (UMA 2.0).
+// Grant is an owner's share of some of their devices' topic groups with
+// another party: a registered user, a household member or a registered
+// client (UMA 2.0; shares.go has its conditions). The gateway reads it each
+// time it decides for a requesting party's token (RPT), so an edit or a
+// delete applies to live sessions at once.
 type Grant struct {
-	ID      string        `json:"id"`
-	Owner   string        `json:"owner"`
-	Device  string        `json:"device"`
-	Grantee string        `json:"grantee"`
-	Rules   []policy.Rule `json:"rules"`
+	ID    string `json:"id"`
+	Owner string `json:"owner"`
+	// Device is the device the share was made from (pages list it there);
+	// Resources may name more of the owner's devices (a room).
+	Device string `json:"device"`
+	// Grantee is a user id (GranteeKind user) or a client id (client: a
+	// service or app registered as a device of a class of its own).
+	Grantee     string      `json:"grantee"`
+	GranteeKind GranteeKind `json:"grantee_kind"`
+	// Resources are the shared topic groups and, for each, the scopes.
+	Resources []SharedResource `json:"resources"`
 	// Expires is when the share ends; zero means it lasts until revoked.
 	Expires time.Time `json:"expires,omitzero"`
+	// Window, when set, limits the share to a daily time window in the
+	// gateway's time zone.
+	Window  *Window   `json:"window,omitempty"`
+	Created time.Time `json:"created,omitzero"`
 	Rev     uint64    `json:"rev,omitempty"`
 }
 

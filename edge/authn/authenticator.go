@@ -313,7 +313,15 @@ func (a *Authenticator) Permissions(d store.Device, c *Claims, clientID string) 
 	if c == nil {
 		return policy.NewPerms(set), nil
 	}
-	return policy.NewPerms(set, c.Scope), nil
+	perms := policy.NewPerms(set, c.Scope)
+	if c.Permissions != nil {
+		shared, held, err := a.Shares(c)
+		if err != nil {
+			return policy.Perms{}, err
+		}
+		perms = perms.WithShares(shared, held)
+	}
+	return perms, nil
 }
 
 // Revalidate re-decides a live session against the store, as a new CONNECT

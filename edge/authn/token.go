@@ -119,7 +119,24 @@ type Claims struct {
 	// any others, such as a protected route's "heating:read").
 	ScopeValues []string
 	Cnf         Cnf
+	// Permissions is a requesting party token's (RPT, UMA 2.0) permissions
+	// claim: the shares it presents. The gateway honours each only as the
+	// share it names stands in the store (shares.go).
+	Permissions []Permission
 }
+
+// Permission is one entry of an RPT's permissions claim (UMA 2.0 Grant
+// §3.3.5): a resource ("<device>/<group>"), its scopes, and the share
+// (store.Grant id) that grants them. Other members (the share's conditions,
+// for the client to read) are ignored: the store's record decides.
+type Permission struct {
+	ResourceID string   `json:"resource_id"`
+	Scopes     []string `json:"resource_scopes"`
+	Share      string   `json:"share"`
+}
+
+// maxPermissions bounds an RPT's permissions claim.
+const maxPermissions = 256
 
 // HasScope reports whether the token's scope holds value exactly.
 func (c *Claims) HasScope(value string) bool {
@@ -403,7 +420,7 @@ func (v *Verifier) verifyJWT(ring *keyRing, raw []byte) (*Claims, error) {
 		}
 		return nil, fail(ReasonBadClaims, "claims are not a JSON object: %s", p.syntax)
 	}
-	tok, err := jwt.Parse(raw, jwt.WithVerify(false), jwt.WithValidate(false), jwt.WithTypedClaim("cnf", Cnf{}))
+	tok, err := jwt.Parse(raw, jwt.WithVerify(false), jwt.WithValidate(false), jwt.WithTypedClaim("cnf", Cnf{}), jwt.WithTypedClaim("permissions", []Permission{}))
 	if err != nil {
 		return nil, fail(ReasonBadClaims, "claims: %v", err)
 	}
@@ -427,6 +444,13 @@ func (v *Verifier) verifyJWT(ring *keyRing, raw []byte) (*Claims, error) {
 		p.hasCnf = true
 		if err := tok.Get("cnf", &p.Cnf); err != nil {
 			p.cnfErr = fail(ReasonBadClaims, "cnf is not an object with jkt, x5t#S256 or kid")
+		}
+	}
+	if tok.Has("permissions") {
+		if err := tok.Get("permissions", &p.Permissions); err != nil {
+			p.permErr = fail(ReasonBadClaims, "permissions is not an array of objects with resource_id, resource_scopes and share (UMA 2.0 Grant §3.3.5)")
+		} else if p.Permissions == nil {
+			p.Permissions = []Permission{}
 		}
 	}
 	return v.checkClaims(p, signer)
@@ -454,7 +478,7 @@ type parsedClaims struct {
 	scope          string
 	// scopeErr and cnfErr hold a claim of the wrong type until checkClaims
 	// reaches it, so that both formats refuse in the same order.
-	scopeErr, cnfErr *Error
+	scopeErr, cnfErr, permErr *Error
 }
 
 // checkClaims applies to the claims of a token that signer's key has signed
@@ -493,6 +517,12 @@ func (v *Verifier) checkClaims(p *parsedClaims, signer *ringKey) (*Claims, error
 		return nil, fail(ReasonBadClaims, "scope: %v", err)
 	}
 	c.ScopeValues = strings.Fields(p.scope)
+	if p.permErr != nil {
+		return nil, p.permErr
+	}
+	if err := checkPermissions(c.Permissions); err != nil {
+		return nil, err
+	}
 	if p.hasCnf {
 		if p.cnfErr != nil {
 			return nil, p.cnfErr
@@ -508,4 +538,28 @@ func (v *Verifier) checkClaims(p *parsedClaims, signer *ringKey) (*Claims, error
 // never the token, just the identifying claims.
 func (c *Claims) MarshalJSON() ([]byte, error) {
 	return json.Marshal(map[string]any{"iss": c.Issuer, "sub": c.Subject, "client_id": c.ClientID, "jti": c.JTI, "exp": c.Expiry})
+}
+
+// checkPermissions validates an RPT's permissions claim.
+func checkPermissions(ps []Permission) error {
+	if len(ps) > maxPermissions {
+		return fail(ReasonBadClaims, "permissions has %d entries, more than %d", len(ps), maxPermissions)
+	}
+	for i, p := range ps {
+		if _, _, ok := store.ParseResourceID(p.ResourceID); !ok {
+			return fail(ReasonBadClaims, "permissions[%d].resource_id %q is not <device>/<group>", i, p.ResourceID)
+		}
+		if p.Share == "" {
+			return fail(ReasonBadClaims, "permissions[%d].share is missing (the share that grants the resource)", i)
+		}
+		if len(p.Scopes) == 0 {
+			return fail(ReasonBadClaims, "permissions[%d].resource_scopes is empty", i)
+		}
+		for _, sc := range p.Scopes {
+			if sc != store.ScopeSub && sc != store.ScopePub {
+				return fail(ReasonBadClaims, "permissions[%d].resource_scopes: %q is not one of sub, pub", i, sc)
+			}
+		}
+	}
+	return nil
 }

@@ -120,7 +120,17 @@ func Classes() []store.DeviceClass {
 			{Filter: "devices/{device}/status", Actions: policy.Publish | policy.Subscribe},
 			{Filter: "firmware/thermostat/#", Actions: policy.Subscribe},
 			{Filter: "owners/{owner}/alerts", Actions: policy.Publish},
+		}, Resources: []store.ResourceGroup{
+			// What an owner can share of each thermostat (UMA resources).
+			{Name: "telemetry", Description: "temperature and humidity readings", Filter: "devices/{device}/telemetry/#", Scopes: []string{store.ScopeSub}},
+			{Name: "status", Description: "online and mode", Filter: "devices/{device}/status", Scopes: []string{store.ScopeSub}},
+			{Name: "commands", Description: "set the target temperature", Filter: "devices/{device}/commands/#", Scopes: []string{store.ScopePub}},
 		}},
+		// A requesting party's client: a person's app or a third-party
+		// service registered to receive what owners share with it. It has
+		// no topics of its own; it gets what a requesting party token
+		// (UMA RPT) presents of the shares made to it.
+		{Name: "app", Description: "an app or service that owners share with", Permissions: []policy.Rule{}},
 		{Name: "service", Description: "manufacturer's cloud service", Permissions: []policy.Rule{
 			{Filter: "devices/+/telemetry/#", Actions: policy.Subscribe},
 			{Filter: "devices/+/commands/#", Actions: policy.Publish},
