@@ -3,17 +3,26 @@ package authn
 import (
 	"errors"
 	"fmt"
+	"slices"
+	"time"
 
 	"github.com/edgeid/edgeid/policy"
 	"github.com/edgeid/edgeid/store"
 )
 
+// ReasonShareRevoked: an RPT presents a permission its share no longer
+// grants (revoked, expired, changed, or its device moved on).
+const ReasonShareRevoked Reason = "share_revoked"
+
 // Shares is what a requesting party token's permissions grant now, each as
 // the share it names stands in the store: shared are the topics allowed,
 // held the topics of shares outside their daily window (kept subscribed,
-// nothing delivered). A permission whose share is gone, expired, for
-// someone else, or whose device has changed hands or class grants nothing;
-// a store error is an error (the caller fails closed).
+// nothing delivered). An RPT is good only while every permission it
+// presents still stands: one whose share is gone, expired, made to someone
+// else, no longer holding the resource or scope, or whose device has
+// changed hands or class refuses the token (ReasonShareRevoked), so a
+// session holding it is ended and the client asks for a new RPT. A store
+// error is an error (the caller fails closed).
 func (a *Authenticator) Shares(c *Claims) (shared, held *policy.Set, err error) {
 	var on, off []policy.Rule
 	for _, p := range c.Permissions {
@@ -38,11 +47,14 @@ func (a *Authenticator) Shares(c *Claims) (shared, held *policy.Set, err error) 
 
 // sharedRules are the topic rules permission p of token c grants, and
 // whether its share is active now (false: inside its life but outside its
-// window). No rules for a permission that grants nothing.
+// window).
 func (a *Authenticator) sharedRules(c *Claims, p Permission) ([]policy.Rule, bool, error) {
+	gone := func(why string) ([]policy.Rule, bool, error) {
+		return nil, false, fail(ReasonShareRevoked, "permission %s of share %q: %s", p.ResourceID, p.Share, why)
+	}
 	g, err := a.Store.Grant(p.Share)
 	if errors.Is(err, store.ErrNotFound) {
-		return nil, false, nil
+		return gone("the share was revoked")
 	}
 	if err != nil {
 		return nil, false, fail(ReasonStore, "%v", err)
@@ -50,18 +62,18 @@ func (a *Authenticator) sharedRules(c *Claims, p Permission) ([]policy.Rule, boo
 	switch g.GranteeKind {
 	case store.GranteeUser:
 		if c.Subject != g.Grantee {
-			return nil, false, nil
+			return gone("the share is not made to the token's sub")
 		}
 	case store.GranteeClient:
 		if c.ClientID != g.Grantee || c.Subject != c.ClientID {
-			return nil, false, nil
+			return gone("the share is made to another client")
 		}
 	default:
-		return nil, false, nil
+		return gone("the share names no grantee kind")
 	}
 	now := a.now()
 	if !g.Expires.IsZero() && !now.Before(g.Expires) {
-		return nil, false, nil
+		return gone("the share expired at " + g.Expires.UTC().Format(time.RFC3339))
 	}
 	var res *store.SharedResource
 	for i := range g.Resources {
@@ -71,55 +83,45 @@ func (a *Authenticator) sharedRules(c *Claims, p Permission) ([]policy.Rule, boo
 		}
 	}
 	if res == nil {
-		return nil, false, nil
+		return gone("the share no longer holds the resource")
 	}
-	// The token's scopes, as far as the share still grants them.
-	var scopes []string
 	for _, s := range p.Scopes {
-		for _, t := range res.Scopes {
-			if s == t {
-				scopes = append(scopes, s)
-			}
+		if !slices.Contains(res.Scopes, s) {
+			return gone("the share no longer grants scope " + s)
 		}
-	}
-	actions := store.ScopeActions(scopes)
-	if actions == 0 {
-		return nil, false, nil
 	}
 	d, err := a.Store.Device(res.Device)
 	if errors.Is(err, store.ErrNotFound) {
-		return nil, false, nil
+		return gone("the device is gone")
 	}
 	if err != nil {
 		return nil, false, fail(ReasonStore, "%v", err)
 	}
 	if d.Status != store.DeviceActive || d.Owner != g.Owner {
-		return nil, false, nil
+		return gone("the device is " + string(d.Status) + " or no longer the share owner's")
 	}
 	if u, err := a.Store.User(g.Owner); err == nil && u.Status != store.UserActive {
-		return nil, false, nil
+		return gone("the owner's account is " + string(u.Status))
 	} else if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return nil, false, fail(ReasonStore, "%v", err)
 	}
 	class, err := a.Store.Class(d.Class)
 	if errors.Is(err, store.ErrNotFound) {
-		return nil, false, nil
+		return gone("the device's class is gone")
 	}
 	if err != nil {
 		return nil, false, fail(ReasonStore, "%v", err)
 	}
 	group, ok := class.Group(res.Group)
 	if !ok {
-		return nil, false, nil
+		return gone("the device's class no longer names the group")
 	}
 	var allowed policy.Action
-	for _, s := range scopes {
-		if group.Allows(s) {
-			allowed |= store.ScopeActions([]string{s})
+	for _, s := range p.Scopes {
+		if !group.Allows(s) {
+			return gone("the group can no longer be shared with scope " + s)
 		}
-	}
-	if allowed == 0 {
-		return nil, false, nil
+		allowed |= store.ScopeActions([]string{s})
 	}
 	rules, err := policy.Expand([]policy.Rule{{Filter: group.Filter, Actions: allowed}}, policy.Vars{Device: d.ID, Owner: d.Owner, Client: d.ID})
 	if err != nil {
