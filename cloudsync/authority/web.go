@@ -27,7 +27,7 @@ import (
 //go:embed templates/*.html
 var templateFS embed.FS
 
-var pages = template.Must(template.ParseFS(templateFS, "templates/*.html"))
+var pages = template.Must(template.New("").Funcs(pageFuncs).ParseFS(templateFS, "templates/*.html"))
 
 const (
 	docCredential = "credential"
@@ -45,6 +45,8 @@ type webSession struct {
 	User    string    `json:"user,omitempty"`
 	CSRF    string    `json:"csrf"`
 	Expires time.Time `json:"expires"`
+	// Flash is the notice the next page shows (after a redirect).
+	Flash string `json:"flash,omitempty"`
 }
 
 // attempts limits failures per key (account or address) in a window.
@@ -92,6 +94,27 @@ type page struct {
 	Form    map[string]string
 	Pairing PairingRequest
 	Devices []deviceView
+
+	// Nav names the navigation entry of the page (aria-current); Wide
+	// gives a list page more room on a large screen; Pending counts the
+	// requests waiting for the owner (navigation).
+	Nav     string
+	Wide    bool
+	Pending int
+	// Fields are errors beside their fields (a FieldError's Field); Row,
+	// when set, is the list row (share, request, member) they belong to.
+	Fields map[string]string
+	Row    string
+	// Values are the submitted form, to fill it in again.
+	Values url.Values
+	// Sharing pages.
+	ShareForm shareFormView
+	Shares    []shareView
+	Requests  []requestView
+	History   []requestView
+	Members   []memberView
+	Manager   string
+	Zone      string
 }
 
 // deviceView is a row of "My devices".
@@ -130,6 +153,7 @@ func (h *Handler) mountWeb() {
 	m.HandleFunc("GET /devices", w.devices)
 	m.HandleFunc("POST /devices/{id}/unpair", w.unpair)
 	m.HandleFunc("POST /devices/{id}/rename", w.rename)
+	w.mountShares(m)
 }
 
 // session returns the caller's session, making an anonymous one if needed.
@@ -176,6 +200,9 @@ func (w *web) render(rw http.ResponseWriter, name string, code int, p page) {
 	rw.Header().Set("Cache-Control", "no-store")
 	rw.Header().Set("X-Frame-Options", "DENY")
 	rw.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'")
+	if p.User != "" && p.Pending == 0 {
+		p.Pending = w.pendingRequests(p.User)
+	}
 	rw.WriteHeader(code)
 	if err := pages.ExecuteTemplate(rw, name, p); err != nil {
 		w.a.log.Error("render page", "page", name, "err", err)
@@ -311,12 +338,26 @@ func (w *web) logout(rw http.ResponseWriter, r *http.Request) {
 
 // requireUser sends an anonymous visitor to log in, then back.
 func (w *web) requireUser(rw http.ResponseWriter, r *http.Request) (webSession, bool) {
-	_, s := w.session(rw, r)
+	_, s, ok := w.requireSession(rw, r)
+	return s, ok
+}
+
+// requireSession is requireUser with the session's id (for its flash). A
+// session whose account was disabled since (a household member removed)
+// ends here.
+func (w *web) requireSession(rw http.ResponseWriter, r *http.Request) (string, webSession, bool) {
+	sid, s := w.session(rw, r)
+	if s.User != "" {
+		if u, err := w.a.Store.User(s.User); err != nil || u.Status != store.UserActive {
+			w.a.log.Warn("web session ended", "user", s.User, "reason", "account no longer active")
+			s = w.newSession(rw, r, "")
+		}
+	}
 	if s.User == "" {
 		http.Redirect(rw, r, "/login?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
-		return s, false
+		return sid, s, false
 	}
-	return s, true
+	return sid, s, true
 }
 
 func (w *web) codeForm(rw http.ResponseWriter, r *http.Request) {
@@ -329,7 +370,7 @@ func (w *web) codeForm(rw http.ResponseWriter, r *http.Request) {
 		http.Redirect(rw, r, "/device/consent?user_code="+url.QueryEscape(NormalizeUserCode(uc)), http.StatusSeeOther)
 		return
 	}
-	w.render(rw, "code.html", http.StatusOK, page{Title: "Pair a device", User: s.User, CSRF: s.CSRF})
+	w.render(rw, "code.html", http.StatusOK, page{Title: "Pair a device", User: s.User, CSRF: s.CSRF, Nav: "code"})
 }
 
 func (w *web) code(rw http.ResponseWriter, r *http.Request) {
@@ -381,6 +422,10 @@ func (w *web) consent(rw http.ResponseWriter, r *http.Request) {
 }
 
 func (w *web) renderDevices(rw http.ResponseWriter, s webSession, notice string, errs []string) {
+	w.renderDevicesCode(rw, s, http.StatusOK, notice, errs)
+}
+
+func (w *web) renderDevicesCode(rw http.ResponseWriter, s webSession, code int, notice string, errs []string) {
 	ids, _ := w.a.Store.DevicesOfOwner(s.User)
 	var ds []deviceView
 	now := time.Now()
@@ -389,7 +434,7 @@ func (w *web) renderDevices(rw http.ResponseWriter, s webSession, notice string,
 			ds = append(ds, deviceView{Device: d, LastSeen: w.a.LastSeen(id, now)})
 		}
 	}
-	w.render(rw, "devices.html", http.StatusOK, page{Title: "My devices", User: s.User, CSRF: s.CSRF, Devices: ds, Notice: notice, Errors: errs})
+	w.render(rw, "devices.html", code, page{Title: "My devices", User: s.User, CSRF: s.CSRF, Devices: ds, Notice: notice, Errors: errs, Nav: "devices", Wide: true})
 }
 
 func (w *web) devices(rw http.ResponseWriter, r *http.Request) {
