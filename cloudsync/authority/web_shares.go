@@ -92,7 +92,7 @@ type groupOption struct {
 
 type scopeOption struct {
 	Field, ID, Label string
-	Checked      bool
+	Checked          bool
 }
 
 type deviceOption struct {
@@ -104,25 +104,25 @@ type deviceOption struct {
 // shareView is a share as the pages show it.
 type shareView struct {
 	ID, Owner, Grantee, GranteeNote, Kind string
-	Devices                               []deviceResources
+	Devices                               []deviceResourcesView
 	Conditions                            []string
 	Created                               string
 	Expired                               bool
 }
 
-// deviceResources are a share's groups of one device.
-type deviceResources struct {
+// deviceResourcesView are a share's groups of one device.
+type deviceResourcesView struct {
 	ID, Name string
-	Groups   []groupScopes
+	Groups   []groupScopesView
 }
 
-type groupScopes struct {
+type groupScopesView struct {
 	ResourceID, Group, Scopes string
 }
 
 type requestView struct {
 	ID, Party, PartyNote, State, Created, Decided, Share string
-	Devices                                             []deviceResources
+	Devices                                              []deviceResourcesView
 }
 
 type memberView struct {
@@ -213,7 +213,7 @@ func (w *web) ownDevice(owner, id string) (store.Device, bool) {
 }
 
 func (w *web) shareFormPage(s webSession, d store.Device, vals url.Values) (page, error) {
-	p := page{Title: "Share " + deviceLabel(d), User: s.User, CSRF: s.CSRF, Nav: "devices", Wide: true, Values: vals, Zone: zoneName()}
+	p := page{Title: "Share " + deviceLabelOf(d), User: s.User, CSRF: s.CSRF, Nav: "devices", Wide: true, Values: vals, Zone: zoneName()}
 	res, err := w.a.ResourcesOf(s.User)
 	if err != nil {
 		return p, err
@@ -239,7 +239,7 @@ func (w *web) shareFormPage(s webSession, d store.Device, vals url.Values) (page
 			g := groupOption{Name: r.Group.Name, Description: r.Group.Description}
 			for _, sc := range scopes {
 				field := "group:" + r.Group.Name + ":" + sc
-				g.Scopes = append(g.Scopes, scopeOption{Field: field, ID: "group-" + r.Group.Name + "-" + sc, Label: scopeWords(sc), Checked: vals.Get(field) != ""})
+				g.Scopes = append(g.Scopes, scopeOption{Field: field, ID: "group-" + r.Group.Name + "-" + sc, Label: scopeInWords(sc), Checked: vals.Get(field) != ""})
 			}
 			f.Groups = append(f.Groups, g)
 			continue
@@ -276,9 +276,9 @@ func (w *web) shareForm(rw http.ResponseWriter, r *http.Request) {
 	w.render(rw, "share.html", http.StatusOK, p)
 }
 
-// parseShare reads the share form of device dev; problems are keyed by
+// parseShareForm reads the share form of device dev; problems are keyed by
 // field, as CreateShare's are.
-func parseShare(vals url.Values, dev string, members []store.User, now time.Time) (ShareInput, map[string]string) {
+func parseShareForm(vals url.Values, dev string, members []store.User, now time.Time) (ShareInput, map[string]string) {
 	bad := map[string]string{}
 	in := ShareInput{Devices: []string{dev}, Groups: map[string][]string{}}
 	for _, id := range vals["devices"] {
@@ -322,14 +322,14 @@ func parseShare(vals url.Values, dev string, members []store.User, now time.Time
 	if len(in.Groups) == 0 {
 		bad["groups"] = "choose what to share (telemetry, status, …)"
 	}
-	exp, win, cond := parseConditions(vals, now)
+	exp, win, cond := parseConditionsForm(vals, now)
 	maps.Copy(bad, cond)
 	in.Expires, in.Window = exp, win
 	return in, bad
 }
 
-// parseConditions reads the expiry and the daily window of a form.
-func parseConditions(vals url.Values, now time.Time) (time.Time, *store.Window, map[string]string) {
+// parseConditionsForm reads the expiry and the daily window of a form.
+func parseConditionsForm(vals url.Values, now time.Time) (time.Time, *store.Window, map[string]string) {
 	bad := map[string]string{}
 	var exp time.Time
 	if v := strings.TrimSpace(vals.Get("expires")); v != "" {
@@ -377,7 +377,7 @@ func (w *web) share(rw http.ResponseWriter, r *http.Request) {
 		w.render(rw, "share.html", http.StatusInternalServerError, p)
 		return
 	}
-	in, bad := parseShare(r.PostForm, d.ID, p.ShareForm.Members, time.Now())
+	in, bad := parseShareForm(r.PostForm, d.ID, p.ShareForm.Members, time.Now())
 	if len(bad) > 0 {
 		p.Fields = bad
 		w.render(rw, "share.html", http.StatusUnprocessableEntity, p)
@@ -389,7 +389,7 @@ func (w *web) share(rw http.ResponseWriter, r *http.Request) {
 		w.render(rw, "share.html", http.StatusUnprocessableEntity, p)
 		return
 	}
-	w.flash(sid, s, "Shared "+strings.Join(groupNames(g.Resources), ", ")+" of "+deviceLabel(d)+" with "+granteeWords(g)+".")
+	w.flash(sid, s, "Shared "+strings.Join(sharedGroupNames(g.Resources), ", ")+" of "+deviceLabelOf(d)+" with "+granteeInWords(g)+".")
 	http.Redirect(rw, r, "/shares#share-"+g.ID, http.StatusSeeOther)
 }
 
@@ -453,9 +453,9 @@ func (w *web) endShare(rw http.ResponseWriter, r *http.Request, title, nav, tmpl
 	}
 	msg := done
 	if gerr == nil {
-		msg += ": " + strings.Join(groupNames(g.Resources), ", ")
+		msg += ": " + strings.Join(sharedGroupNames(g.Resources), ", ")
 		if tmpl == "shares.html" {
-			msg += " with " + granteeWords(g)
+			msg += " with " + granteeInWords(g)
 		} else {
 			msg += " from " + g.Owner
 		}
@@ -474,7 +474,7 @@ func (w *web) giveUp(rw http.ResponseWriter, r *http.Request) {
 
 func (w *web) shareView(g store.Grant, now time.Time) shareView {
 	v := shareView{ID: g.ID, Owner: g.Owner, Grantee: g.Grantee, Kind: string(g.GranteeKind),
-		Devices: w.deviceResources(g.Resources), Conditions: conditionWords(g, now),
+		Devices: w.resourcesView(g.Resources), Conditions: conditionsInWords(g, now),
 		Created: g.Created.In(ShareZone).Format(humanTime), Expired: !g.Expires.IsZero() && !now.Before(g.Expires)}
 	switch g.GranteeKind {
 	case store.GranteeUser:
@@ -496,13 +496,13 @@ func (w *web) shareView(g store.Grant, now time.Time) shareView {
 	return v
 }
 
-// deviceResources groups shared resources by device, in their order.
-func (w *web) deviceResources(rs []store.SharedResource) []deviceResources {
-	var out []deviceResources
+// resourcesView groups shared resources by device, in their order.
+func (w *web) resourcesView(rs []store.SharedResource) []deviceResourcesView {
+	var out []deviceResourcesView
 	for _, r := range rs {
-		i := slices.IndexFunc(out, func(d deviceResources) bool { return d.ID == r.Device })
+		i := slices.IndexFunc(out, func(d deviceResourcesView) bool { return d.ID == r.Device })
 		if i < 0 {
-			d := deviceResources{ID: r.Device}
+			d := deviceResourcesView{ID: r.Device}
 			if dev, err := w.a.Store.Device(r.Device); err == nil {
 				d.Name = dev.Name
 			}
@@ -511,15 +511,15 @@ func (w *web) deviceResources(rs []store.SharedResource) []deviceResources {
 		}
 		var words []string
 		for _, sc := range r.Scopes {
-			words = append(words, scopeWords(sc))
+			words = append(words, scopeInWords(sc))
 		}
-		out[i].Groups = append(out[i].Groups, groupScopes{ResourceID: r.ID(), Group: r.Group, Scopes: strings.Join(words, ", ")})
+		out[i].Groups = append(out[i].Groups, groupScopesView{ResourceID: r.ID(), Group: r.Group, Scopes: strings.Join(words, ", ")})
 	}
 	return out
 }
 
-// scopeWords says what a share scope lets the grantee do.
-func scopeWords(scope string) string {
+// scopeInWords says what a share scope lets the grantee do.
+func scopeInWords(scope string) string {
 	switch scope {
 	case store.ScopeSub:
 		return "read (sub)"
@@ -529,8 +529,8 @@ func scopeWords(scope string) string {
 	return scope
 }
 
-// conditionWords puts a share's conditions in plain words.
-func conditionWords(g store.Grant, now time.Time) []string {
+// conditionsInWords puts a share's conditions in plain words.
+func conditionsInWords(g store.Grant, now time.Time) []string {
 	var out []string
 	if g.Window != nil {
 		w := "every day " + g.Window.From + "–" + g.Window.To
@@ -553,7 +553,7 @@ func conditionWords(g store.Grant, now time.Time) []string {
 	return out
 }
 
-func groupNames(rs []store.SharedResource) []string {
+func sharedGroupNames(rs []store.SharedResource) []string {
 	var out []string
 	for _, r := range rs {
 		if !slices.Contains(out, r.Group) {
@@ -563,14 +563,14 @@ func groupNames(rs []store.SharedResource) []string {
 	return out
 }
 
-func granteeWords(g store.Grant) string {
+func granteeInWords(g store.Grant) string {
 	if g.GranteeKind == store.GranteeClient {
 		return "the service " + g.Grantee
 	}
 	return g.Grantee
 }
 
-func deviceLabel(d store.Device) string {
+func deviceLabelOf(d store.Device) string {
 	if d.Name != "" {
 		return d.Name + " (" + d.ID + ")"
 	}
@@ -587,7 +587,7 @@ func (w *web) requestsPage(sid string, s webSession) page {
 		return p
 	}
 	for _, r := range rs {
-		v := requestView{ID: r.ID, State: r.State, Share: r.Share, Devices: w.deviceResources(r.Resources),
+		v := requestView{ID: r.ID, State: r.State, Share: r.Share, Devices: w.resourcesView(r.Resources),
 			Created: r.Created.In(ShareZone).Format(humanTime)}
 		if !r.Decided.IsZero() {
 			v.Decided = r.Decided.In(ShareZone).Format(humanTime)
@@ -634,7 +634,7 @@ func (w *web) decide(approve bool) http.HandlerFunc {
 		var win *store.Window
 		if approve {
 			var bad map[string]string
-			if exp, win, bad = parseConditions(r.PostForm, time.Now()); len(bad) > 0 {
+			if exp, win, bad = parseConditionsForm(r.PostForm, time.Now()); len(bad) > 0 {
 				fail(http.StatusUnprocessableEntity, bad)
 				return
 			}
@@ -652,8 +652,11 @@ func (w *web) decide(approve bool) http.HandlerFunc {
 				return
 			}
 			code := http.StatusUnprocessableEntity
-			if fe.Field == "request" {
+			if fe.Field == "request" { // not to this owner, or decided already
 				code = http.StatusNotFound
+				if cur, err := w.a.ShareRequestByID(id); err == nil && cur.Owner == s.User {
+					code = http.StatusConflict
+				}
 			}
 			fail(code, map[string]string{fe.Field: fe.Msg})
 			return
@@ -663,7 +666,7 @@ func (w *web) decide(approve bool) http.HandlerFunc {
 			who = "the service " + req.Client
 		}
 		if approve {
-			w.flash(sid, s, "Approved: "+who+" now has "+strings.Join(groupNames(req.Resources), ", ")+" (see Shared by me).")
+			w.flash(sid, s, "Approved: "+who+" now has "+strings.Join(sharedGroupNames(req.Resources), ", ")+" (see Shared by me).")
 		} else {
 			w.flash(sid, s, "Denied: "+who+" was told no.")
 		}
