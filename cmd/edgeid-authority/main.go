@@ -1,34 +1,32 @@
 // Command edgeid-authority is the EdgeID cloud authority: the device
 // registry, gateway enrollment, the signed sync feed and token issuance.
 //
-//	edgeid-authority serve --admin-token-file FILE [--listen :8443] [--url https://host:8443]
+//	edgeid-authority serve [--config FILE] [--listen :8443] [--url https://host:8443] [--admin-token-file FILE] ...
+//	edgeid-authority check-config [--config FILE] [flags]   (validates, prints the effective configuration)
 //	edgeid-authority gateway add NAME   (prints a one-time enrollment code)
+//
+// The configuration (config.go) comes from flags, EDGEID_AUTHORITY_*
+// variables, the YAML file (default /etc/edgeid-authority/authority.yaml)
+// and defaults, in that order of precedence.
 package main
 
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/spf13/pflag"
 
-	"github.com/edgeid/edgeid/cloudsync/authority"
 	"github.com/edgeid/edgeid/cloudsync/client"
-	"github.com/edgeid/edgeid/internal/pki"
-	"github.com/edgeid/edgeid/store"
 )
 
 func main() {
@@ -41,10 +39,15 @@ func main() {
 	switch os.Args[1] {
 	case "serve":
 		err = serve(ctx, os.Args[2:], nil)
+	case "check-config":
+		err = checkConfig(os.Args[2:], os.Stdout)
 	case "gateway":
 		err = gatewayCmd(ctx, os.Args[2:])
 	default:
 		usage()
+	}
+	if errors.Is(err, pflag.ErrHelp) {
+		os.Exit(0)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "edgeid-authority: "+err.Error())
@@ -55,6 +58,7 @@ func main() {
 func usage() {
 	fmt.Fprint(os.Stderr, `usage:
   edgeid-authority serve [flags]            run the authority
+  edgeid-authority check-config [flags]     validate the configuration and print it (no secrets)
   edgeid-authority gateway add NAME         make a one-time enrollment code for a gateway
   edgeid-authority gateway list             list enrolled gateways
   edgeid-authority gateway remove NAME      stop syncing a gateway
@@ -71,94 +75,44 @@ func adminToken(file string) (string, error) {
 		return t, nil
 	}
 	if file == "" {
-		return "", errors.New("admin token: set EDGEID_AUTHORITY_ADMIN_TOKEN or --admin-token-file")
+		return "", errors.New("admin token: set EDGEID_AUTHORITY_ADMIN_TOKEN, or admin_token_file (--admin-token-file) to a file holding it")
 	}
 	b, err := os.ReadFile(file)
 	if err != nil {
-		return "", fmt.Errorf("admin token: %w", err)
+		return "", fmt.Errorf("admin_token_file: %w", err)
 	}
 	t := strings.TrimSpace(string(b))
 	if len(t) < 16 {
-		return "", fmt.Errorf("admin token in %s: use at least 16 characters", file)
+		return "", fmt.Errorf("admin_token_file: the token in %s is too short; use at least 16 characters", file)
 	}
 	return t, nil
 }
 
-// Ready is what a started authority tells its caller (tests, the demo).
-type Ready struct {
-	URL         string
-	Fingerprint string
-	Authority   *authority.Authority
+// adminTokenSource says where the admin token comes from, never what it is.
+func adminTokenSource(file string) string {
+	if os.Getenv("EDGEID_AUTHORITY_ADMIN_TOKEN") != "" {
+		return "from EDGEID_AUTHORITY_ADMIN_TOKEN (admin_token_file is not read)"
+	}
+	return "read from " + file
 }
 
-func serve(ctx context.Context, args []string, ready func(Ready)) error {
-	fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
-	listen := fs.String("listen", ":8443", "HTTPS listen address")
-	url := fs.String("url", "", "public base URL, the iss of its tokens (default https://localhost:<port>)")
-	stateDir := fs.String("state-dir", "/var/lib/edgeid-authority", "state directory (Badger store, keys, TLS)")
-	tokFile := fs.String("admin-token-file", "", "file holding the admin API bearer token (or EDGEID_AUTHORITY_ADMIN_TOKEN)")
-	certFile := fs.String("tls-cert", "", "TLS certificate (PEM); empty: a self-signed one kept in the state directory")
-	keyFile := fs.String("tls-key", "", "TLS key (PEM)")
-	audience := fs.String("token-audience", "edgeid", "aud of the device tokens it issues (the gateways' auth.audiences)")
-	ahead := fs.Duration("key-publish-ahead", time.Hour, "how long a rotated token key is published before it signs")
-	maxLife := fs.Duration("max-token-lifetime", 24*time.Hour, "the gateways' auth.max_token_lifetime (how long revocations are kept)")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	tok, err := adminToken(*tokFile)
+// checkConfig loads the configuration as serve would (same flags), checks
+// that the admin token can be read, and prints the effective configuration
+// with where each value came from. It prints no secret.
+func checkConfig(args []string, out io.Writer) error {
+	l, err := loadArgs("check-config", args)
 	if err != nil {
 		return err
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	if err := os.MkdirAll(*stateDir, 0o700); err != nil {
+	if _, err := adminToken(l.cfg.AdminTokenFile); err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", *listen)
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
-	if *url == "" {
-		_, port, _ := net.SplitHostPort(ln.Addr().String())
-		*url = "https://localhost:" + port
-	}
-	var cert tls.Certificate
-	fp := ""
-	if *certFile != "" {
-		if cert, err = tls.LoadX509KeyPair(*certFile, *keyFile); err != nil {
-			return fmt.Errorf("--tls-cert/--tls-key: %w", err)
-		}
-		fp = pki.Fingerprint(cert.Certificate[0])
-	} else if cert, fp, err = pki.SelfSigned(filepath.Join(*stateDir, "tls"), "localhost"); err != nil {
+	fmt.Fprintf(out, "# %s: valid\n", orDefaults(l.path))
+	if err := writeConfig(out, l.cfg, l.v, l.fs); err != nil {
 		return err
 	}
-	st, err := store.Open(store.Options{Dir: filepath.Join(*stateDir, "store"), Logger: log})
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	a, err := authority.New(authority.Config{URL: *url, StateDir: *stateDir, TokenAudience: *audience,
-		TokenTTL: time.Hour, MaxTokenLifetime: *maxLife, EnrollCodeTTL: 24 * time.Hour, KeyPublishAhead: *ahead}, st, log)
-	if err != nil {
-		return err
-	}
-	srv := &http.Server{Handler: authority.NewHandler(a, tok), ReadHeaderTimeout: 10 * time.Second,
-		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, ClientAuth: tls.RequestClientCert}}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.ServeTLS(ln, "", "") }()
-	log.Info("authority ready", "url", *url, "tls_sha256", fp, "epoch", a.Epoch())
-	fmt.Printf("edgeid-authority at %s\nTLS certificate sha256 %s (gateways pin it: edgeid enroll --fingerprint %s)\n", *url, fp, fp)
-	if ready != nil {
-		ready(Ready{URL: *url, Fingerprint: fp, Authority: a})
-	}
-	select {
-	case <-ctx.Done():
-	case err := <-errc:
-		return err
-	}
-	a.Close()
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	return srv.Shutdown(sctx)
+	_, err = fmt.Fprintf(out, "# admin token: %s, not shown\n", adminTokenSource(l.cfg.AdminTokenFile))
+	return err
 }
 
 func gatewayCmd(ctx context.Context, args []string) error {
