@@ -51,6 +51,10 @@ type Config struct {
 	// Gateways call their store stale after cloudsync.HeartbeatMisses of them
 	// go unheard.
 	HeartbeatInterval time.Duration
+	// UMATicketTTL is how long a UMA permission ticket lives (0: 5 minutes);
+	// one that left a share request waiting lives until the owner decides,
+	// and this long after (uma.go).
+	UMATicketTTL time.Duration
 }
 
 // Authority holds the registry and the keys.
@@ -70,11 +74,12 @@ type Authority struct {
 	// revocation is Store.Revocation (a test makes it fail).
 	revocation func(kind store.RevocationKind, value string) (store.Revocation, bool, error)
 
-	mu         sync.Mutex
-	assertions map[string]time.Time // client assertion ids seen, until they expire
-	notify     chan struct{}        // closed and replaced at each applied batch
-	done       chan struct{}        // closed by Close: ends the event streams
-	closed     sync.Once
+	mu          sync.Mutex
+	assertions  map[string]time.Time // client assertion ids seen, until they expire
+	ticketSwept time.Time            // when expired UMA permission tickets were last deleted
+	notify      chan struct{}        // closed and replaced at each applied batch
+	done        chan struct{}        // closed by Close: ends the event streams
+	closed      sync.Once
 }
 
 // Close ends the gateways' event streams (before the HTTP server shuts down,

@@ -31,6 +31,13 @@ func NewHandler(a *Authority, adminToken string) *Handler {
 	h := &Handler{A: a, AdminToken: adminToken, mux: http.NewServeMux()}
 	m := h.mux
 	m.HandleFunc("GET /.well-known/oauth-authorization-server", h.metadata)
+	m.HandleFunc("GET /.well-known/uma2-configuration", h.umaConfiguration)
+	m.HandleFunc("POST "+cloudsync.PathPermission, h.gateway(h.permission))
+	m.HandleFunc("GET "+pathResourceSet, h.pat(h.listResources))
+	m.HandleFunc("POST "+pathResourceSet, h.pat(h.createResource))
+	m.HandleFunc("GET "+pathResourceSet+"/{id...}", h.pat(h.getResource))
+	m.HandleFunc("PUT "+pathResourceSet+"/{id...}", h.pat(h.updateResource))
+	m.HandleFunc("DELETE "+pathResourceSet+"/{id...}", h.pat(h.deleteResource))
 	m.HandleFunc("GET /jwks.json", h.jwks)
 	m.HandleFunc("POST "+cloudsync.PathEnroll, h.enroll)
 	m.HandleFunc("POST /oauth/token", h.token)
@@ -53,6 +60,7 @@ func NewHandler(a *Authority, adminToken string) *Handler {
 	m.HandleFunc("POST /admin/v1/gateways", h.admin(h.addGateway))
 	m.HandleFunc("GET /admin/v1/gateways", h.admin(h.listGateways))
 	m.HandleFunc("DELETE /admin/v1/gateways/{id}", h.admin(h.removeGateway))
+	m.HandleFunc("POST /admin/v1/users/{id}/disable", h.admin(h.disableUser))
 	h.mountWeb()
 	return h
 }
@@ -141,20 +149,28 @@ var clientAuthMethods = []string{"private_key_jwt", "self_signed_tls_client_auth
 // P-256 key, EdDSA for an Ed25519 one (clientAuth).
 var assertionAlgs = []string{"ES256", "EdDSA"}
 
+// grantTypes are the token endpoint's grants.
+var grantTypes = []string{"client_credentials", DeviceCodeGrant, "refresh_token", UMATicketGrant}
+
 // metadata is RFC 8414. The authority has no authorization endpoint (its
-// grants are client_credentials, the device grant and refresh), so its only
+// grants are client_credentials, the device grant, refresh and UMA), so its only
 // response type is "none"; revocation and introspection take the admin
 // bearer token, not a client credential. scopes_supported is empty: a
 // token's scope is its device class's permissions, not what a client asks
 // for (RFC 8414 §2 lets a server leave scope values out).
 func (h *Handler) metadata(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, h.serverMetadata())
+}
+
+// serverMetadata is the RFC 8414 document (metadata; the UMA one adds to it).
+func (h *Handler) serverMetadata() map[string]any {
 	u := h.A.URL()
-	writeJSON(w, http.StatusOK, map[string]any{
+	return map[string]any{
 		"issuer":                                u,
 		"jwks_uri":                              u + "/jwks.json",
 		"token_endpoint":                        u + "/oauth/token",
 		"response_types_supported":              []string{"none"},
-		"grant_types_supported":                 []string{"client_credentials", DeviceCodeGrant, "refresh_token"},
+		"grant_types_supported":                 grantTypes,
 		"scopes_supported":                      []string{},
 		"device_authorization_endpoint":         u + "/oauth/device_authorization",
 		"token_endpoint_auth_methods_supported": clientAuthMethods,
@@ -165,7 +181,7 @@ func (h *Handler) metadata(w http.ResponseWriter, r *http.Request) {
 		"introspection_endpoint_auth_methods_supported":    []string{"Bearer"},
 		"tls_client_certificate_bound_access_tokens":       true,
 		"dpop_signing_alg_values_supported":                dpop.DefaultAlgs,
-	})
+	}
 }
 
 func (h *Handler) jwks(w http.ResponseWriter, r *http.Request) {

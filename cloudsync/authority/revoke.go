@@ -53,9 +53,6 @@ func (a *Authority) Introspect(raw string) map[string]any {
 	if err != nil {
 		return inactive
 	}
-	if err := jwt.Validate(tok, jwt.WithAcceptableSkew(30*time.Second)); err != nil {
-		return inactive
-	}
 	jti, _ := tok.JwtID()
 	sub, _ := tok.Subject()
 	iat, _ := tok.IssuedAt()
@@ -64,25 +61,10 @@ func (a *Authority) Introspect(raw string) map[string]any {
 	_ = tok.Get("scope", &scope)
 	// Fail closed: a revocation or device that cannot be read makes the
 	// token inactive, never active.
-	r, ok, err := a.revocation(store.RevokeToken, jti)
-	if err != nil {
-		a.log.Error("introspection: token inactive, revocation unreadable", "jti", jti, "err", err)
+	if reason, err := a.tokenInactive(tok, clientID); err != nil {
+		a.log.Error("introspection: token inactive, store unreadable", "jti", jti, "err", err)
 		return inactive
-	}
-	if ok && r.Value == jti {
-		return inactive
-	}
-	for kind, v := range map[store.RevocationKind]string{store.RevokeDevice: clientID, store.RevokeSubject: sub} {
-		r, ok, err := a.revocation(kind, v)
-		if err != nil {
-			a.log.Error("introspection: token inactive, revocation unreadable", "kind", kind, "value", v, "err", err)
-			return inactive
-		}
-		if ok && !iat.After(r.RevokedAt) {
-			return inactive
-		}
-	}
-	if d, err := a.Store.Device(clientID); err != nil || d.Status != store.DeviceActive {
+	} else if reason != "" {
 		return inactive
 	}
 	exp, _ := tok.Expiration()
@@ -94,6 +76,51 @@ func (a *Authority) Introspect(raw string) map[string]any {
 		out["cnf"] = cnf
 	}
 	return out
+}
+
+// tokenInactive says why a verified token whose client is clientID is not
+// active now ("" when it is): outside its exp/nbf/iat (30 s of skew),
+// revoked by its jti, or by its client or subject at or after it was
+// issued, or its client is not an active device. A store error is an
+// error: the caller refuses (fails closed).
+func (a *Authority) tokenInactive(tok jwt.Token, clientID string) (string, error) {
+	if err := jwt.Validate(tok, jwt.WithAcceptableSkew(30*time.Second)); err != nil {
+		return err.Error(), nil
+	}
+	jti, _ := tok.JwtID()
+	sub, _ := tok.Subject()
+	iat, _ := tok.IssuedAt()
+	r, ok, err := a.revocation(store.RevokeToken, jti)
+	if err != nil {
+		return "", fmt.Errorf("read revocation of token %s: %w", jti, err)
+	}
+	if ok && r.Value == jti {
+		return "the token was revoked", nil
+	}
+	for _, c := range []struct {
+		kind  store.RevocationKind
+		value string
+		what  string
+	}{{store.RevokeDevice, clientID, "its client"}, {store.RevokeSubject, sub, "its subject"}} {
+		r, ok, err := a.revocation(c.kind, c.value)
+		if err != nil {
+			return "", fmt.Errorf("read %s revocation of %q: %w", c.kind, c.value, err)
+		}
+		if ok && !iat.After(r.RevokedAt) {
+			return c.what + " was revoked after it was issued", nil
+		}
+	}
+	d, err := a.Store.Device(clientID)
+	if errors.Is(err, store.ErrNotFound) {
+		return "its client is not registered", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("load device %q: %w", clientID, err)
+	}
+	if d.Status != store.DeviceActive {
+		return "its client is " + string(d.Status), nil
+	}
+	return "", nil
 }
 
 func (h *Handler) revokeToken(w http.ResponseWriter, r *http.Request, who string) {

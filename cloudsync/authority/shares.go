@@ -368,6 +368,9 @@ func requestID(owner, party string, kind store.GranteeKind, client string, res [
 	return hex.EncodeToString(h[:12])
 }
 
+// ErrManyOwners is SubmitRequest's refusal of resources of more than one owner.
+var ErrManyOwners = errors.New("the resources belong to more than one owner; ask for one owner's at a time")
+
 // SubmitRequest records party's ask for reqs (all of one owner's
 // resources) or finds the same ask already made. A pending or recently
 // denied request is returned as it is; an approved one whose share is gone
@@ -381,7 +384,7 @@ func (a *Authority) SubmitRequest(party string, kind store.GranteeKind, client s
 			return ShareRequest{}, err
 		}
 		if owner != "" && rs.Owner != owner {
-			return ShareRequest{}, errors.New("the resources belong to more than one owner; ask for one owner's at a time")
+			return ShareRequest{}, ErrManyOwners
 		}
 		owner = rs.Owner
 		res = append(res, store.SharedResource{Device: rs.Device.ID, Group: rs.Group.Name, Scopes: slices.Clone(r.ResourceScopes)})

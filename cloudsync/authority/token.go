@@ -351,7 +351,7 @@ func (h *Handler) token(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if f.Get("grant_type") == "" {
-		fail(w, http.StatusBadRequest, "invalid_request", "grant_type is required: client_credentials, "+DeviceCodeGrant+" or refresh_token")
+		fail(w, http.StatusBadRequest, "invalid_request", "grant_type is required: client_credentials, "+DeviceCodeGrant+", refresh_token or "+UMATicketGrant)
 		return
 	}
 	c := tokenClient{id: f.Get("client_id"), assertionType: f.Get("client_assertion_type"), assertion: f.Get("client_assertion"),
@@ -365,8 +365,17 @@ func (h *Handler) token(w http.ResponseWriter, r *http.Request) {
 		resp, err = h.A.pollDeviceCode(c, f.Get("device_code"))
 	case "refresh_token":
 		resp, err = h.A.refresh(c, f.Get("refresh_token"))
+	case UMATicketGrant:
+		resp, err = h.A.umaGrant(c, umaRequest{ticket: f.Get("ticket"), claimToken: f.Get("claim_token"),
+			claimTokenFormat: f.Get("claim_token_format"), rpt: f.Get("rpt"), scope: f.Get("scope")})
+		// need_info and request_submitted carry more than RFC 6749's members.
+		var ue *UMAError
+		if errors.As(err, &ue) {
+			writeJSON(w, ue.status, ue)
+			return
+		}
 	default:
-		fail(w, http.StatusBadRequest, "unsupported_grant_type", fmt.Sprintf("grant_type %q: use client_credentials, %s or refresh_token", gt, DeviceCodeGrant))
+		fail(w, http.StatusBadRequest, "unsupported_grant_type", fmt.Sprintf("grant_type %q: use client_credentials, %s, refresh_token or %s", gt, DeviceCodeGrant, UMATicketGrant))
 		return
 	}
 	// RFC 6749 §5.2: a 401 to a client that tried HTTP Basic says how to
