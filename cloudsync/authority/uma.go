@@ -137,6 +137,15 @@ func (a *Authority) ticketTTL() time.Duration {
 	return defaultTicketTTL
 }
 
+// clip bounds a value a client sent before it is quoted in an answer or
+// the log.
+func clip(s string) string {
+	if len(s) > 100 {
+		return s[:100] + "…"
+	}
+	return s
+}
+
 // shortHash names a ticket in the log (its hash, never the ticket).
 func shortHash(s string) string { return hashCode(s)[:12] }
 
@@ -170,9 +179,9 @@ func (a *Authority) Ticket(gw string, reqs []cloudsync.PermissionRequest, array 
 		res, err := a.Resource(r.ResourceID)
 		if errors.Is(err, ErrNoResource) {
 			if _, rerr := a.registered(r.ResourceID); rerr == nil {
-				return "", umaBad("invalid_resource_id", "%sresource_id %q is a registered resource; gateways enforce device resources (<device>/<group>) only", at, r.ResourceID)
+				return "", umaBad("invalid_resource_id", "%sresource_id %q is a registered resource; gateways enforce device resources (<device>/<group>) only", at, clip(r.ResourceID))
 			}
-			return "", umaBad("invalid_resource_id", "%sresource_id %q: no such resource; give <device>/<group> of a paired device and a group its class names", at, r.ResourceID)
+			return "", umaBad("invalid_resource_id", "%sresource_id %q: no such resource; give <device>/<group> of a paired device and a group its class names", at, clip(r.ResourceID))
 		}
 		if err != nil {
 			return "", err
@@ -189,7 +198,7 @@ func (a *Authority) Ticket(gw string, reqs []cloudsync.PermissionRequest, array 
 		}
 		for _, s := range r.ResourceScopes {
 			if !res.Group.Allows(s) {
-				return "", umaBad("invalid_scope", "%sresource_scopes: %q is not a scope %s can be shared with (%s)", at, s, r.ResourceID, strings.Join(shareableScopes(res.Group), ", "))
+				return "", umaBad("invalid_scope", "%sresource_scopes: %q is not a scope %s can be shared with (%s)", at, clip(s), r.ResourceID, strings.Join(shareableScopes(res.Group), ", "))
 			}
 		}
 		j := slices.IndexFunc(merged, func(m cloudsync.PermissionRequest) bool { return m.ResourceID == r.ResourceID })
@@ -424,7 +433,7 @@ func narrowScopes(perms []cloudsync.PermissionRequest, scope string) ([]cloudsyn
 	}
 	for _, w := range want {
 		if !slices.Contains(have, w) {
-			return nil, umaBad("invalid_scope", "scope: %q is not among the ticket's scopes (%s); leave scope out to ask for the ticket's permissions", w, strings.Join(have, ", "))
+			return nil, umaBad("invalid_scope", "scope: %q is not among the ticket's scopes (%s); leave scope out to ask for the ticket's permissions", clip(w), strings.Join(have, ", "))
 		}
 	}
 	var out []cloudsync.PermissionRequest
@@ -461,7 +470,7 @@ func (a *Authority) requestingParty(d store.Device, cnf map[string]string, dpopJ
 	case "":
 		return "", "", false, umaBad("invalid_request", "claim_token_format is required with claim_token: send %s", ClaimTokenJWT)
 	default:
-		return "", "", false, umaBad("invalid_request", "claim_token_format %q is not supported; send the requesting party's access token as %s", q.claimTokenFormat, ClaimTokenJWT)
+		return "", "", false, umaBad("invalid_request", "claim_token_format %q is not supported; send the requesting party's access token as %s", clip(q.claimTokenFormat), ClaimTokenJWT)
 	}
 	tok, err := a.verifyClaimToken(q.claimToken, d, cnf, dpopJKT)
 	if err != nil {
@@ -473,7 +482,7 @@ func (a *Authority) requestingParty(d store.Device, cnf map[string]string, dpopJ
 	}
 	u, err := a.Store.User(sub)
 	if errors.Is(err, store.ErrNotFound) {
-		return "", "", false, umaBad("invalid_grant", "claim_token: its sub %q is not an account of this authority; shares are made to its accounts", sub)
+		return "", "", false, umaBad("invalid_grant", "claim_token: its sub %q is not an account of this authority; shares are made to its accounts", clip(sub))
 	}
 	if err != nil {
 		return "", "", false, fmt.Errorf("load user %q: %w", sub, err)
@@ -515,14 +524,14 @@ func (a *Authority) verifyClaimToken(raw string, d store.Device, cnf map[string]
 		}
 		i := slices.IndexFunc(issuers, func(is store.Issuer) bool { return is.Issuer == iss })
 		if iss == "" || i < 0 {
-			return bad("its issuer %q is not trusted by this authority", iss)
+			return bad("its issuer %q is not trusted by this authority", clip(iss))
 		}
 		set, err := jwk.Parse(issuers[i].JWKS)
 		if err != nil {
 			return nil, fmt.Errorf("keys of issuer %q: %w", iss, err)
 		}
 		if tok, err = jwt.Parse([]byte(raw), jwt.WithKeySet(set), jwt.WithValidate(false)); err != nil {
-			return bad("its signature does not verify with the keys of issuer %q", iss)
+			return bad("its signature does not verify with the keys of issuer %q", clip(iss))
 		}
 	}
 	if _, ok := tok.Expiration(); !ok {
@@ -538,7 +547,7 @@ func (a *Authority) verifyClaimToken(raw string, d store.Device, cnf map[string]
 		_ = tok.Get("azp", &client)
 	}
 	if client != d.ID {
-		return bad("it was issued to client %q, not to %q; send a token issued to this client", client, d.ID)
+		return bad("it was issued to client %q, not to %q; send a token issued to this client", clip(client), d.ID)
 	}
 	if !own {
 		aud, _ := tok.Audience()
@@ -571,7 +580,7 @@ func (a *Authority) verifyClaimToken(raw string, d store.Device, cnf map[string]
 				return bad("it is bound to a key (cnf jkt) this request did not prove; authenticate with that key (private_key_jwt) or send a DPoP proof made with it")
 			}
 		default:
-			return bad("it is bound by cnf %q, which cannot be proven at the token endpoint", k)
+			return bad("it is bound by cnf %q, which cannot be proven at the token endpoint", clip(k))
 		}
 	}
 	return tok, nil
