@@ -505,7 +505,7 @@ func (c Config) problems() []keyError {
 	}
 	if c.Metrics {
 		checkAddr("metrics_listen", c.MetricsListen, "127.0.0.1:9465")
-		if c.MetricsListen != "" && c.MetricsListen == c.Listen {
+		if c.MetricsListen != "" && c.MetricsListen == c.Listen && !strings.HasSuffix(c.Listen, ":0") {
 			bad("metrics_listen", "%q is also listen; give /metrics its own address, on loopback or a private network (e.g. 127.0.0.1:9465)", c.MetricsListen)
 		}
 	}
