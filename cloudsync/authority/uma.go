@@ -349,10 +349,6 @@ func (a *Authority) umaGrant(c tokenClient, q umaRequest) (RPTResponse, error) {
 	if t.Party != "" && (t.Party != party || t.PartyKind != kind) {
 		return refuse(umaBad("invalid_grant", "ticket: it waits on another requesting party's request; ask the resource server for a new one"), "ticket bound to party "+t.Party)
 	}
-	if kind == store.GranteeUser && party == t.Owner {
-		_ = a.Store.DeleteDoc(docTicket, h)
-		return refuse(&OAuthError{"request_denied", "the requesting party " + party + " owns these resources: an owner needs no share; use the owner's own token", http.StatusForbidden}, "party is the owner")
-	}
 	reqs, err := narrowScopes(t.Permissions, q.scope)
 	if err != nil {
 		return refuse(err, err.Error())
@@ -383,6 +379,24 @@ func (a *Authority) umaGrant(c tokenClient, q umaRequest) (RPTResponse, error) {
 			return refuse(badTicket, "ticket used meanwhile")
 		}
 		return a.issueRPT(d, party, kind, perms, tokenCnf(cnf, jkt), bindingName(cnf, jkt), boundUntil(cnf, c.cert), tokenType(jkt), upgraded)
+	}
+	// The owner asked is the one the ticket was made for: a device passed
+	// to someone else since (perhaps to the requesting party) needs a new
+	// ticket.
+	for _, r := range reqs {
+		res, err := a.Resource(r.ResourceID)
+		if errors.Is(err, ErrNoResource) || (err == nil && res.Owner != t.Owner) {
+			_ = a.Store.DeleteDoc(docTicket, h)
+			return refuse(gone, "resource gone or changed owner")
+		}
+		if err != nil {
+			return RPTResponse{}, err
+		}
+	}
+	// No share is ever made to its owner (shareFrom and the store refuse one).
+	if kind == store.GranteeUser && party == t.Owner {
+		_ = a.Store.DeleteDoc(docTicket, h)
+		return refuse(&OAuthError{"request_denied", "the requesting party " + party + " owns these resources: an owner needs no share; use the owner's own token", http.StatusForbidden}, "party is the owner")
 	}
 	req, err := a.SubmitRequest(party, kind, d.ID, reqs)
 	if errors.Is(err, ErrNoResource) || errors.Is(err, ErrManyOwners) {

@@ -839,3 +839,31 @@ func TestAdminDisableUser(t *testing.T) {
 		t.Fatal("the reason was not logged")
 	}
 }
+
+// A ticket names the owner it was made for: once the device is unpaired,
+// or passed to someone else (here to the requesting party), it is
+// invalid_grant and the client asks the resource server again.
+func TestUMATicketAfterOwnerChange(t *testing.T) {
+	u := newUMA(t, nil)
+	app, bobToken := u.app("bob-app", "bob")
+	before := u.ticket("thermo-1/telemetry", "sub")
+	waiting := u.ticket("thermo-1/status", "sub")
+	if code, m := umaGrant(app, waiting, bobToken); code != 403 || m["error"] != "request_submitted" {
+		t.Fatalf("ask: %d %v", code, m)
+	}
+	d, _ := u.a.Store.Device("thermo-1")
+	d.Owner = "bob"
+	if _, err := u.a.Apply(&store.Batch{Devices: []store.Device{d}}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	code, m := umaGrant(app, before, bobToken)
+	wantError(t, "ticket made for the former owner", code, m, 400, "invalid_grant", "no longer shareable")
+	code, m = umaGrant(app, waiting, bobToken)
+	wantError(t, "waiting ticket of the former owner", code, m, 400, "invalid_grant", "no longer shareable")
+	ticket := u.ticket("thermo-1/telemetry", "sub")
+	if err := u.a.Unpair("thermo-1", "bob"); err != nil {
+		t.Fatal(err)
+	}
+	code, m = umaGrant(app, ticket, bobToken)
+	wantError(t, "ticket of an unpaired device", code, m, 400, "invalid_grant", "no longer shareable")
+}
