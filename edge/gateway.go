@@ -27,7 +27,9 @@ import (
 	"github.com/edgeid/edgeid/edge/enforce"
 	"github.com/edgeid/edgeid/edge/httpapi"
 	"github.com/edgeid/edgeid/edge/throttle"
+	"github.com/edgeid/edgeid/edge/uma"
 	"github.com/edgeid/edgeid/hw"
+	"github.com/edgeid/edgeid/internal/clock"
 	"github.com/edgeid/edgeid/internal/pki"
 	"github.com/edgeid/edgeid/store"
 )
@@ -59,6 +61,18 @@ type Gateway struct {
 	enforce  *enforce.Enforcer
 	started  time.Time
 
+	// Sharing (UMA): uma answers refusals of owners' shared resources with
+	// permission tickets; the share clock (shareclock.go) judges shares'
+	// windows and expiry in loc and re-checks their sessions at each
+	// boundary.
+	uma             *uma.Server
+	loc             *time.Location
+	clk             atomic.Pointer[clockBox]
+	sharesChanged   chan struct{}
+	stopShares      context.CancelFunc
+	sharesDone      chan struct{}
+	sharesCheckedAt atomic.Int64 // unix nanos on the share clock
+
 	listeners []*broker.Listener
 	Syncer    *client.Syncer
 	stopSync  context.CancelFunc
@@ -83,7 +97,8 @@ func New(cfg config.Config, log *slog.Logger) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
-	g := &Gateway{cfg: cfg, log: log, Store: st}
+	g := &Gateway{cfg: cfg, log: log, Store: st, sharesChanged: make(chan struct{}, 1)}
+	g.clk.Store(&clockBox{clock.Real{}})
 	if err := g.build(); err != nil {
 		if g.Bridge != nil {
 			g.Bridge.Stop()
@@ -103,7 +118,14 @@ func (g *Gateway) build() error {
 	if err := g.loadIssuers(); err != nil {
 		return err
 	}
-	g.Auth = &authn.Authenticator{Store: g.Store, Verifier: g.Verifier, Skew: cfg.Auth.ClockSkew, ExpLeeway: cfg.Auth.ExpLeeway}
+	loc, err := cfg.Gateway.Location()
+	if err != nil {
+		return fmt.Errorf("gateway.time_zone: %w", err)
+	}
+	g.loc = loc
+	// Auth.Now is the share clock: what an RPT grants depends on the time
+	// of day (a share's window) in the gateway's time zone.
+	g.Auth = &authn.Authenticator{Store: g.Store, Verifier: g.Verifier, Skew: cfg.Auth.ClockSkew, ExpLeeway: cfg.Auth.ExpLeeway, Now: g.shareNow}
 	if cfg.MQTT.TLS.ClientCA != "" {
 		pem, err := os.ReadFile(cfg.MQTT.TLS.ClientCA)
 		if err != nil {
@@ -146,6 +168,7 @@ func (g *Gateway) build() error {
 	}
 	b.Gate = g.gate
 	b.PairRelay = g.pairRelay
+	g.buildUMA(b)
 	rates := func(r config.Rates) throttle.Limits {
 		return throttle.Limits{Messages: throttle.Limit{Rate: r.MessagesPerSecond, Burst: r.MessageBurst},
 			Bytes: throttle.Limit{Rate: r.BytesPerSecond, Burst: r.ByteBurst}}
@@ -251,6 +274,9 @@ func (g *Gateway) Start(ctx context.Context) error {
 	if err := g.Broker.Server.Serve(); err != nil {
 		return fmt.Errorf("start mqtt: %w", err)
 	}
+	shareCtx, stopShares := context.WithCancel(context.Background())
+	g.stopShares, g.sharesDone = stopShares, make(chan struct{})
+	go func() { defer close(g.sharesDone); g.runShares(shareCtx) }()
 	// --- CoAP ---
 	if g.CoAP != nil {
 		if err := g.CoAP.Start(); err != nil {
@@ -337,6 +363,10 @@ func (g *Gateway) Close() error {
 
 func (g *Gateway) close() error {
 	var errs []error
+	if g.stopShares != nil { // first: its re-checks reach every front end
+		g.stopShares()
+		<-g.sharesDone
+	}
 	if g.admin != nil {
 		errs = append(errs, g.admin.close())
 	}
@@ -395,6 +425,12 @@ func (g *Gateway) onApplied(a store.Applied) {
 		// A CONNECT verified against the old keys after the first bump is
 		// re-checked when it registers.
 		g.Broker.Gen.Add(1)
+	}
+	if a.Replaced || len(b.Devices) > 0 || len(b.Delete.Devices) > 0 || len(b.Classes) > 0 || len(b.Delete.Classes) > 0 {
+		g.uma.Invalidate() // the shared resources: owned devices' topic groups
+	}
+	if a.Replaced || len(b.Grants) > 0 || len(b.Delete.Grants) > 0 {
+		g.wakeShares() // the next window boundary or expiry may have moved
 	}
 	dropped := 0
 	if len(b.Revocations) > 0 {

@@ -31,7 +31,7 @@ func (g *Gateway) buildHTTP(server *mqtt.Server) error {
 	g.HTTP, err = httpapi.New(httpapi.Options{Config: cfg.HTTP, Certificate: &cert, Auth: g.Auth,
 		DPoP:   dpop.NewVerifier(dpop.Options{MaxAge: cfg.HTTP.DPoPMaxAge, Skew: cfg.Auth.ClockSkew, Nonce: cfg.HTTP.DPoPNonce}),
 		Broker: httpBroker{bridgedInline{inline, g.Bridge}}, Throttle: b.Throttle, Gate: g.gate,
-		MaxPacketSize: int(cfg.MQTT.MaxPacketSize), Log: g.log.With("component", "https"), Now: b.Now,
+		MaxPacketSize: int(cfg.MQTT.MaxPacketSize), Log: g.log.With("component", "https"), Now: b.Now, UMA: g.uma,
 		Counters: httpapi.Counters{Denied: &b.Counters.Denied, Throttled: &b.Counters.Throttled, MessagesIn: &b.Counters.MessagesIn,
 			MessagesOut: &b.Counters.MessagesOut, BytesOut: &b.Counters.BytesOut}})
 	return err

@@ -73,6 +73,14 @@ type Broker struct {
 	// that a connection has sent its whole CONNECT: it is no longer half-open.
 	ConnectRead func(remote string)
 
+	// UMA, when set, is asked about SUBSCRIBE filters refused to an MQTT 5
+	// session (0x87) other than those of its shares outside their hours:
+	// shared is false when none is an owner's shared resource (the SUBACK
+	// stays as it is; the authority is not called), else the permission
+	// ticket and where to take it, or why there is none. It runs on the
+	// client's read loop, under a 2 s context. See uma.go.
+	UMA func(ctx context.Context, subject string, filters []string) (t Ticket, shared bool)
+
 	// MaxQoS2 caps unreleased QoS 2 PUBLISHes over the whole gateway (each
 	// client is held to its Receive Maximum by mochi); 0 for no cap.
 	MaxQoS2 int64
@@ -106,6 +114,7 @@ func New(server *mqtt.Server, auth *authn.Authenticator, log *slog.Logger) (*Bro
 		{"throttle", &throttleHook{b: b}},
 		{"offline queue", &offlineHook{b: b}},
 		{"stats", &statsHook{b: b}},
+		{"uma", &umaHook{b: b}},
 	} {
 		if err := server.AddHook(h.hook, nil); err != nil {
 			return nil, fmt.Errorf("add %s hook: %w", h.name, err)
@@ -331,7 +340,10 @@ func (b *Broker) dropForbidden(s *Session) {
 	}
 	p := s.Perms()
 	for filter := range cl.State.Subscriptions.GetAll() {
-		if p.CanSubscribe(sharedFilter(filter)) {
+		// Held: a share's topic outside its hours keeps its subscription
+		// (each delivery is still refused by OnACLCheck), so that it
+		// delivers again when the window opens.
+		if p.Holds(sharedFilter(filter)) {
 			continue
 		}
 		if ok, mine := pairTopicAllowed(filter, s.Device, false); mine && ok && b.PairRelay != nil {

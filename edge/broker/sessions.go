@@ -43,6 +43,9 @@ type Session struct {
 	ended  atomic.Bool
 	will   bool // connected with a Will
 	reauth atomic.Pointer[reauthState]
+	// suback is what the SUBACK being written says of refused filters
+	// (a UMA ticket, a share outside its hours); see uma.go.
+	suback atomic.Pointer[subackNote]
 
 	// parked is set once the connection is gone but its persistent session
 	// (clean_start=0, session expiry > 0) is kept: messages are queued for

@@ -151,7 +151,9 @@ func (s *Server) check(p *session) {
 	p.mu.Lock()
 	var drop []*observation
 	for _, o := range p.obs {
-		if !perms.CanSubscribe(o.topic) {
+		// A share's topic outside its hours is held: the observation
+		// stays, each notification is refused until the window opens.
+		if !perms.Holds(o.topic) {
 			drop = append(drop, o)
 		}
 	}

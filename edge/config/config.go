@@ -126,6 +126,18 @@ type Sync struct {
 type Gateway struct {
 	// ID names the gateway in logs and, later, at the authority.
 	ID string `mapstructure:"id"`
+	// TimeZone is the IANA time zone (Europe/Paris) in which shares'
+	// daily windows are read; "" is the system's local time zone (TZ,
+	// /etc/localtime).
+	TimeZone string `mapstructure:"time_zone"`
+}
+
+// Location is the time zone of gateway.time_zone (time.Local for "").
+func (g Gateway) Location() (*time.Location, error) {
+	if g.TimeZone == "" {
+		return time.Local, nil
+	}
+	return time.LoadLocation(g.TimeZone)
 }
 
 // Log configures log/slog output.
@@ -362,6 +374,9 @@ func (c Config) Validate() error {
 	}
 	if c.Gateway.ID == "" {
 		bad("gateway.id", "is empty; name this gateway (for example its board serial)")
+	}
+	if _, err := c.Gateway.Location(); err != nil {
+		bad("gateway.time_zone", "%q is not a time zone this system knows (an IANA name such as Europe/Paris, or \"\" for the system's): %v", c.Gateway.TimeZone, err)
 	}
 	if c.StateDir == "" {
 		bad("state_dir", "is empty; give a writable directory for the store (default /var/lib/edgeid)")

@@ -1,5 +1,5 @@
 // Package enforce is the gateway's one enforcement point. Every front end
-// (MQTT, CoAP; later the HTTP API and the cloud bridge) holds principals —
+// (MQTT, CoAP, the HTTP API's event streams, the cloud bridge) holds principals —
 // live holders of a device credential — and answers the same two-method
 // interface; this package turns each applied store change into "end" or
 // "re-check" (which ends or narrows) for exactly the principals the change
@@ -80,7 +80,11 @@ func (e *Enforcer) Kick(sel Selector, reason string) int {
 //   - a changed user (an owner disabled) re-checks the principals acting for it;
 //   - a changed class re-checks every principal (a device may have moved
 //     class since it connected); so does a changed issuer for token
-//     principals, and a replaced store for all.
+//     principals, and a replaced store for all;
+//   - a changed or deleted share (grant) re-checks the principals whose
+//     requesting party token presents it; so does a changed device for the
+//     tokens presenting its resources, and a changed user for every token
+//     presenting shares.
 //
 // It returns how many principals revocations ended.
 func (e *Enforcer) Applied(a store.Applied) int {
@@ -111,8 +115,57 @@ func (e *Enforcer) Applied(a store.Applied) int {
 	for _, u := range b.Users {
 		e.recheck(Selector{Subject: u.ID}, nil)
 	}
+	// Shares: what an RPT grants is read from the store at each decision,
+	// so the requesting parties' sessions are re-checked when a share they
+	// present changes or goes, when a device whose resources they present
+	// changes (unpaired, moved, disabled), and when any user changes (the
+	// sharing owner may have been disabled; the grantee's own sessions were
+	// re-checked by subject above).
+	if len(b.Users) > 0 {
+		e.RecheckShares()
+		return ended
+	}
+	shares := map[string]bool{}
+	for _, g := range b.Grants {
+		shares[g.ID] = true
+	}
+	for _, id := range b.Delete.Grants {
+		shares[id] = true
+	}
+	devices := map[string]bool{}
+	for _, d := range b.Devices {
+		devices[d.ID] = true
+	}
+	for _, id := range b.Delete.Devices {
+		devices[id] = true
+	}
+	if len(shares) > 0 || len(devices) > 0 {
+		e.recheck(All, func(p Principal) bool {
+			if p.Claims == nil {
+				return false
+			}
+			for _, perm := range p.Claims.Permissions {
+				dev, _, _ := store.ParseResourceID(perm.ResourceID)
+				if shares[perm.Share] || devices[dev] {
+					return true
+				}
+			}
+			return false
+		})
+	}
 	return ended
 }
+
+// PresentsShares matches the principals whose token is a requesting party
+// token (it has a permissions claim, even an empty one).
+func PresentsShares(p Principal) bool { return p.Claims != nil && p.Claims.Permissions != nil }
+
+// RecheckShares re-checks every principal that presents shares, on every
+// front end: the gateway's share clock calls it when a share's daily window
+// opens or closes or a share expires, so live sessions gain or lose the
+// shared topics at the boundary (held subscriptions stay, delivering
+// nothing outside the window).
+func (e *Enforcer) RecheckShares() { e.recheck(All, PresentsShares) }
 
 func (e *Enforcer) recheck(sel Selector, m Match) {
 	for _, f := range e.fronts {

@@ -34,6 +34,11 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (*authn.Pr
 		}
 		return p, true
 	case scheme == "":
+		// No credential at all for an owner's shared resource: the UMA
+		// challenge (with the Bearer and DPoP ones).
+		if topic, act, ok := requested(r); ok && s.umaRefusal(w, r, nil, topic, act) {
+			return nil, false
+		}
 		s.challenge(w, r, http.StatusUnauthorized, "", "", "")
 		return nil, false
 	case token == "":

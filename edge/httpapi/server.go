@@ -29,6 +29,7 @@ import (
 	"github.com/edgeid/edgeid/edge/authn"
 	"github.com/edgeid/edgeid/edge/config"
 	"github.com/edgeid/edgeid/edge/throttle"
+	"github.com/edgeid/edgeid/edge/uma"
 )
 
 // Broker is what the HTTP front end needs of the MQTT broker (the same
@@ -68,6 +69,11 @@ type Options struct {
 	Log           *slog.Logger
 	Counters      Counters
 	Now           func() time.Time
+	// UMA answers a refusal of an owner's shared resource (a device's
+	// topic group) with a permission ticket: 401 with WWW-Authenticate:
+	// UMA, or 403 without a ticket when the authority cannot be reached.
+	// nil: refusals keep their ordinary answers.
+	UMA *uma.Server
 	// SubscriptionIDs gives each event stream an inline subscription id
 	// that no other user of the broker's inline client holds.
 	SubscriptionIDs func() int

@@ -315,7 +315,10 @@ func (f FrontEnd) recheck(st *stream) {
 		st.end("no longer authorized: " + string(authn.ReasonOf(err)))
 		return
 	}
-	if !perms.CanSubscribe(st.filter) {
+	// Held (a share's topics outside its hours): the stream stays open and
+	// each delivery is refused until the window opens (offer and the write
+	// loop check CanSubscribe).
+	if !perms.Holds(st.filter) {
 		st.end("the permission to subscribe to " + st.filter + " was withdrawn")
 		return
 	}

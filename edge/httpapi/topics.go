@@ -29,22 +29,29 @@ func peerCert(r *http.Request) *x509.Certificate {
 // answer already written.
 func topicOf(w http.ResponseWriter, r *http.Request, filter bool) (string, bool) {
 	t := r.PathValue("topic")
-	if !utf8.ValidString(t) {
-		fail(w, http.StatusBadRequest, "invalid_request", "the topic is not valid UTF-8")
+	if err := checkPathTopic(t, filter); err != "" {
+		fail(w, http.StatusBadRequest, "invalid_request", err)
 		return "", false
+	}
+	return t, true
+}
+
+// checkPathTopic is why t is not a topic (or filter) a path may name; "" if
+// it is one.
+func checkPathTopic(t string, filter bool) string {
+	if !utf8.ValidString(t) {
+		return "the topic is not valid UTF-8"
 	}
 	for i := 0; i < len(t); i++ {
 		if t[i] < 0x20 || t[i] == 0x7f {
-			fail(w, http.StatusBadRequest, "invalid_request", "the topic holds a control character")
-			return "", false
+			return "the topic holds a control character"
 		}
 	}
 	for level := range strings.SplitSeq(t, "/") {
 		if level == "." || level == ".." {
 			// A URL's dot segments are removed when a DPoP proof's htu is
 			// compared: a proof for a/b must not publish on a/x/../b.
-			fail(w, http.StatusBadRequest, "invalid_request", "a topic level may not be . or .. over HTTPS (URLs resolve them)")
-			return "", false
+			return "a topic level may not be . or .. over HTTPS (URLs resolve them)"
 		}
 	}
 	check, what := policy.ValidTopic, "topic"
@@ -56,10 +63,9 @@ func topicOf(w http.ResponseWriter, r *http.Request, filter bool) (string, bool)
 		if !filter && strings.ContainsAny(t, "+#") {
 			hint = "; wildcards name topics to subscribe to (GET with Accept: text/event-stream), not one to publish on"
 		}
-		fail(w, http.StatusBadRequest, "invalid_request", fmt.Sprintf("%s %q: %v%s", what, t, err, hint))
-		return "", false
+		return fmt.Sprintf("%s %q: %v%s", what, t, err, hint)
 	}
-	return t, true
+	return ""
 }
 
 // throttled applies the same PUBLISH throttle as MQTT and CoAP (device,
@@ -110,7 +116,7 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !p.Perms.CanPublish(topic) {
-		s.forbid(w, r, p, fmt.Sprintf("device %q may not publish on %q", p.Device.ID, topic))
+		s.deny(w, r, p, topic, policy.Publish, fmt.Sprintf("device %q may not publish on %q", p.Device.ID, topic))
 		return
 	}
 	body, err := io.ReadAll(r.Body)
@@ -199,7 +205,7 @@ func (s *Server) readable(w http.ResponseWriter, r *http.Request, p *authn.Princ
 		if filter {
 			verb = "subscribe to"
 		}
-		s.forbid(w, r, p, fmt.Sprintf("device %q may not %s %q", p.Device.ID, verb, t))
+		s.deny(w, r, p, t, policy.Subscribe, fmt.Sprintf("device %q may not %s %q", p.Device.ID, verb, t))
 		return "", false
 	}
 	if s.throttled(w, p, 0) {
