@@ -177,8 +177,13 @@ func (w *web) takeFlash(sid string, s webSession) string {
 	return msg
 }
 
+// zoneName names ShareZone for the pages: "CET (UTC+01:00)", "UTC".
 func zoneName() string {
-	return time.Now().In(ShareZone).Format("MST (UTC-07:00)")
+	now := time.Now().In(ShareZone)
+	if abbr := now.Format("MST"); abbr != "UTC" {
+		return abbr + " (UTC" + now.Format("-07:00") + ")"
+	}
+	return "UTC"
 }
 
 // fieldErrors sorts err into the page: a FieldError beside its field, any

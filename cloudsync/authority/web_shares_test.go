@@ -1,14 +1,22 @@
 package authority_test
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"html"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/chromedp/chromedp"
 
 	"github.com/edgeid/edgeid/cloudsync"
 	"github.com/edgeid/edgeid/cloudsync/authority"
@@ -566,5 +574,117 @@ func TestSharingFormsNeedCSRF(t *testing.T) {
 	}
 	if _, err := f.a.Store.User("kid2"); err == nil {
 		t.Error("a forged form added a member")
+	}
+}
+
+// webChromium starts headless Debian chromium for a test.
+func webChromium(t *testing.T) context.Context {
+	t.Helper()
+	chromium, err := exec.LookPath("chromium")
+	if err != nil {
+		t.Fatal("chromium not found: install Debian's chromium (.ci/run does)")
+	}
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chromium), chromedp.UserDataDir(t.TempDir()),
+		chromedp.Flag("headless", true), chromedp.NoSandbox, chromedp.Flag("ignore-certificate-errors", true),
+		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true), chromedp.Flag("disable-quic", true), chromedp.Flag("no-first-run", true))
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancel := chromedp.NewContext(actx)
+	ctx, cancelT := context.WithTimeout(ctx, 90*time.Second)
+	t.Cleanup(func() { cancelT(); cancel(); cancelAlloc() })
+	return ctx
+}
+
+// The sharing pages in a real browser, on a phone (390 px wide) and a
+// desktop (1280 px): nothing is wider than the screen, and the share form,
+// a confirmation and a revoke work by clicking (no script of the page's).
+// EDGEID_SCREENSHOTS=dir keeps a screenshot of each page.
+func TestSharingPagesFitPhoneAndDesktop(t *testing.T) {
+	t.Parallel() // mostly waiting for the browser
+	f, _, _, _ := webSharing(t)
+	if _, err := f.a.Apply(&store.Batch{Devices: []store.Device{
+		{ID: "kitchen-thermostat-0123456789abcdef", Name: "Kitchen thermostat by the very long window", Serial: "TH-0123456789ABCDEF0123", Class: "thermostat", Status: store.DeviceActive, Owner: "alice"},
+	}}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	shareWithBob(t, f, &store.Window{From: "18:00", To: "20:00"}, localTomorrowAt(18))
+	if _, err := f.a.CreateShare("bob", authority.ShareInput{Devices: []string{"bob-1"}, Groups: map[string][]string{"telemetry": {"sub"}, "status": {"sub"}},
+		Grantee: "alice", GranteeKind: store.GranteeUser}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.a.SubmitRequest("carol", store.GranteeUser, "svc-1", []cloudsync.PermissionRequest{{ResourceID: "kitchen-thermostat-0123456789abcdef/telemetry", ResourceScopes: []string{"sub"}},
+		{ResourceID: "kitchen-thermostat-0123456789abcdef/status", ResourceScopes: []string{"sub"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.a.AddMember("alice", "kid.with.a.long.name", "A child of the household", "kid's own password", "test"); err != nil {
+		t.Fatal(err)
+	}
+	// The fixture's server asks for client certificates, which holds a
+	// browser at a certificate prompt: the pages are served here without.
+	srv := httptest.NewTLSServer(authority.NewHandler(f.a, adminToken))
+	t.Cleanup(srv.Close)
+	shots := os.Getenv("EDGEID_SCREENSHOTS")
+	ctx := webChromium(t)
+	if err := chromedp.Do(ctx, chromedp.Navigate(srv.URL+"/login"), chromedp.SendKeys("#username", "alice"),
+		chromedp.SendKeys("#password", webPassword), chromedp.Click("#login"), chromedp.WaitVisible(chromedp.CSS("#dev-living-1"))); err != nil {
+		t.Fatal(err)
+	}
+	pages := []string{"/devices", "/devices/living-1/share", "/shares", "/requests", "/shared-with-me", "/household"}
+	for _, size := range [][2]int64{{390, 844}, {1280, 800}} {
+		for _, path := range pages {
+			if err := chromedp.Do(ctx, chromedp.EmulateViewport(size[0], size[1]), chromedp.Navigate(srv.URL+path), chromedp.WaitVisible(chromedp.CSS("main"))); err != nil {
+				t.Fatal(err)
+			}
+			over, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.documentElement.scrollWidth - document.documentElement.clientWidth`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if over > 0 {
+				t.Errorf("%s at %d px: %d px wider than the screen", path, size[0], over)
+			}
+			if shots != "" {
+				png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+				if err != nil {
+					t.Fatal(err)
+				}
+				name := fmt.Sprintf("%d%s.png", size[0], strings.ReplaceAll(path, "/", "_"))
+				if err := os.WriteFile(filepath.Join(shots, name), png, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	// On the phone: share by clicking; revoking needs the box ticked (the
+	// browser holds the form back without it).
+	err := chromedp.Do(ctx, chromedp.EmulateViewport(390, 844), chromedp.Navigate(srv.URL+"/devices"),
+		chromedp.Click("#share-link-bedroom-1"), chromedp.WaitVisible("#share-form"),
+		chromedp.Click("#kind-client"), chromedp.SendKeys("#client", "svc-1"), chromedp.Click("#group-status-sub"),
+		chromedp.SetValue("#window_from", "07:30"), chromedp.SetValue("#window_to", "08:15"),
+		chromedp.Click("#share-submit"), chromedp.WaitVisible("#notice"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	notice, _ := chromedp.Run(ctx, chromedp.Text("#notice"))
+	var g store.Grant
+	for _, x := range grants(t, f) {
+		if x.GranteeKind == store.GranteeClient {
+			g = x
+		}
+	}
+	if !strings.Contains(notice, "with the service svc-1") || g.Grantee != "svc-1" || g.Window == nil || *g.Window != (store.Window{From: "07:30", To: "08:15"}) {
+		t.Fatalf("clicked share: notice %q, grant %+v", notice, g)
+	}
+	if err := chromedp.Do(ctx, chromedp.Click("#revoke-"+g.ID), chromedp.Sleep(500*time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.a.Store.Grant(g.ID); err != nil {
+		t.Fatalf("revoked without the box ticked: %v", err)
+	}
+	if err := chromedp.Do(ctx, chromedp.Click("#confirm-revoke-"+g.ID), chromedp.Click("#revoke-"+g.ID), chromedp.WaitNotPresent("#share-"+g.ID)); err != nil {
+		t.Fatal(err)
+	}
+	notice, _ = chromedp.Run(ctx, chromedp.Text("#notice"))
+	if _, err := f.a.Store.Grant(g.ID); !errors.Is(err, store.ErrNotFound) || !strings.Contains(notice, "Revoked") {
+		t.Fatalf("confirmed revoke: %v, notice %q", err, notice)
 	}
 }
