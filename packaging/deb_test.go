@@ -99,6 +99,8 @@ func TestDebPackages(t *testing.T) {
 		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
 	}
 
+	checkAuthorityPackage(t, debs, tmp)
+
 	// The arm64 and armhf binaries run under qemu: version, then serve until READY.
 	for _, a := range []struct{ arch, qemu string }{{"arm64", "qemu-aarch64-static"}, {"armhf", "qemu-arm-static"}} {
 		root := filepath.Join(tmp, "root-"+a.arch)
@@ -146,5 +148,100 @@ func serveUnderQemu(t *testing.T, qemu, bin string) {
 	_ = cmd.Process.Signal(syscall.SIGTERM)
 	if err := cmd.Wait(); err != nil {
 		t.Errorf("%s serve did not stop cleanly on SIGTERM: %v\n%s", qemu, err, logs.String())
+	}
+}
+
+// checkAuthorityPackage checks the authority's package: its configuration
+// is a conffile, systemd accepts its unit, and the packaged binary takes
+// the packaged configuration (check-config, then serve until READY).
+func checkAuthorityPackage(t *testing.T, debs map[string]string, tmp string) {
+	deb := debs["edgeid-authority_1.2.3_amd64.deb"]
+	contents := run(t, ".", "dpkg-deb", "-c", deb)
+	for _, want := range []string{"./usr/bin/edgeid-authority", "./usr/lib/systemd/system/edgeid-authority.service",
+		"./etc/edgeid-authority/authority.yaml", "./etc/default/edgeid-authority"} {
+		if !strings.Contains(contents, want+"\n") {
+			t.Errorf("authority package lacks %s:\n%s", want, contents)
+		}
+	}
+	ctl := filepath.Join(tmp, "control-authority")
+	run(t, ".", "dpkg-deb", "-e", deb, ctl)
+	conffiles, _ := os.ReadFile(filepath.Join(ctl, "conffiles"))
+	for _, want := range []string{"/etc/edgeid-authority/authority.yaml", "/etc/default/edgeid-authority"} {
+		if !strings.Contains(string(conffiles)+"\n", want+"\n") {
+			t.Errorf("authority conffiles = %q, want %s among them (upgrades keep local edits)", conffiles, want)
+		}
+	}
+	root := filepath.Join(tmp, "root-authority-amd64")
+	run(t, ".", "dpkg-deb", "-x", deb, root)
+	bin := filepath.Join(root, "usr/bin/edgeid-authority")
+	unit, _ := os.ReadFile(filepath.Join(root, "usr/lib/systemd/system/edgeid-authority.service"))
+	for _, want := range []string{"Type=notify", "WatchdogSec=", "--config /etc/edgeid-authority/authority.yaml", "EnvironmentFile=-/etc/default/edgeid-authority",
+		"ProtectSystem=strict", "NoNewPrivileges=yes", "StateDirectory=edgeid-authority"} {
+		if !strings.Contains(string(unit), want) {
+			t.Errorf("authority unit lacks %s", want)
+		}
+	}
+	local := strings.ReplaceAll(string(unit), "ExecStart=/usr/bin/edgeid-authority", "ExecStart="+bin)
+	unitPath := filepath.Join(tmp, "edgeid-authority.service")
+	_ = os.WriteFile(unitPath, []byte(local), 0o644)
+	if out, err := exec.Command("systemd-analyze", "verify", unitPath).CombinedOutput(); err != nil {
+		t.Errorf("systemd-analyze verify edgeid-authority.service: %v\n%s", err, out)
+	}
+
+	// The packaged configuration is valid as shipped (the token comes from
+	// the postinst; here from the environment).
+	conf := filepath.Join(root, "etc/edgeid-authority/authority.yaml")
+	env := append(os.Environ(), "EDGEID_AUTHORITY_ADMIN_TOKEN=packaging-test-admin-token")
+	cmd := exec.Command(bin, "check-config", "--config", conf)
+	cmd.Env = env
+	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "valid") {
+		t.Errorf("check-config of the packaged %s: %v\n%s", conf, err, out)
+	}
+
+	// serve with it, as the unit starts it (flags as in EDGEID_AUTHORITY_ARGS), until READY, then SIGTERM.
+	sockDir, _ := os.MkdirTemp("", "eida")
+	defer os.RemoveAll(sockDir)
+	notify := filepath.Join(sockDir, "notify")
+	sock, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: notify, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sock.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd = exec.CommandContext(ctx, bin, "serve", "--config", conf, "--state-dir", filepath.Join(tmp, "authority-state"),
+		"--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0")
+	cmd.Env = append(env, "NOTIFY_SOCKET="+notify)
+	var logs strings.Builder
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	got := make(chan string, 1)
+	go func() {
+		buf := make([]byte, 4096)
+		_ = sock.SetReadDeadline(time.Now().Add(30 * time.Second))
+		n, err := sock.Read(buf)
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		got <- string(buf[:n])
+	}()
+	select {
+	case err := <-exited:
+		t.Fatalf("edgeid-authority serve with the packaged configuration exited before READY (%v)\n%s", err, logs.String())
+	case msg := <-got:
+		if !strings.HasPrefix(msg, "READY=1") {
+			_ = cmd.Process.Kill()
+			<-exited
+			t.Fatalf("edgeid-authority serve with the packaged configuration did not reach READY (%q)\n%s", msg, logs.String())
+		}
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	if err := <-exited; err != nil {
+		t.Errorf("edgeid-authority serve did not stop cleanly on SIGTERM: %v\n%s", err, logs.String())
 	}
 }
