@@ -22,17 +22,17 @@ import (
 // browser asks for it (required), and the server refuses the form without
 // it, so they stay confirmed without JavaScript.
 
-// ShareZone is the time zone of the owners' share conditions: an expiry
-// typed as a date and time, and a daily window, are read in it. A window is
-// evaluated by each gateway from its own clock (store.Window, in the
-// gateway's time zone); the authority's local time stands for the
-// gateways' (one household, one zone), and the pages say which it is.
+// ShareZone is the time zone the pages read and show dates in: an
+// expiry typed as a date and time is that instant in ShareZone (the
+// authority's local time). A daily window is kept as wall-clock HH:MM and
+// each gateway reads it in its own gateway.time_zone, so it needs no zone
+// here; the pages say both.
 var ShareZone = time.Local
 
 // Form layouts of the time inputs (datetime-local sends the first).
 var expiryLayouts = []string{"2006-01-02T15:04", "2006-01-02T15:04:05", "2006-01-02 15:04"}
 
-const humanTime = "2 Jan 2006 15:04"
+const humanTime = "2 Jan 2006 15:04 MST"
 
 var pageFuncs = template.FuncMap{
 	// ferr is the error beside a page's field (no row).
