@@ -26,7 +26,10 @@ const shareRetry = time.Minute
 
 // SetClock makes c the clock the gateway judges shares by (their daily
 // window and expiry): tests set a clock.Fake. It may be called before or
-// after Start; the share clock then waits on c.
+// after Start; the share clock then waits on c (and re-checks the sessions
+// presenting shares at once, if it was already running). The authenticator
+// reads the same clock for a client certificate's validity; token times
+// (exp, nbf, iat) and session ends keep the system clock.
 func (g *Gateway) SetClock(c clock.Clock) {
 	g.clk.Store(&clockBox{c})
 	g.wakeShares()
