@@ -79,6 +79,7 @@ url: https://file.example
 token_ttl: 2h
 max_token_lifetime: 12h
 pairing_code_ttl: 5m
+uma_ticket_ttl: 2m
 log:
   level: debug
 metrics: off
@@ -104,6 +105,7 @@ metrics: off
 		{"url (file)", c.URL, "https://file.example"},
 		{"max_token_lifetime (file)", c.MaxTokenLifetime, 12 * time.Hour},
 		{"pairing_code_ttl (file)", c.PairingCodeTTL, 5 * time.Minute},
+		{"uma_ticket_ttl (file)", c.UMATicketTTL, 2 * time.Minute},
 		{"enroll_code_ttl (default)", c.EnrollCodeTTL, 24 * time.Hour},
 		{"state_dir (default)", c.StateDir, "/var/lib/edgeid-authority"},
 	} {
@@ -127,7 +129,7 @@ metrics: off
 	ac := c.Authority("https://x.example")
 	if ac.URL != "https://x.example" || ac.TokenTTL != c.TokenTTL || ac.MaxTokenLifetime != 48*time.Hour || ac.KeyPublishAhead != 30*time.Minute ||
 		ac.TokenAudience != "site-7" || ac.StateDir != dir || ac.EnrollCodeTTL != c.EnrollCodeTTL || ac.PairingCodeTTL != c.PairingCodeTTL ||
-		ac.PairingPollInterval != c.PairingPollInterval || ac.HeartbeatInterval != c.HeartbeatInterval {
+		ac.PairingPollInterval != c.PairingPollInterval || ac.HeartbeatInterval != c.HeartbeatInterval || ac.UMATicketTTL != c.UMATicketTTL {
 		t.Errorf("authority.Config = %+v from %+v", ac, c)
 	}
 }
@@ -171,7 +173,7 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{name: "a group for a value", yaml: "listen:\n  port: 8443\n", want: `listen.port: is not a key`},
 		{name: "a list for a value", yaml: "token_audience: [a, b]\n", want: `token_audience: is a list; want a single value`},
 	}
-	for _, key := range []string{"token_ttl", "max_token_lifetime", "enroll_code_ttl", "key_publish_ahead", "pairing_code_ttl", "pairing_poll_interval", "heartbeat_interval"} {
+	for _, key := range []string{"token_ttl", "max_token_lifetime", "enroll_code_ttl", "key_publish_ahead", "pairing_code_ttl", "pairing_poll_interval", "heartbeat_interval", "uma_ticket_ttl"} {
 		cases = append(cases, configCase{name: key + " zero", yaml: key + ": 0s\n", want: key + ": 0s must be positive"},
 			configCase{name: key + " negative", yaml: key + ": -1m\n", want: key + ": -1m must be positive"})
 	}
@@ -294,5 +296,16 @@ func TestCheckConfig(t *testing.T) {
 	}
 	if err := checkConfig([]string{"--admin-token-file", tokFile, "--token-ttl", "5x"}, &out); err == nil || !strings.Contains(err.Error(), `token_ttl: "5x"`) {
 		t.Errorf("check-config of a bad value: %v", err)
+	}
+}
+
+// Every field of authority.Config has a key: a field added there without
+// one here would run at its zero value whatever the operator wrote.
+func TestEveryAuthorityFieldHasAKey(t *testing.T) {
+	ac := reflect.ValueOf(Default().Authority("https://authority.example"))
+	for i := range ac.NumField() {
+		if ac.Field(i).IsZero() {
+			t.Errorf("authority.Config.%s is not set from the configuration: add a key for it (config.go, configs/edgeid-authority.yaml)", ac.Type().Field(i).Name)
+		}
 	}
 }
