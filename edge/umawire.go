@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 
-	"github.com/edgeid/edgeid/cloudsync"
 	"github.com/edgeid/edgeid/edge/broker"
 	"github.com/edgeid/edgeid/edge/uma"
 	"github.com/edgeid/edgeid/policy"
@@ -28,20 +27,10 @@ func (g *Gateway) subscribeTicket(ctx context.Context, subject string, filters [
 	if !g.uma.Enabled() {
 		return broker.Ticket{}, false // not enrolled: no ticket to give, nothing to say
 	}
-	var reqs []cloudsync.PermissionRequest
-	seen := map[string]bool{}
-	for _, f := range filters {
-		rs, err := g.uma.Requests(f, policy.Subscribe, subject)
-		if err != nil {
-			g.log.Error("subscribe refusal: finding shared resources failed", "err", err)
-			return broker.Ticket{}, false
-		}
-		for _, r := range rs {
-			if !seen[r.ResourceID] {
-				seen[r.ResourceID] = true
-				reqs = append(reqs, r)
-			}
-		}
+	reqs, err := g.uma.Requests(policy.Subscribe, subject, filters...)
+	if err != nil {
+		g.log.Error("subscribe refusal: finding shared resources failed", "err", err)
+		return broker.Ticket{}, false
 	}
 	if len(reqs) == 0 {
 		return broker.Ticket{}, false

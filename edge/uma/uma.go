@@ -78,14 +78,17 @@ type resource struct {
 // changed. It never waits (the store watcher calls it).
 func (s *Server) Invalidate() { s.gen.Add(1) }
 
-// Requests are the permission requests for an operation refused on filter
-// (a topic name for a publish or a read, a filter for a subscription): one
-// for each owned, active device's resource group whose filter covers it
-// and that may be shared with the scope the operation needs (sub for
-// subscribe, pub for publish). Resources owned by requester (the refused
-// token's subject; "" for none) are left out: an owner needs no share of
-// their own devices. None: the filter is no shared resource.
-func (s *Server) Requests(filter string, act policy.Action, requester string) ([]cloudsync.PermissionRequest, error) {
+// Requests are the permission requests for an operation refused on
+// filters (topic names for a publish or a read, filters for a
+// subscription): one for each owned, active device's resource group whose
+// filter covers one of them and that may be shared with the scope the
+// operation needs (sub for subscribe, pub for publish). Resources owned by
+// requester (the refused token's subject; "" for none) are left out: an
+// owner needs no share of their own devices. A ticket names one owner's
+// resources (the authority refuses more), so only the owner of the first
+// match (by resource id) is asked for. None: no filter is a shared
+// resource.
+func (s *Server) Requests(act policy.Action, requester string, filters ...string) ([]cloudsync.PermissionRequest, error) {
 	scope := store.ScopeSub
 	if act == policy.Publish {
 		scope = store.ScopePub
@@ -95,15 +98,21 @@ func (s *Server) Requests(filter string, act policy.Action, requester string) ([
 		return nil, err
 	}
 	var out []cloudsync.PermissionRequest
+	owner := ""
 	for _, r := range index {
-		if (scope == store.ScopeSub && !r.sub) || (scope == store.ScopePub && !r.pub) || (requester != "" && r.owner == requester) {
+		if (scope == store.ScopeSub && !r.sub) || (scope == store.ScopePub && !r.pub) || (requester != "" && r.owner == requester) ||
+			(owner != "" && r.owner != owner) {
 			continue
 		}
 		// A publish names a topic, which a filter covers when it matches
 		// it; a subscription's filter must be inside the group's (a
 		// filter wider than one device's group is no one's resource).
-		if policy.Subset(filter, r.filter) {
-			out = append(out, cloudsync.PermissionRequest{ResourceID: r.id, ResourceScopes: []string{scope}})
+		for _, f := range filters {
+			if policy.Subset(f, r.filter) {
+				out = append(out, cloudsync.PermissionRequest{ResourceID: r.id, ResourceScopes: []string{scope}})
+				owner = r.owner
+				break
+			}
 		}
 	}
 	return out, nil
@@ -144,7 +153,7 @@ func (s *Server) Challenge(ctx context.Context, filter string, act policy.Action
 	if !s.Enabled() {
 		return Challenge{}, ErrNotShared
 	}
-	reqs, err := s.Requests(filter, act, requester)
+	reqs, err := s.Requests(act, requester, filter)
 	if err != nil {
 		return Challenge{}, err
 	}

@@ -52,7 +52,7 @@ func TestRequests(t *testing.T) {
 		{"devices/thermo-3/telemetry/#", policy.Subscribe, "bob", ""},   // no owner
 		{"firmware/thermostat/#", policy.Subscribe, "bob", ""},
 	} {
-		reqs, err := s.Requests(c.filter, c.act, c.requester)
+		reqs, err := s.Requests(c.act, c.requester, c.filter)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -70,15 +70,20 @@ func TestRequests(t *testing.T) {
 func TestRequestsFollowTheStore(t *testing.T) {
 	st := testStore(t)
 	s := &uma.Server{Store: st}
-	if reqs, _ := s.Requests("devices/thermo-3/status", policy.Subscribe, "bob"); len(reqs) != 0 {
+	if reqs, _ := s.Requests(policy.Subscribe, "bob", "devices/thermo-3/status"); len(reqs) != 0 {
 		t.Fatalf("unpaired: %+v", reqs)
 	}
 	if _, err := st.Apply(&store.Batch{Devices: []store.Device{{ID: "thermo-3", Class: "thermostat", Owner: "dave", Status: store.DeviceActive}}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	s.Invalidate()
-	if reqs, _ := s.Requests("devices/thermo-3/status", policy.Subscribe, "bob"); len(reqs) != 1 || reqs[0].ResourceID != "thermo-3/status" || reqs[0].ResourceScopes[0] != "sub" {
+	if reqs, _ := s.Requests(policy.Subscribe, "bob", "devices/thermo-3/status"); len(reqs) != 1 || reqs[0].ResourceID != "thermo-3/status" || reqs[0].ResourceScopes[0] != "sub" {
 		t.Fatalf("paired: %+v", reqs)
+	}
+	// One SUBSCRIBE's refused filters: one ticket, so one owner's resources.
+	reqs, _ := s.Requests(policy.Subscribe, "bob", "devices/thermo-3/status", "devices/thermo-1/status", "devices/thermo-1/telemetry/#")
+	if len(reqs) != 2 || reqs[0].ResourceID != "thermo-1/status" || reqs[1].ResourceID != "thermo-1/telemetry" {
+		t.Errorf("filters of two owners: %+v, want alice's two", reqs)
 	}
 }
 
