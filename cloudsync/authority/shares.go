@@ -513,7 +513,7 @@ func (a *Authority) AddMember(owner, username, name, password, who string) (stor
 	} else if !errors.Is(err, store.ErrNotFound) {
 		return store.User{}, fmt.Errorf("load user %q: %w", username, err)
 	}
-	hash, err := bcrypt.GenerateFromPassword([]byte(password), 12)
+	hash, err := bcrypt.GenerateFromPassword([]byte(password), passwordCost)
 	if err != nil {
 		return store.User{}, fmt.Errorf("hash password: %w", err)
 	}
