@@ -68,12 +68,12 @@ func TestShareInTheBrowser(t *testing.T) {
 		}
 	}
 	register := func(user string) chromedp.Action[chromedp.Void] {
-		return chromedp.Steps(chromedp.Navigate(x.srv.URL + "/register"),
+		return chromedp.Steps(chromedp.Navigate(x.srv.URL+"/register"),
 			chromedp.SendKeys("#username", user), chromedp.SendKeys("#email", user+"@example.com"),
 			chromedp.SendKeys("#password", "a good password of "+user), chromedp.Click("#register"), chromedp.WaitVisible("#login"))
 	}
 	login := func(user, password string) chromedp.Action[chromedp.Void] {
-		return chromedp.Steps(chromedp.Navigate(x.srv.URL + "/login"),
+		return chromedp.Steps(chromedp.Navigate(x.srv.URL+"/login"),
 			chromedp.SendKeys("#username", user), chromedp.SendKeys("#password", password), chromedp.Click("#login"),
 			chromedp.WaitVisible("#nav-devices"))
 	}
@@ -308,4 +308,3 @@ func umaToken(t *testing.T, hc *http.Client, as, clientID, ticket, claim string,
 	}
 	return ans.AccessToken
 }
-
