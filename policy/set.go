@@ -153,6 +153,12 @@ func (p Perms) CanSubscribe(filter string) bool {
 	return true
 }
 
+// HeldPublish reports whether publishing to topic is a share's outside its
+// hours: not allowed now, allowed within them.
+func (p Perms) HeldPublish(topic string) bool {
+	return !p.CanPublish(topic) && p.held != nil && checkTopic(topic) == valid && p.held.canPublish(topic)
+}
+
 // Holds reports whether a subscription to filter may stay: it is allowed,
 // or it is a share's outside its hours (it delivers nothing until then).
 func (p Perms) Holds(filter string) bool {

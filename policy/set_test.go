@@ -203,6 +203,10 @@ func TestPermsWithShares(t *testing.T) {
 	if p.CanSubscribe("devices/t2/telemetry/temp") || !p.Holds("devices/t2/telemetry/temp") {
 		t.Error("a held share's topic: want not allowed, held")
 	}
+	heldPub, _ := Compile([]Rule{{Filter: "devices/t2/commands/#", Actions: Publish}})
+	if q := NewPerms(own, scope).WithShares(shared, heldPub); !q.HeldPublish("devices/t2/commands/set") || q.CanPublish("devices/t2/commands/set") || q.HeldPublish("devices/t1/telemetry/x") {
+		t.Error("a held publish share: want HeldPublish and not CanPublish on its topics only")
+	}
 	if p.Holds("devices/t3/telemetry/temp") || p.CanSubscribe("devices/t1/telemetry/+/#/x") {
 		t.Error("holds or allows what no share names")
 	}

@@ -32,6 +32,10 @@ func (s *Server) deny(w http.ResponseWriter, r *http.Request, p *authn.Principal
 		s.forbid(w, r, p, fmt.Sprintf("the share of %q is outside its hours; it may be read within them", topic))
 		return
 	}
+	if act == policy.Publish && p.Perms.HeldPublish(topic) {
+		s.forbid(w, r, p, fmt.Sprintf("the share of %q is outside its hours; it may be written within them", topic))
+		return
+	}
 	if s.umaRefusal(w, r, p, topic, act) {
 		return
 	}
