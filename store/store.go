@@ -232,13 +232,19 @@ func u64(v uint64) []byte {
 // non-nil). Nothing is written if any record is invalid. It returns after the
 // write is durable on disk, then tells the watchers.
 func (s *Store) Apply(b *Batch, cursor *Cursor) (uint64, error) {
-	return s.apply(b, cursor, false, false)
+	return s.apply(b, cursor, nil, false)
 }
 
 // ApplyLogged is Apply that also keeps the batch in the store's change log
 // under its rev, in the same transaction (the authority's source of deltas).
 func (s *Store) ApplyLogged(b *Batch) (uint64, error) {
-	return s.apply(b, nil, true, false)
+	return s.ApplyLoggedBy(b, "")
+}
+
+// ApplyLoggedBy is ApplyLogged that records with the batch who made the
+// change (LogEntry.By) and when (LogEntry.At).
+func (s *Store) ApplyLoggedBy(b *Batch, by string) (uint64, error) {
+	return s.apply(b, nil, &logged{By: by, At: time.Now().UTC()}, false)
 }
 
 // Replace makes the store hold exactly the records of b (a snapshot),
@@ -250,13 +256,14 @@ func (s *Store) Replace(b *Batch, cursor *Cursor) (uint64, error) {
 	if b.Size() > replaceChunk {
 		return s.replaceChunked(b, cursor)
 	}
-	return s.apply(b, cursor, false, true)
+	return s.apply(b, cursor, nil, true)
 }
 
 // recordPrefixes are every key space that a snapshot replaces.
 var recordPrefixes = []string{pClass, pDevice, pUser, pGrant, pIssuer, pRevoke, "x/"}
 
-func (s *Store) apply(b *Batch, cursor *Cursor, logged, replace bool) (uint64, error) {
+// apply writes b; with lg set it also logs it (ApplyLoggedBy).
+func (s *Store) apply(b *Batch, cursor *Cursor, lg *logged, replace bool) (uint64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 
@@ -308,8 +315,9 @@ func (s *Store) apply(b *Batch, cursor *Cursor, logged, replace bool) (uint64, e
 				return err
 			}
 		}
-		if logged {
-			if err := putJSON(txn, string(logKey(rev)), b); err != nil {
+		if lg != nil {
+			lg.Batch = *b
+			if err := putJSON(txn, string(logKey(rev)), lg); err != nil {
 				return err
 			}
 		}
@@ -500,6 +508,21 @@ func logKey(rev uint64) []byte { return append([]byte(pLog), u64(rev)...) }
 type LogEntry struct {
 	Rev   uint64
 	Batch Batch
+	// By is who made the change (the authority's "admin:<key name>",
+	// "owner <user>", …) and At when; both empty in entries logged before
+	// they were recorded, or by ApplyLogged.
+	By string
+	At time.Time
+}
+
+// logged is a change log entry as stored: the batch's own fields, with who
+// and when beside them under names a Batch does not use, so an entry
+// written before By and At decodes with them empty, and a reader that
+// knows only Batch still reads a newer entry.
+type logged struct {
+	Batch
+	By string    `json:"logged_by,omitempty"`
+	At time.Time `json:"logged_at,omitzero"`
 }
 
 // ErrLogTrimmed means the log no longer holds the entries asked for: the
@@ -520,12 +543,11 @@ func (s *Store) LogSince(from uint64, max int) ([]LogEntry, error) {
 				return ErrLogTrimmed
 			}
 			first = false
-			var e LogEntry
-			e.Rev = rev
-			if err := item.Value(func(v []byte) error { return json.Unmarshal(v, &e.Batch) }); err != nil {
+			var lg logged
+			if err := item.Value(func(v []byte) error { return json.Unmarshal(v, &lg) }); err != nil {
 				return fmt.Errorf("decode log entry %d: %w", rev, err)
 			}
-			out = append(out, e)
+			out = append(out, LogEntry{Rev: rev, Batch: lg.Batch, By: lg.By, At: lg.At})
 		}
 		return nil
 	})
