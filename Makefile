@@ -12,8 +12,11 @@ build:
 	mkdir -p bin
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ ./cmd/...
 
-# The gateway on an embedded default: a local issuer, demo devices, and a
-# mosquitto_pub line for each.
+# The whole system on loopback on an embedded default: an authority
+# (in-process, HTTPS on 127.0.0.1:9443), the gateway enrolled to it, the demo
+# devices registered there and synced to the gateway, a demo owner; it prints
+# the owner login, an edgeid-sensor pair line and a command per device
+# (cmd/edgeid/demo_test.go runs them).
 run:
 	$(GO) run ./cmd/edgeid serve --demo
 
