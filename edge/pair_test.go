@@ -131,7 +131,7 @@ func TestPinAndPairInBrowser(t *testing.T) {
 	})
 
 	// Unpair in the browser: the gateway disconnects the speaker.
-	if err := chromedp.Do(ctx, chromedp.Click("#unpair-speaker-42"), chromedp.WaitNotPresent("#dev-speaker-42"), chromedp.WaitVisible("#notice")); err != nil {
+	if err := chromedp.Do(ctx, chromedp.Click("#confirm-unpair-speaker-42"), chromedp.Click("#unpair-speaker-42"), chromedp.WaitNotPresent("#dev-speaker-42"), chromedp.WaitVisible("#notice")); err != nil {
 		t.Fatalf("browser, unpair: %v", err)
 	}
 	if text, err = chromedp.Run(ctx, chromedp.Text("#notice")); err != nil {

@@ -101,7 +101,7 @@ func TestPinAndPairWithSensor(t *testing.T) {
 	waitFor(t, "the speaker connected with its paired token", func() bool {
 		return strings.Contains(out.String(), "PUBACK 1 0x00") && len(g.g.Broker.Sessions.ByDevice("speaker-7")) == 1
 	})
-	if err := chromedp.Do(ctx, chromedp.Click("#unpair-speaker-7"), chromedp.WaitNotPresent("#dev-speaker-7")); err != nil {
+	if err := chromedp.Do(ctx, chromedp.Click("#confirm-unpair-speaker-7"), chromedp.Click("#unpair-speaker-7"), chromedp.WaitNotPresent("#dev-speaker-7")); err != nil {
 		t.Fatalf("unpair: %v", err)
 	}
 	waitFor(t, "the gateway to cut the speaker off", func() bool { return len(g.g.Broker.Sessions.ByDevice("speaker-7")) == 0 })

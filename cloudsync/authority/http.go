@@ -24,6 +24,7 @@ type Handler struct {
 	A          *Authority
 	AdminToken string
 	mux        *http.ServeMux
+	limits     *limits // limits.go; made by mountWeb
 }
 
 // NewHandler maps the Authority onto its routes.
@@ -40,8 +41,8 @@ func NewHandler(a *Authority, adminToken string) *Handler {
 	m.HandleFunc("DELETE "+pathResourceSet+"/{id...}", h.pat(h.deleteResource))
 	m.HandleFunc("GET /jwks.json", h.jwks)
 	m.HandleFunc("POST "+cloudsync.PathEnroll, h.enroll)
-	m.HandleFunc("POST /oauth/token", h.token)
-	m.HandleFunc("POST /oauth/device_authorization", h.deviceAuthorization)
+	m.HandleFunc("POST /oauth/token", h.limitOAuth(tokenBucket, h.token))
+	m.HandleFunc("POST /oauth/device_authorization", h.limitOAuth(deviceAuthorizationBucket, h.deviceAuthorization))
 	m.HandleFunc("GET "+cloudsync.PathSnapshot, h.gateway(h.snapshot))
 	m.HandleFunc("GET "+cloudsync.PathChanges, h.gateway(h.changes))
 	m.HandleFunc("GET "+cloudsync.PathEvents, h.gateway(h.events))

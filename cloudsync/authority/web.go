@@ -1,9 +1,15 @@
 package authority
 
 import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
 	"crypto/subtle"
 	"embed"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"html/template"
 	"net/http"
 	"net/mail"
@@ -20,9 +26,23 @@ import (
 
 // The owners' pages: register, log in and out, enter a pairing code, consent,
 // and "My devices" (unpair, rename). Server-rendered, usable without
-// JavaScript. Sessions are random ids in a Secure, HttpOnly, SameSite cookie;
-// every form carries the session's CSRF token; failed logins and code entries
-// are rate-limited per account and per address.
+// JavaScript (the Content-Security-Policy allows no script at all).
+//
+// Sessions: a logged-in session is a random id in a Secure, HttpOnly,
+// SameSite=Lax cookie, stored (hashed) as a document with its expiry; an
+// expired one is deleted when it is read, and a sweep at most every
+// sweepEvery (run by a login, which is what makes sessions) deletes those
+// never read again. Nothing is stored for a visitor who has not logged in:
+// the anonymous forms (log in, register) are protected by a signed
+// double-submit token instead — a random nonce in an HttpOnly cookie, and
+// in the form HMAC-SHA256(key, nonce) with the key kept as a store
+// document — so a forged form has neither.
+//
+// Every form carries its CSRF token; failed logins lock out per account,
+// per (account, address) and per address, registrations are rate-limited
+// per address (limits.go), and code entries per account and address.
+// Destructive actions (unpair) need their "Yes, …" box ticked, checked
+// again by the server.
 
 //go:embed templates/*.html
 var templateFS embed.FS
@@ -32,9 +52,19 @@ var pages = template.Must(template.New("").Funcs(pageFuncs).ParseFS(templateFS, 
 const (
 	docCredential = "credential"
 	docWebSession = "web-session"
+	docWebKey     = "web-key" // id "csrf": the HMAC key of anonymous forms' tokens
 	sessionCookie = "edgeid_session"
+	csrfCookie    = "edgeid_csrf" // the nonce of an anonymous visitor's forms
 	sessionTTL    = 12 * time.Hour
+	// sweepEvery is how often (at most) a login deletes the expired
+	// sessions and login counters.
+	sweepEvery = 10 * time.Minute
 )
+
+// pageCSP is the pages' Content-Security-Policy: no script, no image, no
+// frame, no plugin; styles only inline (the layout's <style> and a few
+// style attributes); forms post only here; no page may be framed.
+const pageCSP = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 
 type credential struct {
 	Email string `json:"email"`
@@ -49,7 +79,8 @@ type webSession struct {
 	Flash string `json:"flash,omitempty"`
 }
 
-// attempts limits failures per key (account or address) in a window.
+// attempts limits failures per key (account or address) in a window, in
+// memory (code entries; failed logins are loginCounters in the store).
 type attempts struct {
 	mu     sync.Mutex
 	max    int
@@ -101,6 +132,8 @@ type page struct {
 	Nav     string
 	Wide    bool
 	Pending int
+	// Back is where an error page's link goes.
+	Back string
 	// Fields are errors beside their fields (a FieldError's Field); Row,
 	// when set, is the list row (share, request, member) they belong to.
 	Fields map[string]string
@@ -138,73 +171,196 @@ var usernameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{2,31}$`)
 // web holds the owners' pages' state.
 type web struct {
 	a      *Authority
-	logins *attempts
+	lim    *limits
+	logins loginCounters
 	codes  *attempts
+
+	mu    sync.Mutex
+	key   []byte    // HMAC key of the anonymous forms' tokens (docWebKey)
+	swept time.Time // when expired sessions and counters were last deleted
 }
 
 func (h *Handler) mountWeb() {
-	w := &web{a: h.A, logins: newAttempts(5, 15*time.Minute), codes: newAttempts(10, 10*time.Minute)}
-	m := h.mux
-	m.HandleFunc("GET /{$}", w.home)
-	m.HandleFunc("GET /register", w.registerForm)
-	m.HandleFunc("POST /register", w.register)
-	m.HandleFunc("GET /login", w.loginForm)
-	m.HandleFunc("POST /login", w.login)
-	m.HandleFunc("POST /logout", w.logout)
-	m.HandleFunc("GET /device", w.codeForm)
-	m.HandleFunc("POST /device", w.code)
-	m.HandleFunc("GET /device/consent", w.consentForm)
-	m.HandleFunc("POST /device/consent", w.consent)
-	m.HandleFunc("GET /devices", w.devices)
-	m.HandleFunc("POST /devices/{id}/unpair", w.unpair)
-	m.HandleFunc("POST /devices/{id}/rename", w.rename)
-	w.mountShares(m)
+	h.limits = newLimits(DefaultLimits())
+	w := &web{a: h.A, lim: h.limits, logins: loginCounters{x: h.limits, store: h.A.Store}, codes: newAttempts(10, 10*time.Minute)}
+	handle := func(pattern string, fn http.HandlerFunc) { h.mux.HandleFunc(pattern, securePage(fn)) }
+	handle("GET /{$}", w.home)
+	handle("GET /register", w.registerForm)
+	handle("POST /register", w.register)
+	handle("GET /login", w.loginForm)
+	handle("POST /login", w.login)
+	handle("POST /logout", w.logout)
+	handle("GET /device", w.codeForm)
+	handle("POST /device", w.code)
+	handle("GET /device/consent", w.consentForm)
+	handle("POST /device/consent", w.consent)
+	handle("GET /devices", w.devices)
+	handle("POST /devices/{id}/unpair", w.unpair)
+	handle("POST /devices/{id}/rename", w.rename)
+	w.mountShares(handle)
 }
 
-// session returns the caller's session, making an anonymous one if needed.
+// securePage sets the headers of every page and of its redirects: HSTS (a
+// year; not includeSubDomains: the authority's parent domain may serve
+// other things), no MIME sniffing, the referrer only to this site, the CSP,
+// no framing (X-Frame-Options for old browsers, frame-ancestors for new),
+// no caching.
+func securePage(next http.HandlerFunc) http.HandlerFunc {
+	return func(rw http.ResponseWriter, r *http.Request) {
+		h := rw.Header()
+		h.Set("Strict-Transport-Security", "max-age=31536000")
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("Referrer-Policy", "same-origin")
+		h.Set("X-Frame-Options", "DENY")
+		h.Set("Content-Security-Policy", pageCSP)
+		h.Set("Cache-Control", "no-store")
+		next(rw, r)
+	}
+}
+
+// session returns the caller's session: the stored one its cookie names,
+// or else an anonymous one (id ""), never stored, whose CSRF token is the
+// signed double-submit token of its csrf cookie (set here if missing). A
+// stored session found expired is deleted.
 func (w *web) session(rw http.ResponseWriter, r *http.Request) (string, webSession) {
-	if c, err := r.Cookie(sessionCookie); err == nil {
+	if c, err := r.Cookie(sessionCookie); err == nil && c.Value != "" {
 		var s webSession
-		if w.a.Store.GetDoc(docWebSession, hashCode(c.Value), &s) == nil && time.Now().Before(s.Expires) {
+		id := hashCode(c.Value)
+		switch err := w.a.Store.GetDoc(docWebSession, id, &s); {
+		case err == nil && time.Now().Before(s.Expires):
 			return c.Value, s
+		case err == nil:
+			_ = w.a.Store.DeleteDoc(docWebSession, id)
+			clearCookie(rw, sessionCookie)
+		case errors.Is(err, store.ErrNotFound):
+			clearCookie(rw, sessionCookie)
+		default:
+			w.a.log.Error("web session not read", "err", err)
 		}
 	}
-	id := randomID(32)
-	s := webSession{CSRF: randomID(24), Expires: time.Now().Add(sessionTTL)}
-	_ = w.a.Store.PutDoc(docWebSession, hashCode(id), s)
-	http.SetCookie(rw, &http.Cookie{Name: sessionCookie, Value: id, Path: "/", HttpOnly: true, Secure: true,
-		SameSite: http.SameSiteLaxMode, Expires: s.Expires})
-	return id, s
+	return "", webSession{CSRF: w.anonymousCSRF(rw, r)}
 }
 
-// newSession replaces the session at login/logout (no fixation).
-func (w *web) newSession(rw http.ResponseWriter, r *http.Request, user string) webSession {
-	if c, err := r.Cookie(sessionCookie); err == nil {
-		_ = w.a.Store.DeleteDoc(docWebSession, hashCode(c.Value))
-	}
+// newSession starts the stored session of user at login, ending the one
+// the browser had (no fixation).
+func (w *web) newSession(rw http.ResponseWriter, r *http.Request, user string) (webSession, error) {
+	w.endSession(rw, r)
 	id := randomID(32)
 	s := webSession{User: user, CSRF: randomID(24), Expires: time.Now().Add(sessionTTL)}
-	_ = w.a.Store.PutDoc(docWebSession, hashCode(id), s)
+	if err := w.a.Store.PutDoc(docWebSession, hashCode(id), s); err != nil {
+		return webSession{}, err
+	}
 	http.SetCookie(rw, &http.Cookie{Name: sessionCookie, Value: id, Path: "/", HttpOnly: true, Secure: true,
 		SameSite: http.SameSiteLaxMode, Expires: s.Expires})
-	return s
+	return s, nil
 }
 
-// checkCSRF refuses a form whose token is not the session's.
+// endSession deletes the browser's stored session (logout, an account no
+// longer active) and returns it to anonymous.
+func (w *web) endSession(rw http.ResponseWriter, r *http.Request) webSession {
+	if c, err := r.Cookie(sessionCookie); err == nil && c.Value != "" {
+		_ = w.a.Store.DeleteDoc(docWebSession, hashCode(c.Value))
+		clearCookie(rw, sessionCookie)
+	}
+	return webSession{CSRF: w.anonymousCSRF(rw, r)}
+}
+
+func clearCookie(rw http.ResponseWriter, name string) {
+	http.SetCookie(rw, &http.Cookie{Name: name, Value: "", Path: "/", HttpOnly: true, Secure: true, SameSite: http.SameSiteLaxMode, MaxAge: -1})
+}
+
+// anonymousCSRF is the CSRF token of an anonymous visitor's forms:
+// HMAC-SHA256 of the nonce in its csrf cookie (a new nonce and cookie if it
+// has none). "" if the key cannot be had (every form is then refused).
+func (w *web) anonymousCSRF(rw http.ResponseWriter, r *http.Request) string {
+	nonce := ""
+	if c, err := r.Cookie(csrfCookie); err == nil && len(c.Value) == 32 {
+		if _, err := base64.RawURLEncoding.DecodeString(c.Value); err == nil {
+			nonce = c.Value
+		}
+	}
+	if nonce == "" {
+		nonce = randomID(24)
+		http.SetCookie(rw, &http.Cookie{Name: csrfCookie, Value: nonce, Path: "/", HttpOnly: true, Secure: true,
+			SameSite: http.SameSiteLaxMode, MaxAge: int(sessionTTL / time.Second)})
+	}
+	key, err := w.csrfKey()
+	if err != nil {
+		w.a.log.Error("web form key not read", "err", err)
+		return ""
+	}
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte("edgeid anonymous form\x00" + nonce))
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+}
+
+type webKey struct {
+	Key []byte `json:"key"`
+}
+
+// csrfKey is the HMAC key of anonymous forms, made on first use. Two
+// processes making it at once may disagree until the later one is read
+// again (a restart): forms of the earlier are refused meanwhile.
+func (w *web) csrfKey() ([]byte, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.key != nil {
+		return w.key, nil
+	}
+	var k webKey
+	err := w.a.Store.GetDoc(docWebKey, "csrf", &k)
+	if errors.Is(err, store.ErrNotFound) {
+		k.Key = make([]byte, 32)
+		_, _ = rand.Read(k.Key)
+		if err = w.a.Store.PutDoc(docWebKey, "csrf", k); err == nil {
+			err = w.a.Store.GetDoc(docWebKey, "csrf", &k)
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	if len(k.Key) < 32 {
+		return nil, errors.New("the web form key is shorter than 32 bytes")
+	}
+	w.key = k.Key
+	return w.key, nil
+}
+
+// checkCSRF refuses a form whose token is not the session's, with a page
+// that says so (403).
 func (w *web) checkCSRF(rw http.ResponseWriter, r *http.Request, s webSession) bool {
-	if subtle.ConstantTimeCompare([]byte(r.PostFormValue("csrf")), []byte(s.CSRF)) == 1 {
+	if s.CSRF != "" && subtle.ConstantTimeCompare([]byte(r.PostFormValue("csrf")), []byte(s.CSRF)) == 1 {
 		return true
 	}
 	w.a.log.Warn("web form refused", "path", r.URL.Path, "remote", r.RemoteAddr, "reason", "missing or wrong CSRF token")
-	http.Error(rw, "This form has expired or did not come from this site. Go back, reload the page and try again.", http.StatusForbidden)
+	w.render(rw, "error.html", http.StatusForbidden, page{Title: "This form has expired", User: s.User, CSRF: s.CSRF, Back: backFor(r.URL.Path),
+		Errors: []string{"This form has expired or did not come from this site, so nothing was done. Open the page again and retry."}})
 	return false
+}
+
+// backFor is the page a form posted to path came from.
+func backFor(path string) string {
+	switch path {
+	case "/register", "/login", "/device", "/household":
+		return path
+	case "/device/consent":
+		return "/device"
+	}
+	seg := strings.Split(strings.TrimPrefix(path, "/"), "/")
+	switch seg[0] {
+	case "devices":
+		if len(seg) == 3 && seg[2] == "share" {
+			return "/devices/" + url.PathEscape(seg[1]) + "/share"
+		}
+		return "/devices"
+	case "shares", "requests", "shared-with-me", "household":
+		return "/" + seg[0]
+	}
+	return "/"
 }
 
 func (w *web) render(rw http.ResponseWriter, name string, code int, p page) {
 	rw.Header().Set("Content-Type", "text/html; charset=utf-8")
-	rw.Header().Set("Cache-Control", "no-store")
-	rw.Header().Set("X-Frame-Options", "DENY")
-	rw.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'")
 	if p.User != "" && p.Pending == 0 {
 		p.Pending = w.pendingRequests(p.User)
 	}
@@ -214,12 +370,47 @@ func (w *web) render(rw http.ResponseWriter, name string, code int, p page) {
 	}
 }
 
-func host(r *http.Request) string {
-	h := r.RemoteAddr
-	if i := strings.LastIndex(h, ":"); i > 0 {
-		h = h[:i]
+// sweep deletes expired sessions and login counters, at most every
+// sweepEvery (a login calls it: logins make sessions).
+func (w *web) sweep(now time.Time) {
+	w.mu.Lock()
+	if now.Sub(w.swept) < sweepEvery {
+		w.mu.Unlock()
+		return
 	}
-	return h
+	w.swept = now
+	w.mu.Unlock()
+	for _, kind := range []string{docWebSession, docLoginFailures} {
+		var dead []string
+		err := w.a.Store.ListDocs(kind, func(id string, raw []byte) error {
+			var d struct {
+				Expires time.Time `json:"expires"`
+			}
+			if json.Unmarshal(raw, &d) != nil || !now.Before(d.Expires) {
+				dead = append(dead, id)
+			}
+			return nil
+		})
+		if err != nil {
+			w.a.log.Warn("expired documents not swept", "kind", kind, "err", err)
+			continue
+		}
+		for _, id := range dead {
+			_ = w.a.Store.DeleteDoc(kind, id)
+		}
+	}
+}
+
+// inWords is a wait as the pages say it: "a minute", "15 minutes", "2 hours".
+func inWords(d time.Duration) string {
+	switch m := int((d + time.Minute - 1) / time.Minute); {
+	case m <= 1:
+		return "a minute"
+	case m < 120:
+		return fmt.Sprintf("%d minutes", m)
+	default:
+		return fmt.Sprintf("%d hours", (m+59)/60)
+	}
 }
 
 func (w *web) home(rw http.ResponseWriter, r *http.Request) {
@@ -236,6 +427,13 @@ func (w *web) registerForm(rw http.ResponseWriter, r *http.Request) {
 	w.render(rw, "register.html", http.StatusOK, page{Title: "Register", User: s.User, CSRF: s.CSRF})
 }
 
+// serverError answers a failure of the authority's own (logged) with a page.
+func (w *web) serverError(rw http.ResponseWriter, s webSession, back, what string, err error) {
+	w.a.log.Error(what, "user", s.User, "err", err)
+	w.render(rw, "error.html", http.StatusInternalServerError, page{Title: "Something went wrong", User: s.User, CSRF: s.CSRF, Back: back,
+		Errors: []string{"Something went wrong on our side, so nothing was done. Try again in a moment."}})
+}
+
 func (w *web) register(rw http.ResponseWriter, r *http.Request) {
 	_, s := w.session(rw, r)
 	if !w.checkCSRF(rw, r, s) {
@@ -244,53 +442,94 @@ func (w *web) register(rw http.ResponseWriter, r *http.Request) {
 	user := strings.ToLower(strings.TrimSpace(r.PostFormValue("username")))
 	email := strings.TrimSpace(r.PostFormValue("email"))
 	pw := r.PostFormValue("password")
-	var errs []string
+	// The typed values come back (never the password).
+	p := page{Title: "Register", CSRF: s.CSRF, Values: url.Values{"username": {clipTyped(user)}, "email": {clipTyped(email)}}, Fields: map[string]string{}}
+	if ok, wait := w.lim.bucket(registerBucket).allow(clientAddr(r), time.Now()); !ok {
+		w.a.log.Warn("registration refused", "remote", r.RemoteAddr, "reason", "rate limit")
+		retryAfter(rw, wait)
+		p.Errors = []string{"Too many registrations from your network. Try again in " + inWords(wait) + "."}
+		w.render(rw, "register.html", http.StatusTooManyRequests, p)
+		return
+	}
 	if !usernameRE.MatchString(user) {
-		errs = append(errs, "Username: use 3 to 32 lowercase letters, digits, dots, dashes or underscores, starting with a letter or digit.")
+		p.Fields["username"] = "Use 3 to 32 lowercase letters, digits, dots, dashes or underscores, starting with a letter or digit."
 	}
 	if a, err := mail.ParseAddress(email); err != nil || a.Address != email {
-		errs = append(errs, "Email: that does not look like an email address (name@example.com).")
+		p.Fields["email"] = "That does not look like an email address (name@example.com)."
 	}
 	if len(pw) < 10 || len(pw) > 128 {
-		errs = append(errs, "Password: use 10 to 128 characters.")
+		p.Fields["password"] = "Use 10 to 128 characters."
 	}
-	if len(errs) == 0 {
+	if len(p.Fields) == 0 {
 		if _, err := w.a.Store.User(user); err == nil {
-			errs = append(errs, "Username: that name is taken; choose another.")
+			p.Fields["username"] = "That name is taken; choose another."
 		}
 	}
-	form := map[string]string{"username": user, "email": email}
-	if len(errs) > 0 {
-		w.render(rw, "register.html", http.StatusUnprocessableEntity, page{Title: "Register", CSRF: s.CSRF, Errors: errs, Form: form})
+	if len(p.Fields) > 0 {
+		w.render(rw, "register.html", http.StatusUnprocessableEntity, p)
 		return
 	}
 	hash, err := bcrypt.GenerateFromPassword([]byte(pw), passwordCost)
+	if err == nil {
+		err = w.a.Store.PutDoc(docCredential, user, credential{Email: email, Hash: hash})
+	}
+	if err == nil {
+		_, err = w.a.Apply(&store.Batch{Users: []store.User{{ID: user, Status: store.UserActive}}}, "registration")
+	}
 	if err != nil {
-		http.Error(rw, "could not register; try again", http.StatusInternalServerError)
-		return
-	}
-	if err := w.a.Store.PutDoc(docCredential, user, credential{Email: email, Hash: hash}); err != nil {
-		http.Error(rw, "could not register; try again", http.StatusInternalServerError)
-		return
-	}
-	if _, err := w.a.Apply(&store.Batch{Users: []store.User{{ID: user, Status: store.UserActive}}}, "registration"); err != nil {
-		http.Error(rw, "could not register; try again", http.StatusInternalServerError)
+		w.serverError(rw, s, "/register", "register", err)
 		return
 	}
 	w.a.log.Info("owner registered", "user", user)
-	w.render(rw, "login.html", http.StatusOK, page{Title: "Log in", CSRF: s.CSRF, Notice: "Account created. Log in to continue.", Form: map[string]string{"username": user}})
+	w.render(rw, "login.html", http.StatusOK, page{Title: "Log in", CSRF: s.CSRF, Notice: "Account created. Log in to continue.", Values: url.Values{"username": {user}}})
 }
 
+// clipTyped keeps at most 100 bytes of a typed value shown again.
+func clipTyped(s string) string {
+	if len(s) > 100 {
+		return strings.ToValidUTF8(s[:100], "")
+	}
+	return s
+}
+
+// safeNext is where a login goes on: next if it is a path of this site,
+// else "My devices".
 func safeNext(next string) string {
-	if u, err := url.Parse(next); err == nil && u.Host == "" && u.Scheme == "" && strings.HasPrefix(u.Path, "/") && !strings.HasPrefix(next, "//") {
+	if localPath(next) {
 		return next
 	}
 	return "/devices"
 }
 
+// localPath reports whether p is a path of this site: it starts with one
+// "/" and not "//" or "/\" (a browser reads a backslash as a slash, so
+// "/\evil.example" is another host), has no backslash (also encoded,
+// %5C, which a proxy may decode) and no control character or space
+// (browsers drop tabs and newlines: "/\t/evil" becomes "//evil"), and
+// parses with no scheme or host.
+func localPath(p string) bool {
+	if len(p) == 0 || len(p) > 2000 || p[0] != '/' || strings.HasPrefix(p, "//") || strings.HasPrefix(p, "/\\") {
+		return false
+	}
+	for _, c := range p {
+		if c <= ' ' || c == 0x7f || c == '\\' {
+			return false
+		}
+	}
+	if l := strings.ToLower(p); strings.Contains(l, "%5c") || strings.HasPrefix(l, "/%2f") || strings.HasPrefix(l, "/%09") {
+		return false
+	}
+	u, err := url.Parse(p)
+	return err == nil && u.Scheme == "" && u.Host == "" && u.User == nil && strings.HasPrefix(u.Path, "/") && !strings.HasPrefix(u.Path, "//")
+}
+
 func (w *web) loginForm(rw http.ResponseWriter, r *http.Request) {
 	_, s := w.session(rw, r)
-	w.render(rw, "login.html", http.StatusOK, page{Title: "Log in", User: s.User, CSRF: s.CSRF, Next: r.URL.Query().Get("next")})
+	next := r.URL.Query().Get("next")
+	if !localPath(next) {
+		next = ""
+	}
+	w.render(rw, "login.html", http.StatusOK, page{Title: "Log in", User: s.User, CSRF: s.CSRF, Next: next})
 }
 
 func (w *web) login(rw http.ResponseWriter, r *http.Request) {
@@ -300,15 +539,26 @@ func (w *web) login(rw http.ResponseWriter, r *http.Request) {
 	}
 	user := strings.ToLower(strings.TrimSpace(r.PostFormValue("username")))
 	next := r.PostFormValue("next")
-	now := time.Now()
-	if w.logins.blocked("user:"+user, now) || w.logins.blocked("addr:"+host(r), now) {
-		w.a.log.Warn("login refused", "user", user, "remote", r.RemoteAddr, "reason", "too many failed attempts")
-		w.render(rw, "login.html", http.StatusTooManyRequests, page{Title: "Log in", CSRF: s.CSRF, Next: next,
-			Errors: []string{"Too many failed attempts. Wait 15 minutes and try again."}, Form: map[string]string{"username": user}})
+	if !localPath(next) {
+		next = ""
+	}
+	addr, now := clientAddr(r), time.Now()
+	w.sweep(now)
+	p := page{Title: "Log in", CSRF: s.CSRF, Next: next, Values: url.Values{"username": {clipTyped(user)}}}
+	key := clipTyped(user) // the counters' name of the account
+	locked, until, err := w.logins.locked(key, addr, now)
+	if err != nil {
+		w.a.log.Error("login counters not read", "err", err)
+	}
+	if locked {
+		w.a.log.Warn("login refused", "user", key, "remote", r.RemoteAddr, "reason", "too many failed attempts", "until", until)
+		retryAfter(rw, until.Sub(now))
+		p.Errors = []string{"Too many failed attempts. Try again in " + inWords(until.Sub(now)) + "."}
+		w.render(rw, "login.html", http.StatusTooManyRequests, p)
 		return
 	}
 	var c credential
-	err := w.a.Store.GetDoc(docCredential, user, &c)
+	err = w.a.Store.GetDoc(docCredential, user, &c)
 	if err == nil {
 		err = bcrypt.CompareHashAndPassword(c.Hash, []byte(r.PostFormValue("password")))
 	} else {
@@ -320,14 +570,21 @@ func (w *web) login(rw http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if err != nil {
-		w.logins.fail("user:"+user, now)
-		w.logins.fail("addr:"+host(r), now)
-		w.a.log.Warn("login refused", "user", user, "remote", r.RemoteAddr, "reason", "wrong username or password")
-		w.render(rw, "login.html", http.StatusUnauthorized, page{Title: "Log in", CSRF: s.CSRF, Next: next,
-			Errors: []string{"Wrong username or password."}, Form: map[string]string{"username": user}})
+		if ferr := w.logins.fail(key, addr, now); ferr != nil {
+			w.a.log.Error("login failure not counted", "err", ferr)
+		}
+		w.a.log.Warn("login refused", "user", key, "remote", r.RemoteAddr, "reason", "wrong username or password")
+		p.Fields = map[string]string{"password": "Wrong username or password."}
+		w.render(rw, "login.html", http.StatusUnauthorized, p)
 		return
 	}
-	w.newSession(rw, r, user)
+	if err := w.logins.succeeded(key, addr); err != nil {
+		w.a.log.Warn("login counter not reset", "err", err)
+	}
+	if _, err := w.newSession(rw, r, user); err != nil {
+		w.serverError(rw, s, "/login", "start web session", err)
+		return
+	}
 	w.a.log.Info("owner logged in", "user", user)
 	http.Redirect(rw, r, safeNext(next), http.StatusSeeOther)
 }
@@ -337,7 +594,7 @@ func (w *web) logout(rw http.ResponseWriter, r *http.Request) {
 	if !w.checkCSRF(rw, r, s) {
 		return
 	}
-	w.newSession(rw, r, "")
+	w.endSession(rw, r)
 	http.Redirect(rw, r, "/login", http.StatusSeeOther)
 }
 
@@ -355,7 +612,7 @@ func (w *web) requireSession(rw http.ResponseWriter, r *http.Request) (string, w
 	if s.User != "" {
 		if u, err := w.a.Store.User(s.User); err != nil || u.Status != store.UserActive {
 			w.a.log.Warn("web session ended", "user", s.User, "reason", "account no longer active")
-			s = w.newSession(rw, r, "")
+			sid, s = "", w.endSession(rw, r)
 		}
 	}
 	if s.User == "" {
@@ -393,7 +650,7 @@ func (w *web) consentForm(rw http.ResponseWriter, r *http.Request) {
 	}
 	uc := r.URL.Query().Get("user_code")
 	now := time.Now()
-	if w.codes.blocked("user:"+s.User, now) || w.codes.blocked("addr:"+host(r), now) {
+	if w.codes.blocked("user:"+s.User, now) || w.codes.blocked("addr:"+clientAddr(r), now) {
 		w.render(rw, "code.html", http.StatusTooManyRequests, page{Title: "Pair a device", User: s.User, CSRF: s.CSRF,
 			Errors: []string{"Too many wrong codes. Wait 10 minutes and try again."}})
 		return
@@ -401,7 +658,7 @@ func (w *web) consentForm(rw http.ResponseWriter, r *http.Request) {
 	p, err := w.a.LookupPairing(uc, s.User)
 	if err != nil {
 		w.codes.fail("user:"+s.User, now)
-		w.codes.fail("addr:"+host(r), now)
+		w.codes.fail("addr:"+clientAddr(r), now)
 		w.render(rw, "code.html", http.StatusNotFound, page{Title: "Pair a device", User: s.User, CSRF: s.CSRF,
 			Errors: []string{ErrUserCode.Error()}, Form: map[string]string{"user_code": uc}})
 		return
@@ -431,6 +688,13 @@ func (w *web) renderDevices(rw http.ResponseWriter, s webSession, notice string,
 }
 
 func (w *web) renderDevicesCode(rw http.ResponseWriter, s webSession, code int, notice string, errs []string) {
+	p := w.devicesPage(s)
+	p.Notice, p.Errors = notice, errs
+	w.render(rw, "devices.html", code, p)
+}
+
+// devicesPage is "My devices" of s's user.
+func (w *web) devicesPage(s webSession) page {
 	ids, _ := w.a.Store.DevicesOfOwner(s.User)
 	var ds []deviceView
 	now := time.Now()
@@ -439,7 +703,7 @@ func (w *web) renderDevicesCode(rw http.ResponseWriter, s webSession, code int, 
 			ds = append(ds, deviceView{Device: d, LastSeen: w.a.LastSeen(id, now)})
 		}
 	}
-	w.render(rw, "devices.html", code, page{Title: "My devices", User: s.User, CSRF: s.CSRF, Devices: ds, Notice: notice, Errors: errs, Nav: "devices", Wide: true})
+	return page{Title: "My devices", User: s.User, CSRF: s.CSRF, Devices: ds, Nav: "devices", Wide: true}
 }
 
 func (w *web) devices(rw http.ResponseWriter, r *http.Request) {
@@ -456,6 +720,16 @@ func (w *web) unpair(rw http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.PathValue("id")
+	if _, mine := w.ownDevice(s.User, id); !mine {
+		w.notMine(rw, s, "That device is not yours.")
+		return
+	}
+	if r.PostFormValue("confirm") != "yes" {
+		p := w.devicesPage(s)
+		p.Row, p.Fields = id, map[string]string{"confirm": "Tick the box to confirm."}
+		w.render(rw, "devices.html", http.StatusUnprocessableEntity, p)
+		return
+	}
 	if err := w.a.Unpair(id, s.User); err != nil {
 		w.renderDevices(rw, s, "", []string{err.Error()})
 		return

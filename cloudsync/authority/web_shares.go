@@ -130,19 +130,19 @@ type memberView struct {
 	Shares int
 }
 
-func (w *web) mountShares(m *http.ServeMux) {
-	m.HandleFunc("GET /devices/{id}/share", w.shareForm)
-	m.HandleFunc("POST /devices/{id}/share", w.share)
-	m.HandleFunc("GET /shares", w.sharesBy)
-	m.HandleFunc("POST /shares/{id}/revoke", w.revoke)
-	m.HandleFunc("GET /requests", w.requests)
-	m.HandleFunc("POST /requests/{id}/approve", w.decide(true))
-	m.HandleFunc("POST /requests/{id}/deny", w.decide(false))
-	m.HandleFunc("GET /shared-with-me", w.sharedWith)
-	m.HandleFunc("POST /shared-with-me/{id}/give-up", w.giveUp)
-	m.HandleFunc("GET /household", w.household)
-	m.HandleFunc("POST /household", w.addMember)
-	m.HandleFunc("POST /household/{id}/remove", w.removeMember)
+func (w *web) mountShares(handle func(pattern string, fn http.HandlerFunc)) {
+	handle("GET /devices/{id}/share", w.shareForm)
+	handle("POST /devices/{id}/share", w.share)
+	handle("GET /shares", w.sharesBy)
+	handle("POST /shares/{id}/revoke", w.revoke)
+	handle("GET /requests", w.requests)
+	handle("POST /requests/{id}/approve", w.decide(true))
+	handle("POST /requests/{id}/deny", w.decide(false))
+	handle("GET /shared-with-me", w.sharedWith)
+	handle("POST /shared-with-me/{id}/give-up", w.giveUp)
+	handle("GET /household", w.household)
+	handle("POST /household", w.addMember)
+	handle("POST /household/{id}/remove", w.removeMember)
 }
 
 // pendingRequests counts the requests waiting for owner (navigation).
@@ -162,13 +162,16 @@ func (w *web) pendingRequests(owner string) int {
 
 // flash keeps msg for the session's next page (Post/Redirect/Get).
 func (w *web) flash(sid string, s webSession, msg string) {
+	if sid == "" { // anonymous: nothing is stored for it
+		return
+	}
 	s.Flash = msg
 	_ = w.a.Store.PutDoc(docWebSession, hashCode(sid), s)
 }
 
 // takeFlash returns and forgets the session's notice.
 func (w *web) takeFlash(sid string, s webSession) string {
-	if s.Flash == "" {
+	if s.Flash == "" || sid == "" {
 		return ""
 	}
 	msg := s.Flash

@@ -2,6 +2,7 @@ package authority_test
 
 import (
 	"crypto/tls"
+	"html"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -25,6 +26,16 @@ func (f *fixture) browser() *browser {
 }
 
 var csrfRE = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
+
+// inputValue is the value of the input with id ("" if it has none).
+func inputValue(body, id string) string {
+	m := regexp.MustCompile(`<input [^>]*\bid="` + regexp.QuoteMeta(id) + `"[^>]*>`).FindString(body)
+	v := regexp.MustCompile(`\bvalue="([^"]*)"`).FindStringSubmatch(m)
+	if v == nil {
+		return ""
+	}
+	return html.UnescapeString(v[1])
+}
 
 // get returns the status, the body and the page's CSRF token.
 func (b *browser) get(path string) (int, string, string) {
@@ -56,8 +67,13 @@ func TestRegisterValidation(t *testing.T) {
 	b := f.browser()
 	_, _, csrf := b.get("/register")
 	code, body := b.post("/register", url.Values{"csrf": {csrf}, "username": {"A"}, "email": {"nope"}, "password": {"short"}})
-	if code != 422 || !strings.Contains(body, "Username: use 3 to 32") || !strings.Contains(body, "Email: that does not look") || !strings.Contains(body, "Password: use 10 to 128") {
+	// Each error is beside its field; the typed values come back, the password never.
+	if code != 422 || !strings.Contains(fieldError(body, "", "username"), "Use 3 to 32") || !strings.Contains(fieldError(body, "", "email"), "does not look like an email") ||
+		!strings.Contains(fieldError(body, "", "password"), "Use 10 to 128") {
 		t.Fatalf("validation messages: %d\n%s", code, body)
+	}
+	if inputValue(body, "username") != "a" || inputValue(body, "email") != "nope" || inputValue(body, "password") != "" || strings.Contains(body, "short") {
+		t.Fatalf("typed values not kept (or the password shown):\n%s", body)
 	}
 	if _, err := f.a.Store.User("a"); err == nil {
 		t.Fatal("an invalid registration created a user")
@@ -67,8 +83,8 @@ func TestRegisterValidation(t *testing.T) {
 		t.Fatalf("register: %d\n%s", code, body)
 	}
 	code, body = b.post("/register", url.Values{"csrf": {csrf}, "username": {"alice"}, "email": {"a2@example.com"}, "password": {"another long password"}})
-	if code != 422 || !strings.Contains(body, "that name is taken") {
-		t.Fatalf("duplicate username: %d", code)
+	if code != 422 || !strings.Contains(fieldError(body, "", "username"), "That name is taken") || inputValue(body, "email") != "a2@example.com" {
+		t.Fatalf("duplicate username: %d\n%s", code, body)
 	}
 	if strings.Contains(f.logs.String(), "long enough password") {
 		t.Fatal("a password reached the log")
