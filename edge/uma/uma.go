@@ -17,6 +17,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/edgeid/edgeid/cloudsync"
 	"github.com/edgeid/edgeid/policy"
 	"github.com/edgeid/edgeid/store"
@@ -25,6 +27,17 @@ import (
 // Timeout bounds the ticket call: a client waits for the answer (an HTTP
 // request, an MQTT SUBACK on the client's read loop).
 const Timeout = 2 * time.Second
+
+// Each requester (a token's subject; "" for requests with no credential,
+// which share one bucket) may ask for ticketRate tickets a second, with a
+// burst of ticketBurst: a client refused again and again costs the
+// authority a call per second at most. At most maxAskers buckets are kept;
+// past that they all start again (a new burst for everyone, bounded).
+const (
+	ticketRate  = 1
+	ticketBurst = 10
+	maxAskers   = 4096
+)
 
 // maxInflight bounds the ticket calls in progress at once over the gateway:
 // past it a refusal gets no ticket (as if the authority were unreachable),
@@ -58,6 +71,9 @@ type Server struct {
 
 	inflight chan struct{}
 	once     sync.Once
+
+	askMu  sync.Mutex
+	askers map[string]*rate.Limiter
 
 	// gen counts store changes that may change the index (Invalidate);
 	// the index was built at builtGen (0: never).
@@ -160,7 +176,25 @@ func (s *Server) Challenge(ctx context.Context, filter string, act policy.Action
 	if len(reqs) == 0 {
 		return Challenge{}, ErrNotShared
 	}
+	if !s.allow(requester) {
+		return Challenge{}, fmt.Errorf("%w: %q asked for more than %d tickets a second", ErrUnavailable, requester, ticketRate)
+	}
 	return s.Ask(ctx, reqs)
+}
+
+// allow takes one ticket from requester's bucket.
+func (s *Server) allow(requester string) bool {
+	s.askMu.Lock()
+	defer s.askMu.Unlock()
+	l, ok := s.askers[requester]
+	if !ok {
+		if s.askers == nil || len(s.askers) >= maxAskers {
+			s.askers = map[string]*rate.Limiter{}
+		}
+		l = rate.NewLimiter(ticketRate, ticketBurst)
+		s.askers[requester] = l
+	}
+	return l.Allow()
 }
 
 // resources is the index of shared resources, rebuilt from the store after

@@ -110,3 +110,27 @@ func TestChallenge(t *testing.T) {
 		t.Errorf("not enrolled: %v", err)
 	}
 }
+
+// A requester refused again and again gets a burst of tickets, then none
+// (the authority is not called), while another requester still gets one.
+func TestChallengeRatePerRequester(t *testing.T) {
+	var calls atomic.Int32
+	s := &uma.Server{Store: testStore(t), ASURI: "https://authority.test", Ticket: func(context.Context, []cloudsync.PermissionRequest) (string, error) {
+		calls.Add(1)
+		return "t", nil
+	}}
+	refused := 0
+	for range 30 {
+		if _, err := s.Challenge(context.Background(), "devices/thermo-1/telemetry/#", policy.Subscribe, "mallory"); errors.Is(err, uma.ErrUnavailable) {
+			refused++
+		}
+	}
+	// 30 asks within well under a second: the burst of 10 (and perhaps one
+	// more refilled) get tickets.
+	if refused < 15 || int(calls.Load())+refused != 30 {
+		t.Fatalf("%d of 30 asks refused, %d authority calls", refused, calls.Load())
+	}
+	if _, err := s.Challenge(context.Background(), "devices/thermo-1/telemetry/#", policy.Subscribe, "bob"); err != nil {
+		t.Fatalf("another requester: %v", err)
+	}
+}
