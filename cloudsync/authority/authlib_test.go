@@ -60,8 +60,11 @@ md.validate()
 # what the endpoints really accept: a pinned certificate, not a CA-issued one by subject
 assert md["token_endpoint_auth_methods_supported"] == ["private_key_jwt", "self_signed_tls_client_auth"], md
 assert md["token_endpoint_auth_signing_alg_values_supported"] == ["ES256", "EdDSA"], md
-assert md["revocation_endpoint_auth_methods_supported"] == ["Bearer"], md
-assert md["introspection_endpoint_auth_methods_supported"] == ["Bearer"], md
+# a device revokes its own tokens as it authenticates at the token
+# endpoint; an admin key (Bearer) or a gateway (EdgeID-GW) any token
+assert md["revocation_endpoint_auth_methods_supported"] == ["private_key_jwt", "self_signed_tls_client_auth", "Bearer", "EdgeID-GW"], md
+assert md["revocation_endpoint_auth_signing_alg_values_supported"] == ["ES256", "EdDSA"], md
+assert md["introspection_endpoint_auth_methods_supported"] == ["Bearer", "EdgeID-GW"], md
 print("ok")
 `
 	out := runPython(t, py, script, f.srv.URL, f.caFile())

@@ -74,7 +74,11 @@ type Authority struct {
 	// revocation is Store.Revocation (a test makes it fail).
 	revocation func(kind store.RevocationKind, value string) (store.Revocation, bool, error)
 
+	adminKeyMu sync.Mutex // serialises changes to admin keys (adminkeys.go)
+	grantMu    sync.Mutex // orders a grant's revocation and its token issuance (devicegrant.go)
+
 	mu          sync.Mutex
+	adminUse    map[string]time.Time // when each admin key's last use was written
 	assertions  map[string]time.Time // client assertion ids seen, until they expire
 	ticketSwept time.Time            // when expired UMA permission tickets were last deleted
 	notify      chan struct{}        // closed and replaced at each applied batch
@@ -250,10 +254,13 @@ func jsonEqual(a, b []byte) bool {
 }
 
 // Apply validates and commits a change, logs it for the feed and wakes the
-// gateways' event streams. who is recorded in the authority's log.
+// gateways' event streams. who is recorded in the change log with the
+// batch (store.LogEntry.By) and in the authority's log: "admin:<key name>"
+// for the admin API, "owner <user>" for an owner's pages, "system" for the
+// authority itself, "gateway:<id>" or "device:<id>" for their requests.
 func (a *Authority) Apply(b *store.Batch, who string) (uint64, error) {
 	a.completeRevocations(b.Revocations)
-	rev, err := a.Store.ApplyLogged(b)
+	rev, err := a.Store.ApplyLoggedBy(b, who)
 	if err != nil {
 		a.log.Warn("change refused", "by", who, "records", b.Size(), "err", err)
 		return 0, err

@@ -35,6 +35,7 @@ const (
 	docRefresh    = "refresh"
 	docRefreshOld = "refresh-used"    // a rotated refresh token, kept to catch its reuse
 	docFamily     = "refresh-revoked" // a revoked grant (refresh token family)
+	docGrantToks  = "refresh-family"  // the access tokens issued in a grant (grantTokens)
 	deviceCodeTTL = 10 * time.Minute
 	pollInterval  = 5 * time.Second
 	// pollTolerance is how much sooner than its interval a poll may come
@@ -100,13 +101,94 @@ func (g refreshGrant) family(h string) string {
 	return h
 }
 
-// revokeFamily revokes every refresh token of a grant, the ones rotated
-// from it later included.
-func (a *Authority) revokeFamily(family, reason string) error {
-	if err := a.Store.PutDoc(docFamily, family, spentRefresh{Family: family, Expires: time.Now().Add(refreshTTL)}); err != nil {
+// grantTokens are the access tokens issued in a grant (refresh token
+// family) that may still be live, kept under the family's name until the
+// last of them and the grant's refresh tokens have expired: revoking the
+// grant revokes each of them by its jti.
+//
+// Why per-token jti revocations and not a device (client) or subject
+// revocation: those are what the gateways already enforce, but a device
+// revocation would also end the device's call-home token and any other
+// grant it holds, and a subject revocation every token acting for the
+// owner (all her devices and apps). A grant's live tokens are few (those
+// issued within one token lifetime: each refresh adds one), so naming them
+// costs a record each, synced to the gateways like every revocation, and
+// cuts exactly the sessions that use them.
+type grantTokens struct {
+	Device  string        `json:"device"`
+	Tokens  []issuedToken `json:"tokens"`
+	Expires time.Time     `json:"expires"`
+}
+
+// issuedToken is an access token of a grant: its jti and exp.
+type issuedToken struct {
+	JTI string    `json:"jti"`
+	Exp time.Time `json:"exp"`
+}
+
+// errGrantRevoked is a refresh whose grant was revoked meanwhile.
+var errGrantRevoked = &OAuthError{"invalid_grant", "the refresh_token was revoked", http.StatusBadRequest}
+
+// recordGrantToken adds the access token jti (expiring at exp) to grant
+// family of device before it is handed out; errGrantRevoked if the grant
+// was revoked since the refresh was checked (grantMu orders the two).
+func (a *Authority) recordGrantToken(family, device, jti string, exp time.Time) error {
+	a.grantMu.Lock()
+	defer a.grantMu.Unlock()
+	if revoked, err := a.familyRevoked(family); err != nil {
+		return err
+	} else if revoked {
+		return errGrantRevoked
+	}
+	var g grantTokens
+	if err := a.Store.GetDoc(docGrantToks, family, &g); err != nil && !errors.Is(err, store.ErrNotFound) {
 		return err
 	}
-	a.log.Warn("refresh grant revoked", "family", family, "reason", reason)
+	now := time.Now()
+	live := g.Tokens[:0]
+	for _, t := range g.Tokens {
+		if now.Before(t.Exp.Add(time.Minute)) {
+			live = append(live, t)
+		}
+	}
+	g.Device, g.Tokens = device, append(live, issuedToken{JTI: jti, Exp: exp})
+	g.Expires = now.Add(refreshTTL)
+	if exp.After(g.Expires) {
+		g.Expires = exp
+	}
+	return a.Store.PutDoc(docGrantToks, family, g)
+}
+
+// revokeFamily revokes a grant: every refresh token of it, the ones rotated
+// from it later included, and every access token issued in it that may
+// still be live (jti revocations, synced to the gateways, which end the
+// sessions that use them). who is recorded with the revocations.
+func (a *Authority) revokeFamily(family, reason, who string) error {
+	a.grantMu.Lock()
+	if err := a.Store.PutDoc(docFamily, family, spentRefresh{Family: family, Expires: time.Now().Add(refreshTTL)}); err != nil {
+		a.grantMu.Unlock()
+		return err
+	}
+	var g grantTokens
+	err := a.Store.GetDoc(docGrantToks, family, &g)
+	a.grantMu.Unlock()
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("grant revoked, its access tokens not: %w", err)
+	}
+	var rs []store.Revocation
+	now := time.Now()
+	for _, t := range g.Tokens {
+		if now.Before(t.Exp) {
+			rs = append(rs, store.Revocation{Kind: store.RevokeToken, Value: t.JTI, ExpiresAt: t.Exp.Add(time.Minute),
+				Reason: "grant revoked: " + reason})
+		}
+	}
+	if len(rs) > 0 {
+		if _, err := a.Apply(&store.Batch{Revocations: rs}, who); err != nil {
+			return fmt.Errorf("grant revoked, its access tokens not: %w", err)
+		}
+	}
+	a.log.Warn("refresh grant revoked", "family", family, "device", g.Device, "access_tokens", len(rs), "by", who, "reason", reason)
 	return nil
 }
 
@@ -339,8 +421,14 @@ func (a *Authority) issuePaired(d store.Device, owner string, cnf map[string]str
 	}
 	scope := policy.FormatScope(rules)
 	// A token bound to a certificate ends no later than the certificate.
-	tok, life, err := a.signUntil(map[string]any{"sub": owner, "client_id": d.ID, "scope": scope, "cnf": tokenCnf(cnf, dpopJKT)}, until)
+	jti := randomID(16)
+	tok, life, err := a.signUntil(map[string]any{"sub": owner, "client_id": d.ID, "scope": scope, "cnf": tokenCnf(cnf, dpopJKT), "jti": jti}, until)
 	if err != nil {
+		return TokenResponse{}, err
+	}
+	// Recorded with its grant before it is handed out: revoking the grant
+	// revokes it.
+	if err := a.recordGrantToken(family, d.ID, jti, time.Now().Add(time.Duration(life+1)*time.Second)); err != nil {
 		return TokenResponse{}, err
 	}
 	refresh := randomID(32)
@@ -379,7 +467,7 @@ func (a *Authority) refresh(c tokenClient, refresh string) (TokenResponse, error
 	if err := a.Store.GetDoc(docRefresh, h, &g); err != nil {
 		var old spentRefresh
 		if a.Store.GetDoc(docRefreshOld, h, &old) == nil && time.Now().Before(old.Expires) {
-			if err := a.revokeFamily(old.Family, "refresh token reused (device "+d.ID+")"); err != nil {
+			if err := a.revokeFamily(old.Family, "refresh token reused (device "+d.ID+")", "system"); err != nil {
 				return TokenResponse{}, err
 			}
 		}
@@ -392,7 +480,7 @@ func (a *Authority) refresh(c tokenClient, refresh string) (TokenResponse, error
 		return TokenResponse{}, err
 	}
 	if a.Store.TakeDoc(docRefresh, h, &g) != nil {
-		if err := a.revokeFamily(family, "refresh token used twice at once (device "+d.ID+")"); err != nil {
+		if err := a.revokeFamily(family, "refresh token used twice at once (device "+d.ID+")", "system"); err != nil {
 			return TokenResponse{}, err
 		}
 		return TokenResponse{}, unknown
@@ -400,7 +488,7 @@ func (a *Authority) refresh(c tokenClient, refresh string) (TokenResponse, error
 	if revoked, err := a.familyRevoked(family); err != nil {
 		return TokenResponse{}, err
 	} else if revoked {
-		return TokenResponse{}, &OAuthError{"invalid_grant", "the refresh_token was revoked", http.StatusBadRequest}
+		return TokenResponse{}, errGrantRevoked
 	}
 	if g.Device != d.ID || !sameCnf(g.Cnf, cnf) || time.Now().After(g.Expires) {
 		return TokenResponse{}, &OAuthError{"invalid_grant", "refresh_token not valid for this client", http.StatusBadRequest}

@@ -1,7 +1,6 @@
 package authority
 
 import (
-	"crypto/subtle"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
@@ -53,8 +52,8 @@ func NewHandler(a *Authority, adminToken string) *Handler {
 	m.HandleFunc("POST /admin/v1/import", h.admin(h.importBatch))
 	m.HandleFunc("GET /admin/v1/classes", h.admin(h.listClasses))
 	m.HandleFunc("POST /admin/v1/keys/rotate", h.admin(h.rotate))
-	m.HandleFunc("POST /oauth/revoke", h.admin(h.revokeToken))
-	m.HandleFunc("POST /oauth/introspect", h.admin(h.introspect))
+	m.HandleFunc("POST /oauth/revoke", h.revokeToken)
+	m.HandleFunc("POST /oauth/introspect", h.resourceServer(h.introspect))
 	m.HandleFunc("POST /admin/v1/devices/{id}/suspend", h.admin(h.setStatus(store.DeviceSuspended)))
 	m.HandleFunc("POST /admin/v1/devices/{id}/activate", h.admin(h.setStatus(store.DeviceActive)))
 	m.HandleFunc("POST /admin/v1/devices/{id}/revoke", h.admin(h.revokeDevice))
@@ -62,6 +61,10 @@ func NewHandler(a *Authority, adminToken string) *Handler {
 	m.HandleFunc("GET /admin/v1/gateways", h.admin(h.listGateways))
 	m.HandleFunc("DELETE /admin/v1/gateways/{id}", h.admin(h.removeGateway))
 	m.HandleFunc("POST /admin/v1/users/{id}/disable", h.admin(h.disableUser))
+	m.HandleFunc("GET /admin/v1/admin-keys", h.admin(h.listAdminKeys))
+	m.HandleFunc("POST /admin/v1/admin-keys", h.admin(h.addAdminKey))
+	m.HandleFunc("DELETE /admin/v1/admin-keys/{name}", h.admin(h.revokeAdminKey))
+	m.HandleFunc("GET /admin/v1/changes", h.admin(h.changeLog))
 	h.mountWeb()
 	return h
 }
@@ -97,45 +100,55 @@ func writeList[T any](w http.ResponseWriter, xs []T, err error) {
 	writeJSON(w, http.StatusOK, xs)
 }
 
-// admin requires the admin bearer token (compared in constant time).
+// admin requires an admin key (adminkeys.go: a named key, or the admin
+// token as the key "bootstrap"); who is "admin:<name>".
 func (h *Handler) admin(next func(w http.ResponseWriter, r *http.Request, who string)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || h.AdminToken == "" || subtle.ConstantTimeCompare([]byte(tok), []byte(h.AdminToken)) != 1 {
-			h.A.log.Warn("admin request refused", "path", r.URL.Path, "remote", r.RemoteAddr, "reason", "missing or wrong admin token")
-			w.Header().Set("WWW-Authenticate", `Bearer realm="edgeid-authority"`)
-			fail(w, http.StatusUnauthorized, "invalid_token", "send Authorization: Bearer <admin token>")
+		name, err := h.adminKey(r)
+		if err != nil || name == "" {
+			h.adminRefused(w, r, err)
 			return
 		}
-		next(w, r, "admin@"+r.RemoteAddr)
+		h.A.log.Debug("admin request", "key", name, "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr)
+		next(w, r, "admin:"+name)
 	}
 }
 
 // gateway requires a valid assertion signed by an enrolled gateway's key.
 func (h *Handler) gateway(next func(w http.ResponseWriter, r *http.Request, gw string)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		raw, ok := strings.CutPrefix(r.Header.Get("Authorization"), "EdgeID-GW ")
-		if !ok {
+		if !strings.HasPrefix(r.Header.Get("Authorization"), "EdgeID-GW ") {
 			fail(w, http.StatusUnauthorized, "invalid_client", "send Authorization: EdgeID-GW <assertion signed with the gateway key>")
 			return
 		}
-		as, err := cloudsync.VerifyAssertion(raw, h.A.URL(), func(id string) (jwk.Key, error) {
-			g, err := h.A.Gateway(id)
-			if err != nil {
-				return nil, err
-			}
-			return jwk.ParseKey(g.Key)
-		}, time.Now())
-		if err == nil && !h.A.seenAssertion("gw:"+as.Gateway+"/"+as.JTI, as.Expires) {
-			err = fmt.Errorf("assertion %s of gateway %q replayed", as.JTI, as.Gateway)
-		}
+		gw, err := h.gatewayAuth(r)
 		if err != nil {
 			h.A.log.Warn("gateway request refused", "path", r.URL.Path, "remote", r.RemoteAddr, "reason", err.Error())
 			fail(w, http.StatusUnauthorized, "invalid_client", "gateway not enrolled or assertion invalid")
 			return
 		}
-		next(w, r, as.Gateway)
+		next(w, r, gw)
 	}
+}
+
+// gatewayAuth verifies a request's gateway assertion (Authorization:
+// EdgeID-GW, single use) and returns the gateway.
+func (h *Handler) gatewayAuth(r *http.Request) (string, error) {
+	raw, _ := strings.CutPrefix(r.Header.Get("Authorization"), "EdgeID-GW ")
+	as, err := cloudsync.VerifyAssertion(raw, h.A.URL(), func(id string) (jwk.Key, error) {
+		g, err := h.A.Gateway(id)
+		if err != nil {
+			return nil, err
+		}
+		return jwk.ParseKey(g.Key)
+	}, time.Now())
+	if err == nil && !h.A.seenAssertion("gw:"+as.Gateway+"/"+as.JTI, as.Expires) {
+		err = fmt.Errorf("assertion %s of gateway %q replayed", as.JTI, as.Gateway)
+	}
+	if err != nil {
+		return "", err
+	}
+	return as.Gateway, nil
 }
 
 // clientAuthMethods are how a device authenticates at the token and device
@@ -150,13 +163,26 @@ var clientAuthMethods = []string{"private_key_jwt", "self_signed_tls_client_auth
 // P-256 key, EdDSA for an Ed25519 one (clientAuth).
 var assertionAlgs = []string{"ES256", "EdDSA"}
 
+// resourceServerAuthMethods are how introspection (and revocation of any
+// token) is authenticated: an admin key (Authorization: Bearer) or a
+// gateway's request assertion (Authorization: EdgeID-GW). Neither is a
+// registered client authentication method; they are named by their
+// Authorization scheme.
+var resourceServerAuthMethods = []string{"Bearer", "EdgeID-GW"}
+
+// revocationAuthMethods are the revocation endpoint's: a device revokes its
+// own tokens with its client authentication; an admin key or a gateway
+// any token.
+var revocationAuthMethods = append(append([]string{}, clientAuthMethods...), resourceServerAuthMethods...)
+
 // grantTypes are the token endpoint's grants.
 var grantTypes = []string{"client_credentials", DeviceCodeGrant, "refresh_token", UMATicketGrant}
 
 // metadata is RFC 8414. The authority has no authorization endpoint (its
 // grants are client_credentials, the device grant, refresh and UMA), so its only
-// response type is "none"; revocation and introspection take the admin
-// bearer token, not a client credential. scopes_supported is empty: a
+// response type is "none"; a device revokes its own tokens with its client
+// authentication, and revocation and introspection take an admin key or a
+// gateway's assertion. scopes_supported is empty: a
 // token's scope is its device class's permissions, not what a client asks
 // for (RFC 8414 §2 lets a server leave scope values out).
 func (h *Handler) metadata(w http.ResponseWriter, r *http.Request) {
@@ -175,13 +201,14 @@ func (h *Handler) serverMetadata() map[string]any {
 		"scopes_supported":                      []string{},
 		"device_authorization_endpoint":         u + "/oauth/device_authorization",
 		"token_endpoint_auth_methods_supported": clientAuthMethods,
-		"token_endpoint_auth_signing_alg_values_supported": assertionAlgs,
-		"revocation_endpoint":                              u + "/oauth/revoke",
-		"revocation_endpoint_auth_methods_supported":       []string{"Bearer"},
-		"introspection_endpoint":                           u + "/oauth/introspect",
-		"introspection_endpoint_auth_methods_supported":    []string{"Bearer"},
-		"tls_client_certificate_bound_access_tokens":       true,
-		"dpop_signing_alg_values_supported":                dpop.DefaultAlgs,
+		"token_endpoint_auth_signing_alg_values_supported":      assertionAlgs,
+		"revocation_endpoint":                                   u + "/oauth/revoke",
+		"revocation_endpoint_auth_methods_supported":            revocationAuthMethods,
+		"revocation_endpoint_auth_signing_alg_values_supported": assertionAlgs,
+		"introspection_endpoint":                                u + "/oauth/introspect",
+		"introspection_endpoint_auth_methods_supported":         resourceServerAuthMethods,
+		"tls_client_certificate_bound_access_tokens":            true,
+		"dpop_signing_alg_values_supported":                     dpop.DefaultAlgs,
 	}
 }
 
@@ -468,7 +495,7 @@ func (h *Handler) deviceAuthorization(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f := r.PostForm
-	resp, err := h.A.StartPairing(f.Get("client_id"), f.Get("client_assertion_type"), f.Get("client_assertion"), h.A.URL()+"/oauth/token", clientCert(r))
+	resp, err := h.A.StartPairing(requestClientID(r, f), f.Get("client_assertion_type"), f.Get("client_assertion"), h.A.URL()+"/oauth/device_authorization", clientCert(r))
 	answerOAuth(w, resp, err)
 }
 

@@ -146,7 +146,7 @@ func TestCSVImportAllOrNothing(t *testing.T) {
 	if code, body := f.do("POST", "/admin/v1/import", adminToken, "text/csv", "id,colour\nx,red\n", nil); code != 400 || !strings.Contains(body, `unknown column \"colour\"`) {
 		t.Fatalf("unknown column: %d %s", code, body)
 	}
-	if !strings.Contains(f.logs.String(), "by=admin@") {
+	if !strings.Contains(f.logs.String(), "by=admin:bootstrap") {
 		t.Error("admin changes not logged with who made them")
 	}
 }

@@ -14,11 +14,24 @@ import (
 	"github.com/edgeid/edgeid/store"
 )
 
-// RevokeToken is RFC 7009: the token's jti is revoked until the token would
-// have expired, and every gateway hears of it. Unknown or invalid tokens are
-// not an error (the RFC answers 200 either way). A refresh token revokes
-// its grant: it and every refresh token rotated from it are refused.
-func (a *Authority) RevokeToken(raw, who string) error {
+// RevokeToken is RFC 7009 for the admin API and resource servers: the
+// token's jti is revoked until the token would have expired, and every
+// gateway hears of it. Unknown or invalid tokens are not an error (the RFC
+// answers 200 either way). A refresh token revokes its grant: it, every
+// refresh token rotated from it and the access tokens issued in it.
+func (a *Authority) RevokeToken(raw, who string) error { return a.revokeToken(raw, who, "") }
+
+// RevokeClientToken is RFC 7009 for a client: device revokes one of its own
+// tokens. A token of another client is left alone and the request answered
+// as if it was done (§2.2: no error, so the answer tells nothing); the log
+// says so.
+func (a *Authority) RevokeClientToken(raw, device string) error {
+	return a.revokeToken(raw, "device:"+device, device)
+}
+
+// revokeToken revokes raw for who; when client is set, only a token issued
+// to that client.
+func (a *Authority) revokeToken(raw, who, client string) error {
 	tok, err := a.parseOwnToken(raw)
 	if err != nil {
 		h := hashCode(raw)
@@ -29,7 +42,11 @@ func (a *Authority) RevokeToken(raw, who string) error {
 		} else if err != nil {
 			return err
 		}
-		if err := a.revokeFamily(g.family(h), "revoked by "+who+" (device "+g.Device+")"); err != nil {
+		if client != "" && g.Device != client {
+			a.log.Warn("revocation of another client's refresh token ignored", "by", who, "client", g.Device)
+			return nil
+		}
+		if err := a.revokeFamily(g.family(h), "revoked by "+who+" (device "+g.Device+")", who); err != nil {
 			return err
 		}
 		return a.Store.DeleteDoc(docRefresh, h)
@@ -40,6 +57,12 @@ func (a *Authority) RevokeToken(raw, who string) error {
 		return nil
 	}
 	sub, _ := tok.Subject()
+	var clientID string
+	_ = tok.Get("client_id", &clientID)
+	if client != "" && clientID != client {
+		a.log.Warn("revocation of another client's token ignored", "by", who, "client", clientID, "jti", jti)
+		return nil
+	}
 	_, err = a.Apply(&store.Batch{Revocations: []store.Revocation{{Kind: store.RevokeToken, Value: jti,
 		ExpiresAt: exp.Add(time.Minute), Reason: "revoked by " + who + " (subject " + sub + ")"}}}, who)
 	return err
@@ -123,16 +146,97 @@ func (a *Authority) tokenInactive(tok jwt.Token, clientID string) (string, error
 	return "", nil
 }
 
-func (h *Handler) revokeToken(w http.ResponseWriter, r *http.Request, who string) {
-	if err := r.ParseForm(); err != nil || r.PostForm.Get("token") == "" {
+// revokeToken is the revocation endpoint (RFC 7009). Who may call it: an
+// admin key or a gateway (a resource server, with its request assertion),
+// for any token of this authority; a device, authenticated as at the token
+// endpoint (a client assertion, or its pinned certificate over mutual
+// TLS), for its own tokens.
+func (h *Handler) revokeToken(w http.ResponseWriter, r *http.Request) {
+	if err := r.ParseForm(); err != nil {
+		fail(w, http.StatusBadRequest, "invalid_request", "form: "+err.Error())
+		return
+	}
+	f := r.PostForm
+	for k, v := range f {
+		if len(v) > 1 {
+			fail(w, http.StatusBadRequest, "invalid_request", fmt.Sprintf("parameter %s: sent %d times, at most once", k, len(v)))
+			return
+		}
+	}
+	if f.Get("token") == "" {
 		fail(w, http.StatusBadRequest, "invalid_request", "form field token is required (RFC 7009)")
 		return
 	}
-	if err := h.A.RevokeToken(r.PostForm.Get("token"), who); err != nil {
-		fail(w, http.StatusInternalServerError, "server_error", err.Error())
+	var err error
+	if hasServerCredential(r) {
+		who, ok := h.resourceServerAuth(w, r)
+		if !ok {
+			return
+		}
+		err = h.A.RevokeToken(f.Get("token"), who)
+	} else {
+		var d store.Device
+		d, _, err = h.A.clientAuth(requestClientID(r, f), f.Get("client_assertion_type"), f.Get("client_assertion"), h.A.URL()+"/oauth/revoke", clientCert(r))
+		if err == nil {
+			err = h.A.RevokeClientToken(f.Get("token"), d.ID)
+		}
+	}
+	var oe *OAuthError
+	if errors.As(err, &oe) && oe.status == http.StatusUnauthorized {
+		// RFC 6749 §5.2, as at the token endpoint.
+		if _, _, basic := r.BasicAuth(); basic {
+			w.Header().Set("WWW-Authenticate", `Basic realm="edgeid-authority"`)
+		}
+		if oe.Description == noCredential {
+			oe = &OAuthError{oe.Code, noCredential + ", or send Authorization: Bearer <admin key> or EdgeID-GW <gateway assertion>", oe.status}
+		}
+		writeJSON(w, oe.status, oe)
 		return
 	}
+	if err != nil {
+		answerOAuth(w, nil, err)
+		return
+	}
+	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
+}
+
+// hasServerCredential says whether a request carries an admin key or a
+// gateway assertion (Authorization: Bearer or EdgeID-GW), not a client's
+// credential.
+func hasServerCredential(r *http.Request) bool {
+	a := r.Header.Get("Authorization")
+	return strings.HasPrefix(a, "Bearer ") || strings.HasPrefix(a, "EdgeID-GW ")
+}
+
+// resourceServer requires an admin key or a gateway's request assertion:
+// who is "admin:<name>" or "gateway:<id>".
+func (h *Handler) resourceServer(next func(w http.ResponseWriter, r *http.Request, who string)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if who, ok := h.resourceServerAuth(w, r); ok {
+			next(w, r, who)
+		}
+	}
+}
+
+// resourceServerAuth authenticates an admin key or a gateway, or answers
+// the refusal and returns false.
+func (h *Handler) resourceServerAuth(w http.ResponseWriter, r *http.Request) (string, bool) {
+	if strings.HasPrefix(r.Header.Get("Authorization"), "EdgeID-GW ") {
+		gw, err := h.gatewayAuth(r)
+		if err != nil {
+			h.A.log.Warn("gateway request refused", "path", r.URL.Path, "remote", r.RemoteAddr, "reason", err.Error())
+			fail(w, http.StatusUnauthorized, "invalid_client", "gateway not enrolled or assertion invalid")
+			return "", false
+		}
+		return "gateway:" + gw, true
+	}
+	name, err := h.adminKey(r)
+	if err != nil || name == "" {
+		h.adminRefused(w, r, err)
+		return "", false
+	}
+	return "admin:" + name, true
 }
 
 func (h *Handler) introspect(w http.ResponseWriter, r *http.Request, who string) {

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"mime"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -66,7 +67,18 @@ func (a *Authority) clientAuth(clientID, assertionType, assertion, audience stri
 		// below, with the key of the device it names.
 		clientID = assertionClient(assertion)
 	}
-	d, err := a.Store.Device(clientID)
+	var d store.Device
+	var err error
+	if clientID == "" && assertionType == "" && cert != nil {
+		// A pinned certificate names its client (it is registered for one
+		// device): a stock client that leaves client_id out of a request
+		// over mutual TLS (requests-oauthlib's refresh) is still known.
+		sum := sha256.Sum256(cert.Raw)
+		d, err = a.Store.DeviceByCertFingerprint(hex.EncodeToString(sum[:]))
+		clientID = d.ID
+	} else {
+		d, err = a.Store.Device(clientID)
+	}
 	if errors.Is(err, store.ErrNotFound) {
 		switch {
 		case assertionType == ClientAssertionType:
@@ -91,10 +103,13 @@ func (a *Authority) clientAuth(clientID, assertionType, assertion, audience stri
 			alg = jwa.EdDSA()
 		}
 		tok, err := jwt.Parse([]byte(assertion), jwt.WithKey(alg, key), jwt.WithValidate(true),
-			jwt.WithIssuer(clientID), jwt.WithSubject(clientID), jwt.WithAudience(audience),
+			jwt.WithIssuer(clientID), jwt.WithSubject(clientID),
 			jwt.WithAcceptableSkew(30*time.Second), jwt.WithRequiredClaim(jwt.JwtIDKey), jwt.WithRequiredClaim(jwt.ExpirationKey))
 		if err != nil {
 			return bad("client assertion: "+err.Error(), badAssertion)
+		}
+		if aud, _ := tok.Audience(); !a.assertionAudience(aud, audience) {
+			return bad(fmt.Sprintf("client assertion: aud %q names neither the issuer, the token endpoint nor %s", clip(strings.Join(aud, " ")), audience), badAssertion)
 		}
 		jti, _ := tok.JwtID()
 		exp, _ := tok.Expiration()
@@ -264,7 +279,9 @@ func (a *Authority) signUntil(claims map[string]any, until time.Time) (string, i
 	claims["aud"] = a.cfg.TokenAudience
 	claims["iat"] = now.Unix()
 	claims["exp"] = exp
-	claims["jti"] = randomID(16)
+	if _, ok := claims["jti"]; !ok {
+		claims["jti"] = randomID(16)
+	}
 	payload, err := json.Marshal(claims)
 	if err != nil {
 		return "", 0, err
@@ -281,6 +298,34 @@ func (a *Authority) signUntil(claims map[string]any, until time.Time) (string, i
 		return "", 0, fmt.Errorf("sign token: %w", err)
 	}
 	return string(out), int(exp - now.Unix()), nil
+}
+
+// assertionAudience says whether a client assertion's aud names this
+// authority (RFC 7523 §3): its issuer identifier, its token endpoint, or
+// endpoint, the URL the assertion was sent to (Authlib's PrivateKeyJWT
+// without a token endpoint signs for the URL it posts to).
+func (a *Authority) assertionAudience(aud []string, endpoint string) bool {
+	for _, v := range aud {
+		if v == a.cfg.URL || v == a.cfg.URL+"/oauth/token" || v == endpoint {
+			return true
+		}
+	}
+	return false
+}
+
+// requestClientID is the client_id a request names: its client_id
+// parameter, else the user name of an HTTP Basic header with an empty
+// password (how requests-oauthlib sends a client id by default; a client
+// that authenticates by certificate or assertion has no secret). A Basic
+// header with a password is not a credential here: it names no one.
+func requestClientID(r *http.Request, form url.Values) string {
+	if id := form.Get("client_id"); id != "" {
+		return id
+	}
+	if user, pass, ok := r.BasicAuth(); ok && pass == "" {
+		return user
+	}
+	return ""
 }
 
 // ClientAssertionType is RFC 7523's client assertion type.
@@ -354,7 +399,7 @@ func (h *Handler) token(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusBadRequest, "invalid_request", "grant_type is required: client_credentials, "+DeviceCodeGrant+", refresh_token or "+UMATicketGrant)
 		return
 	}
-	c := tokenClient{id: f.Get("client_id"), assertionType: f.Get("client_assertion_type"), assertion: f.Get("client_assertion"),
+	c := tokenClient{id: requestClientID(r, f), assertionType: f.Get("client_assertion_type"), assertion: f.Get("client_assertion"),
 		audience: h.A.URL() + "/oauth/token", cert: clientCert(r), dpop: r.Header.Values("DPoP")}
 	var resp any
 	var err error

@@ -4,6 +4,7 @@
 //	edgeid-authority serve [--config FILE] [--listen :8443] [--url https://host:8443] [--admin-token-file FILE] ...
 //	edgeid-authority check-config [--config FILE] [flags]   (validates, prints the effective configuration)
 //	edgeid-authority gateway add NAME   (prints a one-time enrollment code)
+//	edgeid-authority admin-key add NAME | list | revoke NAME   (named admin API keys)
 //
 // The configuration (config.go) comes from flags, EDGEID_AUTHORITY_*
 // variables, the YAML file (default /etc/edgeid-authority/authority.yaml)
@@ -43,6 +44,8 @@ func main() {
 		err = checkConfig(os.Args[2:], os.Stdout)
 	case "gateway":
 		err = gatewayCmd(ctx, os.Args[2:])
+	case "admin-key":
+		err = adminKeyCmd(ctx, os.Args[2:], os.Stdout)
 	default:
 		usage()
 	}
@@ -62,6 +65,9 @@ func usage() {
   edgeid-authority gateway add NAME         make a one-time enrollment code for a gateway
   edgeid-authority gateway list             list enrolled gateways
   edgeid-authority gateway remove NAME      stop syncing a gateway
+  edgeid-authority admin-key add NAME       make a named admin API key (printed once)
+  edgeid-authority admin-key list           list admin keys: name, created, by whom, last used
+  edgeid-authority admin-key revoke NAME    refuse an admin key from now on
 run a command with -h for its flags
 `)
 	os.Exit(2)
@@ -115,32 +121,42 @@ func checkConfig(args []string, out io.Writer) error {
 	return err
 }
 
-func gatewayCmd(ctx context.Context, args []string) error {
-	fs := pflag.NewFlagSet("gateway", pflag.ContinueOnError)
-	url := fs.String("url", "https://localhost:8443", "the authority's base URL")
-	fp := fs.String("fingerprint", "", "the authority's TLS certificate sha256 (for a self-signed authority)")
-	tokFile := fs.String("admin-token-file", "", "file holding the admin token (or EDGEID_AUTHORITY_ADMIN_TOKEN)")
-	if err := fs.Parse(args); err != nil {
-		return err
+// adminClient is a client of the admin API: the flags that say where the
+// authority is and which admin key to use, and call, which sends a request
+// with that key and returns the answer's body (an error for any status
+// but 2xx, with the answer).
+type adminClient struct {
+	fs      *pflag.FlagSet
+	url     *string
+	fp      *string
+	tokFile *string
+	call    func(method, path string, in any) ([]byte, error)
+}
+
+func newAdminClient(ctx context.Context, name string) *adminClient {
+	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
+	c := &adminClient{fs: fs,
+		url:     fs.String("url", "https://localhost:8443", "the authority's base URL"),
+		fp:      fs.String("fingerprint", "", "the authority's TLS certificate sha256 (for a self-signed authority)"),
+		tokFile: fs.String("admin-token-file", "", "file holding an admin key or the admin token (or EDGEID_AUTHORITY_ADMIN_TOKEN)"),
 	}
-	tok, err := adminToken(*tokFile)
-	if err != nil {
-		return err
-	}
-	c := client.HTTPClient(*fp)
-	call := func(method, path string, in any) ([]byte, error) {
+	c.call = func(method, path string, in any) ([]byte, error) {
+		tok, err := adminToken(*c.tokFile)
+		if err != nil {
+			return nil, err
+		}
 		var body io.Reader
 		if in != nil {
 			b, _ := json.Marshal(in)
 			body = bytes.NewReader(b)
 		}
-		req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(*url, "/")+path, body)
+		req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(*c.url, "/")+path, body)
 		if err != nil {
 			return nil, err
 		}
 		req.Header.Set("Authorization", "Bearer "+tok)
 		req.Header.Set("Content-Type", "application/json")
-		resp, err := c.Do(req)
+		resp, err := client.HTTPClient(*c.fp).Do(req)
 		if err != nil {
 			return nil, err
 		}
@@ -150,6 +166,15 @@ func gatewayCmd(ctx context.Context, args []string) error {
 			return nil, fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(string(data)))
 		}
 		return data, nil
+	}
+	return c
+}
+
+func gatewayCmd(ctx context.Context, args []string) error {
+	c := newAdminClient(ctx, "gateway")
+	fs, url, fp, call := c.fs, c.url, c.fp, c.call
+	if err := fs.Parse(args); err != nil {
+		return err
 	}
 	switch {
 	case fs.NArg() == 2 && fs.Arg(0) == "add":
