@@ -53,19 +53,7 @@ import (
 // Both ends in one process need 2N open files: N=10,000 needs ulimit -n
 // above 20,300.
 func BenchmarkRevocationLatency(b *testing.B) {
-	n := 1000
-	if s := os.Getenv("EDGEID_BENCH_SESSIONS"); s != "" {
-		v, err := strconv.Atoi(s)
-		if err != nil || v < 1 {
-			b.Fatalf("EDGEID_BENCH_SESSIONS=%q: want a positive number", s)
-		}
-		n = v
-	}
-	// Both ends of every session are in this process.
-	var lim syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err == nil && lim.Cur < uint64(2*n+300) {
-		b.Fatalf("%d sessions need about %d open files (both ends are in this process); the limit is %d (ulimit -n)", n, 2*n+300, lim.Cur)
-	}
+	n := benchSessions(b)
 	const (
 		held     = 100_000
 		perBatch = 4000 // under Badger's transaction limit
@@ -156,6 +144,32 @@ func BenchmarkRevocationLatency(b *testing.B) {
 			b.Fatalf("%s: no DISCONNECT within 10s of its revocation", s.id)
 		}
 	}
+	reportLatency(b, samples, calls)
+	b.ReportMetric(rss, "rss-MB")
+	b.ReportMetric(base, "rss-before-sessions-MB")
+	b.ReportMetric(float64(n), "sessions")
+}
+
+// benchSessions is EDGEID_BENCH_SESSIONS (default 1,000), checked against
+// the open-file limit: both ends of every session are in this process.
+func benchSessions(b *testing.B) int {
+	n := 1000
+	if s := os.Getenv("EDGEID_BENCH_SESSIONS"); s != "" {
+		v, err := strconv.Atoi(s)
+		if err != nil || v < 1 {
+			b.Fatalf("EDGEID_BENCH_SESSIONS=%q: want a positive number", s)
+		}
+		n = v
+	}
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err == nil && lim.Cur < uint64(2*n+300) {
+		b.Fatalf("%d sessions need about %d open files (both ends are in this process); the limit is %d (ulimit -n)", n, 2*n+300, lim.Cur)
+	}
+	return n
+}
+
+// reportLatency reports p50-ms and p99-ms of samples and call-p50-ms of calls.
+func reportLatency(b *testing.B, samples, calls []time.Duration) {
 	pct := func(ds []time.Duration, p float64) float64 {
 		slices.Sort(ds)
 		k := int(float64(len(ds))*p+0.999999) - 1
@@ -164,9 +178,6 @@ func BenchmarkRevocationLatency(b *testing.B) {
 	b.ReportMetric(pct(samples, 0.50), "p50-ms")
 	b.ReportMetric(pct(samples, 0.99), "p99-ms")
 	b.ReportMetric(pct(calls, 0.50), "call-p50-ms")
-	b.ReportMetric(rss, "rss-MB")
-	b.ReportMetric(base, "rss-before-sessions-MB")
-	b.ReportMetric(float64(n), "sessions")
 }
 
 // benchAuthority is startAuthority for a testing.TB: a real authority on

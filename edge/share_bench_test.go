@@ -8,10 +8,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"slices"
-	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
@@ -34,18 +31,7 @@ import (
 // Metrics: p50-ms and p99-ms of the latency; call-p50-ms the median of the
 // revocation call alone (validation and the authority's commit).
 func BenchmarkShareRevocationLatency(b *testing.B) {
-	n := 1000
-	if s := os.Getenv("EDGEID_BENCH_SESSIONS"); s != "" {
-		v, err := strconv.Atoi(s)
-		if err != nil || v < 1 {
-			b.Fatalf("EDGEID_BENCH_SESSIONS=%q: want a positive number", s)
-		}
-		n = v
-	}
-	var lim syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err == nil && lim.Cur < uint64(2*n+300) {
-		b.Fatalf("%d sessions need about %d open files (both ends are in this process); the limit is %d (ulimit -n)", n, 2*n+300, lim.Cur)
-	}
+	n := benchSessions(b)
 	x := startBenchAuthority(b)
 	iss, err := demo.NewIssuer("https://issuer.bench", "bench-1")
 	if err != nil {
@@ -123,13 +109,6 @@ func BenchmarkShareRevocationLatency(b *testing.B) {
 			b.Fatalf("%s: no DISCONNECT within 10s of its share's revocation", s.id)
 		}
 	}
-	pct := func(ds []time.Duration, p float64) float64 {
-		slices.Sort(ds)
-		k := int(float64(len(ds))*p+0.999999) - 1
-		return float64(ds[max(k, 0)]) / float64(time.Millisecond)
-	}
-	b.ReportMetric(pct(samples, 0.50), "p50-ms")
-	b.ReportMetric(pct(samples, 0.99), "p99-ms")
-	b.ReportMetric(pct(calls, 0.50), "call-p50-ms")
+	reportLatency(b, samples, calls)
 	b.ReportMetric(float64(n), "sessions")
 }
