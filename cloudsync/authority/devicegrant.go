@@ -276,6 +276,19 @@ type PairingRequest struct {
 // ErrUserCode is returned for an unknown, used or expired user code.
 var ErrUserCode = errors.New("that code is unknown or has expired; check the code on the device's display")
 
+// ErrPairedElsewhere is a user code typed by an account that is not the
+// owner of the device it belongs to. The code is not spent: the device's
+// owner can still enter it; the device keeps polling.
+//
+// Why not deny the pairing at once (access_denied to the device)? Then
+// anyone typing codes could cancel other people's pairings: a hit on a
+// live code, however unlikely, would end a pairing they have no part in.
+// Leaving the code as it was changes nothing for the real owner; what the
+// wrong account learns ("this code is live, for someone else's device")
+// gives it nothing, since only the owner's account can approve or deny,
+// and code entries are rate-limited per account and address by the pages.
+var ErrPairedElsewhere = errors.New("that code belongs to a device paired to another account: its owner must enter it, or unpair the device first")
+
 // LookupPairing finds the pending request behind a user code.
 func (a *Authority) LookupPairing(userCode, owner string) (PairingRequest, error) {
 	code := NormalizeUserCode(userCode)
@@ -291,6 +304,9 @@ func (a *Authority) LookupPairing(userCode, owner string) (PairingRequest, error
 	if err != nil {
 		return PairingRequest{}, ErrUserCode
 	}
+	if err := a.pairedElsewhere(d.ID, owner); err != nil {
+		return PairingRequest{}, err
+	}
 	class, err := a.Store.Class(d.Class)
 	if err != nil {
 		return PairingRequest{}, err
@@ -300,17 +316,25 @@ func (a *Authority) LookupPairing(userCode, owner string) (PairingRequest, error
 }
 
 // DecidePairing records the owner's answer. Approving pairs the device to
-// the owner (synced to every gateway); a device paired to someone else must
-// be unpaired by its owner first.
+// the owner (synced to every gateway). For a device paired to someone else
+// it is ErrPairedElsewhere, and the code stays as it was, for its owner:
+// neither approved, denied nor spent.
 func (a *Authority) DecidePairing(userCode, owner string, approve bool) error {
 	code := NormalizeUserCode(userCode)
 	var h string
-	if err := a.Store.TakeDoc(docUserCode, code, &h); err != nil {
-		return ErrUserCode // single use: taken whatever the answer
+	if err := a.Store.GetDoc(docUserCode, code, &h); err != nil {
+		return ErrUserCode
 	}
 	var p pendingPairing
 	if err := a.Store.GetDoc(docDeviceCode, h, &p); err != nil || p.State != "pending" || time.Now().After(p.Expires) {
 		return ErrUserCode
+	}
+	// Before the code is spent: the wrong account leaves it usable.
+	if err := a.pairedElsewhere(p.Device, owner); err != nil {
+		return err
+	}
+	if err := a.Store.TakeDoc(docUserCode, code, &h); err != nil {
+		return ErrUserCode // single use: taken whatever the answer
 	}
 	if !approve {
 		p.State = "denied"
@@ -322,7 +346,12 @@ func (a *Authority) DecidePairing(userCode, owner string, approve bool) error {
 		return err
 	}
 	if d.Owner != "" && d.Owner != owner {
-		return fmt.Errorf("device %s is paired to another account; its owner must unpair it first", d.ID)
+		// Paired to someone else between the check and the take: the code
+		// goes back, still the owner's to use.
+		if err := a.Store.PutDoc(docUserCode, code, h); err != nil {
+			return err
+		}
+		return ErrPairedElsewhere
 	}
 	d.Owner = owner
 	if _, err := a.Apply(&store.Batch{Devices: []store.Device{d}}, "owner "+owner); err != nil {
@@ -331,6 +360,33 @@ func (a *Authority) DecidePairing(userCode, owner string, approve bool) error {
 	p.State, p.Owner = "approved", owner
 	a.log.Info("pairing approved", "device", p.Device, "owner", owner)
 	return a.Store.PutDoc(docDeviceCode, h, p)
+}
+
+// UserCodeMessage is what the code page tells an account whose code
+// LookupPairing or DecidePairing refused: that the device is another
+// account's, or, for every other refusal, the same "unknown or expired"
+// (a guesser learns nothing more).
+func UserCodeMessage(err error) string {
+	if errors.Is(err, ErrPairedElsewhere) {
+		return ErrPairedElsewhere.Error()
+	}
+	return ErrUserCode.Error()
+}
+
+// pairedElsewhere is ErrPairedElsewhere when device is paired to an
+// account other than owner (logged); a store error is an error.
+func (a *Authority) pairedElsewhere(device, owner string) error {
+	d, err := a.Store.Device(device)
+	if errors.Is(err, store.ErrNotFound) {
+		return ErrUserCode
+	} else if err != nil {
+		return err
+	}
+	if d.Owner != "" && d.Owner != owner {
+		a.log.Warn("pairing code entered by another account; left for the owner", "device", d.ID, "account", owner)
+		return ErrPairedElsewhere
+	}
+	return nil
 }
 
 // PollDeviceCode is RFC 8628 §3.4/3.5: the device polls until the owner
