@@ -398,6 +398,28 @@ func (v *Verifier) use(jkt, jti string, now time.Time) error {
 	return nil
 }
 
+// Sweep forgets the proof ids that can no longer be replayed at now: the
+// generations older than MaxAge+Skew. Use does the same as proofs come;
+// Sweep is for a store that went quiet after a burst.
+func (v *Verifier) Sweep(now time.Time) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	switch age := now.Sub(v.start); {
+	case v.cur == nil:
+	case age > 2*v.gen:
+		v.prev, v.cur, v.start = nil, map[string]struct{}{}, now
+	case age > v.gen:
+		v.prev, v.cur, v.start = v.cur, map[string]struct{}{}, now
+	}
+}
+
+// Held is how many proof ids the Verifier holds for replay detection.
+func (v *Verifier) Held() int {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return len(v.cur) + len(v.prev)
+}
+
 // Nonce is the nonce to send in DPoP-Nonce now ("" when Options.Nonce is
 // off).
 func (v *Verifier) Nonce() string {

@@ -55,6 +55,9 @@ type Config struct {
 	// one that left a share request waiting lives until the owner decides,
 	// and this long after (uma.go).
 	UMATicketTTL time.Duration
+	// SweepInterval is how often expired refresh tokens, codes, tickets and
+	// replay entries are deleted (sweep.go); 0 means 10 minutes.
+	SweepInterval time.Duration
 }
 
 // Authority holds the registry and the keys.
@@ -77,18 +80,26 @@ type Authority struct {
 	adminKeyMu sync.Mutex // serialises changes to admin keys (adminkeys.go)
 	grantMu    sync.Mutex // orders a grant's revocation and its token issuance (devicegrant.go)
 
-	mu          sync.Mutex
-	adminUse    map[string]time.Time // when each admin key's last use was written
-	assertions  map[string]time.Time // client assertion ids seen, until they expire
-	ticketSwept time.Time            // when expired UMA permission tickets were last deleted
-	notify      chan struct{}        // closed and replaced at each applied batch
-	done        chan struct{}        // closed by Close: ends the event streams
-	closed      sync.Once
+	mu               sync.Mutex
+	adminUse         map[string]time.Time // when each admin key's last use was written
+	assertions       map[string]time.Time // client assertion ids seen, until they expire
+	assertionsPruned time.Time            // when seenAssertion last dropped expired ids
+	ticketSwept      time.Time            // when expired UMA permission tickets were last deleted
+	notify           chan struct{}        // closed and replaced at each applied batch
+	done             chan struct{}        // closed by Close: ends the event streams and the sweep
+	sweepDone        chan struct{}        // closed when the sweep goroutine has returned
+	closed           sync.Once
 }
 
 // Close ends the gateways' event streams (before the HTTP server shuts down,
-// which would otherwise wait for them forever).
-func (a *Authority) Close() { a.closed.Do(func() { close(a.done) }) }
+// which would otherwise wait for them forever) and stops the sweep of
+// expired records, waiting for it: the store may be closed after Close.
+func (a *Authority) Close() {
+	a.closed.Do(func() {
+		close(a.done)
+		<-a.sweepDone
+	})
+}
 
 // Done is closed when the authority is closing.
 func (a *Authority) Done() <-chan struct{} { return a.done }
@@ -144,6 +155,12 @@ func New(cfg Config, st *store.Store, log *slog.Logger) (*Authority, error) {
 	if err := a.publishIssuer(); err != nil {
 		return nil, err
 	}
+	every := cfg.SweepInterval
+	if every <= 0 {
+		every = recordSweepEvery
+	}
+	a.sweepDone = make(chan struct{})
+	go a.sweepLoop(every)
 	return a, nil
 }
 

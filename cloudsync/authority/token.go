@@ -339,6 +339,9 @@ const maxAssertionLife = time.Hour
 // recorded, so only registered clients can fill it).
 const maxAssertions = 100_000
 
+// assertionPruneEvery is how often seenAssertion drops expired ids.
+const assertionPruneEvery = 10 * time.Second
+
 // assertionClient is the client an unverified client assertion names: its
 // sub, when its iss is the same (RFC 7523 §3); "" otherwise.
 func assertionClient(assertion string) string {
@@ -363,9 +366,14 @@ func (a *Authority) seenAssertion(id string, exp time.Time) bool {
 	if a.assertions == nil {
 		a.assertions = map[string]time.Time{}
 	}
-	for k, e := range a.assertions {
-		if now.After(e.Add(time.Minute)) {
-			delete(a.assertions, k)
+	// Expired ids go here at most every few seconds (or when the store is
+	// full), and at every sweep (sweep.go): not a walk of the map per request.
+	if len(a.assertions) >= maxAssertions || now.Sub(a.assertionsPruned) > assertionPruneEvery {
+		a.assertionsPruned = now
+		for k, e := range a.assertions {
+			if now.After(e.Add(time.Minute)) {
+				delete(a.assertions, k)
+			}
 		}
 	}
 	if _, dup := a.assertions[id]; dup {

@@ -60,6 +60,9 @@ type Config struct {
 	PairingPollInterval time.Duration `mapstructure:"pairing_poll_interval"`
 	HeartbeatInterval   time.Duration `mapstructure:"heartbeat_interval"`
 	UMATicketTTL        time.Duration `mapstructure:"uma_ticket_ttl"`
+	// SweepInterval is how often expired refresh tokens, codes, tickets
+	// and replay entries are deleted.
+	SweepInterval time.Duration `mapstructure:"sweep_interval"`
 
 	Log Log `mapstructure:"log"`
 	// Metrics turns the Prometheus endpoint on; it is served at
@@ -92,6 +95,7 @@ func Default() Config {
 		PairingPollInterval: 5 * time.Second,
 		HeartbeatInterval:   cloudsync.DefaultHeartbeatInterval,
 		UMATicketTTL:        5 * time.Minute,
+		SweepInterval:       10 * time.Minute,
 		Log:                 Log{Level: "info", Format: "auto"},
 		Metrics:             true,
 		MetricsListen:       "127.0.0.1:9465",
@@ -104,7 +108,8 @@ func (c Config) Authority(url string) authority.Config {
 	return authority.Config{URL: url, StateDir: c.StateDir, TokenAudience: c.TokenAudience,
 		TokenTTL: c.TokenTTL, MaxTokenLifetime: c.MaxTokenLifetime, EnrollCodeTTL: c.EnrollCodeTTL,
 		KeyPublishAhead: c.KeyPublishAhead, PairingCodeTTL: c.PairingCodeTTL,
-		PairingPollInterval: c.PairingPollInterval, HeartbeatInterval: c.HeartbeatInterval, UMATicketTTL: c.UMATicketTTL}
+		PairingPollInterval: c.PairingPollInterval, HeartbeatInterval: c.HeartbeatInterval, UMATicketTTL: c.UMATicketTTL,
+		SweepInterval: c.SweepInterval}
 }
 
 // leaf is one key of the tree and the field that holds it.
@@ -165,6 +170,7 @@ var flagHelp = map[string]string{
 	"pairing_poll_interval": "the polling interval devices are told while pairing (whole seconds)",
 	"heartbeat_interval":    "how often each gateway event stream carries a signed heartbeat",
 	"uma_ticket_ttl":        "how long a UMA permission ticket lives (longer while its share request waits)",
+	"sweep_interval":        "how often expired refresh tokens, codes, tickets and replay entries are deleted",
 	"log.level":             "debug, info, warn or error",
 	"log.format":            "auto, text, json or journald",
 	"metrics":               "serve Prometheus /metrics at metrics-listen: --metrics=on or --metrics=off",
@@ -481,7 +487,7 @@ func (c Config) problems() []keyError {
 	}{{"token_ttl", c.TokenTTL}, {"max_token_lifetime", c.MaxTokenLifetime}, {"enroll_code_ttl", c.EnrollCodeTTL},
 		{"key_publish_ahead", c.KeyPublishAhead}, {"pairing_code_ttl", c.PairingCodeTTL},
 		{"pairing_poll_interval", c.PairingPollInterval}, {"heartbeat_interval", c.HeartbeatInterval},
-		{"uma_ticket_ttl", c.UMATicketTTL}} {
+		{"uma_ticket_ttl", c.UMATicketTTL}, {"sweep_interval", c.SweepInterval}} {
 		if d.d <= 0 {
 			bad(d.key, "%s must be positive (e.g. %s)", formatDuration(d.d), formatDuration(Default().durationOf(d.key)))
 		}

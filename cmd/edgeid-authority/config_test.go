@@ -80,6 +80,7 @@ token_ttl: 2h
 max_token_lifetime: 12h
 pairing_code_ttl: 5m
 uma_ticket_ttl: 2m
+sweep_interval: 1m
 log:
   level: debug
 metrics: off
@@ -106,6 +107,7 @@ metrics: off
 		{"max_token_lifetime (file)", c.MaxTokenLifetime, 12 * time.Hour},
 		{"pairing_code_ttl (file)", c.PairingCodeTTL, 5 * time.Minute},
 		{"uma_ticket_ttl (file)", c.UMATicketTTL, 2 * time.Minute},
+		{"sweep_interval (file)", c.SweepInterval, time.Minute},
 		{"enroll_code_ttl (default)", c.EnrollCodeTTL, 24 * time.Hour},
 		{"state_dir (default)", c.StateDir, "/var/lib/edgeid-authority"},
 	} {
@@ -129,7 +131,8 @@ metrics: off
 	ac := c.Authority("https://x.example")
 	if ac.URL != "https://x.example" || ac.TokenTTL != c.TokenTTL || ac.MaxTokenLifetime != 48*time.Hour || ac.KeyPublishAhead != 30*time.Minute ||
 		ac.TokenAudience != "site-7" || ac.StateDir != dir || ac.EnrollCodeTTL != c.EnrollCodeTTL || ac.PairingCodeTTL != c.PairingCodeTTL ||
-		ac.PairingPollInterval != c.PairingPollInterval || ac.HeartbeatInterval != c.HeartbeatInterval || ac.UMATicketTTL != c.UMATicketTTL {
+		ac.PairingPollInterval != c.PairingPollInterval || ac.HeartbeatInterval != c.HeartbeatInterval || ac.UMATicketTTL != c.UMATicketTTL ||
+		ac.SweepInterval != c.SweepInterval {
 		t.Errorf("authority.Config = %+v from %+v", ac, c)
 	}
 }
@@ -173,7 +176,7 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{name: "a group for a value", yaml: "listen:\n  port: 8443\n", want: `listen.port: is not a key`},
 		{name: "a list for a value", yaml: "token_audience: [a, b]\n", want: `token_audience: is a list; want a single value`},
 	}
-	for _, key := range []string{"token_ttl", "max_token_lifetime", "enroll_code_ttl", "key_publish_ahead", "pairing_code_ttl", "pairing_poll_interval", "heartbeat_interval", "uma_ticket_ttl"} {
+	for _, key := range []string{"token_ttl", "max_token_lifetime", "enroll_code_ttl", "key_publish_ahead", "pairing_code_ttl", "pairing_poll_interval", "heartbeat_interval", "uma_ticket_ttl", "sweep_interval"} {
 		cases = append(cases, configCase{name: key + " zero", yaml: key + ": 0s\n", want: key + ": 0s must be positive"},
 			configCase{name: key + " negative", yaml: key + ": -1m\n", want: key + ": -1m must be positive"})
 	}
