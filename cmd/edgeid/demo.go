@@ -135,16 +135,19 @@ func serveDemo(ctx context.Context, v *viper.Viper, out io.Writer, opts demoOpti
 
 	return serve(ctx, cfg, nil, func(g *edge.Gateway) error {
 		sys.Gateway = g
-		// The gateway learns the devices from the authority's feed.
+		// The gateway learns the devices and the issuers from the
+		// authority's feed. The store has them before the token verifier
+		// does (it reloads after the commit): wait for both.
 		deadline := time.Now().Add(30 * time.Second)
 		for {
 			_, derr := g.Store.Device(demoPairDevice)
 			_, uerr := g.Store.User(demoOwner)
-			if derr == nil && uerr == nil {
+			keyed := g.Verifier.HasKey(sys.issuer.URL, sys.issuer.Kid)
+			if derr == nil && uerr == nil && keyed {
 				break
 			}
 			if time.Now().After(deadline) {
-				return fmt.Errorf("the gateway did not sync the demo devices from the authority at %s within 30 s (%v; %v)", sys.URL, derr, uerr)
+				return fmt.Errorf("the gateway did not sync the demo from the authority at %s within 30 s (device: %v; owner: %v; demo issuer's key known: %v)", sys.URL, derr, uerr, keyed)
 			}
 			select {
 			case <-ctx.Done():
