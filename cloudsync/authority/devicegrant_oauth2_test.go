@@ -68,6 +68,7 @@ func (p *pollRecorder) RoundTrip(r *http.Request) (*http.Response, error) {
 // interval: with a little network jitter, the server must not answer
 // slow_down (which would grow the interval by 5 s each time).
 func TestDeviceFlowGolangOAuth2(t *testing.T) {
+	t.Parallel()
 	f := newFixtureWith(t, func(c *authority.Config) { c.PairingPollInterval = 2 * time.Second })
 	f.classes()
 	b, _ := json.Marshal(store.Batch{Devices: []store.Device{{ID: "dev-1", Class: "thermostat", Status: store.DeviceActive, CertSHA256: f.tls.DeviceFingerprint}}})

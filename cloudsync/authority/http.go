@@ -52,7 +52,7 @@ func NewHandler(a *Authority, adminToken string) *Handler {
 	m.HandleFunc("POST /admin/v1/import", h.admin(h.importBatch))
 	m.HandleFunc("GET /admin/v1/classes", h.admin(h.listClasses))
 	m.HandleFunc("POST /admin/v1/keys/rotate", h.admin(h.rotate))
-	m.HandleFunc("POST /oauth/revoke", h.revokeToken)
+	m.HandleFunc("POST /oauth/revoke", h.limitOAuth(tokenBucket, h.revokeToken)) // clients authenticate here as at the token endpoint
 	m.HandleFunc("POST /oauth/introspect", h.resourceServer(h.introspect))
 	m.HandleFunc("POST /admin/v1/devices/{id}/suspend", h.admin(h.setStatus(store.DeviceSuspended)))
 	m.HandleFunc("POST /admin/v1/devices/{id}/activate", h.admin(h.setStatus(store.DeviceActive)))

@@ -13,6 +13,7 @@ import (
 	"github.com/lestrrat-go/jwx/v3/jwk"
 
 	"github.com/edgeid/edgeid/cloudsync"
+	"github.com/edgeid/edgeid/cloudsync/authority"
 	"github.com/edgeid/edgeid/cloudsync/client"
 	"github.com/edgeid/edgeid/edge/demo"
 	"github.com/edgeid/edgeid/store"
@@ -262,5 +263,24 @@ func TestGatewayIntrospectsAndRevokes(t *testing.T) {
 	}
 	if _, by, ok := f.jtiRevocation(tok); !ok || by != "gateway:gw-1" {
 		t.Fatalf("gateway's revocation: synced %v by %q", ok, by)
+	}
+}
+
+// Clients authenticate at the revocation endpoint as at the token
+// endpoint, and share its per-address rate: past it, 429.
+func TestRevocationRateLimited(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	l := authority.DefaultLimits()
+	l.Token = authority.Rate{Every: time.Minute, Burst: 2}
+	srv := site(t, f, l)
+	form := url.Values{"token": {"not-a-token"}, "client_id": {"nobody"}}
+	for i := 0; i < 2; i++ {
+		if resp, m := oauthAt(t, srv.URL, "127.0.0.1", "/oauth/revoke", form); resp.StatusCode == 429 {
+			t.Fatalf("revocation %d: %d %v", i, resp.StatusCode, m)
+		}
+	}
+	if resp, m := oauthAt(t, srv.URL, "127.0.0.1", "/oauth/revoke", form); resp.StatusCode != 429 || m["error"] != "temporarily_unavailable" {
+		t.Fatalf("3rd revocation: %d %v", resp.StatusCode, m)
 	}
 }
