@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"html"
 	"io"
+	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
@@ -14,15 +15,60 @@ import (
 
 // browser is an HTTP client with cookies, as a person's browser would be.
 type browser struct {
-	t *testing.T
-	f *fixture
-	c *http.Client
+	t    *testing.T
+	f    *fixture
+	c    *http.Client
+	base string // the site; "" is the fixture's server
 }
 
 func (f *fixture) browser() *browser {
 	jar, _ := cookiejar.New(nil)
 	tr := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}
 	return &browser{t: f.t, f: f, c: &http.Client{Jar: jar, Transport: tr}}
+}
+
+// browserAt is a browser of site (a server of f's authority) on the host
+// at ip (127.0.0.x: Linux answers the whole loopback /8), so that the site
+// sees another client address.
+func (f *fixture) browserAt(site, ip string) *browser {
+	b := f.browser()
+	b.base = site
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+	b.c.Transport.(*http.Transport).DialContext = d.DialContext
+	return b
+}
+
+func (b *browser) url(path string) string {
+	if b.base != "" {
+		return b.base + path
+	}
+	return b.f.srv.URL + path
+}
+
+// noRedirects makes b see redirects as they are (303 and its Location).
+func (b *browser) noRedirects() *browser {
+	b.c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	return b
+}
+
+// do sends a request and returns the response with its body read.
+func (b *browser) do(method, path string, form url.Values) (*http.Response, string) {
+	b.t.Helper()
+	var body io.Reader
+	if form != nil {
+		body = strings.NewReader(form.Encode())
+	}
+	req, _ := http.NewRequest(method, b.url(path), body)
+	if form != nil {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	resp, err := b.c.Do(req)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	return resp, string(raw)
 }
 
 var csrfRE = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
@@ -39,7 +85,7 @@ func inputValue(body, id string) string {
 
 // get returns the status, the body and the page's CSRF token.
 func (b *browser) get(path string) (int, string, string) {
-	resp, err := b.c.Get(b.f.srv.URL + path)
+	resp, err := b.c.Get(b.url(path))
 	if err != nil {
 		b.t.Fatal(err)
 	}
@@ -53,7 +99,7 @@ func (b *browser) get(path string) (int, string, string) {
 }
 
 func (b *browser) post(path string, form url.Values) (int, string) {
-	resp, err := b.c.PostForm(b.f.srv.URL+path, form)
+	resp, err := b.c.PostForm(b.url(path), form)
 	if err != nil {
 		b.t.Fatal(err)
 	}
