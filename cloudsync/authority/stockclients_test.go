@@ -154,8 +154,8 @@ print(json.dumps({"first": first, "refreshed": refreshed, "answers": answers, "r
 		t.Fatal("the refresh token was not rotated")
 	}
 	for _, a := range res["answers"].([]any) {
-		if a != "authorization_pending" {
-			t.Errorf("poll answers %v: want only authorization_pending", res["answers"])
+		if a != "authorization_pending" && a != "slow_down" {
+			t.Errorf("poll answers %v: want only authorization_pending (or slow_down, honoured)", res["answers"])
 		}
 	}
 	if res["revoke"] != float64(200) || res["after_revoke"] != "invalid_grant" {
@@ -230,8 +230,8 @@ print(json.dumps({"first": first, "refreshed": refreshed, "answers": answers}))
 		}
 	}
 	for _, a := range res["answers"].([]any) {
-		if a != "authorization_pending" {
-			t.Errorf("poll answers %v: want only authorization_pending", res["answers"])
+		if a != "authorization_pending" && a != "slow_down" {
+			t.Errorf("poll answers %v: want only authorization_pending (or slow_down, honoured)", res["answers"])
 		}
 	}
 }
@@ -347,7 +347,16 @@ func TestStockGolangOAuth2PrivateKeyJWT(t *testing.T) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if strings.Join(answers, ",") != "authorization_pending,," {
-		t.Fatalf("token endpoint answers %q, want authorization_pending then the token and the refresh", answers)
+	// x/oauth2 polls on a ticker: a first poll answered late (a loaded
+	// machine) can make the next one early enough for slow_down, which it
+	// honours; the flow completes either way.
+	n := len(answers)
+	if n < 3 || answers[0] != "authorization_pending" || answers[n-2] != "" || answers[n-1] != "" {
+		t.Fatalf("token endpoint answers %q, want authorization_pending, then the token and the refresh", answers)
+	}
+	for _, a := range answers[1 : n-2] {
+		if a != "authorization_pending" && a != "slow_down" {
+			t.Fatalf("token endpoint answers %q", answers)
+		}
 	}
 }
