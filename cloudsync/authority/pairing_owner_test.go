@@ -2,6 +2,7 @@ package authority_test
 
 import (
 	"errors"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -33,6 +34,11 @@ func TestPairingCodeOfAnotherAccountsDevice(t *testing.T) {
 	}
 	if code, m := d.poll(dc); code != 400 || m["error"] != "authorization_pending" {
 		t.Fatalf("the device's poll after bob's tries: %d %v, want authorization_pending", code, m)
+	}
+	// On the code page bob is told whose it is not, and the code lives on.
+	bob := f.webUser("bob")
+	if code, body, _ := bob.get("/device?user_code=" + url.QueryEscape(uc)); code != 404 || !strings.Contains(body, "paired to another account") {
+		t.Fatalf("bob's code page: %d, want 404 saying the device is paired to another account\n%s", code, body)
 	}
 	if !strings.Contains(f.logs.String(), "pairing code entered by another account") {
 		t.Error("the wrong account's attempt is not logged")

@@ -660,7 +660,7 @@ func (w *web) consentForm(rw http.ResponseWriter, r *http.Request) {
 		w.codes.fail("user:"+s.User, now)
 		w.codes.fail("addr:"+clientAddr(r), now)
 		w.render(rw, "code.html", http.StatusNotFound, page{Title: "Pair a device", User: s.User, CSRF: s.CSRF,
-			Errors: []string{ErrUserCode.Error()}, Form: map[string]string{"user_code": uc}})
+			Errors: []string{UserCodeMessage(err)}, Form: map[string]string{"user_code": uc}})
 		return
 	}
 	w.render(rw, "consent.html", http.StatusOK, page{Title: "Approve pairing", User: s.User, CSRF: s.CSRF, Pairing: p})
