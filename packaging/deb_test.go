@@ -57,7 +57,7 @@ func TestDebPackages(t *testing.T) {
 			t.Errorf("package lacks %s:\n%s", want, contents)
 		}
 	}
-	for field, want := range map[string]string{"Package": "edgeid", "Version": "1.2.3", "Architecture": "arm64", "Section": "net", "Depends": "adduser"} {
+	for field, want := range map[string]string{"Package": "edgeid", "Version": "1.2.3", "Architecture": "arm64", "Section": "net", "Depends": "adduser, tzdata"} {
 		if got := strings.TrimSpace(run(t, ".", "dpkg-deb", "-f", gw, field)); got != want {
 			t.Errorf("control %s = %q, want %q", field, got, want)
 		}
