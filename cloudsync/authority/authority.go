@@ -83,6 +83,7 @@ type Authority struct {
 	mu               sync.Mutex
 	adminUse         map[string]time.Time // when each admin key's last use was written
 	assertions       map[string]time.Time // client assertion ids seen, until they expire
+	feed             map[string]feedPos   // what each gateway has been sent (FeedLag)
 	assertionsPruned time.Time            // when seenAssertion last dropped expired ids
 	ticketSwept      time.Time            // when expired UMA permission tickets were last deleted
 	notify           chan struct{}        // closed and replaced at each applied batch
@@ -481,7 +482,49 @@ func (a *Authority) Changes(gw, epoch string, from uint64, max int) (cloudsync.C
 	if out.Heartbeat, err = a.heartbeat(gw, head, at); err != nil {
 		return out, err
 	}
+	a.sent(gw, from+uint64(len(out.Batches)))
 	return out, nil
+}
+
+// feedPos is where a gateway stands in the feed, as far as the authority
+// knows: the revision it has been sent up to, and when.
+type feedPos struct {
+	rev uint64
+	at  time.Time
+}
+
+// sent records that gateway gw has been sent the log up to rev.
+func (a *Authority) sent(gw string, rev uint64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.feed == nil {
+		a.feed = map[string]feedPos{}
+	}
+	a.feed[gw] = feedPos{rev: rev, at: time.Now()}
+}
+
+// FeedLag is how many changes the gateway furthest behind has not been
+// sent, over the gateways that asked for changes or held a stream within
+// the last window (those that did not are offline: the gateways listing
+// says since when); 0 with none.
+func (a *Authority) FeedLag(window time.Duration) (uint64, error) {
+	head, err := a.Store.Rev()
+	if err != nil {
+		return 0, err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var lag uint64
+	for gw, p := range a.feed {
+		if time.Since(p.at) > window {
+			delete(a.feed, gw)
+			continue
+		}
+		if p.rev < head && head-p.rev > lag {
+			lag = head - p.rev
+		}
+	}
+	return lag, nil
 }
 
 // heartbeat signs "at time at, the log reached head" for gateway gw.

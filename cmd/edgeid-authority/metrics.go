@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -60,7 +61,13 @@ var (
 		"The sync feed's head: the revision of the last change applied to the store (sampled on scrape).", nil, nil)
 	descGateways = prometheus.NewDesc("edgeid_authority_gateways",
 		"Gateways enrolled (sampled on scrape).", nil, nil)
+	descFeedLag = prometheus.NewDesc("edgeid_authority_feed_lag",
+		"Changes not yet sent to the gateway furthest behind, among those that asked for changes or held a stream in the last 10 minutes (sampled on scrape).", nil, nil)
 )
+
+// feedLagWindow is how recently a gateway must have asked for changes to
+// count in the feed lag: one that did not is offline, not lagging.
+const feedLagWindow = 10 * time.Minute
 
 // stateCollector reads the store at each scrape.
 type stateCollector struct {
@@ -68,13 +75,22 @@ type stateCollector struct {
 	log *slog.Logger
 }
 
-func (stateCollector) Describe(ch chan<- *prometheus.Desc) { ch <- descFeedHead; ch <- descGateways }
+func (stateCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descFeedHead
+	ch <- descGateways
+	ch <- descFeedLag
+}
 
 func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 	if rev, err := c.a.Store.Rev(); err != nil {
 		ch <- prometheus.NewInvalidMetric(descFeedHead, fmt.Errorf("store: %w", err))
 	} else {
 		ch <- prometheus.MustNewConstMetric(descFeedHead, prometheus.GaugeValue, float64(rev))
+	}
+	if lag, err := c.a.FeedLag(feedLagWindow); err != nil {
+		ch <- prometheus.NewInvalidMetric(descFeedLag, fmt.Errorf("store: %w", err))
+	} else {
+		ch <- prometheus.MustNewConstMetric(descFeedLag, prometheus.GaugeValue, float64(lag))
 	}
 	if gws, err := c.a.Gateways(); err != nil {
 		ch <- prometheus.NewInvalidMetric(descGateways, fmt.Errorf("gateways: %w", err))

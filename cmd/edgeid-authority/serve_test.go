@@ -310,9 +310,17 @@ func TestMetricsEventStreamsAndGateways(t *testing.T) {
 	done := make(chan struct{})
 	go func() { defer close(done); sy.Run(ctx) }()
 	waitMetric(t, s, "edgeid_authority_event_streams", 1)
+	waitMetric(t, s, "edgeid_authority_feed_lag", 0)
 	cancel()
 	<-done
 	waitMetric(t, s, "edgeid_authority_event_streams", 0)
+	// Two changes the stopped gateway has not been sent: it lags by two.
+	for _, name := range []string{"lag-1", "lag-2"} {
+		if code, body := s.do(t, "POST", "/admin/v1/import", "application/json", `{"classes":[{"name":"`+name+`","permissions":[]}]}`); code != 200 {
+			t.Fatalf("import: %d %s", code, body)
+		}
+	}
+	waitMetric(t, s, "edgeid_authority_feed_lag", 2)
 	if v := metric(s.scrape(t), `edgeid_authority_http_requests_total{code="200",route="GET /sync/v1/events"}`); v < 1 {
 		t.Errorf("the stream is not counted as a request once it ended: %v", v)
 	}
