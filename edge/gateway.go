@@ -118,6 +118,10 @@ func (g *Gateway) build() error {
 	if err := g.loadIssuers(); err != nil {
 		return err
 	}
+	// A token signed with a key the verifier does not have yet (a sync
+	// that brought the key has committed but onApplied has not run) gets a
+	// second look after a reload, rate-limited.
+	g.Verifier.SetReload(g.loadIssuers)
 	loc, err := cfg.Gateway.Location()
 	if err != nil {
 		return fmt.Errorf("gateway.time_zone: %w", err)

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -181,6 +182,48 @@ type Verifier struct {
 	cfg   VerifierConfig
 	ring  atomic.Pointer[keyRing]
 	cache *lru.Cache[[32]byte, *Claims]
+
+	// reload, when set (SetReload), loads the trusted issuers from the
+	// store again; lastReload (unix nanos) rate-limits it.
+	reload     func() error
+	reloadMu   sync.Mutex
+	lastReload atomic.Int64
+}
+
+// reloadEvery bounds how often an unknown kid makes the verifier read the
+// issuers from the store again: tokens with made-up kids cost one store
+// read a second at most.
+const reloadEvery = time.Second
+
+// SetReload gives the verifier a way to load the trusted issuers again
+// (the gateway's loadIssuers). A token whose kid no key has is checked once
+// more after a reload: a store change that brought an issuer's new key and
+// the first token signed with it arrive in either order (the gateway loads
+// keys after the store has committed, and a device may connect between).
+// Call before the verifier is used.
+func (v *Verifier) SetReload(reload func() error) { v.reload = reload }
+
+// reloadKeys reloads the issuers if ring is still the current key ring and
+// the last reload was more than reloadEvery ago; it reports whether the
+// ring changed since ring (by this reload or another).
+func (v *Verifier) reloadKeys(ring *keyRing) bool {
+	if v.reload == nil {
+		return false
+	}
+	v.reloadMu.Lock()
+	defer v.reloadMu.Unlock()
+	if v.ring.Load() != ring {
+		return true // someone else loaded newer keys meanwhile
+	}
+	now := time.Now().UnixNano()
+	if now-v.lastReload.Load() < int64(reloadEvery) {
+		return false
+	}
+	v.lastReload.Store(now)
+	if err := v.reload(); err != nil {
+		return false
+	}
+	return v.ring.Load() != ring
 }
 
 // NewVerifier returns a verifier that trusts no issuer until SetIssuers.
@@ -289,6 +332,10 @@ func (v *Verifier) Verify(token string) (*Claims, error) {
 	}
 	ring := v.ring.Load()
 	c, err := v.verify(ring, []byte(token))
+	if ReasonOf(err) == ReasonUnknownKey && v.reloadKeys(ring) {
+		ring = v.ring.Load()
+		c, err = v.verify(ring, []byte(token))
+	}
 	if err != nil {
 		return nil, err
 	}
