@@ -75,7 +75,13 @@ func TestPinAndPairWithSensor(t *testing.T) {
 			code = m[1]
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no code on the speaker's display after 90 s; the sensor printed:\n%s", out.String())
+			var gwlog []string
+			for _, l := range strings.Split(g.logs.String(), "\n") {
+				if strings.Contains(l, "speaker-7") && (strings.Contains(l, "WARN") || strings.Contains(l, "refused")) {
+					gwlog = append(gwlog, l)
+				}
+			}
+			t.Fatalf("no code on the speaker's display after 90 s; the sensor printed:\n%s\nthe gateway logged:\n%s", out.String(), strings.Join(gwlog, "\n"))
 		}
 	}
 
