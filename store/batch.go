@@ -25,6 +25,15 @@ type Batch struct {
 	Issuers     []Issuer      `json:"issuers,omitempty"`
 	Revocations []Revocation  `json:"revocations,omitempty"`
 	Delete      Deletions     `json:"delete,omitzero"`
+
+	// Expect makes the batch a conditional commit (cas.go): each record
+	// key (DeviceKey, UserKey, …) must still be at the revision given
+	// (0: must not exist) when the batch commits, or nothing is written.
+	// Not part of the batch's JSON: never logged, synced or imported.
+	Expect map[string]uint64 `json:"-"`
+	// Docs are document writes committed in the same transaction as the
+	// records (with their own expectations); never logged or synced.
+	Docs []DocWrite `json:"-"`
 }
 
 // Deletions names records to remove.

@@ -62,6 +62,10 @@ type Store struct {
 
 	mu       sync.Mutex // serializes Apply so Rev numbers are ordered and watchers see batches in order
 	watchers []func(Applied)
+
+	// beforeCommit, set by the package's tests, runs in apply's transaction
+	// after every write and before the commit; an error aborts it.
+	beforeCommit func(*Batch) error
 }
 
 // Applied describes a committed batch to watchers.
@@ -253,6 +257,9 @@ func (s *Store) Replace(b *Batch, cursor *Cursor) (uint64, error) {
 	if len(b.Delete.Classes)+len(b.Delete.Devices)+len(b.Delete.Users)+len(b.Delete.Grants)+len(b.Delete.Issuers)+len(b.Delete.Revocations) > 0 {
 		return 0, &ValidationError{Problems: []string{"delete: a snapshot replaces everything and cannot delete"}}
 	}
+	if len(b.Expect)+len(b.Docs) > 0 {
+		return 0, &ValidationError{Problems: []string{"expect, docs: a snapshot replaces everything; it is not a conditional commit"}}
+	}
 	if b.Size() > replaceChunk {
 		return s.replaceChunked(b, cursor)
 	}
@@ -269,7 +276,18 @@ func (s *Store) apply(b *Batch, cursor *Cursor, lg *logged, replace bool) (uint6
 
 	var rev uint64
 	prev := map[string]Device{}
+	if err := checkDocWrites(b.Docs); err != nil {
+		return 0, err
+	}
 	err := s.db.Update(func(txn *badger.Txn) error {
+		// Expectations first, read in this transaction: a batch made from
+		// records that changed meanwhile is refused before it is judged.
+		if err := expectRecords(txn, b.Expect); err != nil {
+			return err
+		}
+		if err := expectDocs(txn, b.Docs); err != nil {
+			return err
+		}
 		var lookupErr error
 		if err := b.validate(func(name string) bool {
 			if replace {
@@ -310,6 +328,9 @@ func (s *Store) apply(b *Batch, cursor *Cursor, lg *logged, replace bool) (uint6
 		if err := writeRecords(txn, b, rev, prev); err != nil {
 			return err
 		}
+		if err := writeDocs(txn, b.Docs); err != nil {
+			return err
+		}
 		if cursor != nil {
 			if err := putJSON(txn, kCursor, cursor); err != nil {
 				return err
@@ -321,17 +342,16 @@ func (s *Store) apply(b *Batch, cursor *Cursor, lg *logged, replace bool) (uint6
 				return err
 			}
 		}
+		if s.beforeCommit != nil {
+			return s.beforeCommit(b)
+		}
 		return nil
 	})
 	if errors.Is(err, badger.ErrTxnTooBig) {
 		return 0, fmt.Errorf("apply batch of %d records: too large for one transaction; split it into batches of a few thousand records", b.Size())
 	}
 	if err != nil {
-		var ve *ValidationError
-		if errors.As(err, &ve) {
-			return 0, err
-		}
-		return 0, fmt.Errorf("apply batch: %w", err)
+		return 0, commitError("apply batch", err)
 	}
 	// Durable before reported: a revocation must survive a power cut. The
 	// batch is committed either way, so the watchers run either way: its

@@ -279,6 +279,11 @@ func jsonEqual(a, b []byte) bool {
 func (a *Authority) Apply(b *store.Batch, who string) (uint64, error) {
 	a.completeRevocations(b.Revocations)
 	rev, err := a.Store.ApplyLoggedBy(b, who)
+	if errors.Is(err, store.ErrConflict) {
+		// Retried from a fresh read or answered by the caller (cas.go).
+		a.log.Debug("change not applied: a record it read changed meanwhile", "by", who, "err", err)
+		return 0, err
+	}
 	if err != nil {
 		a.log.Warn("change refused", "by", who, "records", b.Size(), "err", err)
 		return 0, err
@@ -315,24 +320,50 @@ func (a *Authority) Changed() <-chan struct{} {
 }
 
 // RevokeDevice marks a device revoked and revokes every token it holds.
+// The status is set on the device as it is when the change commits
+// (conditional commit, retried from a fresh read on a conflict), so no
+// concurrent change of the device is overwritten, and none made from a
+// read before the revocation can undo it.
 func (a *Authority) RevokeDevice(id, reason, who string) (uint64, error) {
-	d, err := a.Store.Device(id)
-	if err != nil {
-		return 0, err
-	}
-	d.Status = store.DeviceRevoked
-	return a.Apply(&store.Batch{Devices: []store.Device{d},
-		Revocations: []store.Revocation{{Kind: store.RevokeDevice, Value: id, Reason: reason}}}, who)
+	var rev uint64
+	err := retry(func() error {
+		d, err := a.Store.Device(id)
+		if err != nil {
+			return err
+		}
+		d.Status = store.DeviceRevoked
+		b := &store.Batch{Devices: []store.Device{d},
+			Revocations: []store.Revocation{{Kind: store.RevokeDevice, Value: id, Reason: reason}}}
+		rev, err = a.Apply(b.ExpectRev(store.DeviceKey(id), d.Rev), who)
+		return err
+	})
+	return rev, err
 }
 
-// SetDeviceStatus suspends or re-activates a device.
+// ErrDeviceRevoked refuses to suspend a revoked device: suspending would
+// make it a device that activation alone brings back. Activate it first
+// if that is what is meant.
+var ErrDeviceRevoked = errors.New("the device is revoked; suspending it would undo the revocation (activate it first if that is meant)")
+
+// SetDeviceStatus suspends or re-activates a device, on the device as it is
+// when the change commits (conditional commit, retried from a fresh read on
+// a conflict). Suspending a revoked device is ErrDeviceRevoked; activating
+// one is the operator's explicit way back.
 func (a *Authority) SetDeviceStatus(id string, st store.DeviceStatus, who string) (uint64, error) {
-	d, err := a.Store.Device(id)
-	if err != nil {
-		return 0, err
-	}
-	d.Status = st
-	return a.Apply(&store.Batch{Devices: []store.Device{d}}, who)
+	var rev uint64
+	err := retry(func() error {
+		d, err := a.Store.Device(id)
+		if err != nil {
+			return err
+		}
+		if d.Status == store.DeviceRevoked && st == store.DeviceSuspended {
+			return ErrDeviceRevoked
+		}
+		d.Status = st
+		rev, err = a.Apply((&store.Batch{Devices: []store.Device{d}}).ExpectRev(store.DeviceKey(id), d.Rev), who)
+		return err
+	})
+	return rev, err
 }
 
 // AddGateway makes a one-time enrollment code for a gateway called name.

@@ -252,11 +252,15 @@ func (a *Authority) startPairing(d store.Device, cnf map[string]string) (DeviceA
 	if interval <= 0 {
 		interval = pollInterval
 	}
-	p := pendingPairing{Device: d.ID, UserCode: newUserCode(), Cnf: cnf, Expires: time.Now().Add(ttl), Interval: interval, State: "pending"}
-	if err := a.Store.PutDoc(docDeviceCode, hashCode(deviceCode), p); err != nil {
-		return DeviceAuthorization{}, err
-	}
-	if err := a.Store.PutDoc(docUserCode, p.UserCode, hashCode(deviceCode)); err != nil {
+	p := pendingPairing{Device: d.ID, Cnf: cnf, Expires: time.Now().Add(ttl), Interval: interval, State: "pending"}
+	// The pairing and its user code in one commit, the code on condition
+	// that no live pairing has it (another code is drawn if one has).
+	err := retry(func() error {
+		p.UserCode = newUserCode()
+		return a.Store.CommitDocs(nil, store.DocWrite{Kind: docDeviceCode, ID: hashCode(deviceCode), Value: p},
+			store.DocWrite{Kind: docUserCode, ID: p.UserCode, Value: hashCode(deviceCode), ExpectAbsent: true})
+	})
+	if err != nil {
 		return DeviceAuthorization{}, err
 	}
 	a.log.Info("pairing started", "device", d.ID)
@@ -319,47 +323,62 @@ func (a *Authority) LookupPairing(userCode, owner string) (PairingRequest, error
 // the owner (synced to every gateway). For a device paired to someone else
 // it is ErrPairedElsewhere, and the code stays as it was, for its owner:
 // neither approved, denied nor spent.
+//
+// The user code is spent, the pairing's state written and (approving) the
+// device paired in one conditional commit, on the code and the device as
+// read: a failure leaves all three as they were (never a device paired
+// whose poll is not approved), a change of the device meanwhile makes it
+// read again, and of two answers to one code one wins. The commit expects
+// the user code, not the pairing: only an answer spends the code, so while
+// the code is as read the pairing is still pending; a poll meanwhile only
+// moved its poll time (which an answered pairing no longer needs), and
+// polls, however fast, cannot keep an answer from committing. A poll never
+// writes over an answer: it writes on condition of the pairing as read.
 func (a *Authority) DecidePairing(userCode, owner string, approve bool) error {
 	code := NormalizeUserCode(userCode)
+	return retry(func() error { return a.decidePairing(code, owner, approve) })
+}
+
+func (a *Authority) decidePairing(code, owner string, approve bool) error {
 	var h string
-	if err := a.Store.GetDoc(docUserCode, code, &h); err != nil {
+	codeVer, err := a.Store.GetDocVersion(docUserCode, code, &h)
+	if err != nil {
 		return ErrUserCode
 	}
 	var p pendingPairing
 	if err := a.Store.GetDoc(docDeviceCode, h, &p); err != nil || p.State != "pending" || time.Now().After(p.Expires) {
 		return ErrUserCode
 	}
-	// Before the code is spent: the wrong account leaves it usable.
-	if err := a.pairedElsewhere(p.Device, owner); err != nil {
-		return err
-	}
-	if err := a.Store.TakeDoc(docUserCode, code, &h); err != nil {
-		return ErrUserCode // single use: taken whatever the answer
-	}
-	if !approve {
-		p.State = "denied"
-		a.log.Info("pairing denied", "device", p.Device, "by", owner)
-		return a.Store.PutDoc(docDeviceCode, h, p)
-	}
 	d, err := a.Store.Device(p.Device)
-	if err != nil {
+	if errors.Is(err, store.ErrNotFound) {
+		return ErrUserCode
+	} else if err != nil {
 		return err
 	}
+	// The wrong account leaves the code usable: nothing is written.
 	if d.Owner != "" && d.Owner != owner {
-		// Paired to someone else between the check and the take: the code
-		// goes back, still the owner's to use.
-		if err := a.Store.PutDoc(docUserCode, code, h); err != nil {
-			return err
-		}
+		a.log.Warn("pairing code entered by another account; left for the owner", "device", d.ID, "account", owner)
 		return ErrPairedElsewhere
 	}
+	take := store.DocWrite{Kind: docUserCode, ID: code, Delete: true, ExpectVersion: codeVer} // single use: spent whatever the answer
+	device := map[string]uint64{store.DeviceKey(d.ID): d.Rev}
+	if !approve {
+		p.State = "denied"
+		if err := a.Store.CommitDocs(device, take, store.DocWrite{Kind: docDeviceCode, ID: h, Value: p}); err != nil {
+			return err
+		}
+		a.log.Info("pairing denied", "device", p.Device, "by", owner)
+		return nil
+	}
 	d.Owner = owner
-	if _, err := a.Apply(&store.Batch{Devices: []store.Device{d}}, "owner "+owner); err != nil {
+	p.State, p.Owner = "approved", owner
+	b := &store.Batch{Devices: []store.Device{d}, Expect: device,
+		Docs: []store.DocWrite{take, {Kind: docDeviceCode, ID: h, Value: p}}}
+	if _, err := a.Apply(b, "owner "+owner); err != nil {
 		return err
 	}
-	p.State, p.Owner = "approved", owner
 	a.log.Info("pairing approved", "device", p.Device, "owner", owner)
-	return a.Store.PutDoc(docDeviceCode, h, p)
+	return nil
 }
 
 // UserCodeMessage is what the code page tells an account whose code
@@ -418,8 +437,18 @@ func boundUntil(cnf map[string]string, cert *x509.Certificate) time.Time {
 func (a *Authority) pollPairing(d store.Device, cnf map[string]string, dpopJKT, deviceCode string, until time.Time) (TokenResponse, error) {
 	h := hashCode(deviceCode)
 	var p pendingPairing
-	if deviceCode == "" || a.Store.GetDoc(docDeviceCode, h, &p) != nil || p.Device != d.ID {
+	if deviceCode == "" {
 		return TokenResponse{}, &OAuthError{"invalid_grant", "unknown device_code", http.StatusBadRequest}
+	}
+	ver, err := a.Store.GetDocVersion(docDeviceCode, h, &p)
+	if err != nil || p.Device != d.ID {
+		return TokenResponse{}, &OAuthError{"invalid_grant", "unknown device_code", http.StatusBadRequest}
+	}
+	// A pending poll records when it came on the pairing as it read it:
+	// never over an answer committed meanwhile (that poll then says
+	// pending; the next gets the answer).
+	recordPoll := func() {
+		_ = a.Store.CommitDocs(nil, store.DocWrite{Kind: docDeviceCode, ID: h, Value: p, ExpectVersion: ver})
 	}
 	now := time.Now()
 	switch {
@@ -434,11 +463,11 @@ func (a *Authority) pollPairing(d store.Device, cnf map[string]string, dpopJKT, 
 		if !p.LastPoll.IsZero() && now.Sub(p.LastPoll) < p.Interval-min(pollTolerance, p.Interval/2) {
 			p.Interval += 5 * time.Second // RFC 8628 §3.5: slow down by 5 s
 			p.LastPoll = now
-			_ = a.Store.PutDoc(docDeviceCode, h, p)
+			recordPoll()
 			return TokenResponse{}, &OAuthError{"slow_down", fmt.Sprintf("poll at most every %s", p.Interval), http.StatusBadRequest}
 		}
 		p.LastPoll = now
-		_ = a.Store.PutDoc(docDeviceCode, h, p)
+		recordPoll()
 		return TokenResponse{}, &OAuthError{"authorization_pending", "waiting for the owner to approve", http.StatusBadRequest}
 	}
 	// Approved: the device code is used up now.
@@ -561,18 +590,25 @@ func (a *Authority) refresh(c tokenClient, refresh string) (TokenResponse, error
 
 // Unpair ends a device's pairing: its owner is cleared, every token it holds
 // is revoked (pushed to the gateways, which disconnect it), its refresh
-// tokens stop working. The next owner can pair it again.
+// tokens stop working. The next owner can pair it again. The owner is
+// cleared on the device as it is when the change commits (conditional
+// commit, retried from a fresh read on a conflict): its status, revoked or
+// not, stays as it is.
 func (a *Authority) Unpair(deviceID, owner string) error {
-	d, err := a.Store.Device(deviceID)
-	if err != nil {
+	err := retry(func() error {
+		d, err := a.Store.Device(deviceID)
+		if err != nil {
+			return err
+		}
+		if d.Owner != owner {
+			return fmt.Errorf("device %s is not paired to %s", deviceID, owner)
+		}
+		d.Owner = ""
+		b := &store.Batch{Devices: []store.Device{d},
+			Revocations: []store.Revocation{{Kind: store.RevokeDevice, Value: deviceID, Reason: "unpaired by its owner"}}}
+		_, err = a.Apply(b.ExpectRev(store.DeviceKey(deviceID), d.Rev), "owner "+owner)
 		return err
-	}
-	if d.Owner != owner {
-		return fmt.Errorf("device %s is not paired to %s", deviceID, owner)
-	}
-	d.Owner = ""
-	_, err = a.Apply(&store.Batch{Devices: []store.Device{d},
-		Revocations: []store.Revocation{{Kind: store.RevokeDevice, Value: deviceID, Reason: "unpaired by its owner"}}}, "owner "+owner)
+	})
 	if err != nil {
 		return err
 	}

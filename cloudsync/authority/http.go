@@ -401,8 +401,18 @@ func (h *Handler) getDevice(w http.ResponseWriter, r *http.Request, who string) 
 func (h *Handler) importBatch(w http.ResponseWriter, r *http.Request, who string) {
 	var b store.Batch
 	if strings.HasPrefix(r.Header.Get("Content-Type"), "text/csv") {
+		// A row of a registered device changes only its columns, on the
+		// device as read: the commit expects each device as read (a new
+		// one: still absent), so a device changed meanwhile (revoked,
+		// paired) is never written back from the older read; 409 then,
+		// and sending the list again applies it to the devices as they are.
 		ds, err := DevicesFromCSV(io.LimitReader(r.Body, 64<<20), func(id string) (store.Device, bool) {
 			d, err := h.A.Store.Device(id)
+			if err == nil {
+				b.ExpectRev(store.DeviceKey(id), d.Rev)
+			} else if errors.Is(err, store.ErrNotFound) {
+				b.ExpectRev(store.DeviceKey(id), 0)
+			}
 			return d, err == nil
 		})
 		if err != nil {
@@ -418,6 +428,10 @@ func (h *Handler) importBatch(w http.ResponseWriter, r *http.Request, who string
 	var ve *store.ValidationError
 	if errors.As(err, &ve) {
 		writeJSON(w, http.StatusUnprocessableEntity, map[string]any{"error": "invalid_batch", "problems": ve.Problems})
+		return
+	}
+	if errors.Is(err, store.ErrConflict) {
+		fail(w, http.StatusConflict, "conflict", "a device of the list changed while it was read; nothing was applied: send the list again ("+err.Error()+")")
 		return
 	}
 	if err != nil {
@@ -442,6 +456,12 @@ func (h *Handler) revokeDevice(w http.ResponseWriter, r *http.Request, who strin
 func (h *Handler) answerChange(w http.ResponseWriter, rev uint64, err error) {
 	if errors.Is(err, store.ErrNotFound) {
 		fail(w, http.StatusNotFound, "not_found", err.Error())
+		return
+	}
+	// A device that kept changing under every attempt, or a suspension
+	// of a revoked device: nothing was written.
+	if errors.Is(err, store.ErrConflict) || errors.Is(err, ErrDeviceRevoked) {
+		fail(w, http.StatusConflict, "conflict", err.Error())
 		return
 	}
 	if err != nil {

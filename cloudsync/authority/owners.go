@@ -46,10 +46,11 @@ func (a *Authority) RegisterOwner(username, email, password string) error {
 	if err != nil {
 		return fmt.Errorf("register %s: %w", user, err)
 	}
-	if err := a.Store.PutDoc(docCredential, user, credential{Email: email, Hash: hash}); err != nil {
-		return fmt.Errorf("register %s: %w", user, err)
-	}
-	if _, err := a.Apply(&store.Batch{Users: []store.User{{ID: user, Status: store.UserActive}}}, "registration"); err != nil {
+	// The user and its credential in one commit, on condition that the
+	// name is still free: of registrations of one name at once, one wins.
+	if err := a.createAccount(store.User{ID: user, Status: store.UserActive}, credential{Email: email, Hash: hash}, "registration"); errors.Is(err, ErrOwnerTaken) {
+		return err
+	} else if err != nil {
 		return fmt.Errorf("register %s: %w", user, err)
 	}
 	a.log.Info("owner registered", "user", user)

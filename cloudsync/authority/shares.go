@@ -114,21 +114,44 @@ func fieldErr(field, format string, args ...any) error {
 }
 
 // CreateShare validates in and commits it as a share of owner's; who is
-// recorded in the change log.
+// recorded in the change log. The share is committed on condition that the
+// devices and the grantee it was checked against are as they were read (a
+// device unpaired or a grantee disabled meanwhile makes it check again).
 func (a *Authority) CreateShare(owner string, in ShareInput, who string) (store.Grant, error) {
-	g, err := a.shareFrom(owner, in, time.Now())
+	var g store.Grant
+	err := retry(func() error {
+		var expect map[string]uint64
+		var err error
+		if g, expect, err = a.shareFrom(owner, in, time.Now()); err != nil {
+			return err
+		}
+		b := &store.Batch{Grants: []store.Grant{g}, Expect: expect}
+		if _, err := a.Apply(b.ExpectRev(store.GrantKey(g.ID), 0), who); err != nil {
+			return fmt.Errorf("save share: %w", err)
+		}
+		return nil
+	})
 	if err != nil {
 		return store.Grant{}, err
-	}
-	if _, err := a.Apply(&store.Batch{Grants: []store.Grant{g}}, who); err != nil {
-		return store.Grant{}, fmt.Errorf("save share: %w", err)
 	}
 	a.log.Info("share created", "owner", owner, "share", g.ID, "grantee", g.Grantee, "kind", g.GranteeKind, "resources", len(g.Resources), "by", who)
 	return g, nil
 }
 
-// shareFrom builds the Grant in describes, checking every field.
-func (a *Authority) shareFrom(owner string, in ShareInput, now time.Time) (store.Grant, error) {
+// shareFrom builds the Grant in describes, checking every field; expect
+// holds the revisions of the records it was checked against (the grantee,
+// the devices, their classes), for the commit's Batch.Expect.
+func (a *Authority) shareFrom(owner string, in ShareInput, now time.Time) (_ store.Grant, expect map[string]uint64, _ error) {
+	g, err := a.checkShare(owner, in, now, func(key string, rev uint64) {
+		if expect == nil {
+			expect = map[string]uint64{}
+		}
+		expect[key] = rev
+	})
+	return g, expect, err
+}
+
+func (a *Authority) checkShare(owner string, in ShareInput, now time.Time, read func(key string, rev uint64)) (store.Grant, error) {
 	if len(in.Devices) == 0 {
 		return store.Grant{}, fieldErr("devices", "choose at least one of your devices")
 	}
@@ -143,6 +166,7 @@ func (a *Authority) shareFrom(owner string, in ShareInput, now time.Time) (store
 		} else if err != nil {
 			return store.Grant{}, fmt.Errorf("load user %q: %w", in.Grantee, err)
 		}
+		read(store.UserKey(u.ID), u.Rev)
 	case store.GranteeClient:
 		d, err := a.Store.Device(in.Grantee)
 		if errors.Is(err, store.ErrNotFound) || (err == nil && d.Status != store.DeviceActive) {
@@ -153,6 +177,7 @@ func (a *Authority) shareFrom(owner string, in ShareInput, now time.Time) (store
 		if d.Owner == owner && slices.Contains(in.Devices, d.ID) {
 			return store.Grant{}, fieldErr("grantee", "a device cannot be shared with itself")
 		}
+		read(store.DeviceKey(d.ID), d.Rev)
 	default:
 		return store.Grant{}, fieldErr("grantee_kind", "%q is not one of user, client", in.GranteeKind)
 	}
@@ -186,10 +211,12 @@ func (a *Authority) shareFrom(owner string, in ShareInput, now time.Time) (store
 		} else if err != nil {
 			return store.Grant{}, fmt.Errorf("load device %q: %w", id, err)
 		}
+		read(store.DeviceKey(d.ID), d.Rev)
 		c, err := a.Store.Class(d.Class)
 		if err != nil {
 			return store.Grant{}, fmt.Errorf("load class %q: %w", d.Class, err)
 		}
+		read(store.ClassKey(c.Name), c.Rev)
 		for _, name := range groups {
 			rg, ok := c.Group(name)
 			if !ok {
@@ -219,18 +246,27 @@ func (a *Authority) shareFrom(owner string, in ShareInput, now time.Time) (store
 // RevokeShare ends a share: its owner revokes it, or its grantee (a user)
 // gives it up. Every gateway drops the grantee's live access to it.
 func (a *Authority) RevokeShare(user, id, who string) error {
-	g, err := a.Store.Grant(id)
-	if errors.Is(err, store.ErrNotFound) {
-		return fieldErr("share", "no share %q", id)
-	}
+	var g store.Grant
+	err := retry(func() error {
+		var err error
+		g, err = a.Store.Grant(id)
+		if errors.Is(err, store.ErrNotFound) {
+			return fieldErr("share", "no share %q", id)
+		}
+		if err != nil {
+			return fmt.Errorf("load share %q: %w", id, err)
+		}
+		if g.Owner != user && (g.GranteeKind != store.GranteeUser || g.Grantee != user) {
+			return fieldErr("share", "share %q is neither yours nor made to you", id)
+		}
+		b := (&store.Batch{Delete: store.Deletions{Grants: []string{id}}}).ExpectRev(store.GrantKey(id), g.Rev)
+		if _, err := a.Apply(b, who); err != nil {
+			return fmt.Errorf("revoke share %q: %w", id, err)
+		}
+		return nil
+	})
 	if err != nil {
-		return fmt.Errorf("load share %q: %w", id, err)
-	}
-	if g.Owner != user && (g.GranteeKind != store.GranteeUser || g.Grantee != user) {
-		return fieldErr("share", "share %q is neither yours nor made to you", id)
-	}
-	if _, err := a.Apply(&store.Batch{Delete: store.Deletions{Grants: []string{id}}}, who); err != nil {
-		return fmt.Errorf("revoke share %q: %w", id, err)
+		return err
 	}
 	a.log.Info("share revoked", "share", id, "owner", g.Owner, "grantee", g.Grantee, "by", who)
 	return nil
@@ -393,19 +429,35 @@ func (a *Authority) SubmitRequest(party string, kind store.GranteeKind, client s
 		return ShareRequest{}, ErrNoResource
 	}
 	id := requestID(owner, party, kind, client, res)
-	var cur ShareRequest
-	err := a.Store.GetDoc(docShareRequest, id, &cur)
-	switch {
-	case err == nil && cur.State == RequestPending:
-		return cur, nil
-	case err == nil && cur.State == RequestDenied && time.Since(cur.Decided) < deniedFor:
-		return cur, nil
-	case err != nil && !errors.Is(err, store.ErrNotFound):
-		return ShareRequest{}, fmt.Errorf("load request %s: %w", id, err)
+	var req ShareRequest
+	asked := false
+	// Asked again on condition that the request is as read: never over
+	// the owner's answer committed meanwhile.
+	err := retry(func() error {
+		var cur ShareRequest
+		ver, err := a.Store.GetDocVersion(docShareRequest, id, &cur)
+		switch {
+		case err == nil && cur.State == RequestPending:
+			req = cur
+			return nil
+		case err == nil && cur.State == RequestDenied && time.Since(cur.Decided) < deniedFor:
+			req = cur
+			return nil
+		case err != nil && !errors.Is(err, store.ErrNotFound):
+			return fmt.Errorf("load request %s: %w", id, err)
+		}
+		req = ShareRequest{ID: id, Owner: owner, Party: party, PartyKind: kind, Client: client, Resources: res, State: RequestPending, Created: time.Now().UTC()}
+		if err := a.Store.CommitDocs(nil, store.DocWrite{Kind: docShareRequest, ID: id, Value: req, ExpectVersion: ver, ExpectAbsent: ver == 0}); err != nil {
+			return fmt.Errorf("save request %s: %w", id, err)
+		}
+		asked = true
+		return nil
+	})
+	if err != nil {
+		return ShareRequest{}, err
 	}
-	req := ShareRequest{ID: id, Owner: owner, Party: party, PartyKind: kind, Client: client, Resources: res, State: RequestPending, Created: time.Now().UTC()}
-	if err := a.Store.PutDoc(docShareRequest, id, req); err != nil {
-		return ShareRequest{}, fmt.Errorf("save request %s: %w", id, err)
+	if !asked {
+		return req, nil
 	}
 	a.log.Info("share requested", "request", id, "owner", owner, "party", party, "client", client, "resources", len(res))
 	return req, nil
@@ -448,8 +500,22 @@ func (a *Authority) Requests(owner string) ([]ShareRequest, error) {
 // DecideRequest is the owner's answer to a pending request. Approving makes
 // a share of what was asked, with the owner's conditions (expires, window:
 // either may be zero); the requesting party's next poll gets its token.
+// The answer and the share it makes are one conditional commit, on the
+// request as read (of two answers at once, one is taken; the other finds
+// it decided) and the records the share was checked against.
 func (a *Authority) DecideRequest(owner, id string, approve bool, expires time.Time, window *store.Window, who string) (ShareRequest, error) {
-	r, err := a.ShareRequestByID(id)
+	var out ShareRequest
+	err := retry(func() error {
+		var err error
+		out, err = a.decideRequest(owner, id, approve, expires, window, who)
+		return err
+	})
+	return out, err
+}
+
+func (a *Authority) decideRequest(owner, id string, approve bool, expires time.Time, window *store.Window, who string) (ShareRequest, error) {
+	var r ShareRequest
+	ver, err := a.Store.GetDocVersion(docShareRequest, id, &r)
 	if errors.Is(err, store.ErrNotFound) || (err == nil && r.Owner != owner) {
 		return ShareRequest{}, fieldErr("request", "no request %q to you", id)
 	} else if err != nil {
@@ -461,7 +527,7 @@ func (a *Authority) DecideRequest(owner, id string, approve bool, expires time.T
 	r.Decided = time.Now().UTC()
 	if !approve {
 		r.State = RequestDenied
-		if err := a.Store.PutDoc(docShareRequest, id, r); err != nil {
+		if err := a.Store.CommitDocs(nil, store.DocWrite{Kind: docShareRequest, ID: id, Value: r, ExpectVersion: ver}); err != nil {
 			return ShareRequest{}, fmt.Errorf("save request %q: %w", id, err)
 		}
 		a.log.Info("share request denied", "request", id, "owner", owner, "party", r.Party)
@@ -477,7 +543,7 @@ func (a *Authority) DecideRequest(owner, id string, approve bool, expires time.T
 		}
 		in.Groups[res.Group] = append(in.Groups[res.Group], res.Scopes...)
 	}
-	g, err := a.shareFrom(owner, in, time.Now())
+	g, expect, err := a.shareFrom(owner, in, time.Now())
 	if err != nil {
 		return ShareRequest{}, err
 	}
@@ -486,12 +552,11 @@ func (a *Authority) DecideRequest(owner, id string, approve bool, expires time.T
 	g.Resources = slices.DeleteFunc(g.Resources, func(sr store.SharedResource) bool {
 		return !slices.ContainsFunc(r.Resources, func(x store.SharedResource) bool { return x.ID() == sr.ID() })
 	})
-	if _, err := a.Apply(&store.Batch{Grants: []store.Grant{g}}, who); err != nil {
-		return ShareRequest{}, fmt.Errorf("save share: %w", err)
-	}
 	r.State, r.Share = RequestApproved, g.ID
-	if err := a.Store.PutDoc(docShareRequest, id, r); err != nil {
-		return ShareRequest{}, fmt.Errorf("save request %q: %w", id, err)
+	b := &store.Batch{Grants: []store.Grant{g}, Expect: expect,
+		Docs: []store.DocWrite{{Kind: docShareRequest, ID: id, Value: r, ExpectVersion: ver}}}
+	if _, err := a.Apply(b.ExpectRev(store.GrantKey(g.ID), 0), who); err != nil {
+		return ShareRequest{}, fmt.Errorf("save share: %w", err)
 	}
 	a.log.Info("share request approved", "request", id, "owner", owner, "party", r.Party, "share", g.ID)
 	return r, nil
@@ -508,8 +573,9 @@ func (a *Authority) AddMember(owner, username, name, password, who string) (stor
 	if len(password) < 10 || len(password) > 128 {
 		return store.User{}, fieldErr("password", "use 10 to 128 characters")
 	}
+	taken := fieldErr("username", "that name is taken; choose another")
 	if _, err := a.Store.User(username); err == nil {
-		return store.User{}, fieldErr("username", "that name is taken; choose another")
+		return store.User{}, taken
 	} else if !errors.Is(err, store.ErrNotFound) {
 		return store.User{}, fmt.Errorf("load user %q: %w", username, err)
 	}
@@ -517,11 +583,11 @@ func (a *Authority) AddMember(owner, username, name, password, who string) (stor
 	if err != nil {
 		return store.User{}, fmt.Errorf("hash password: %w", err)
 	}
-	if err := a.Store.PutDoc(docCredential, username, credential{Hash: hash}); err != nil {
-		return store.User{}, fmt.Errorf("save credential: %w", err)
-	}
+	// The account and its credential in one commit, if the name is free.
 	u := store.User{ID: username, Name: strings.TrimSpace(name), Status: store.UserActive, Manager: owner}
-	if _, err := a.Apply(&store.Batch{Users: []store.User{u}}, who); err != nil {
+	if err := a.createAccount(u, credential{Hash: hash}, who); errors.Is(err, ErrOwnerTaken) {
+		return store.User{}, taken
+	} else if err != nil {
 		return store.User{}, fmt.Errorf("save member %q: %w", username, err)
 	}
 	a.log.Info("household member added", "owner", owner, "member", username)
@@ -545,45 +611,83 @@ func (a *Authority) Members(owner string) ([]store.User, error) {
 }
 
 // RemoveMember ends a household member's account: it can no longer log
-// in, its shares are deleted and every token acting for it is revoked, in
-// one change, so each gateway cuts its sessions.
+// in, its shares are deleted, every token acting for it is revoked and its
+// credential deleted, in one change, so each gateway cuts its sessions.
 func (a *Authority) RemoveMember(owner, id, who string) error {
-	u, err := a.Store.User(id)
-	if errors.Is(err, store.ErrNotFound) || (err == nil && u.Manager != owner) {
-		return fieldErr("member", "%q is not a member of your household", id)
-	} else if err != nil {
-		return fmt.Errorf("load user %q: %w", id, err)
-	}
-	if err := a.disableUser(u, "household member removed by "+owner, who); err != nil {
-		return err
-	}
-	_ = a.Store.DeleteDoc(docCredential, id)
-	return nil
+	notMember := fieldErr("member", "%q is not a member of your household", id)
+	return a.disableUser(id, func(u store.User) error {
+		if u.Manager != owner {
+			return notMember
+		}
+		return nil
+	}, "household member removed by "+owner, who, true, notMember)
 }
 
 // DisableUser disables an account (the operator's or its manager's act):
 // no more logins, its shares deleted, its tokens revoked.
 func (a *Authority) DisableUser(id, reason, who string) error {
-	u, err := a.Store.User(id)
-	if err != nil {
-		return fmt.Errorf("load user %q: %w", id, err)
-	}
-	return a.disableUser(u, reason, who)
+	return a.disableUser(id, nil, reason, who, false, nil)
 }
 
-func (a *Authority) disableUser(u store.User, reason, who string) error {
-	mine, err := a.SharesWith(u.ID)
+// disableUser disables user id if check (when set) accepts it; with
+// dropCredential its credential goes in the same commit. A missing user
+// is notFound (if set) or the store's ErrNotFound.
+//
+// The user is disabled on condition that it is as read (retried from a
+// fresh read on a conflict). A share made to it by a commit that read it
+// still active, after this listed its shares and before this committed,
+// is deleted by a second pass: once the disabling has committed, no share
+// to the user can commit any more (CreateShare commits on the user's
+// revision, which the disabling moved).
+func (a *Authority) disableUser(id string, check func(store.User) error, reason, who string, dropCredential bool, notFound error) error {
+	var deleted int
+	err := retry(func() error {
+		u, err := a.Store.User(id)
+		if errors.Is(err, store.ErrNotFound) && notFound != nil {
+			return notFound
+		} else if err != nil {
+			return fmt.Errorf("load user %q: %w", id, err)
+		}
+		if check != nil {
+			if err := check(u); err != nil {
+				return err
+			}
+		}
+		mine, err := a.SharesWith(u.ID)
+		if err != nil {
+			return err
+		}
+		u.Status = store.UserDisabled
+		b := &store.Batch{Users: []store.User{u}, Revocations: []store.Revocation{{Kind: store.RevokeSubject, Value: u.ID, Reason: reason}}}
+		for _, g := range mine {
+			b.Delete.Grants = append(b.Delete.Grants, g.ID)
+		}
+		if dropCredential {
+			b.Docs = []store.DocWrite{{Kind: docCredential, ID: u.ID, Delete: true}}
+		}
+		if _, err := a.Apply(b.ExpectRev(store.UserKey(u.ID), u.Rev), who); err != nil {
+			return fmt.Errorf("disable user %q: %w", u.ID, err)
+		}
+		deleted = len(mine)
+		return nil
+	})
 	if err != nil {
 		return err
 	}
-	u.Status = store.UserDisabled
-	b := &store.Batch{Users: []store.User{u}, Revocations: []store.Revocation{{Kind: store.RevokeSubject, Value: u.ID, Reason: reason}}}
-	for _, g := range mine {
-		b.Delete.Grants = append(b.Delete.Grants, g.ID)
+	late, err := a.SharesWith(id)
+	if err != nil {
+		return fmt.Errorf("user %q disabled; shares made to it meanwhile not listed: %w", id, err)
 	}
-	if _, err := a.Apply(b, who); err != nil {
-		return fmt.Errorf("disable user %q: %w", u.ID, err)
+	if len(late) > 0 {
+		b := &store.Batch{}
+		for _, g := range late {
+			b.Delete.Grants = append(b.Delete.Grants, g.ID)
+		}
+		if _, err := a.Apply(b, who); err != nil {
+			return fmt.Errorf("user %q disabled; shares made to it meanwhile not deleted: %w", id, err)
+		}
+		deleted += len(late)
 	}
-	a.log.Info("user disabled", "user", u.ID, "shares_deleted", len(mine), "reason", reason, "by", who)
+	a.log.Info("user disabled", "user", id, "shares_deleted", deleted, "reason", reason, "by", who)
 	return nil
 }

@@ -786,6 +786,10 @@ func (h *Handler) disableUser(w http.ResponseWriter, r *http.Request, who string
 		fail(w, http.StatusNotFound, "not_found", "no user "+id)
 		return
 	}
+	if errors.Is(err, store.ErrConflict) {
+		fail(w, http.StatusConflict, "conflict", err.Error())
+		return
+	}
 	if err != nil {
 		fail(w, http.StatusInternalServerError, "server_error", err.Error())
 		return

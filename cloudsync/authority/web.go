@@ -15,6 +15,7 @@ import (
 	"net/mail"
 	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -471,10 +472,14 @@ func (w *web) register(rw http.ResponseWriter, r *http.Request) {
 	}
 	hash, err := bcrypt.GenerateFromPassword([]byte(pw), passwordCost)
 	if err == nil {
-		err = w.a.Store.PutDoc(docCredential, user, credential{Email: email, Hash: hash})
+		// The check above is for the page; this commit decides: of
+		// several registrations of one name at once, one is created.
+		err = w.a.createAccount(store.User{ID: user, Status: store.UserActive}, credential{Email: email, Hash: hash}, "registration")
 	}
-	if err == nil {
-		_, err = w.a.Apply(&store.Batch{Users: []store.User{{ID: user, Status: store.UserActive}}}, "registration")
+	if errors.Is(err, ErrOwnerTaken) {
+		p.Fields["username"] = "That name is taken; choose another."
+		w.render(rw, "register.html", http.StatusUnprocessableEntity, p)
+		return
 	}
 	if err != nil {
 		w.serverError(rw, s, "/register", "register", err)
@@ -742,20 +747,22 @@ func (w *web) rename(rw http.ResponseWriter, r *http.Request) {
 	if !ok || !w.checkCSRF(rw, r, s) {
 		return
 	}
-	d, err := w.a.Store.Device(r.PathValue("id"))
-	if err != nil || d.Owner != s.User {
-		w.renderDevices(rw, s, "", []string{"That device is not yours."})
-		return
-	}
 	name := strings.TrimSpace(r.PostFormValue("name"))
 	if len(name) > 64 {
 		w.renderDevices(rw, s, "", []string{"Name: use at most 64 characters."})
 		return
 	}
-	d.Name = name
-	if _, err := w.a.Apply(&store.Batch{Devices: []store.Device{d}}, "owner "+s.User); err != nil {
+	// rev is the device as the page showed it: a device changed since
+	// (revoked, unpaired, renamed in another tab) is not renamed.
+	rev, _ := strconv.ParseUint(r.PostFormValue("rev"), 10, 64)
+	switch err := w.a.RenameDevice(r.PathValue("id"), s.User, name, rev); {
+	case errors.Is(err, ErrNotYours):
+		w.renderDevices(rw, s, "", []string{"That device is not yours."})
+	case errors.Is(err, ErrChanged):
+		w.renderDevicesCode(rw, s, http.StatusConflict, "", []string{"The device changed meanwhile, so it was not renamed. Here it is as it is now; rename it again if you still want to."})
+	case err != nil:
 		w.renderDevices(rw, s, "", []string{err.Error()})
-		return
+	default:
+		w.renderDevices(rw, s, "Renamed.", nil)
 	}
-	w.renderDevices(rw, s, "Renamed.", nil)
 }
