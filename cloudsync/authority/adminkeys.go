@@ -119,22 +119,17 @@ func (a *Authority) RevokeAdminKey(name, who string) error {
 // AdminKeys lists the stored admin keys by name (the bootstrap key is not
 // stored: the handler, which holds it, adds it).
 func (a *Authority) AdminKeys() ([]AdminKeyInfo, error) {
-	var out []AdminKeyInfo
-	err := a.Store.ListDocs(docAdminKey, func(_ string, raw []byte) error {
-		var k AdminKey
-		if err := json.Unmarshal(raw, &k); err != nil {
-			return err
-		}
-		out = append(out, AdminKeyInfo{Name: k.Name, Created: k.Created, CreatedBy: k.CreatedBy})
-		return nil
-	})
+	keys, err := listDocs[AdminKey](a.Store, docAdminKey, nil)
 	if err != nil {
 		return nil, err
 	}
-	for i := range out {
-		if out[i].LastUsed, err = a.adminKeyLastUsed(out[i].Name); err != nil {
+	var out []AdminKeyInfo
+	for _, k := range keys {
+		info := AdminKeyInfo{Name: k.Name, Created: k.Created, CreatedBy: k.CreatedBy}
+		if info.LastUsed, err = a.adminKeyLastUsed(k.Name); err != nil {
 			return nil, err
 		}
+		out = append(out, info)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil

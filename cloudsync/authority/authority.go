@@ -437,14 +437,19 @@ func (a *Authority) Gateway(id string) (Gateway, error) {
 }
 
 // Gateways lists enrolled gateways.
-func (a *Authority) Gateways() ([]Gateway, error) {
-	var out []Gateway
-	err := a.Store.ListDocs(docGateway, func(_ string, raw []byte) error {
-		var g Gateway
-		if err := json.Unmarshal(raw, &g); err != nil {
+func (a *Authority) Gateways() ([]Gateway, error) { return listDocs[Gateway](a.Store, docGateway, nil) }
+
+// listDocs decodes the documents of kind that keep accepts (nil: all).
+func listDocs[T any](st *store.Store, kind string, keep func(T) bool) ([]T, error) {
+	var out []T
+	err := st.ListDocs(kind, func(_ string, raw []byte) error {
+		var v T
+		if err := json.Unmarshal(raw, &v); err != nil {
 			return err
 		}
-		out = append(out, g)
+		if keep == nil || keep(v) {
+			out = append(out, v)
+		}
 		return nil
 	})
 	return out, err

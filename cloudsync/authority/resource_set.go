@@ -3,7 +3,6 @@ package authority
 import (
 	"crypto/sha256"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -97,17 +96,7 @@ func (a *Authority) registered(id string) (registeredResource, error) {
 }
 
 func (a *Authority) registeredBy(owner string) ([]registeredResource, error) {
-	var out []registeredResource
-	err := a.Store.ListDocs(docResource, func(_ string, raw []byte) error {
-		var r registeredResource
-		if err := json.Unmarshal(raw, &r); err != nil {
-			return err
-		}
-		if r.Owner == owner {
-			out = append(out, r)
-		}
-		return nil
-	})
+	out, err := listDocs(a.Store, docResource, func(r registeredResource) bool { return r.Owner == owner })
 	if err != nil {
 		return nil, fmt.Errorf("list registered resources: %w", err)
 	}

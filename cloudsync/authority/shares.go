@@ -3,7 +3,6 @@ package authority
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -474,17 +473,7 @@ func (a *Authority) ShareRequestByID(id string) (ShareRequest, error) {
 
 // Requests lists the requests made to owner: pending first, then newest.
 func (a *Authority) Requests(owner string) ([]ShareRequest, error) {
-	var out []ShareRequest
-	err := a.Store.ListDocs(docShareRequest, func(_ string, raw []byte) error {
-		var r ShareRequest
-		if err := json.Unmarshal(raw, &r); err != nil {
-			return err
-		}
-		if r.Owner == owner {
-			out = append(out, r)
-		}
-		return nil
-	})
+	out, err := listDocs(a.Store, docShareRequest, func(r ShareRequest) bool { return r.Owner == owner })
 	if err != nil {
 		return nil, fmt.Errorf("list requests: %w", err)
 	}
