@@ -64,7 +64,7 @@ type Config struct {
 type Authority struct {
 	cfg   Config
 	log   *slog.Logger
-	Store *store.Store
+	Store Storage
 	epoch string
 
 	keyMu    sync.Mutex
@@ -128,7 +128,7 @@ const (
 )
 
 // New opens (or creates) the authority's state under cfg.StateDir.
-func New(cfg Config, st *store.Store, log *slog.Logger) (*Authority, error) {
+func New(cfg Config, st Storage, log *slog.Logger) (*Authority, error) {
 	if cfg.HeartbeatInterval <= 0 {
 		cfg.HeartbeatInterval = cloudsync.DefaultHeartbeatInterval
 	}
@@ -440,7 +440,7 @@ func (a *Authority) Gateway(id string) (Gateway, error) {
 func (a *Authority) Gateways() ([]Gateway, error) { return listDocs[Gateway](a.Store, docGateway, nil) }
 
 // listDocs decodes the documents of kind that keep accepts (nil: all).
-func listDocs[T any](st *store.Store, kind string, keep func(T) bool) ([]T, error) {
+func listDocs[T any](st Storage, kind string, keep func(T) bool) ([]T, error) {
 	var out []T
 	err := st.ListDocs(kind, func(_ string, raw []byte) error {
 		var v T

@@ -331,7 +331,7 @@ type loginKey struct {
 // still bound the total.
 type loginCounters struct {
 	x     *limits
-	store *store.Store
+	store Storage
 }
 
 func (c loginCounters) stripe(id string) *sync.Mutex {
