@@ -96,6 +96,18 @@ func validID(s string) error {
 	return nil
 }
 
+// checkSite checks a record's site name ("" is none: every site).
+func checkSite(p *problems, at, site string) {
+	if site == "" {
+		return
+	}
+	if err := validID(site); err != nil {
+		p.add("%s.site %q %v", at, site, err)
+	} else if site == AllSites {
+		p.add("%s.site %q is reserved (it means every site); leave the site empty for that", at, site)
+	}
+}
+
 // validate checks the batch on its own and against the store's current
 // classes (known reports whether a class exists in the store).
 func (b *Batch) validate(classKnown func(string) bool) error {
@@ -159,6 +171,7 @@ func (b *Batch) validate(classKnown func(string) bool) error {
 				p.add("%s.owner %q %v", at, d.Owner, err)
 			}
 		}
+		checkSite(&p, at, d.Site)
 		if d.CertSHA256 != "" {
 			if b, err := hex.DecodeString(d.CertSHA256); err != nil || len(b) != 32 || strings.ToLower(d.CertSHA256) != d.CertSHA256 {
 				p.add("%s.cert_sha256 must be 64 lowercase hex digits (sha256 of the DER certificate)", at)
@@ -207,6 +220,7 @@ func (b *Batch) validate(classKnown func(string) bool) error {
 		if u.Status != UserActive && u.Status != UserDisabled {
 			p.add("%s.status %q is not one of active, disabled", at, u.Status)
 		}
+		checkSite(&p, at, u.Site)
 	}
 	seen = map[string]bool{}
 	for i, g := range b.Grants {

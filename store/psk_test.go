@@ -165,7 +165,7 @@ func TestSchema1StoreGetsPSKIndex(t *testing.T) {
 	}
 	db = openBadger(t, dir)
 	defer db.Close()
-	if got := binary.BigEndian.Uint64(schemaValue(t, db)); got != 2 {
-		t.Errorf("m/schema after migration = %d, want 2", got)
+	if got := binary.BigEndian.Uint64(schemaValue(t, db)); got != store.SchemaVersion {
+		t.Errorf("m/schema after migration = %d, want %d", got, store.SchemaVersion)
 	}
 }

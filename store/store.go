@@ -23,7 +23,9 @@ import (
 
 // SchemaVersion is the layout of keys and records this code reads and writes.
 // 2 added the PSK identity index x/psk/; Open builds it in a store of version 1.
-const SchemaVersion = 2
+// 3 added the sites bookkeeping of a logged store (x/reach/, x/site/,
+// x/gdev/; sites_badger.go); Open builds it in a logged store of version 2.
+const SchemaVersion = 3
 
 // Key prefixes. One byte-string namespace per record type keeps prefix scans cheap.
 const (
@@ -130,6 +132,7 @@ func Open(o Options) (*Store, error) {
 }
 
 func (s *Store) checkSchema() error {
+	sites := false
 	err := s.db.Update(func(txn *badger.Txn) error {
 		item, err := txn.Get([]byte(kSchema))
 		if errors.Is(err, badger.ErrKeyNotFound) {
@@ -144,7 +147,14 @@ func (s *Store) checkSchema() error {
 		}
 		got := binary.BigEndian.Uint64(v)
 		if got == 1 {
-			return s.migrate1to2(txn)
+			if err := s.migrate1to2(txn); err != nil {
+				return err
+			}
+			got = 2
+		}
+		if got == 2 {
+			sites = true // after this transaction: it may not fit in one
+			return nil
 		}
 		if got != SchemaVersion {
 			return fmt.Errorf("store schema version is %d, this edgeid reads %d: upgrade edgeid or restore a matching backup", got, SchemaVersion)
@@ -154,7 +164,33 @@ func (s *Store) checkSchema() error {
 	if errors.Is(err, badger.ErrTxnTooBig) {
 		return errors.New("store schema 1 to 2: too many devices to index in one transaction")
 	}
-	return err
+	if err != nil || !sites {
+		return err
+	}
+	return s.migrate2to3()
+}
+
+// migrate2to3 builds the sites bookkeeping of a logged store (an
+// authority's; a gateway's store keeps none) and marks the store version 3.
+// Interrupted, it runs again at the next Open: its writes are idempotent.
+func (s *Store) migrate2to3() error {
+	logged := false
+	if err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(pLog)})
+		defer it.Close()
+		it.Rewind()
+		logged = it.Valid()
+		return nil
+	}); err != nil {
+		return err
+	}
+	if logged {
+		if err := s.buildSites(); err != nil {
+			return fmt.Errorf("store schema 2 to 3: %w", err)
+		}
+		s.log.Info("store: schema 2 to 3, sites of the logged records built")
+	}
+	return s.db.Update(func(txn *badger.Txn) error { return txn.Set([]byte(kSchema), u64(SchemaVersion)) })
 }
 
 // migrate1to2 builds the PSK identity index of a version 1 store and marks
@@ -192,7 +228,7 @@ func (s *Store) migrate1to2(txn *badger.Txn) error {
 		}
 	}
 	s.log.Info("store: schema 1 to 2, psk identity index built", "identities", len(order))
-	return txn.Set([]byte(kSchema), u64(SchemaVersion))
+	return txn.Set([]byte(kSchema), u64(2))
 }
 
 // Close flushes and closes the store.
@@ -325,6 +361,12 @@ func (s *Store) apply(b *Batch, cursor *Cursor, lg *logged, replace bool) (uint6
 		if err := txn.Set([]byte(kSeq), u64(rev)); err != nil {
 			return err
 		}
+		var oldGrants []Grant
+		if lg != nil {
+			if oldGrants, err = grantsBefore(txn, b); err != nil {
+				return err
+			}
+		}
 		if err := writeRecords(txn, b, rev, prev); err != nil {
 			return err
 		}
@@ -338,6 +380,10 @@ func (s *Store) apply(b *Batch, cursor *Cursor, lg *logged, replace bool) (uint6
 		}
 		if lg != nil {
 			lg.Batch = *b
+			// The authority's log knows where each record goes (sites.go).
+			if err := keepSites(txn, lg, prev, oldGrants); err != nil {
+				return err
+			}
 			if err := putJSON(txn, string(logKey(rev)), lg); err != nil {
 				return err
 			}
@@ -533,6 +579,10 @@ type LogEntry struct {
 	// they were recorded, or by ApplyLogged.
 	By string
 	At time.Time
+	// Reach and Was are the sites the entry's records reach after it and
+	// reached before it (sites.go; ForSite); nil in entries logged before
+	// sites were kept.
+	Reach, Was map[string][]string
 }
 
 // logged is a change log entry as stored: the batch's own fields, with who
@@ -541,8 +591,10 @@ type LogEntry struct {
 // knows only Batch still reads a newer entry.
 type logged struct {
 	Batch
-	By string    `json:"logged_by,omitempty"`
-	At time.Time `json:"logged_at,omitzero"`
+	By    string              `json:"logged_by,omitempty"`
+	At    time.Time           `json:"logged_at,omitzero"`
+	Reach map[string][]string `json:"logged_reach,omitempty"`
+	Was   map[string][]string `json:"logged_was,omitempty"`
 }
 
 // ErrLogTrimmed means the log no longer holds the entries asked for: the
@@ -567,7 +619,7 @@ func (s *Store) LogSince(from uint64, max int) ([]LogEntry, error) {
 			if err := item.Value(func(v []byte) error { return json.Unmarshal(v, &lg) }); err != nil {
 				return fmt.Errorf("decode log entry %d: %w", rev, err)
 			}
-			out = append(out, LogEntry{Rev: rev, Batch: lg.Batch, By: lg.By, At: lg.At})
+			out = append(out, LogEntry{Rev: rev, Batch: lg.Batch, By: lg.By, At: lg.At, Reach: lg.Reach, Was: lg.Was})
 		}
 		return nil
 	})

@@ -46,6 +46,10 @@ type Device struct {
 	// a secret: never log it.
 	PSKIdentity string `json:"psk_identity,omitempty"`
 	PSK         []byte `json:"psk,omitempty"`
+	// Site is the site whose gateways hold the device (sites.go): set by
+	// the manufacturer, or the owner's gateway's when paired; empty: every
+	// gateway.
+	Site string `json:"site,omitempty"`
 	// Rev is the store batch that last wrote this record (set by the store).
 	Rev uint64 `json:"rev,omitempty"`
 }
@@ -102,7 +106,10 @@ type User struct {
 	// Manager is the owner who manages this account (a household member):
 	// it has only the shares it is given, and its manager can remove it.
 	Manager string `json:"manager,omitempty"`
-	Rev     uint64 `json:"rev,omitempty"`
+	// Site is the user's home site (their gateway's); with the sites of
+	// the devices they own, where the record is synced (sites.go).
+	Site string `json:"site,omitempty"`
+	Rev  uint64 `json:"rev,omitempty"`
 }
 
 // Grant is an owner's share of some of their devices' topic groups with

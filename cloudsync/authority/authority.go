@@ -111,12 +111,16 @@ type Gateway struct {
 	Name     string          `json:"name"`
 	Key      json.RawMessage `json:"key"`
 	Hardware string          `json:"hardware,omitempty"`
-	Enrolled time.Time       `json:"enrolled"`
-	LastSeen time.Time       `json:"last_seen,omitzero"`
+	// Site is the site the gateway serves: it is fed that site's records
+	// and the global ones (store/sites.go); empty: every record.
+	Site     string    `json:"site,omitempty"`
+	Enrolled time.Time `json:"enrolled"`
+	LastSeen time.Time `json:"last_seen,omitzero"`
 }
 
 type enrollCode struct {
 	Name    string    `json:"name"`
+	Site    string    `json:"site,omitempty"`
 	Expires time.Time `json:"expires"`
 }
 
@@ -340,6 +344,41 @@ func (a *Authority) RevokeDevice(id, reason, who string) (uint64, error) {
 	return rev, err
 }
 
+// CheckSite validates a site name ("" is none).
+func CheckSite(site string) error {
+	if site == "" {
+		return nil
+	}
+	if site == store.AllSites || len(site) > 128 || strings.ContainsAny(site, "/+#\x00 \t\r\n") {
+		return fmt.Errorf("site %q: give a name of at most 128 bytes without spaces, slashes, + or #, and not %q", site, store.AllSites)
+	}
+	return nil
+}
+
+// MoveDevice puts a device at another site ("" for every site), on the
+// device as it is when the change commits. The gateways of the site it
+// leaves delete it, which ends its sessions there; those of the new site
+// receive it, with its owner and shares.
+func (a *Authority) MoveDevice(id, site, who string) (uint64, error) {
+	if err := CheckSite(site); err != nil {
+		return 0, err
+	}
+	var rev uint64
+	err := retry(func() error {
+		d, err := a.Store.Device(id)
+		if err != nil {
+			return err
+		}
+		d.Site = site
+		rev, err = a.Apply((&store.Batch{Devices: []store.Device{d}}).ExpectRev(store.DeviceKey(id), d.Rev), who)
+		return err
+	})
+	if err == nil {
+		a.log.Info("device moved", "device", id, "site", site, "by", who)
+	}
+	return rev, err
+}
+
 // ErrDeviceRevoked refuses to suspend a revoked device: suspending would
 // make it a device that activation alone brings back. Activate it first
 // if that is what is meant.
@@ -366,17 +405,27 @@ func (a *Authority) SetDeviceStatus(id string, st store.DeviceStatus, who string
 	return rev, err
 }
 
-// AddGateway makes a one-time enrollment code for a gateway called name.
+// AddGateway makes a one-time enrollment code for a gateway called name,
+// of no particular site (it is fed every record).
 func (a *Authority) AddGateway(name, who string) (string, time.Time, error) {
+	return a.AddSiteGateway(name, "", who)
+}
+
+// AddSiteGateway makes a one-time enrollment code for a gateway called
+// name that serves site: it will hold that site's records only.
+func (a *Authority) AddSiteGateway(name, site, who string) (string, time.Time, error) {
 	if name == "" || strings.ContainsAny(name, "/ \t") {
 		return "", time.Time{}, fmt.Errorf("gateway name %q: give a name without spaces or slashes", name)
 	}
-	code := strings.ToUpper(hex.EncodeToString(randomBytes(10)))
-	exp := time.Now().Add(a.cfg.EnrollCodeTTL)
-	if err := a.Store.PutDoc(docCode, codeID(code), enrollCode{Name: name, Expires: exp}); err != nil {
+	if err := CheckSite(site); err != nil {
 		return "", time.Time{}, err
 	}
-	a.log.Info("gateway enrollment code made", "by", who, "gateway", name, "expires", exp)
+	code := strings.ToUpper(hex.EncodeToString(randomBytes(10)))
+	exp := time.Now().Add(a.cfg.EnrollCodeTTL)
+	if err := a.Store.PutDoc(docCode, codeID(code), enrollCode{Name: name, Site: site, Expires: exp}); err != nil {
+		return "", time.Time{}, err
+	}
+	a.log.Info("gateway enrollment code made", "by", who, "gateway", name, "site", site, "expires", exp)
 	return code, exp, nil
 }
 
@@ -417,7 +466,7 @@ func (a *Authority) Enroll(req cloudsync.EnrollRequest) (cloudsync.EnrollRespons
 		a.log.Warn("enrollment refused", "reason", "expired code", "gateway", c.Name)
 		return cloudsync.EnrollResponse{}, ErrEnroll
 	}
-	gw := Gateway{ID: c.Name, Name: c.Name, Key: req.Key, Hardware: req.Hardware, Enrolled: time.Now()}
+	gw := Gateway{ID: c.Name, Name: c.Name, Key: req.Key, Hardware: req.Hardware, Site: c.Site, Enrolled: time.Now()}
 	if err := a.Store.PutDoc(docGateway, gw.ID, gw); err != nil {
 		return cloudsync.EnrollResponse{}, err
 	}
@@ -425,7 +474,7 @@ func (a *Authority) Enroll(req cloudsync.EnrollRequest) (cloudsync.EnrollRespons
 	if err != nil {
 		return cloudsync.EnrollResponse{}, err
 	}
-	a.log.Info("gateway enrolled", "gateway", gw.ID, "hardware", gw.Hardware)
+	a.log.Info("gateway enrolled", "gateway", gw.ID, "hardware", gw.Hardware, "site", gw.Site)
 	return cloudsync.EnrollResponse{Gateway: gw.ID, FeedKey: feed, Audience: a.cfg.TokenAudience}, nil
 }
 
@@ -468,9 +517,22 @@ func (a *Authority) RemoveGateway(id, who string) error {
 	return nil
 }
 
-// Snapshot is a signed snapshot batch for gateway gw.
+// siteOf is the site gateway gw serves ("" for none).
+func (a *Authority) siteOf(gw string) (string, error) {
+	g, err := a.Gateway(gw)
+	if err != nil {
+		return "", fmt.Errorf("gateway %q: %w", gw, err)
+	}
+	return g.Site, nil
+}
+
+// Snapshot is a signed snapshot batch for gateway gw: its site's records.
 func (a *Authority) Snapshot(gw string) (string, error) {
-	b, rev, err := a.Store.Snapshot()
+	site, err := a.siteOf(gw)
+	if err != nil {
+		return "", err
+	}
+	b, rev, err := a.Store.SiteSnapshot(site)
 	if err != nil {
 		return "", err
 	}
@@ -499,6 +561,10 @@ func (a *Authority) Changes(gw, epoch string, from uint64, max int) (cloudsync.C
 		a.log.Warn("gateway cursor is ahead of the log; sending a snapshot", "gateway", gw, "cursor", from, "head", head)
 		return cloudsync.ChangesResponse{NeedSnapshot: true}, nil
 	}
+	site, err := a.siteOf(gw)
+	if err != nil {
+		return cloudsync.ChangesResponse{}, err
+	}
 	entries, err := a.Store.LogSince(from, max)
 	if errors.Is(err, store.ErrLogTrimmed) {
 		return cloudsync.ChangesResponse{NeedSnapshot: true}, nil
@@ -508,8 +574,10 @@ func (a *Authority) Changes(gw, epoch string, from uint64, max int) (cloudsync.C
 	}
 	out := cloudsync.ChangesResponse{Batches: []string{}}
 	for _, e := range entries {
+		// Every revision is sent, empty when nothing of it reaches the
+		// site: the gateway's arithmetic on From and To stays whole.
 		s, err := cloudsync.Sign(&cloudsync.Batch{Gateway: gw, Epoch: a.epoch, From: e.Rev - 1, To: e.Rev,
-			IssuedAt: time.Now().Unix(), Changes: e.Batch}, a.feedKey)
+			IssuedAt: time.Now().Unix(), Changes: e.ForSite(site)}, a.feedKey)
 		if err != nil {
 			return out, err
 		}

@@ -68,6 +68,9 @@ type pendingPairing struct {
 	// State is pending, approved or denied; Owner is set on approval.
 	State string `json:"state"`
 	Owner string `json:"owner,omitempty"`
+	// Site is the site of the gateway that relayed the pairing: the
+	// owner's gateway, whose site the device then follows.
+	Site string `json:"site,omitempty"`
 }
 
 // refreshGrant is a refresh token's state; kept under the hash of the token.
@@ -235,11 +238,12 @@ func (a *Authority) StartPairing(clientID, assertionType, assertion, audience st
 	if err != nil {
 		return DeviceAuthorization{}, err
 	}
-	return a.startPairing(d, cnf)
+	return a.startPairing(d, cnf, "")
 }
 
-// startPairing makes the codes for device d, whose tokens will carry cnf.
-func (a *Authority) startPairing(d store.Device, cnf map[string]string) (DeviceAuthorization, error) {
+// startPairing makes the codes for device d, whose tokens will carry cnf;
+// site is the relaying gateway's ("" when the device asked itself).
+func (a *Authority) startPairing(d store.Device, cnf map[string]string, site string) (DeviceAuthorization, error) {
 	if d.Status != store.DeviceActive {
 		return DeviceAuthorization{}, &OAuthError{"unauthorized_client", "device is " + string(d.Status), http.StatusBadRequest}
 	}
@@ -252,7 +256,7 @@ func (a *Authority) startPairing(d store.Device, cnf map[string]string) (DeviceA
 	if interval <= 0 {
 		interval = pollInterval
 	}
-	p := pendingPairing{Device: d.ID, Cnf: cnf, Expires: time.Now().Add(ttl), Interval: interval, State: "pending"}
+	p := pendingPairing{Device: d.ID, Cnf: cnf, Expires: time.Now().Add(ttl), Interval: interval, State: "pending", Site: site}
 	// The pairing and its user code in one commit, the code on condition
 	// that no live pairing has it (another code is drawn if one has).
 	err := retry(func() error {
@@ -374,6 +378,21 @@ func (a *Authority) decidePairing(code, owner string, approve bool) error {
 	p.State, p.Owner = "approved", owner
 	b := &store.Batch{Devices: []store.Device{d}, Expect: device,
 		Docs: []store.DocWrite{take, {Kind: docDeviceCode, ID: h, Value: p}}}
+	// The device follows its owner's gateway: the owner's home site, or,
+	// for an owner with none yet, the site of the gateway that relayed
+	// this pairing, which becomes their home site.
+	if u, err := a.Store.User(owner); err == nil {
+		if u.Site == "" && p.Site != "" {
+			u.Site = p.Site
+			b.Users = []store.User{u}
+			b.ExpectRev(store.UserKey(owner), u.Rev)
+		}
+		if u.Site != "" {
+			b.Devices[0].Site = u.Site
+		}
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
 	if _, err := a.Apply(b, "owner "+owner); err != nil {
 		return err
 	}

@@ -57,6 +57,7 @@ func NewHandler(a *Authority, adminToken string) *Handler {
 	m.HandleFunc("POST /admin/v1/devices/{id}/suspend", h.admin(h.setStatus(store.DeviceSuspended)))
 	m.HandleFunc("POST /admin/v1/devices/{id}/activate", h.admin(h.setStatus(store.DeviceActive)))
 	m.HandleFunc("POST /admin/v1/devices/{id}/revoke", h.admin(h.revokeDevice))
+	m.HandleFunc("POST /admin/v1/devices/{id}/site", h.admin(h.moveDevice))
 	m.HandleFunc("POST /admin/v1/gateways", h.admin(h.addGateway))
 	m.HandleFunc("GET /admin/v1/gateways", h.admin(h.listGateways))
 	m.HandleFunc("DELETE /admin/v1/gateways/{id}", h.admin(h.removeGateway))
@@ -474,17 +475,41 @@ func (h *Handler) answerChange(w http.ResponseWriter, rev uint64, err error) {
 func (h *Handler) addGateway(w http.ResponseWriter, r *http.Request, who string) {
 	var req struct {
 		Name string `json:"name"`
+		Site string `json:"site"`
 	}
 	if err := decode(r, &req); err != nil {
 		fail(w, http.StatusBadRequest, "invalid_request", err.Error())
 		return
 	}
-	code, exp, err := h.A.AddGateway(req.Name, who)
+	code, exp, err := h.A.AddSiteGateway(req.Name, req.Site, who)
 	if err != nil {
 		fail(w, http.StatusBadRequest, "invalid_request", err.Error())
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"gateway": req.Name, "code": code, "expires": exp})
+	writeJSON(w, http.StatusOK, map[string]any{"gateway": req.Name, "site": req.Site, "code": code, "expires": exp})
+}
+
+// moveDevice puts a device at another site: {"site": "<site>"} ("" for
+// every site).
+func (h *Handler) moveDevice(w http.ResponseWriter, r *http.Request, who string) {
+	var req struct {
+		Site *string `json:"site"`
+	}
+	if err := decode(r, &req); err != nil || req.Site == nil {
+		fail(w, http.StatusBadRequest, "invalid_request", `send {"site": "<site>"} ("" puts the device at every site)`)
+		return
+	}
+	rev, err := h.A.MoveDevice(r.PathValue("id"), *req.Site, who)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		fail(w, http.StatusNotFound, "not_found", "no device "+r.PathValue("id"))
+	case errors.Is(err, store.ErrConflict):
+		fail(w, http.StatusConflict, "conflict", err.Error())
+	case err != nil:
+		fail(w, http.StatusBadRequest, "invalid_request", err.Error())
+	default:
+		writeJSON(w, http.StatusOK, map[string]any{"rev": rev})
+	}
 }
 
 func (h *Handler) listGateways(w http.ResponseWriter, r *http.Request, who string) {

@@ -27,8 +27,12 @@ func (a *Authority) RelayStart(gw, deviceID string) (DeviceAuthorization, error)
 	if err != nil {
 		return DeviceAuthorization{}, err
 	}
+	site, err := a.siteOf(gw)
+	if err != nil {
+		return DeviceAuthorization{}, err
+	}
 	a.log.Info("pairing relayed", "gateway", gw, "device", deviceID)
-	return a.startPairing(d, cnf)
+	return a.startPairing(d, cnf, site)
 }
 
 // RelayPoll polls a relayed pairing.

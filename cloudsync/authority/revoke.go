@@ -259,6 +259,7 @@ var csvColumns = map[string]func(*store.Device, string){
 	"mac":         func(d *store.Device, v string) { d.MAC = v },
 	"class":       func(d *store.Device, v string) { d.Class = v },
 	"owner":       func(d *store.Device, v string) { d.Owner = v },
+	"site":        func(d *store.Device, v string) { d.Site = v },
 	"status":      func(d *store.Device, v string) { d.Status = store.DeviceStatus(v) },
 	"cert_sha256": func(d *store.Device, v string) { d.CertSHA256 = strings.ToLower(v) },
 	"cert_issuer": func(d *store.Device, v string) { d.CertIssuer = v },

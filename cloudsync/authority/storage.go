@@ -39,6 +39,10 @@ type Storage interface {
 	// Snapshot is every record and the rev they are current at, read in one
 	// consistent view.
 	Snapshot() (*store.Batch, uint64, error)
+	// SiteSnapshot is Snapshot for the gateways of one site: the classes,
+	// the issuers and the records that reach the site (store/sites.go);
+	// "" is Snapshot. LogEntry.ForSite is the same cut of one change.
+	SiteSnapshot(site string) (*store.Batch, uint64, error)
 	// Watch registers fn to run after each commit, made by this process or,
 	// with a shared backend, by any other (then Applied names only the Rev).
 	Watch(fn func(store.Applied))

@@ -54,7 +54,7 @@ func TestSweepDeletesExpiredRecords(t *testing.T) {
 	cnf := map[string]string{"jkt": "thumbprint"}
 	pair := func() TokenResponse {
 		t.Helper()
-		da, err := a.startPairing(d, cnf)
+		da, err := a.startPairing(d, cnf, "")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -67,7 +67,7 @@ func TestSweepDeletesExpiredRecords(t *testing.T) {
 		}
 		return tr
 	}
-	if _, err := a.startPairing(d, cnf); err != nil { // never approved, never polled
+	if _, err := a.startPairing(d, cnf, ""); err != nil { // never approved, never polled
 		t.Fatal(err)
 	}
 	revoked := pair()

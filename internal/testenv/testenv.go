@@ -235,7 +235,13 @@ func (x *Auth) Admin(method, path string, body any) []byte {
 // authority started another way (behind a proxy, say).
 func Enroll(t testing.TB, a *authority.Authority, url, fp, name, board string) string {
 	t.Helper()
-	code, _, err := a.AddGateway(name, "test")
+	return EnrollSite(t, a, url, fp, name, "", board)
+}
+
+// EnrollSite is Enroll for a gateway that serves site.
+func EnrollSite(t testing.TB, a *authority.Authority, url, fp, name, site, board string) string {
+	t.Helper()
+	code, _, err := a.AddSiteGateway(name, site, "test")
 	if err != nil {
 		t.Fatal(err)
 	}
