@@ -176,7 +176,11 @@ func TestSyncRefusesBadBatches(t *testing.T) {
 	if err != nil || len(old.Batches) == 0 {
 		t.Fatalf("changes: %v", err)
 	}
-	snapOther, _ := x.a.Snapshot("gw-2")
+	x.enroll("gw-2")
+	snapOther, err := x.a.Snapshot("gw-2")
+	if err != nil {
+		t.Fatal(err)
+	}
 	// A new change, signed for this gateway, then tampered with.
 	x.admin("POST", "/admin/v1/import", store.Batch{Devices: []store.Device{{ID: "d2", Class: "thermostat", Status: store.DeviceActive}}})
 	waitFor(t, "d2 at the gateway", func() bool { _, err := g.g.Store.Device("d2"); return err == nil })

@@ -20,6 +20,7 @@ func TestChangesCarryHeartbeat(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	f.enrollAt("gw-1", "")
 	before := time.Now()
 	resp, err := f.a.Changes("gw-1", f.a.Epoch(), 0, 500)
 	if err != nil {

@@ -296,7 +296,17 @@ func TestSyncFreshnessOnlyFromSignedHead(t *testing.T) {
 	if _, err := f.s.AcceptHeartbeat(old.Heartbeat); !errors.As(err, &rj) || rj.Reason != "rollback" {
 		t.Fatalf("older heartbeat replayed: %v", err)
 	}
-	other, _ := f.a.Changes("gw-2", f.a.Epoch(), cur.Seq, 10)
+	code, _, err := f.a.AddGateway("gw-2", "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.Enroll(context.Background(), f.p.URL, f.p.Fingerprint, code, "test-board"); err != nil {
+		t.Fatal(err)
+	}
+	other, err := f.a.Changes("gw-2", f.a.Epoch(), cur.Seq, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if _, err := f.s.AcceptHeartbeat(other.Heartbeat); !errors.As(err, &rj) || rj.Reason != "wrong_gateway" {
 		t.Fatalf("another gateway's heartbeat: %v", err)
 	}
