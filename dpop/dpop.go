@@ -4,8 +4,9 @@
 // that key. It imports only jwx and the standard library.
 //
 // A Verifier keeps the ids of the proofs it accepted for as long as they
-// could be accepted again (replay) and, when asked, hands out and checks
-// stateless server nonces (§8).
+// could be accepted again (replay), in its own memory or in a ReplayStore
+// it is given, and, when asked, hands out and checks stateless server
+// nonces (§8).
 package dpop
 
 import (
@@ -59,16 +60,34 @@ type Options struct {
 	Nonce bool
 	// NonceKey is the HMAC key for nonces; random 32 bytes when nil.
 	NonceKey []byte
-	// ReplayCapacity is how many proof ids the Verifier keeps (default
-	// 100000). When full, new proofs are refused (fail closed): an id is
-	// never forgotten while its proof could still be accepted (two
-	// generations of MaxAge+Skew each).
+	// ReplayCapacity is how many proof ids the Verifier keeps in memory
+	// (default 100000). When full, new proofs are refused (fail closed): an
+	// id is never forgotten while its proof could still be accepted (two
+	// generations of MaxAge+Skew each). Unused with Replay.
 	ReplayCapacity int
+	// Replay, when set, keeps the proof ids instead of the Verifier's
+	// memory. Servers that share their clients (replicas of one service
+	// behind one URL) need one store for them all: a proof accepted by
+	// one replica must be refused by every other, and each replica's
+	// memory holds only what it saw itself. Nil (one process, such as a
+	// gateway) keeps them in memory.
+	Replay ReplayStore
 	// Algs are the allowed "alg" values, default ES256, ES384, EdDSA. "none"
 	// and the HMAC algorithms are never allowed, whatever this says.
 	Algs []string
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+}
+
+// ReplayStore keeps the ids of accepted proofs for a Verifier (see
+// Options.Replay). It must be safe for concurrent use.
+type ReplayStore interface {
+	// Seen records id until until (after it, the proof can no longer pass
+	// the iat check) and says whether it was recorded already: a replay.
+	// id is the proof key's thumbprint and the proof's jti joined by a
+	// NUL byte, at most a few hundred bytes of any value: a store with
+	// limits on keys should keep it hashed. An error refuses the proof.
+	Seen(id string, until time.Time) (replayed bool, err error)
 }
 
 // DefaultAlgs are the algorithms a Verifier accepts unless told otherwise.
@@ -203,7 +222,26 @@ func (v *Verifier) Verify(proof string, r Request) (Proof, error) {
 // store is full). A resource server calls it once the access token is
 // verified and bound to p's key, so that a stranger's proofs (its own key,
 // a junk token) cannot fill the store; Verify is Check then Use.
-func (v *Verifier) Use(p Proof) error { return v.use(p.JKT, p.JTI, v.o.Now()) }
+//
+// A refusal is an *Error; a failure of Options.Replay is not (it wraps the
+// store's error): the proof is refused all the same, and the caller can
+// answer it as its own failure rather than the client's.
+func (v *Verifier) Use(p Proof) error {
+	now := v.o.Now()
+	if v.o.Replay == nil {
+		return v.use(p.JKT, p.JTI, now)
+	}
+	// A proof passes the iat check until iat+MaxAge, and iat is at most
+	// Skew ahead of now: now+MaxAge+Skew covers it.
+	replayed, err := v.o.Replay.Seen(p.JKT+"\x00"+p.JTI, now.Add(v.gen))
+	if err != nil {
+		return fmt.Errorf("dpop: replay store: %w", err)
+	}
+	if replayed {
+		return invalid("jti already used (replayed proof)")
+	}
+	return nil
+}
 
 // Check is Verify without recording the jti: everything but the replay.
 func (v *Verifier) Check(proof string, r Request) (Proof, error) {
@@ -400,7 +438,8 @@ func (v *Verifier) use(jkt, jti string, now time.Time) error {
 
 // Sweep forgets the proof ids that can no longer be replayed at now: the
 // generations older than MaxAge+Skew. Use does the same as proofs come;
-// Sweep is for a store that went quiet after a burst.
+// Sweep is for a store that went quiet after a burst. It does nothing to
+// an Options.Replay store: that is its owner's to sweep.
 func (v *Verifier) Sweep(now time.Time) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
@@ -413,7 +452,8 @@ func (v *Verifier) Sweep(now time.Time) {
 	}
 }
 
-// Held is how many proof ids the Verifier holds for replay detection.
+// Held is how many proof ids the Verifier holds in memory for replay
+// detection (0 with Options.Replay).
 func (v *Verifier) Held() int {
 	v.mu.Lock()
 	defer v.mu.Unlock()

@@ -73,45 +73,66 @@ func keyHash(key string) string {
 }
 
 // AddAdminKey makes a new admin key called name and returns it: the only
-// time it is seen, since only its hash is kept.
+// time it is seen, since only its hash is kept. The key is created on
+// condition that none of that name exists: of two additions of one name at
+// once, at one replica or two, one is made and the other is
+// ErrAdminKeyExists (never two keys handed out of which one is lost).
 func (a *Authority) AddAdminKey(name, who string) (string, AdminKeyInfo, error) {
 	if !adminKeyNames.MatchString(name) || name == BootstrapKey {
 		return "", AdminKeyInfo{}, ErrAdminKeyName
 	}
-	a.adminKeyMu.Lock()
+	a.adminKeyMu.Lock() // fewer conflicts here; the condition is what makes it right
 	defer a.adminKeyMu.Unlock()
-	var old AdminKey
-	if err := a.Store.GetDoc(docAdminKey, name, &old); err == nil {
-		return "", AdminKeyInfo{}, ErrAdminKeyExists
-	} else if !errors.Is(err, store.ErrNotFound) {
-		return "", AdminKeyInfo{}, err
-	}
 	key := adminKeyPrefix + base64.RawURLEncoding.EncodeToString(randomBytes(32))
 	k := AdminKey{Name: name, SHA256: keyHash(key), Created: time.Now().UTC(), CreatedBy: who}
-	if err := a.Store.PutDoc(docAdminKey, name, k); err != nil {
-		return "", AdminKeyInfo{}, err
+	err := retry(func() error {
+		err := a.Store.CommitDocs(nil, store.DocWrite{Kind: docAdminKey, ID: name, Value: k, ExpectAbsent: true},
+			store.DocWrite{Kind: docAdminKeyUsed, ID: name, Delete: true}) // a former key's use
+		if errors.Is(err, store.ErrConflict) {
+			// The key exists, or a concurrent write touched one of the
+			// two (a last use being recorded): which, the store says.
+			var old AdminKey
+			if gerr := a.Store.GetDoc(docAdminKey, name, &old); gerr == nil {
+				return ErrAdminKeyExists
+			} else if !errors.Is(gerr, store.ErrNotFound) {
+				return gerr
+			}
+		}
+		return err
+	})
+	if err != nil {
+		if errors.Is(err, ErrAdminKeyExists) {
+			return "", AdminKeyInfo{}, err
+		}
+		return "", AdminKeyInfo{}, fmt.Errorf("add admin key %q: %w", name, err)
 	}
-	_ = a.Store.DeleteDoc(docAdminKeyUsed, name) // a former key's use
 	a.log.Info("admin key added", "by", who, "key", name)
 	return key, AdminKeyInfo{Name: name, Created: k.Created, CreatedBy: who}, nil
 }
 
-// RevokeAdminKey deletes the admin key called name: it is refused from now
-// on. store.ErrNotFound if there is none.
+// RevokeAdminKey deletes the admin key called name, with its last use, on
+// condition that it is the key read (retried from a fresh read): it is
+// refused from now on. store.ErrNotFound if there is none.
 func (a *Authority) RevokeAdminKey(name, who string) error {
 	if name == BootstrapKey {
 		return fmt.Errorf("the bootstrap key is the configured admin token: remove or change admin_token_file (or EDGEID_AUTHORITY_ADMIN_TOKEN) and restart")
 	}
 	a.adminKeyMu.Lock()
 	defer a.adminKeyMu.Unlock()
-	var k AdminKey
-	if err := a.Store.GetDoc(docAdminKey, name, &k); err != nil {
+	err := retry(func() error {
+		var k AdminKey
+		ver, err := a.Store.GetDocVersion(docAdminKey, name, &k)
+		if err != nil {
+			return err
+		}
+		return a.Store.CommitDocs(nil, store.DocWrite{Kind: docAdminKey, ID: name, Delete: true, ExpectVersion: ver},
+			store.DocWrite{Kind: docAdminKeyUsed, ID: name, Delete: true})
+	})
+	if errors.Is(err, store.ErrNotFound) {
 		return err
+	} else if err != nil {
+		return fmt.Errorf("revoke admin key %q: %w", name, err)
 	}
-	if err := a.Store.DeleteDoc(docAdminKey, name); err != nil {
-		return err
-	}
-	_ = a.Store.DeleteDoc(docAdminKeyUsed, name)
 	a.log.Info("admin key revoked", "by", who, "key", name)
 	return nil
 }
@@ -170,8 +191,9 @@ func (a *Authority) adminKeyName(presented string) (string, error) {
 }
 
 // adminKeyUsed records that the key called name was used now, at most once
-// a minute a key, and never for a key revoked meanwhile. A failure is
-// logged: the record is for people, not a check.
+// a minute a key (per replica: adminUse is this replica's throttle), and
+// never for a key revoked meanwhile. A failure is logged: the record is
+// for people, not a check.
 func (a *Authority) adminKeyUsed(name string) {
 	now := time.Now().UTC()
 	a.mu.Lock()
@@ -186,14 +208,22 @@ func (a *Authority) adminKeyUsed(name string) {
 	a.mu.Unlock()
 	a.adminKeyMu.Lock()
 	defer a.adminKeyMu.Unlock()
-	if name != BootstrapKey {
-		var k AdminKey
-		if err := a.Store.GetDoc(docAdminKey, name, &k); err != nil {
-			return // revoked since
-		}
-	}
 	if err := a.Store.PutDoc(docAdminKeyUsed, name, now); err != nil {
 		a.log.Warn("admin key use not recorded", "key", name, "err", err)
+		return
+	}
+	if name == BootstrapKey {
+		return
+	}
+	// Written first, the key checked after: a revocation (which deletes the
+	// key and its use in one commit), here or at another replica, either
+	// comes after the write and deletes it, or before the check, which
+	// then deletes it.
+	var k AdminKey
+	if err := a.Store.GetDoc(docAdminKey, name, &k); errors.Is(err, store.ErrNotFound) {
+		if err := a.Store.DeleteDoc(docAdminKeyUsed, name); err != nil {
+			a.log.Warn("use of a revoked admin key not deleted", "key", name, "err", err)
+		}
 	}
 }
 

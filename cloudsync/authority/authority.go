@@ -61,35 +61,56 @@ type Config struct {
 }
 
 // Authority holds the registry and the keys.
+//
+// Any number of Authorities (replicas) may share one Storage: every piece
+// of state that decides a request is in it (documents, written by
+// conditional commits), and what each keeps in memory is either a copy
+// reloaded when the store changes (the token keyring, keys.go) or honestly
+// per replica, as its comment says (rate-limit buckets, adminUse, feed).
 type Authority struct {
 	cfg   Config
 	log   *slog.Logger
 	Store Storage
 	epoch string
 
-	keyMu    sync.Mutex
-	keys     keyring
-	tokenKey jwk.Key // private, signs device tokens (keys.Current)
-	feedKey  jwk.Key // private, signs feed batches
+	// The token keyring is a document all replicas share (keys.go); this
+	// is this replica's copy of it, so that no token needs a store read.
+	keyMu       sync.Mutex // guards the copy: held briefly, never across a store call
+	keys        keyring
+	keysVer     uint64     // the keyring document's version keys was read at
+	keysChecked time.Time  // when the version was last compared (before signing, at most once a second)
+	tokenKey    jwk.Key    // private, signs device tokens (keys.Current)
+	keyLoadMu   sync.Mutex // one reload at a time: a slow read never installs an older copy over a newer one
+	rotateMu    sync.Mutex // one rotation or promotion at a time here: fewer conflicts (the keyring's version condition makes it correct)
+	feedKey     jwk.Key    // private, signs feed batches
 
-	dpop *dpop.Verifier // DPoP proofs at the token endpoint (RFC 9449), with their replay store
+	// DPoP proofs at the token endpoint and for resource registration (RFC
+	// 9449), their ids kept in documents (dpopReplay): a proof used at one
+	// replica is refused by all.
+	dpop *dpop.Verifier
 
 	// revocation is Store.Revocation (a test makes it fail).
 	revocation func(kind store.RevocationKind, value string) (store.Revocation, bool, error)
 
-	adminKeyMu sync.Mutex // serialises changes to admin keys (adminkeys.go)
-	grantMu    sync.Mutex // orders a grant's revocation and its token issuance (devicegrant.go)
+	// adminKeyMu orders this process's changes to admin keys (adminkeys.go)
+	// so that they conflict less; the conditional commits are what make
+	// them correct between replicas.
+	adminKeyMu sync.Mutex
 
-	mu               sync.Mutex
-	adminUse         map[string]time.Time // when each admin key's last use was written
-	assertions       map[string]time.Time // client assertion ids seen, until they expire
-	feed             map[string]feedPos   // what each gateway has been sent (FeedLag)
-	assertionsPruned time.Time            // when seenAssertion last dropped expired ids
-	ticketSwept      time.Time            // when expired UMA permission tickets were last deleted
-	notify           chan struct{}        // closed and replaced at each applied batch
-	done             chan struct{}        // closed by Close: ends the event streams and the sweep
-	sweepDone        chan struct{}        // closed when the sweep goroutine has returned
-	closed           sync.Once
+	mu sync.Mutex
+	// adminUse is when this replica last wrote each admin key's last use: a
+	// throttle of that write, per replica (N replicas write at most N times
+	// a minute a key; the time listed is the latest any wrote).
+	adminUse map[string]time.Time
+	// feed is what each gateway has been sent by this replica (FeedLag): a
+	// gateway's stream is held by one replica, so each reports the
+	// gateways it serves.
+	feed        map[string]feedPos
+	ticketSwept time.Time     // when expired UMA permission tickets were last deleted
+	notify      chan struct{} // closed and replaced at each applied batch
+	done        chan struct{} // closed by Close: ends the event streams and the sweep
+	sweepDone   chan struct{} // closed when the sweep goroutine has returned
+	closed      sync.Once
 }
 
 // Close ends the gateways' event streams (before the HTTP server shuts down,
@@ -131,21 +152,22 @@ const (
 	docMeta    = "meta"
 )
 
-// New opens (or creates) the authority's state under cfg.StateDir.
+// New opens (or creates) the authority's state under cfg.StateDir. Several
+// Authorities may be made on one shared Storage (replicas); what the first
+// start makes (the epoch, the feed and token keys) is created on condition
+// that it is absent, so replicas starting at once agree on one of each.
 func New(cfg Config, st Storage, log *slog.Logger) (*Authority, error) {
 	if cfg.HeartbeatInterval <= 0 {
 		cfg.HeartbeatInterval = cloudsync.DefaultHeartbeatInterval
 	}
 	a := &Authority{cfg: cfg, log: log, Store: st, notify: make(chan struct{}), done: make(chan struct{}),
-		dpop: dpop.NewVerifier(dpop.Options{}), revocation: st.Revocation}
+		revocation: st.Revocation}
+	a.dpop = dpop.NewVerifier(dpop.Options{Replay: dpopReplay{a}})
 	var meta struct{ Epoch string }
-	if err := st.GetDoc(docMeta, "epoch", &meta); errors.Is(err, store.ErrNotFound) {
-		meta.Epoch = randomID(12)
-		if err := st.PutDoc(docMeta, "epoch", meta); err != nil {
-			return nil, err
-		}
-	} else if err != nil {
-		return nil, err
+	if err := createDoc(st, docMeta, "epoch", &meta, func() (any, error) {
+		return struct{ Epoch string }{randomID(12)}, nil
+	}); err != nil {
+		return nil, fmt.Errorf("epoch: %w", err)
 	}
 	a.epoch = meta.Epoch
 	var err error
@@ -155,7 +177,17 @@ func New(cfg Config, st Storage, log *slog.Logger) (*Authority, error) {
 	if a.feedKey, err = a.loadKey("feed"); err != nil {
 		return nil, err
 	}
-	st.Watch(func(store.Applied) { a.wake() })
+	// Every commit, this replica's or another's, may be a rotation or
+	// promotion of the token keys (each republishes the issuer, a commit).
+	st.Watch(func(store.Applied) {
+		if err := a.reloadKeys(); err != nil && !a.closing() {
+			a.log.Warn("token keyring not reloaded after a commit; read again before the next signature", "err", err)
+			a.keyMu.Lock()
+			a.keysChecked = time.Time{}
+			a.keyMu.Unlock()
+		}
+		a.wake()
+	})
 	// Gateways learn the authority's token keys from the feed like any issuer.
 	if err := a.publishIssuer(); err != nil {
 		return nil, err
@@ -169,31 +201,49 @@ func New(cfg Config, st Storage, log *slog.Logger) (*Authority, error) {
 	return a, nil
 }
 
+// createDoc loads the document kind/id into v, making it with fresh first
+// if there is none: on condition that it is still absent, so that of
+// several replicas starting at once on a new store one makes it and the
+// others load that one.
+func createDoc(st Storage, kind, id string, v any, fresh func() (any, error)) error {
+	err := st.GetDoc(kind, id, v)
+	if !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	nv, err := fresh()
+	if err != nil {
+		return err
+	}
+	err = st.CommitDocs(nil, store.DocWrite{Kind: kind, ID: id, Value: nv, ExpectAbsent: true})
+	if err != nil && !errors.Is(err, store.ErrConflict) {
+		return fmt.Errorf("create %s/%s: %w", kind, id, err)
+	}
+	// Ours, or the one another replica made first.
+	return st.GetDoc(kind, id, v)
+}
+
 func randomID(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
-// loadKey returns the named private key, making it on first start.
+// loadKey returns the named private key, making it on first start (of the
+// first replica: createDoc).
 func (a *Authority) loadKey(name string) (jwk.Key, error) {
 	var raw json.RawMessage
-	err := a.Store.GetDoc(docKey, name, &raw)
-	if err == nil {
-		return jwk.ParseKey(raw)
-	}
-	if !errors.Is(err, store.ErrNotFound) {
-		return nil, err
-	}
-	k, err := a.newKey(name)
+	err := createDoc(a.Store, docKey, name, &raw, func() (any, error) {
+		k, err := a.newKey(name)
+		if err != nil {
+			return nil, err
+		}
+		b, err := json.Marshal(k)
+		return json.RawMessage(b), err
+	})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s key: %w", name, err)
 	}
-	b, _ := json.Marshal(k)
-	if err := a.Store.PutDoc(docKey, name, json.RawMessage(b)); err != nil {
-		return nil, err
-	}
-	return k, nil
+	return jwk.ParseKey(raw)
 }
 
 // newKey makes a fresh ES256 private key for use name.
@@ -226,43 +276,6 @@ func (a *Authority) FeedPublicKey() (json.RawMessage, error) {
 		return nil, err
 	}
 	return json.Marshal(pub)
-}
-
-func (a *Authority) publishIssuer() error {
-	a.keyMu.Lock()
-	defer a.keyMu.Unlock()
-	return a.publishIssuerLocked()
-}
-
-// publishIssuerLocked puts the current key set into the feed (keyMu held).
-func (a *Authority) publishIssuerLocked() error {
-	set := jwk.NewSet()
-	for _, raw := range a.publicKeys() {
-		k, err := jwk.ParseKey(raw)
-		if err != nil {
-			return err
-		}
-		pub, err := k.PublicKey()
-		if err != nil {
-			return err
-		}
-		_ = set.AddKey(pub)
-	}
-	j, err := json.Marshal(set)
-	if err != nil {
-		return err
-	}
-	cur, err := a.Store.Issuers()
-	if err != nil {
-		return err
-	}
-	for _, is := range cur {
-		if is.Issuer == a.cfg.URL && jsonEqual(is.JWKS, j) {
-			return nil
-		}
-	}
-	_, err = a.Apply(&store.Batch{Issuers: []store.Issuer{{Issuer: a.cfg.URL, JWKS: j}}}, "system")
-	return err
 }
 
 func jsonEqual(a, b []byte) bool {
@@ -610,7 +623,9 @@ func (a *Authority) sent(gw string, rev uint64) {
 // FeedLag is how many changes the gateway furthest behind has not been
 // sent, over the gateways that asked for changes or held a stream within
 // the last window (those that did not are offline: the gateways listing
-// says since when); 0 with none.
+// says since when); 0 with none. Per replica: it covers the gateways this
+// replica served within the window (a gateway's stream is held by one),
+// so the fleet's lag is the largest any replica reports.
 func (a *Authority) FeedLag(window time.Duration) (uint64, error) {
 	head, err := a.Store.Rev()
 	if err != nil {

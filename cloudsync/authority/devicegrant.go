@@ -134,49 +134,73 @@ var errGrantRevoked = &OAuthError{"invalid_grant", "the refresh_token was revoke
 
 // recordGrantToken adds the access token jti (expiring at exp) to grant
 // family of device before it is handed out; errGrantRevoked if the grant
-// was revoked since the refresh was checked (grantMu orders the two).
+// was revoked since the refresh was checked.
+//
+// A conditional commit of the grant's token list, retried from a fresh
+// read: two tokens issued in one grant at once (at one replica or two)
+// are both kept. The list is read before the grant's revocation, and
+// revokeFamily writes the revocation and the list in one commit, so either
+// this sees the revocation or the revocation's commit conflicts with this
+// one and reads the list again, with this token.
 func (a *Authority) recordGrantToken(family, device, jti string, exp time.Time) error {
-	a.grantMu.Lock()
-	defer a.grantMu.Unlock()
-	if revoked, err := a.familyRevoked(family); err != nil {
-		return err
-	} else if revoked {
-		return errGrantRevoked
-	}
-	var g grantTokens
-	if err := a.Store.GetDoc(docGrantToks, family, &g); err != nil && !errors.Is(err, store.ErrNotFound) {
-		return err
-	}
-	now := time.Now()
-	live := g.Tokens[:0]
-	for _, t := range g.Tokens {
-		if now.Before(t.Exp.Add(time.Minute)) {
-			live = append(live, t)
+	err := retry(func() error {
+		var g grantTokens
+		ver, err := a.Store.GetDocVersion(docGrantToks, family, &g)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
 		}
+		if revoked, err := a.familyRevoked(family); err != nil {
+			return err
+		} else if revoked {
+			return errGrantRevoked
+		}
+		now := time.Now()
+		live := g.Tokens[:0]
+		for _, t := range g.Tokens {
+			if now.Before(t.Exp.Add(time.Minute)) {
+				live = append(live, t)
+			}
+		}
+		g.Device, g.Tokens = device, append(live, issuedToken{JTI: jti, Exp: exp})
+		g.Expires = now.Add(refreshTTL)
+		if exp.After(g.Expires) {
+			g.Expires = exp
+		}
+		return a.Store.CommitDocs(nil, store.DocWrite{Kind: docGrantToks, ID: family, Value: g, ExpectVersion: ver, ExpectAbsent: ver == 0})
+	})
+	if err != nil && !errors.Is(err, errGrantRevoked) {
+		return fmt.Errorf("record the token with its grant: %w", err)
 	}
-	g.Device, g.Tokens = device, append(live, issuedToken{JTI: jti, Exp: exp})
-	g.Expires = now.Add(refreshTTL)
-	if exp.After(g.Expires) {
-		g.Expires = exp
-	}
-	return a.Store.PutDoc(docGrantToks, family, g)
+	return err
 }
 
 // revokeFamily revokes a grant: every refresh token of it, the ones rotated
 // from it later included, and every access token issued in it that may
 // still be live (jti revocations, synced to the gateways, which end the
 // sessions that use them). who is recorded with the revocations.
+//
+// The grant's revocation is committed with its token list as read, on
+// condition of that list's version (recordGrantToken says why): the
+// tokens revoked are every token issued in the grant.
 func (a *Authority) revokeFamily(family, reason, who string) error {
-	a.grantMu.Lock()
-	if err := a.Store.PutDoc(docFamily, family, spentRefresh{Family: family, Expires: time.Now().Add(refreshTTL)}); err != nil {
-		a.grantMu.Unlock()
-		return err
-	}
 	var g grantTokens
-	err := a.Store.GetDoc(docGrantToks, family, &g)
-	a.grantMu.Unlock()
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		return fmt.Errorf("grant revoked, its access tokens not: %w", err)
+	err := retry(func() error {
+		g = grantTokens{}
+		ver, err := a.Store.GetDocVersion(docGrantToks, family, &g)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		now := time.Now()
+		list := g
+		if list.Expires.Before(now.Add(refreshTTL)) {
+			list.Expires = now.Add(refreshTTL) // kept as long as the revocation: a late issuance still conflicts
+		}
+		return a.Store.CommitDocs(nil,
+			store.DocWrite{Kind: docFamily, ID: family, Value: spentRefresh{Family: family, Expires: now.Add(refreshTTL)}},
+			store.DocWrite{Kind: docGrantToks, ID: family, Value: list, ExpectVersion: ver, ExpectAbsent: ver == 0})
+	})
+	if err != nil {
+		return fmt.Errorf("revoke grant: %w", err)
 	}
 	var rs []store.Revocation
 	now := time.Now()

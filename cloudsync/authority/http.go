@@ -143,8 +143,14 @@ func (h *Handler) gatewayAuth(r *http.Request) (string, error) {
 		}
 		return jwk.ParseKey(g.Key)
 	}, time.Now())
-	if err == nil && !h.A.seenAssertion("gw:"+as.Gateway+"/"+as.JTI, as.Expires) {
-		err = fmt.Errorf("assertion %s of gateway %q replayed", as.JTI, as.Gateway)
+	if err == nil {
+		// Refused when replayed, and when it cannot be recorded as spent
+		// (fail closed); the reason is logged by the caller.
+		if uerr := h.A.useAssertion("gw:"+as.Gateway+"/"+as.JTI, as.Expires); errors.Is(uerr, errReplayed) {
+			err = fmt.Errorf("assertion %s of gateway %q replayed", as.JTI, as.Gateway)
+		} else if uerr != nil {
+			err = fmt.Errorf("assertion of gateway %q: %w", as.Gateway, uerr)
+		}
 	}
 	if err != nil {
 		return "", err

@@ -2,6 +2,7 @@ package authority
 
 import (
 	"errors"
+	"fmt"
 	"hash/fnv"
 	"math"
 	"net"
@@ -27,7 +28,11 @@ import (
 //     authorization requests per client address: token buckets
 //     (golang.org/x/time/rate) in memory. They are there against floods, not
 //     guessing (that is the lockout's and the pairing code's job), so losing
-//     them at a restart or keeping them per replica does no harm.
+//     them at a restart does no harm, and they are per replica on purpose:
+//     each replica limits what it serves itself, so behind a load balancer
+//     over N replicas a client gets up to N times each rate. Sharing them
+//     would cost a store write per request, for a bound that is about
+//     load, which each replica's own bucket bounds.
 //
 // A refused request is answered 429 Too Many Requests (RFC 6585) with
 // Retry-After in seconds: a page for the pages, an OAuth error for the OAuth
@@ -98,8 +103,9 @@ type limits struct {
 
 	register, token, deviceAuthorization *addrLimiter
 
-	// stripes make each login counter's read-modify-write single-writer in
-	// this process (see loginCounters).
+	// stripes make each login counter's updates single-writer in this
+	// process, only to spare them conflicts with each other: the
+	// conditional commit is what makes them correct (see loginCounters).
 	stripes [64]sync.Mutex
 }
 
@@ -153,7 +159,8 @@ func clientAddr(r *http.Request) string {
 	return ip.String()
 }
 
-// addrLimiter is a token bucket per client address.
+// addrLimiter is a token bucket per client address, in this replica's
+// memory: per replica (see the top of this file for why).
 type addrLimiter struct {
 	mu   sync.Mutex
 	rate Rate
@@ -322,13 +329,12 @@ type loginKey struct {
 
 // loginCounters keep the login counters as store documents.
 //
-// Each update is a read-modify-write of one document (GetDoc, PutDoc),
-// made single-writer per key in this process by a striped mutex: two
-// failures at the same moment both count. Two processes sharing one store
-// (replicas over a shared database) could each read the same count and
-// lose one increment under such a race; an attacker gains at most one
-// guess per lost increment, and the per-account and per-address counters
-// still bound the total.
+// Each update is a conditional commit of one document: read with its
+// version, written on condition that it is still that version (or still
+// absent), retried from a fresh read on a conflict. Two failures at the
+// same moment both count, at one replica or at two sharing a store. The
+// striped mutex makes each counter single-writer within this process,
+// which only spares this process's requests conflicts with each other.
 type loginCounters struct {
 	x     *limits
 	store Storage
@@ -340,32 +346,37 @@ func (c loginCounters) stripe(id string) *sync.Mutex {
 	return &c.x.stripes[h.Sum32()%uint32(len(c.x.stripes))]
 }
 
-// load reads the counter id; an expired one is deleted and reads as none.
-func (c loginCounters) load(id string, now time.Time) (loginCounter, error) {
+// load reads the counter id and its version (0: none); an expired one
+// reads as none (its version kept, for writing over it).
+func (c loginCounters) load(id string, now time.Time) (loginCounter, uint64, error) {
 	var lc loginCounter
-	err := c.store.GetDoc(docLoginFailures, id, &lc)
+	ver, err := c.store.GetDocVersion(docLoginFailures, id, &lc)
 	if errors.Is(err, store.ErrNotFound) {
-		return loginCounter{}, nil
+		return loginCounter{}, 0, nil
 	}
 	if err != nil {
-		return loginCounter{}, err
+		return loginCounter{}, 0, fmt.Errorf("read a login counter: %w", err)
 	}
 	if !now.Before(lc.Expires) {
-		_ = c.store.DeleteDoc(docLoginFailures, id)
-		return loginCounter{}, nil
+		return loginCounter{}, ver, nil
 	}
-	return lc, nil
+	return lc, ver, nil
 }
 
 // locked reports whether a login of user from addr is locked out now, and
 // until when (the latest of its locked counters). A store error locks
-// (fails closed).
+// (fails closed). An expired counter is deleted, on condition that it is
+// still the version read (a failure counted meanwhile stays).
 func (c loginCounters) locked(user, addr string, now time.Time) (bool, time.Time, error) {
 	var until time.Time
 	for _, k := range loginKeys(c.x.get(), user, addr) {
-		lc, err := c.load(hashCode(k.key), now)
+		id := hashCode(k.key)
+		lc, ver, err := c.load(id, now)
 		if err != nil {
 			return true, now.Add(time.Minute), err
+		}
+		if ver != 0 && lc.Expires.IsZero() { // stored, and expired: load read it as none
+			_ = c.store.CommitDocs(nil, store.DocWrite{Kind: docLoginFailures, ID: id, Delete: true, ExpectVersion: ver})
 		}
 		if now.Before(lc.LockedUntil) && lc.LockedUntil.After(until) {
 			until = lc.LockedUntil
@@ -389,29 +400,35 @@ func (c loginCounters) count(l Limits, k loginKey, now time.Time) error {
 	mu := c.stripe(id)
 	mu.Lock()
 	defer mu.Unlock()
-	lc, err := c.load(id, now)
-	if err != nil {
-		return err
-	}
-	lc.Key = k.key
-	if lc.First.IsZero() || now.Sub(lc.First) >= l.LoginWindow {
-		lc.Failures, lc.First = 0, now
-	}
-	lc.Failures++
-	lc.Expires = lc.First.Add(l.LoginWindow)
-	if k.max > 0 && lc.Failures >= k.max {
-		lock := l.LoginLock << min(lc.Locks, 20)
-		if lock > l.LoginMaxLock || lock <= 0 {
-			lock = l.LoginMaxLock
+	err := retry(func() error {
+		lc, ver, err := c.load(id, now)
+		if err != nil {
+			return err
 		}
-		lc.LockedUntil = now.Add(lock)
-		lc.Locks++
-		lc.Failures, lc.First = 0, time.Time{}
+		lc.Key = k.key
+		if lc.First.IsZero() || now.Sub(lc.First) >= l.LoginWindow {
+			lc.Failures, lc.First = 0, now
+		}
+		lc.Failures++
+		lc.Expires = lc.First.Add(l.LoginWindow)
+		if k.max > 0 && lc.Failures >= k.max {
+			lock := l.LoginLock << min(lc.Locks, 20)
+			if lock > l.LoginMaxLock || lock <= 0 {
+				lock = l.LoginMaxLock
+			}
+			lc.LockedUntil = now.Add(lock)
+			lc.Locks++
+			lc.Failures, lc.First = 0, time.Time{}
+		}
+		if !lc.LockedUntil.IsZero() {
+			lc.Expires = maxTime(lc.Expires, lc.LockedUntil.Add(l.LoginMaxLock))
+		}
+		return c.store.CommitDocs(nil, store.DocWrite{Kind: docLoginFailures, ID: id, Value: lc, ExpectVersion: ver, ExpectAbsent: ver == 0})
+	})
+	if err != nil {
+		return fmt.Errorf("count a failed login: %w", err)
 	}
-	if !lc.LockedUntil.IsZero() {
-		lc.Expires = maxTime(lc.Expires, lc.LockedUntil.Add(l.LoginMaxLock))
-	}
-	return c.store.PutDoc(docLoginFailures, id, lc)
+	return nil
 }
 
 // succeeded forgets the failures of user at addr (not those of the

@@ -192,6 +192,11 @@ func (a *Authority) RegisterResource(owner string, in ResourceInput) (string, er
 	if err := checkResource(in); err != nil {
 		return "", err
 	}
+	// The bound is on what the listing read: registrations at the same
+	// moment (at one replica or several) may pass it by as many as there
+	// are. It bounds what one subject stores, not what it may do, so
+	// that is no harm; an exact bound would need a count per owner
+	// written with every registration and deletion.
 	mine, err := a.registeredBy(owner)
 	if err != nil {
 		return "", err
@@ -201,7 +206,7 @@ func (a *Authority) RegisterResource(owner string, in ResourceInput) (string, er
 	}
 	r := registeredResource{ID: "rs_" + randomID(12), Owner: owner, Name: in.Name, Type: in.Type, Description: in.Description,
 		IconURI: in.IconURI, Scopes: slices.Clone(in.ResourceScopes), Created: time.Now().UTC()}
-	if err := a.Store.PutDoc(docResource, r.ID, r); err != nil {
+	if err := a.Store.CommitDocs(nil, store.DocWrite{Kind: docResource, ID: r.ID, Value: r, ExpectAbsent: true}); err != nil {
 		return "", fmt.Errorf("save resource: %w", err)
 	}
 	a.log.Info("resource registered", "owner", owner, "resource", r.ID)
@@ -210,9 +215,11 @@ func (a *Authority) RegisterResource(owner string, in ResourceInput) (string, er
 
 // UpdateResource replaces the description of a resource owner registered.
 // A device's resource is ErrDerived; one that is not owner's ErrNoResource.
+// The resource is written on condition that it is the version read
+// (retried from a fresh read): an update never brings back a resource
+// deleted meanwhile, at this replica or another.
 func (a *Authority) UpdateResource(owner, id string, in ResourceInput) error {
-	r, err := a.ownRegistered(owner, id)
-	if err != nil {
+	if _, _, err := a.ownRegistered(owner, id); err != nil {
 		return err
 	}
 	if in.ID != "" && in.ID != id {
@@ -221,47 +228,67 @@ func (a *Authority) UpdateResource(owner, id string, in ResourceInput) error {
 	if err := checkResource(in); err != nil {
 		return err
 	}
-	r.Name, r.Type, r.Description, r.IconURI, r.Scopes, r.Updated = in.Name, in.Type, in.Description, in.IconURI, slices.Clone(in.ResourceScopes), time.Now().UTC()
-	if err := a.Store.PutDoc(docResource, id, r); err != nil {
-		return fmt.Errorf("save resource %q: %w", id, err)
+	err := retry(func() error {
+		r, ver, err := a.ownRegistered(owner, id)
+		if err != nil {
+			return err
+		}
+		r.Name, r.Type, r.Description, r.IconURI, r.Scopes, r.Updated = in.Name, in.Type, in.Description, in.IconURI, slices.Clone(in.ResourceScopes), time.Now().UTC()
+		if err := a.Store.CommitDocs(nil, store.DocWrite{Kind: docResource, ID: id, Value: r, ExpectVersion: ver}); err != nil {
+			return fmt.Errorf("save resource %q: %w", id, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	a.log.Info("resource updated", "owner", owner, "resource", id)
 	return nil
 }
 
-// DeleteResource deletes a resource owner registered.
+// DeleteResource deletes a resource owner registered, on condition that it
+// is the version read (retried from a fresh read).
 func (a *Authority) DeleteResource(owner, id string) error {
-	if _, err := a.ownRegistered(owner, id); err != nil {
+	err := retry(func() error {
+		_, ver, err := a.ownRegistered(owner, id)
+		if err != nil {
+			return err
+		}
+		if err := a.Store.CommitDocs(nil, store.DocWrite{Kind: docResource, ID: id, Delete: true, ExpectVersion: ver}); err != nil {
+			return fmt.Errorf("delete resource %q: %w", id, err)
+		}
+		return nil
+	})
+	if err != nil {
 		return err
-	}
-	if err := a.Store.DeleteDoc(docResource, id); err != nil {
-		return fmt.Errorf("delete resource %q: %w", id, err)
 	}
 	a.log.Info("resource deleted", "owner", owner, "resource", id)
 	return nil
 }
 
-// ownRegistered loads a resource owner registered: ErrDerived for one of
-// owner's devices' resources, ErrNoResource for anything else.
-func (a *Authority) ownRegistered(owner, id string) (registeredResource, error) {
+// ownRegistered loads a resource owner registered and its version:
+// ErrDerived for one of owner's devices' resources, ErrNoResource for
+// anything else.
+func (a *Authority) ownRegistered(owner, id string) (registeredResource, uint64, error) {
 	if _, _, ok := store.ParseResourceID(id); ok {
 		r, err := a.Resource(id)
 		if err != nil {
-			return registeredResource{}, err
+			return registeredResource{}, 0, err
 		}
 		if r.Owner != owner {
-			return registeredResource{}, ErrNoResource
+			return registeredResource{}, 0, ErrNoResource
 		}
-		return registeredResource{}, ErrDerived
+		return registeredResource{}, 0, ErrDerived
 	}
-	r, err := a.registered(id)
+	var r registeredResource
+	ver, err := a.Store.GetDocVersion(docResource, id, &r)
 	if errors.Is(err, store.ErrNotFound) || (err == nil && r.Owner != owner) {
-		return registeredResource{}, ErrNoResource
+		return registeredResource{}, 0, ErrNoResource
 	}
 	if err != nil {
-		return registeredResource{}, fmt.Errorf("load resource %q: %w", id, err)
+		return registeredResource{}, 0, fmt.Errorf("load resource %q: %w", id, err)
 	}
-	return r, nil
+	return r, ver, nil
 }
 
 // patError is a refusal of a protection API token (RFC 6750 §3.1).
@@ -348,7 +375,11 @@ func (a *Authority) protectionSubject(r *http.Request) (string, *patError, error
 			err = errors.New("the proof's key is not the one the token is bound to")
 		}
 		if err == nil {
-			err = a.dpop.Use(p)
+			if err = a.dpop.Use(p); err != nil && !errors.As(err, new(*dpop.Error)) {
+				// The replay store failed: refused (fail closed), as the
+				// authority's failure, not the client's.
+				return "", nil, fmt.Errorf("record the DPoP proof: %w", err)
+			}
 		}
 		if err != nil {
 			desc := err.Error()
@@ -399,6 +430,8 @@ func answerResource(w http.ResponseWriter, id string, err error) {
 		fail(w, http.StatusBadRequest, "invalid_request", fmt.Sprintf("resource %q is %v", id, ErrDerived))
 	case errors.As(err, &fe):
 		fail(w, http.StatusBadRequest, "invalid_request", fe.Error())
+	case errors.Is(err, store.ErrConflict):
+		fail(w, http.StatusConflict, "conflict", fmt.Sprintf("resource %q kept changing while it was written; try again", id))
 	default:
 		fail(w, http.StatusInternalServerError, "server_error", "the authority could not read its resources; try again")
 	}

@@ -11,8 +11,10 @@ import (
 // The sweep deletes the authority's short-lived documents once they have
 // expired: refresh tokens (live, spent and revoked grants, and the access
 // tokens recorded with a grant), device and user codes, gateway enrollment
-// codes, UMA permission tickets, and the in-memory replay entries of client
-// and gateway assertions and DPoP proofs.
+// codes, UMA permission tickets, and the replay entries of client and
+// gateway assertions and DPoP proofs (documents shared by the replicas:
+// token.go). With replicas, each sweeps; deleting what another deleted
+// already is no harm.
 //
 // A goroutine owned by the Authority (started by New, stopped by Close)
 // rather than cleanup when a record is next read: the records that pile up
@@ -72,6 +74,8 @@ func (a *Authority) Sweep(now time.Time) (SweepResult, error) {
 		{docGrantToks, expiredBy[grantTokens](cut)},
 		{docDeviceCode, expiredBy[pendingPairing](cut)},
 		{docCode, expiredBy[enrollCode](cut)},
+		{docAssertion, expiredBy[spentID](cut)},
+		{docDPoPProof, expiredBy[spentID](cut)},
 	} {
 		n, err := a.sweepDocs(k.kind, k.dead)
 		res[k.kind] = n
@@ -97,17 +101,6 @@ func (a *Authority) Sweep(now time.Time) (SweepResult, error) {
 		return res, err
 	}
 	a.sweepTickets()
-	a.mu.Lock()
-	for k, exp := range a.assertions {
-		if exp.Add(sweepGrace).Before(now) {
-			delete(a.assertions, k)
-			res["assertion"]++
-		}
-	}
-	a.mu.Unlock()
-	held := a.dpop.Held()
-	a.dpop.Sweep(now)
-	res["dpop-proof"] = held - a.dpop.Held()
 	total := 0
 	for _, n := range res {
 		total += n
@@ -115,13 +108,14 @@ func (a *Authority) Sweep(now time.Time) (SweepResult, error) {
 	if total > 0 {
 		a.log.Info("expired records swept", "deleted", total, "refresh", res[docRefresh], "spent_refresh", res[docRefreshOld],
 			"revoked_grants", res[docFamily], "grant_tokens", res[docGrantToks], "device_codes", res[docDeviceCode],
-			"user_codes", res[docUserCode], "enroll_codes", res[docCode], "assertions", res["assertion"], "dpop_proofs", res["dpop-proof"])
+			"user_codes", res[docUserCode], "enroll_codes", res[docCode], "assertions", res[docAssertion], "dpop_proofs", res[docDPoPProof])
 	}
 	return res, nil
 }
 
 // sweepDocs deletes the documents of kind that dead says are dead (a record
-// that does not decode is left, and logged: it is not ours to judge).
+// that does not decode is left, and logged: it is not ours to judge), each
+// on condition that it is still the version judged.
 func (a *Authority) sweepDocs(kind string, dead func([]byte) (bool, error)) (int, error) {
 	var ids []string
 	bad := 0
@@ -148,12 +142,32 @@ func (a *Authority) sweepDocs(kind string, dead func([]byte) (bool, error)) (int
 	if err != nil {
 		return 0, err
 	}
-	for i, id := range ids {
-		if err := a.Store.DeleteDoc(kind, id); err != nil {
-			return i, err
+	// Each is read again with its version and deleted on condition of it:
+	// one written meanwhile (a grant's token list that grew, a replay
+	// entry spent again, at this replica or another) is not dead any more.
+	n := 0
+	for _, id := range ids {
+		var raw json.RawMessage
+		ver, err := a.Store.GetDocVersion(kind, id, &raw)
+		if errors.Is(err, store.ErrNotFound) {
+			continue // deleted already (another replica's sweep)
 		}
+		if err != nil {
+			return n, err
+		}
+		if d, err := dead(raw); err != nil || !d {
+			continue
+		}
+		err = a.Store.CommitDocs(nil, store.DocWrite{Kind: kind, ID: id, Delete: true, ExpectVersion: ver})
+		if errors.Is(err, store.ErrConflict) {
+			continue // written meanwhile: the next sweep judges it again
+		}
+		if err != nil {
+			return n, err
+		}
+		n++
 	}
-	return len(ids), nil
+	return n, nil
 }
 
 var errClosing = errors.New("the authority is closing")

@@ -119,8 +119,13 @@ func (a *Authority) clientAuth(clientID, assertionType, assertion, audience stri
 		if exp.After(time.Now().Add(maxAssertionLife + 30*time.Second)) {
 			return bad(fmt.Sprintf("client assertion: exp more than %s ahead", maxAssertionLife), badAssertion)
 		}
-		if !a.seenAssertion(clientID+"/"+jti, exp) {
+		if err := a.useAssertion(clientID+"/"+jti, exp); errors.Is(err, errReplayed) {
 			return bad("client assertion replayed", "client assertion already used")
+		} else if err != nil {
+			// Fail closed: an assertion that cannot be recorded as spent
+			// could be replayed.
+			a.log.Error("client authentication refused", "device", clientID, "reason", err.Error())
+			return store.Device{}, nil, &OAuthError{"server_error", "the authority could not record the client assertion; try again", http.StatusInternalServerError}
 		}
 		thumb, err := key.Thumbprint(crypto.SHA256)
 		if err != nil {
@@ -199,7 +204,9 @@ func (a *Authority) authenticate(c tokenClient) (store.Device, map[string]string
 		if errors.As(err, &e) {
 			return bad(e.Detail)
 		}
-		return bad(err.Error())
+		// The replay store failed (not the client): refused all the same.
+		a.log.Error("DPoP proof refused", "device", c.id, "reason", err.Error())
+		return store.Device{}, nil, "", &OAuthError{"server_error", "the authority could not record the DPoP proof; try again", http.StatusInternalServerError}
 	}
 	return d, cnf, p.JKT, nil
 }
@@ -334,14 +341,6 @@ const ClientAssertionType = device.ClientAssertionType
 // maxAssertionLife is how far ahead a client assertion's exp may be.
 const maxAssertionLife = time.Hour
 
-// maxAssertions bounds the replay store: past it, new assertions are
-// refused until old ones expire (only assertions with a valid signature are
-// recorded, so only registered clients can fill it).
-const maxAssertions = 100_000
-
-// assertionPruneEvery is how often seenAssertion drops expired ids.
-const assertionPruneEvery = 10 * time.Second
-
 // assertionClient is the client an unverified client assertion names: its
 // sub, when its iss is the same (RFC 7523 §3); "" otherwise.
 func assertionClient(assertion string) string {
@@ -357,34 +356,97 @@ func assertionClient(assertion string) string {
 	return sub
 }
 
-// seenAssertion records a client assertion id until it expires; false if it
-// was already used (replay), or if the store is full.
-func (a *Authority) seenAssertion(id string, exp time.Time) bool {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	now := time.Now()
-	if a.assertions == nil {
-		a.assertions = map[string]time.Time{}
-	}
-	// Expired ids go here at most every few seconds (or when the store is
-	// full), and at every sweep (sweep.go): not a walk of the map per request.
-	if len(a.assertions) >= maxAssertions || now.Sub(a.assertionsPruned) > assertionPruneEvery {
-		a.assertionsPruned = now
-		for k, e := range a.assertions {
-			if now.After(e.Add(time.Minute)) {
-				delete(a.assertions, k)
-			}
+// Replay entries (issue 16): the ids of client and gateway assertions and
+// of DPoP proofs, spent, are documents, so that an id spent at one replica
+// is refused by every other (a replica's memory knows only what it saw).
+// Each is created on condition that it is absent: of two requests with one
+// id, at one replica or two, one creates it and the other is a replay. It
+// is kept under the hash of the id (it names no assertion or proof) until
+// it expires, and sweepGrace after, when the sweep deletes it (sweep.go).
+// No count bounds them: only an assertion with a valid signature of a
+// registered device or enrolled gateway, or a proof at the token endpoint
+// of an authenticated client, is recorded, each for at most an hour
+// (maxAssertionLife) or a minute, and token requests are rate-limited per
+// address.
+const (
+	docAssertion = "assertion"
+	docDPoPProof = "dpop-proof"
+)
+
+// spentID is a replay entry's document: its id is refused until Expires.
+type spentID struct {
+	Expires time.Time `json:"expires"`
+}
+
+func (s spentID) expiry() time.Time { return s.Expires }
+
+// errReplayed is an assertion id spent before, at any replica.
+var errReplayed = errors.New("already used")
+
+// spend records that id of kind was used, valid until until: true if it
+// was not spent before. An entry that has expired but is not swept yet is
+// written over, on condition of its version. A store error is an error
+// (the caller refuses); an id contended by more writers than spendAttempts
+// is a replay.
+func (a *Authority) spend(kind, id string, until time.Time) (bool, error) {
+	h := hashCode(id)
+	entry := store.DocWrite{Kind: kind, ID: h, Value: spentID{Expires: until}, ExpectAbsent: true}
+	for range spendAttempts {
+		err := a.Store.CommitDocs(nil, entry)
+		if err == nil {
+			return true, nil
+		}
+		if !errors.Is(err, store.ErrConflict) {
+			return false, fmt.Errorf("record %s %s: %w", kind, h, err)
+		}
+		var old spentID
+		ver, err := a.Store.GetDocVersion(kind, h, &old)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			continue // swept meanwhile (it had expired): create it again
+		case err != nil:
+			return false, fmt.Errorf("read %s %s: %w", kind, h, err)
+		case time.Now().Before(old.Expires.Add(sweepGrace)):
+			return false, nil
+		}
+		over := entry
+		over.ExpectAbsent, over.ExpectVersion = false, ver
+		err = a.Store.CommitDocs(nil, over)
+		if err == nil {
+			return true, nil
+		}
+		if !errors.Is(err, store.ErrConflict) {
+			return false, fmt.Errorf("record %s %s: %w", kind, h, err)
 		}
 	}
-	if _, dup := a.assertions[id]; dup {
-		return false
+	return false, nil
+}
+
+// spendAttempts bounds spend's loop: each turn means another writer of the
+// same id, which only a replay makes.
+const spendAttempts = 3
+
+// useAssertion spends a client or gateway assertion id that is valid
+// until exp: errReplayed if it was used before, at any replica; a store
+// error is returned wrapped (the caller refuses, and logs it).
+func (a *Authority) useAssertion(id string, exp time.Time) error {
+	fresh, err := a.spend(docAssertion, id, exp)
+	if err != nil {
+		return fmt.Errorf("replay check: %w", err)
 	}
-	if len(a.assertions) >= maxAssertions {
-		a.log.Warn("client assertion refused: replay store full", "entries", len(a.assertions))
-		return false
+	if !fresh {
+		return errReplayed
 	}
-	a.assertions[id] = exp
-	return true
+	return nil
+}
+
+// dpopReplay is the DPoP verifier's replay store (dpop.Options.Replay):
+// documents, shared by every replica, as spend keeps them.
+type dpopReplay struct{ a *Authority }
+
+func (r dpopReplay) Seen(id string, until time.Time) (bool, error) {
+	fresh, err := r.a.spend(docDPoPProof, id, until)
+	return !fresh && err == nil, err
 }
 
 func (h *Handler) token(w http.ResponseWriter, r *http.Request) {
