@@ -243,10 +243,10 @@ func (s *Store) listen(conn *pgx.Conn) {
 
 // catchUp tells the watchers of the revs committed up to now.
 func (s *Store) catchUp() {
-	ctx, cancel := s.call()
-	defer cancel()
 	s.commitMu.Lock()
 	defer s.commitMu.Unlock()
+	ctx, cancel := s.call()
+	defer cancel()
 	rev, err := s.rev(ctx)
 	if err != nil {
 		s.log.Warn("pgstore: change listener: read the rev", "err", err)
