@@ -278,3 +278,26 @@ func TestSweepsExpiredRevocations(t *testing.T) {
 		t.Fatalf("after a sweeping commit: %d revocation rows, %d reach rows; want the one unexpired", r, n)
 	}
 }
+
+// A log whose early entries an operator removed answers ErrLogTrimmed to a
+// reader that needs them, as the Badger store's does.
+func TestLogTrimmed(t *testing.T) {
+	dsn := migrated(t)
+	s := open(t, dsn)
+	for i := range 4 {
+		if _, err := s.ApplyLoggedBy(&store.Batch{Users: []store.User{{ID: fmt.Sprint("u", i), Status: store.UserActive}}}, "t"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	exec(t, dsn, `DELETE FROM log WHERE rev <= 2`)
+	if es, err := s.LogSince(1, 10); !errors.Is(err, store.ErrLogTrimmed) {
+		t.Fatalf("LogSince(1) = %d entries, %v; want ErrLogTrimmed", len(es), err)
+	}
+	if es, err := s.LogSince(2, 10); err != nil || len(es) != 2 || es[0].Rev != 3 {
+		t.Fatalf("LogSince(2) = %+v, %v", es, err)
+	}
+	// From 0 is "whatever is there", as Badger's.
+	if es, err := s.LogSince(0, 10); err != nil || len(es) != 2 || es[0].Rev != 3 {
+		t.Fatalf("LogSince(0) = %+v, %v", es, err)
+	}
+}
