@@ -8,10 +8,12 @@ import (
 	"net/url"
 	"os"
 	"reflect"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
 
@@ -42,6 +44,11 @@ type Config struct {
 	URL string `mapstructure:"url"`
 	// StateDir holds the Badger store, the signing keys and the self-signed TLS pair.
 	StateDir string `mapstructure:"state_dir"`
+	// Storage is where the registry, the change log and the authority's
+	// documents live: badger (embedded, under state_dir/store: one
+	// process) or postgres (postgres.dsn: any number of replicas).
+	Storage  string   `mapstructure:"storage"`
+	Postgres Postgres `mapstructure:"postgres"`
 	// AdminTokenFile holds the admin API's bearer token; the
 	// EDGEID_AUTHORITY_ADMIN_TOKEN variable, when set, is used instead.
 	AdminTokenFile string `mapstructure:"admin_token_file"`
@@ -71,6 +78,17 @@ type Config struct {
 	MetricsListen string `mapstructure:"metrics_listen"`
 }
 
+// Postgres is the shared database of storage: postgres.
+type Postgres struct {
+	// DSN names the database (a postgres:// URL or key=value words). Keep
+	// the password out of it: libpq's PGPASSFILE or a client certificate
+	// (sslcert, sslkey) are read as usual.
+	DSN string `mapstructure:"dsn"`
+	// MaxConns is the connection pool's size per process ("" is pgx's
+	// default: 4, or the number of CPUs if more).
+	MaxConns string `mapstructure:"max_conns"`
+}
+
 // Log configures log/slog output.
 type Log struct {
 	// Level is debug, info, warn or error.
@@ -86,6 +104,7 @@ func Default() Config {
 	return Config{
 		Listen:              ":8443",
 		StateDir:            "/var/lib/edgeid-authority",
+		Storage:             "badger",
 		TokenAudience:       "edgeid",
 		TokenTTL:            time.Hour,
 		MaxTokenLifetime:    24 * time.Hour,
@@ -159,6 +178,9 @@ var flagHelp = map[string]string{
 	"url":                   "public base URL, the iss of its tokens (default https://localhost:<port>)",
 	"state_dir":             "state directory (Badger store, keys, TLS)",
 	"admin_token_file":      "file holding the admin API bearer token (or EDGEID_AUTHORITY_ADMIN_TOKEN)",
+	"storage":               "badger (embedded, one process) or postgres (postgres.dsn, shared by replicas)",
+	"postgres.dsn":          "PostgreSQL connection string (URL or key=value; password from PGPASSFILE, not here)",
+	"postgres.max_conns":    "connection pool size per process (empty: pgx's default)",
 	"tls_cert":              "TLS certificate (PEM); empty: a self-signed one kept in the state directory",
 	"tls_key":               "TLS key (PEM)",
 	"token_audience":        "aud of the device tokens it issues (the gateways' auth.audiences)",
@@ -503,6 +525,22 @@ func (c Config) problems() []keyError {
 		bad("pairing_code_ttl", "%s is not longer than pairing_poll_interval (%s): a device could not poll once; give minutes (e.g. 10m)",
 			formatDuration(c.PairingCodeTTL), formatDuration(c.PairingPollInterval))
 	}
+	switch c.Storage {
+	case "badger":
+	case "postgres":
+		if strings.TrimSpace(c.Postgres.DSN) == "" {
+			bad("postgres.dsn", "is empty; give the database's connection string (e.g. postgres://edgeid@db.internal/edgeid?sslmode=verify-full)")
+		} else if _, err := pgconn.ParseConfig(c.Postgres.DSN); err != nil {
+			bad("postgres.dsn", "is not a PostgreSQL connection string: %s", redactDSNError(err))
+		}
+	default:
+		bad("storage", "%q is not one of badger, postgres", c.Storage)
+	}
+	if m := c.Postgres.MaxConns; m != "" {
+		if n, err := strconv.Atoi(m); err != nil || n < 1 || n > 1000 {
+			bad("postgres.max_conns", "%q is not a number from 1 to 1000", m)
+		}
+	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
@@ -567,6 +605,9 @@ func writeConfig(w io.Writer, c Config, v *viper.Viper, fs *pflag.FlagSet) error
 			indent = "  "
 		}
 		val := formatValue(l.val)
+		if l.key == "postgres.dsn" {
+			val = RedactDSN(val)
+		}
 		if l.val.Kind() == reflect.String {
 			val = strconv.Quote(val)
 		}
@@ -578,4 +619,29 @@ func writeConfig(w io.Writer, c Config, v *viper.Viper, fs *pflag.FlagSet) error
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// RedactDSN is dsn with any password replaced by "xxxxx", for printing.
+func RedactDSN(dsn string) string {
+	if u, err := url.Parse(dsn); err == nil && u.Scheme != "" && u.User != nil {
+		if _, has := u.User.Password(); has {
+			u.User = url.UserPassword(u.User.Username(), "xxxxx")
+			return u.String()
+		}
+		return dsn
+	}
+	return dsnPassword.ReplaceAllString(dsn, "${1}xxxxx")
+}
+
+// dsnPassword is the password word of a key=value connection string.
+var dsnPassword = regexp.MustCompile(`(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)`)
+
+// redactDSNError is pgconn's parse error without the connection string
+// (which it may quote, password and all).
+func redactDSNError(err error) string {
+	msg := err.Error()
+	if i := strings.LastIndex(msg, "`: "); i >= 0 {
+		return msg[i+3:]
+	}
+	return "check its syntax"
 }

@@ -175,6 +175,10 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{name: "metrics_listen is listen", yaml: "listen: 127.0.0.1:8443\nmetrics_listen: 127.0.0.1:8443\n", want: `metrics_listen: "127.0.0.1:8443" is also listen`},
 		{name: "a group for a value", yaml: "listen:\n  port: 8443\n", want: `listen.port: is not a key`},
 		{name: "a list for a value", yaml: "token_audience: [a, b]\n", want: `token_audience: is a list; want a single value`},
+		{name: "storage", yaml: "storage: mysql\n", want: `storage: "mysql" is not one of badger, postgres`},
+		{name: "postgres without dsn", yaml: "storage: postgres\n", want: `postgres.dsn: is empty; give the database's connection string`},
+		{name: "postgres bad dsn", yaml: "storage: postgres\npostgres:\n  dsn: \"postgres://u:sekrit@h:notaport/db\"\n", want: `postgres.dsn: is not a PostgreSQL connection string`},
+		{name: "postgres max_conns", yaml: "postgres:\n  max_conns: lots\n", want: `postgres.max_conns: "lots" is not a number from 1 to 1000`},
 	}
 	for _, key := range []string{"token_ttl", "max_token_lifetime", "enroll_code_ttl", "key_publish_ahead", "pairing_code_ttl", "pairing_poll_interval", "heartbeat_interval", "uma_ticket_ttl", "sweep_interval"} {
 		cases = append(cases, configCase{name: key + " zero", yaml: key + ": 0s\n", want: key + ": 0s must be positive"},
@@ -310,5 +314,32 @@ func TestEveryAuthorityFieldHasAKey(t *testing.T) {
 		if ac.Field(i).IsZero() {
 			t.Errorf("authority.Config.%s is not set from the configuration: add a key for it (config.go, configs/edgeid-authority.yaml)", ac.Type().Field(i).Name)
 		}
+	}
+}
+
+// A connection string is printed with its password masked, in both forms,
+// and a refused one does not quote its password either.
+func TestDSNPasswordNeverPrinted(t *testing.T) {
+	for in, want := range map[string]string{
+		"postgres://edgeid:sekrit@db:5432/edgeid?sslmode=require": "postgres://edgeid:xxxxx@db:5432/edgeid?sslmode=require",
+		"host=db user=edgeid password=sekrit dbname=edgeid":       "host=db user=edgeid password=xxxxx dbname=edgeid",
+		"host=db password='sek rit' dbname=edgeid":                "host=db password=xxxxx dbname=edgeid",
+		"postgres://edgeid@db/edgeid":                             "postgres://edgeid@db/edgeid",
+	} {
+		if got := RedactDSN(in); got != want {
+			t.Errorf("RedactDSN(%q) = %q, want %q", in, got, want)
+		}
+	}
+	_, err := load(t, "--config", writeFile(t, "a.yaml", "storage: postgres\npostgres:\n  dsn: \"postgres://u:sekrit@h:notaport/db\"\n"))
+	if err == nil || strings.Contains(err.Error(), "sekrit") {
+		t.Errorf("bad dsn: %v; want an error without the password", err)
+	}
+	var out strings.Builder
+	t.Setenv("EDGEID_AUTHORITY_ADMIN_TOKEN", testToken)
+	if err := checkConfig([]string{"--config", writeFile(t, "b.yaml", "storage: postgres\npostgres:\n  dsn: \"postgres://u:sekrit@h/db\"\n")}, &out); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(out.String(), "sekrit") || !strings.Contains(out.String(), "postgres://u:xxxxx@h/db") {
+		t.Errorf("check-config printed:\n%s\nwant the dsn with its password masked", out.String())
 	}
 }

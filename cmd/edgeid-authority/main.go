@@ -3,6 +3,7 @@
 //
 //	edgeid-authority serve [--config FILE] [--listen :8443] [--url https://host:8443] [--admin-token-file FILE] ...
 //	edgeid-authority check-config [--config FILE] [flags]   (validates, prints the effective configuration)
+//	edgeid-authority migrate [--config FILE] [flags]   (creates or upgrades the storage's schema)
 //	edgeid-authority gateway add NAME   (prints a one-time enrollment code)
 //	edgeid-authority admin-key add NAME | list | revoke NAME   (named admin API keys)
 //
@@ -42,6 +43,8 @@ func main() {
 		err = serve(ctx, os.Args[2:], nil)
 	case "check-config":
 		err = checkConfig(os.Args[2:], os.Stdout)
+	case "migrate":
+		err = migrateCmd(ctx, os.Args[2:], os.Stdout)
 	case "gateway":
 		err = gatewayCmd(ctx, os.Args[2:])
 	case "admin-key":
@@ -62,7 +65,8 @@ func usage() {
 	fmt.Fprint(os.Stderr, `usage:
   edgeid-authority serve [flags]            run the authority
   edgeid-authority check-config [flags]     validate the configuration and print it (no secrets)
-  edgeid-authority gateway add NAME         make a one-time enrollment code for a gateway
+  edgeid-authority migrate [flags]          create or upgrade the storage's schema (postgres: before starting replicas)
+  edgeid-authority gateway add NAME [--site SITE]  make a one-time enrollment code for a gateway (of a site)
   edgeid-authority gateway list             list enrolled gateways
   edgeid-authority gateway remove NAME      stop syncing a gateway
   edgeid-authority admin-key add NAME       make a named admin API key (printed once)
@@ -173,12 +177,13 @@ func newAdminClient(ctx context.Context, name string) *adminClient {
 func gatewayCmd(ctx context.Context, args []string) error {
 	c := newAdminClient(ctx, "gateway")
 	fs, url, fp, call := c.fs, c.url, c.fp, c.call
+	site := fs.String("site", "", "gateway add: the site the gateway serves (it is fed that site's records only; empty: every record)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	switch {
 	case fs.NArg() == 2 && fs.Arg(0) == "add":
-		data, err := call(http.MethodPost, "/admin/v1/gateways", map[string]string{"name": fs.Arg(1)})
+		data, err := call(http.MethodPost, "/admin/v1/gateways", map[string]string{"name": fs.Arg(1), "site": *site})
 		if err != nil {
 			return err
 		}
@@ -206,5 +211,5 @@ func gatewayCmd(ctx context.Context, args []string) error {
 		_, err := call(http.MethodDelete, "/admin/v1/gateways/"+fs.Arg(1), nil)
 		return err
 	}
-	return errors.New("usage: edgeid-authority gateway add NAME | list | remove NAME")
+	return errors.New("usage: edgeid-authority gateway add NAME [--site SITE] | list | remove NAME")
 }

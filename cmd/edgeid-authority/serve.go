@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"sync"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -19,7 +18,6 @@ import (
 	"github.com/edgeid/edgeid/cloudsync/authority"
 	"github.com/edgeid/edgeid/edge/sysd"
 	"github.com/edgeid/edgeid/internal/pki"
-	"github.com/edgeid/edgeid/store"
 )
 
 // Ready is what a started authority tells its caller (tests, the demo).
@@ -102,17 +100,11 @@ func run(ctx context.Context, cfg Config, stderr io.Writer, ready func(Ready)) e
 	} else if cert, fp, err = pki.SelfSigned(filepath.Join(cfg.StateDir, "tls"), "localhost"); err != nil {
 		return err
 	}
-	st, err := store.Open(store.Options{Dir: filepath.Join(cfg.StateDir, "store"), Logger: log})
+	st, closeStorage, err := openStorage(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
-	defer st.Close()
-	var wg sync.WaitGroup
-	defer wg.Wait() // before the store closes (defers run last in, first out)
-	gcCtx, stopGC := context.WithCancel(context.Background())
-	defer stopGC()
-	wg.Add(1)
-	go func() { defer wg.Done(); st.RunGC(gcCtx, 10*time.Minute) }()
+	defer closeStorage()
 
 	a, err := authority.New(cfg.Authority(url), st, log)
 	if err != nil {

@@ -279,3 +279,10 @@ func Admin(t testing.TB, url, fp, token, method, path string, body any) []byte {
 	}
 	return data
 }
+
+// Fingerprint is the SHA-256 (hex) of a TLS test server's certificate, for
+// pinning.
+func Fingerprint(srv *httptest.Server) string {
+	sum := sha256.Sum256(srv.Certificate().Raw)
+	return hex.EncodeToString(sum[:])
+}
