@@ -375,7 +375,7 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request, gw string) {
 }
 
 func (h *Handler) listDevices(w http.ResponseWriter, r *http.Request, who string) {
-	ds, err := h.A.Store.Devices()
+	ds, err := h.A.Devices()
 	for i := range ds {
 		ds[i] = withoutSecrets(ds[i])
 	}
@@ -391,7 +391,7 @@ func withoutSecrets(d store.Device) store.Device {
 }
 
 func (h *Handler) getDevice(w http.ResponseWriter, r *http.Request, who string) {
-	d, err := h.A.Store.Device(r.PathValue("id"))
+	d, err := h.A.Device(r.PathValue("id"))
 	if errors.Is(err, store.ErrNotFound) {
 		fail(w, http.StatusNotFound, "not_found", "no device "+r.PathValue("id"))
 		return
@@ -414,7 +414,7 @@ func (h *Handler) importBatch(w http.ResponseWriter, r *http.Request, who string
 		// paired) is never written back from the older read; 409 then,
 		// and sending the list again applies it to the devices as they are.
 		ds, err := DevicesFromCSV(io.LimitReader(r.Body, 64<<20), func(id string) (store.Device, bool) {
-			d, err := h.A.Store.Device(id)
+			d, err := h.A.Device(id)
 			if err == nil {
 				b.ExpectRev(store.DeviceKey(id), d.Rev)
 			} else if errors.Is(err, store.ErrNotFound) {

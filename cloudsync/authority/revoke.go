@@ -248,7 +248,7 @@ func (h *Handler) introspect(w http.ResponseWriter, r *http.Request, who string)
 }
 
 func (h *Handler) listClasses(w http.ResponseWriter, r *http.Request, who string) {
-	cs, err := h.A.Store.Classes()
+	cs, err := h.A.Classes()
 	writeList(w, cs, err)
 }
 

@@ -9,7 +9,8 @@ import "github.com/edgeid/edgeid/store"
 //
 // Two implementations: *store.Store (Badger, embedded, one process: the
 // default) and *pgstore.Store (PostgreSQL, shared by any number of
-// replicas). store/storetest is the conformance suite both pass.
+// replicas). cloudsync/authority/storagetest is the conformance suite both
+// pass.
 type Storage interface {
 	// Records as of the last commit; ErrNotFound (wrapped) when absent.
 	Device(id string) (store.Device, error)

@@ -7,7 +7,6 @@ import (
 	"crypto/subtle"
 	"embed"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"html/template"
@@ -183,7 +182,7 @@ type web struct {
 
 func (h *Handler) mountWeb() {
 	h.limits = newLimits(DefaultLimits())
-	w := &web{a: h.A, lim: h.limits, logins: loginCounters{x: h.limits, store: h.A.Store}, codes: newAttempts(10, 10*time.Minute)}
+	w := &web{a: h.A, lim: h.limits, logins: h.A.loginCounters(h.limits), codes: newAttempts(10, 10*time.Minute)}
 	handle := func(pattern string, fn http.HandlerFunc) { h.mux.HandleFunc(pattern, securePage(fn)) }
 	handle("GET /{$}", w.home)
 	handle("GET /register", w.registerForm)
@@ -225,13 +224,13 @@ func securePage(next http.HandlerFunc) http.HandlerFunc {
 // stored session found expired is deleted.
 func (w *web) session(rw http.ResponseWriter, r *http.Request) (string, webSession) {
 	if c, err := r.Cookie(sessionCookie); err == nil && c.Value != "" {
-		var s webSession
 		id := hashCode(c.Value)
-		switch err := w.a.Store.GetDoc(docWebSession, id, &s); {
+		s, err := w.a.webSession(id)
+		switch {
 		case err == nil && time.Now().Before(s.Expires):
 			return c.Value, s
 		case err == nil:
-			_ = w.a.Store.DeleteDoc(docWebSession, id)
+			_ = w.a.dropWebSession(id)
 			clearCookie(rw, sessionCookie)
 		case errors.Is(err, store.ErrNotFound):
 			clearCookie(rw, sessionCookie)
@@ -248,7 +247,7 @@ func (w *web) newSession(rw http.ResponseWriter, r *http.Request, user string) (
 	w.endSession(rw, r)
 	id := randomID(32)
 	s := webSession{User: user, CSRF: randomID(24), Expires: time.Now().Add(sessionTTL)}
-	if err := w.a.Store.PutDoc(docWebSession, hashCode(id), s); err != nil {
+	if err := w.a.putWebSession(hashCode(id), s); err != nil {
 		return webSession{}, err
 	}
 	http.SetCookie(rw, &http.Cookie{Name: sessionCookie, Value: id, Path: "/", HttpOnly: true, Secure: true,
@@ -260,7 +259,7 @@ func (w *web) newSession(rw http.ResponseWriter, r *http.Request, user string) (
 // longer active) and returns it to anonymous.
 func (w *web) endSession(rw http.ResponseWriter, r *http.Request) webSession {
 	if c, err := r.Cookie(sessionCookie); err == nil && c.Value != "" {
-		_ = w.a.Store.DeleteDoc(docWebSession, hashCode(c.Value))
+		_ = w.a.dropWebSession(hashCode(c.Value))
 		clearCookie(rw, sessionCookie)
 	}
 	return webSession{CSRF: w.anonymousCSRF(rw, r)}
@@ -308,15 +307,11 @@ func (w *web) csrfKey() ([]byte, error) {
 	if w.key != nil {
 		return w.key, nil
 	}
-	var k webKey
-	err := w.a.Store.GetDoc(docWebKey, "csrf", &k)
-	if errors.Is(err, store.ErrNotFound) {
-		k.Key = make([]byte, 32)
+	k, err := w.a.webFormKey(func() webKey {
+		k := webKey{Key: make([]byte, 32)}
 		_, _ = rand.Read(k.Key)
-		if err = w.a.Store.PutDoc(docWebKey, "csrf", k); err == nil {
-			err = w.a.Store.GetDoc(docWebKey, "csrf", &k)
-		}
-	}
+		return k
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -382,22 +377,8 @@ func (w *web) sweep(now time.Time) {
 	w.swept = now
 	w.mu.Unlock()
 	for _, kind := range []string{docWebSession, docLoginFailures} {
-		var dead []string
-		err := w.a.Store.ListDocs(kind, func(id string, raw []byte) error {
-			var d struct {
-				Expires time.Time `json:"expires"`
-			}
-			if json.Unmarshal(raw, &d) != nil || !now.Before(d.Expires) {
-				dead = append(dead, id)
-			}
-			return nil
-		})
-		if err != nil {
+		if err := w.a.sweepExpired(kind, now); err != nil {
 			w.a.log.Warn("expired documents not swept", "kind", kind, "err", err)
-			continue
-		}
-		for _, id := range dead {
-			_ = w.a.Store.DeleteDoc(kind, id)
 		}
 	}
 }
@@ -462,7 +443,7 @@ func (w *web) register(rw http.ResponseWriter, r *http.Request) {
 		p.Fields["password"] = "Use 10 to 128 characters."
 	}
 	if len(p.Fields) == 0 {
-		if _, err := w.a.Store.User(user); err == nil {
+		if _, err := w.a.User(user); err == nil {
 			p.Fields["username"] = "That name is taken; choose another."
 		}
 	}
@@ -562,15 +543,14 @@ func (w *web) login(rw http.ResponseWriter, r *http.Request) {
 		w.render(rw, "login.html", http.StatusTooManyRequests, p)
 		return
 	}
-	var c credential
-	err = w.a.Store.GetDoc(docCredential, user, &c)
+	c, err := w.a.credential(user)
 	if err == nil {
 		err = bcrypt.CompareHashAndPassword(c.Hash, []byte(r.PostFormValue("password")))
 	} else {
 		_ = bcrypt.CompareHashAndPassword(dummyHash(), []byte("x")) // same time whether or not the user exists
 	}
 	if err == nil {
-		if u, uerr := w.a.Store.User(user); uerr != nil || u.Status != store.UserActive {
+		if u, uerr := w.a.User(user); uerr != nil || u.Status != store.UserActive {
 			err = errors.New("disabled")
 		}
 	}
@@ -615,7 +595,7 @@ func (w *web) requireUser(rw http.ResponseWriter, r *http.Request) (webSession, 
 func (w *web) requireSession(rw http.ResponseWriter, r *http.Request) (string, webSession, bool) {
 	sid, s := w.session(rw, r)
 	if s.User != "" {
-		if u, err := w.a.Store.User(s.User); err != nil || u.Status != store.UserActive {
+		if u, err := w.a.User(s.User); err != nil || u.Status != store.UserActive {
 			w.a.log.Warn("web session ended", "user", s.User, "reason", "account no longer active")
 			sid, s = "", w.endSession(rw, r)
 		}
@@ -700,13 +680,11 @@ func (w *web) renderDevicesCode(rw http.ResponseWriter, s webSession, code int, 
 
 // devicesPage is "My devices" of s's user.
 func (w *web) devicesPage(s webSession) page {
-	ids, _ := w.a.Store.DevicesOfOwner(s.User)
+	owned, _ := w.a.OwnedDevices(s.User)
 	var ds []deviceView
 	now := time.Now()
-	for _, id := range ids {
-		if d, err := w.a.Store.Device(id); err == nil {
-			ds = append(ds, deviceView{Device: d, LastSeen: w.a.LastSeen(id, now)})
-		}
+	for _, d := range owned {
+		ds = append(ds, deviceView{Device: d, LastSeen: w.a.LastSeen(d.ID, now)})
 	}
 	return page{Title: "My devices", User: s.User, CSRF: s.CSRF, Devices: ds, Nav: "devices", Wide: true}
 }

@@ -166,7 +166,7 @@ func (w *web) flash(sid string, s webSession, msg string) {
 		return
 	}
 	s.Flash = msg
-	_ = w.a.Store.PutDoc(docWebSession, hashCode(sid), s)
+	_ = w.a.putWebSession(hashCode(sid), s)
 }
 
 // takeFlash returns and forgets the session's notice.
@@ -176,7 +176,7 @@ func (w *web) takeFlash(sid string, s webSession) string {
 	}
 	msg := s.Flash
 	s.Flash = ""
-	_ = w.a.Store.PutDoc(docWebSession, hashCode(sid), s)
+	_ = w.a.putWebSession(hashCode(sid), s)
 	return msg
 }
 
@@ -213,7 +213,7 @@ func (w *web) notMine(rw http.ResponseWriter, s webSession, what string) {
 // --- Share a device ---
 
 func (w *web) ownDevice(owner, id string) (store.Device, bool) {
-	d, err := w.a.Store.Device(id)
+	d, err := w.a.Device(id)
 	if err != nil || d.Owner != owner {
 		return store.Device{}, false
 	}
@@ -447,7 +447,7 @@ func (w *web) endShare(rw http.ResponseWriter, r *http.Request, title, nav, tmpl
 		w.render(rw, tmpl, http.StatusUnprocessableEntity, p)
 		return
 	}
-	g, gerr := w.a.Store.Grant(id)
+	g, gerr := w.a.Grant(id)
 	if err := w.a.RevokeShare(s.User, id, "owner "+s.User); err != nil {
 		p := w.sharesPage(sid, s, title, nav, list)
 		w.fieldErrors(&p, err, "revoke share")
@@ -487,7 +487,7 @@ func (w *web) shareView(g store.Grant, now time.Time) shareView {
 	switch g.GranteeKind {
 	case store.GranteeUser:
 		v.GranteeNote = "registered user"
-		if u, err := w.a.Store.User(g.Grantee); err == nil {
+		if u, err := w.a.User(g.Grantee); err == nil {
 			if u.Manager == g.Owner {
 				v.GranteeNote = "household member"
 			}
@@ -497,7 +497,7 @@ func (w *web) shareView(g store.Grant, now time.Time) shareView {
 		}
 	case store.GranteeClient:
 		v.GranteeNote = "service or app"
-		if d, err := w.a.Store.Device(g.Grantee); err == nil && d.Name != "" {
+		if d, err := w.a.Device(g.Grantee); err == nil && d.Name != "" {
 			v.GranteeNote = d.Name + ", " + v.GranteeNote
 		}
 	}
@@ -511,7 +511,7 @@ func (w *web) resourcesView(rs []store.SharedResource) []deviceResourcesView {
 		i := slices.IndexFunc(out, func(d deviceResourcesView) bool { return d.ID == r.Device })
 		if i < 0 {
 			d := deviceResourcesView{ID: r.Device}
-			if dev, err := w.a.Store.Device(r.Device); err == nil {
+			if dev, err := w.a.Device(r.Device); err == nil {
 				d.Name = dev.Name
 			}
 			out = append(out, d)
@@ -686,7 +686,7 @@ func (w *web) decide(approve bool) http.HandlerFunc {
 
 func (w *web) householdPage(sid string, s webSession) page {
 	p := page{Title: "Household", User: s.User, CSRF: s.CSRF, Nav: "household", Wide: true, Notice: w.takeFlash(sid, s)}
-	if u, err := w.a.Store.User(s.User); err == nil && u.Manager != "" {
+	if u, err := w.a.User(s.User); err == nil && u.Manager != "" {
 		p.Manager = u.Manager
 		return p
 	}
