@@ -46,7 +46,9 @@ func ids[T any](xs []T, id func(T) string) []string {
 	return out
 }
 
-func devIDs(b *store.Batch) []string  { return ids(b.Devices, func(d store.Device) string { return d.ID }) }
+func devIDs(b *store.Batch) []string {
+	return ids(b.Devices, func(d store.Device) string { return d.ID })
+}
 func userIDs(b *store.Batch) []string { return ids(b.Users, func(u store.User) string { return u.ID }) }
 func revIDs(b *store.Batch) []string {
 	return ids(b.Revocations, func(r store.Revocation) string { return r.Key() })
