@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -71,8 +72,11 @@ func startBalancer(t *testing.T) *balancer {
 }
 
 func (b *balancer) forward(c net.Conn) {
-	for range len(b.replicas) {
-		r := b.replicas[b.next.Add(1)%uint64(len(b.replicas))]
+	b.mu.Lock()
+	replicas := slices.Clone(b.replicas)
+	b.mu.Unlock()
+	for range len(replicas) {
+		r := replicas[b.next.Add(1)%uint64(len(replicas))]
 		if r.down.Load() {
 			continue
 		}
@@ -136,7 +140,9 @@ func startReplica(t *testing.T, b *balancer, dsn, name string) *replica {
 	}
 	t.Cleanup(r.a.Close)
 	h = authority.NewHandler(r.a, testenv.AdminToken)
+	b.mu.Lock()
 	b.replicas = append(b.replicas, r)
+	b.mu.Unlock()
 	return r
 }
 
