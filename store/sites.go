@@ -47,13 +47,18 @@ func (g Grant) Devices() []string {
 	return out
 }
 
+// RecordReader reads records inside a committing transaction (false: none).
+type RecordReader interface {
+	Device(id string) (Device, bool, error)
+	User(id string) (User, bool, error)
+	Grant(id string) (Grant, bool, error)
+}
+
 // SiteReader is what planning a commit's sites reads: the records as the
 // committing transaction sees them (the batch's own writes included) and
 // the reach each record had before the commit.
 type SiteReader interface {
-	Device(id string) (Device, bool, error)
-	User(id string) (User, bool, error)
-	Grant(id string) (Grant, bool, error)
+	RecordReader
 	DevicesOfOwner(owner string) ([]string, error)
 	// GrantsOfDevice lists the shares covering the device (Grant.Devices).
 	GrantsOfDevice(device string) ([]string, error)

@@ -307,15 +307,44 @@ var recordPrefixes = []string{pClass, pDevice, pUser, pGrant, pIssuer, pRevoke, 
 
 // apply writes b; with lg set it also logs it (ApplyLoggedBy).
 func (s *Store) apply(b *Batch, cursor *Cursor, lg *logged, replace bool) (uint64, error) {
+	if err := checkDocWrites(b.Docs); err != nil {
+		return 0, err
+	}
+	return s.applyBuilt(func(*badger.Txn) (*Batch, error) { return b, nil }, cursor, lg, replace)
+}
+
+// ApplyLoggedFunc is ApplyLoggedBy of the batch build makes from the
+// records as they stand in the committing transaction: every commit of
+// records holds s.mu, so nothing commits between build's reads and this
+// commit. A read-modify-write made so cannot conflict, so writers of the
+// same record cannot starve it (a revocation raced by renames). An error
+// of build writes nothing and is returned (errors.Is holds).
+func (s *Store) ApplyLoggedFunc(by string, build func(r RecordReader) (*Batch, error)) (uint64, error) {
+	return s.applyBuilt(func(txn *badger.Txn) (*Batch, error) {
+		b, err := build(txnSites{txn})
+		if err != nil {
+			return nil, err
+		}
+		if err := checkDocWrites(b.Docs); err != nil {
+			return nil, err
+		}
+		return b, nil
+	}, nil, &logged{By: by, At: time.Now().UTC()}, false)
+}
+
+// applyBuilt writes the batch build returns inside the transaction.
+func (s *Store) applyBuilt(build func(*badger.Txn) (*Batch, error), cursor *Cursor, lg *logged, replace bool) (uint64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 
 	var rev uint64
+	var b *Batch
 	prev := map[string]Device{}
-	if err := checkDocWrites(b.Docs); err != nil {
-		return 0, err
-	}
 	err := s.db.Update(func(txn *badger.Txn) error {
+		var err error
+		if b, err = build(txn); err != nil {
+			return err
+		}
 		// Expectations first, read in this transaction: a batch made from
 		// records that changed meanwhile is refused before it is judged.
 		if err := expectRecords(txn, b.Expect); err != nil {
@@ -325,7 +354,7 @@ func (s *Store) apply(b *Batch, cursor *Cursor, lg *logged, replace bool) (uint6
 			return err
 		}
 		var lookupErr error
-		if err := b.validate(func(name string) bool {
+		if err = b.validate(func(name string) bool {
 			if replace {
 				return false // the snapshot must carry its own classes
 			}

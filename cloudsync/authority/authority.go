@@ -310,6 +310,35 @@ func (a *Authority) Apply(b *store.Batch, who string) (uint64, error) {
 	return rev, nil
 }
 
+// applyFunc is Apply of the batch build makes from the records as they
+// stand in the committing transaction (Storage.ApplyLoggedFunc): for the
+// changes that must not lose to concurrent writers of the same record.
+func (a *Authority) applyFunc(who string, build func(r store.RecordReader) (*store.Batch, error)) (uint64, error) {
+	var b *store.Batch
+	rev, err := a.Store.ApplyLoggedFunc(who, func(r store.RecordReader) (*store.Batch, error) {
+		var err error
+		if b, err = build(r); err == nil {
+			a.completeRevocations(b.Revocations)
+		}
+		return b, err
+	})
+	if err != nil {
+		a.log.Warn("change refused", "by", who, "err", err)
+		return 0, err
+	}
+	a.log.Info("change applied", "by", who, "rev", rev, "devices", len(b.Devices), "revocations", len(b.Revocations))
+	return rev, nil
+}
+
+// deviceIn reads device id in a committing transaction.
+func deviceIn(r store.RecordReader, id string) (store.Device, error) {
+	d, ok, err := r.Device(id)
+	if err == nil && !ok {
+		err = fmt.Errorf("load device %q: %w", id, store.ErrNotFound)
+	}
+	return d, err
+}
+
 func (a *Authority) completeRevocations(rs []store.Revocation) {
 	now := time.Now()
 	for i := range rs {
@@ -342,19 +371,17 @@ func (a *Authority) Changed() <-chan struct{} {
 // concurrent change of the device is overwritten, and none made from a
 // read before the revocation can undo it.
 func (a *Authority) RevokeDevice(id, reason, who string) (uint64, error) {
-	var rev uint64
-	err := retry(func() error {
-		d, err := a.Store.Device(id)
+	// Read in the committing transaction: no concurrent change of the
+	// device (a rename hammered by its owner) can make it lose.
+	return a.applyFunc(who, func(r store.RecordReader) (*store.Batch, error) {
+		d, err := deviceIn(r, id)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		d.Status = store.DeviceRevoked
-		b := &store.Batch{Devices: []store.Device{d},
-			Revocations: []store.Revocation{{Kind: store.RevokeDevice, Value: id, Reason: reason}}}
-		rev, err = a.Apply(b.ExpectRev(store.DeviceKey(id), d.Rev), who)
-		return err
+		return &store.Batch{Devices: []store.Device{d},
+			Revocations: []store.Revocation{{Kind: store.RevokeDevice, Value: id, Reason: reason}}}, nil
 	})
-	return rev, err
 }
 
 // CheckSite validates a site name ("" is none).
@@ -376,15 +403,13 @@ func (a *Authority) MoveDevice(id, site, who string) (uint64, error) {
 	if err := CheckSite(site); err != nil {
 		return 0, err
 	}
-	var rev uint64
-	err := retry(func() error {
-		d, err := a.Store.Device(id)
+	rev, err := a.applyFunc(who, func(r store.RecordReader) (*store.Batch, error) {
+		d, err := deviceIn(r, id)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		d.Site = site
-		rev, err = a.Apply((&store.Batch{Devices: []store.Device{d}}).ExpectRev(store.DeviceKey(id), d.Rev), who)
-		return err
+		return &store.Batch{Devices: []store.Device{d}}, nil
 	})
 	if err == nil {
 		a.log.Info("device moved", "device", id, "site", site, "by", who)
@@ -402,20 +427,17 @@ var ErrDeviceRevoked = errors.New("the device is revoked; suspending it would un
 // a conflict). Suspending a revoked device is ErrDeviceRevoked; activating
 // one is the operator's explicit way back.
 func (a *Authority) SetDeviceStatus(id string, st store.DeviceStatus, who string) (uint64, error) {
-	var rev uint64
-	err := retry(func() error {
-		d, err := a.Store.Device(id)
+	return a.applyFunc(who, func(r store.RecordReader) (*store.Batch, error) {
+		d, err := deviceIn(r, id)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if d.Status == store.DeviceRevoked && st == store.DeviceSuspended {
-			return ErrDeviceRevoked
+			return nil, ErrDeviceRevoked
 		}
 		d.Status = st
-		rev, err = a.Apply((&store.Batch{Devices: []store.Device{d}}).ExpectRev(store.DeviceKey(id), d.Rev), who)
-		return err
+		return &store.Batch{Devices: []store.Device{d}}, nil
 	})
-	return rev, err
 }
 
 // AddGateway makes a one-time enrollment code for a gateway called name,

@@ -638,19 +638,17 @@ func (a *Authority) refresh(c tokenClient, refresh string) (TokenResponse, error
 // commit, retried from a fresh read on a conflict): its status, revoked or
 // not, stays as it is.
 func (a *Authority) Unpair(deviceID, owner string) error {
-	err := retry(func() error {
-		d, err := a.Store.Device(deviceID)
+	_, err := a.applyFunc("owner "+owner, func(r store.RecordReader) (*store.Batch, error) {
+		d, err := deviceIn(r, deviceID)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if d.Owner != owner {
-			return fmt.Errorf("device %s is not paired to %s", deviceID, owner)
+			return nil, fmt.Errorf("device %s is not paired to %s", deviceID, owner)
 		}
 		d.Owner = ""
-		b := &store.Batch{Devices: []store.Device{d},
-			Revocations: []store.Revocation{{Kind: store.RevokeDevice, Value: deviceID, Reason: "unpaired by its owner"}}}
-		_, err = a.Apply(b.ExpectRev(store.DeviceKey(deviceID), d.Rev), "owner "+owner)
-		return err
+		return &store.Batch{Devices: []store.Device{d},
+			Revocations: []store.Revocation{{Kind: store.RevokeDevice, Value: deviceID, Reason: "unpaired by its owner"}}}, nil
 	})
 	if err != nil {
 		return err

@@ -45,15 +45,28 @@ const adminToken = "test-admin-token-0123456789"
 
 func newFixture(t *testing.T) *fixture { return newFixtureWith(t, nil) }
 
+// fixtureStorage, when set, opens the storage fixtures run on (a test that
+// runs others on PostgreSQL sets it; never while parallel tests run);
+// Badger in a temporary directory otherwise.
+var fixtureStorage func(t *testing.T) (authority.Storage, func())
+
+func openFixtureStorage(t *testing.T) (authority.Storage, func()) {
+	if fixtureStorage != nil {
+		return fixtureStorage(t)
+	}
+	st, err := store.Open(store.Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st, func() { st.Close() }
+}
+
 func newFixtureWith(t *testing.T, mod func(*authority.Config)) *fixture {
 	var h http.Handler
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h.ServeHTTP(w, r) }))
 	srv.TLS = &tls.Config{ClientAuth: tls.RequestClientCert}
 	srv.StartTLS()
-	st, err := store.Open(store.Options{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	st, closeStore := openFixtureStorage(t)
 	logs := &logBuf{}
 	cfg := authority.Config{URL: srv.URL, TokenAudience: "edgeid", TokenTTL: time.Hour,
 		MaxTokenLifetime: 24 * time.Hour, EnrollCodeTTL: time.Hour}
@@ -64,7 +77,7 @@ func newFixtureWith(t *testing.T, mod func(*authority.Config)) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { a.Close(); srv.Close(); st.Close() })
+	t.Cleanup(func() { a.Close(); srv.Close(); closeStore() })
 	h = authority.NewHandler(a, adminToken)
 	sum := sha256.Sum256(srv.Certificate().Raw)
 	files, err := demo.WriteTLS(t.TempDir(), "dev-1")

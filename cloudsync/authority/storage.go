@@ -32,6 +32,12 @@ type Storage interface {
 	// (Batch.Docs) in the same transaction. Revisions are consecutive and
 	// committed in order: a reader that sees rev N sees every rev below it.
 	ApplyLoggedBy(b *store.Batch, by string) (uint64, error)
+	// ApplyLoggedFunc commits the batch build makes from the records as
+	// they stand inside the committing transaction, when no other commit
+	// can land before it: a read-modify-write that cannot conflict, so
+	// writers of the same record cannot starve it. For changes that must
+	// win (revoking, suspending, unpairing, moving a device).
+	ApplyLoggedFunc(by string, build func(r store.RecordReader) (*store.Batch, error)) (uint64, error)
 	// Rev is the last committed revision.
 	Rev() (uint64, error)
 	// LogSince returns up to max entries after from, in order;

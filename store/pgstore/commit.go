@@ -50,7 +50,49 @@ func (s *Store) ApplyLoggedBy(b *store.Batch, by string) (uint64, error) {
 	err = s.retry(ctx, func(tx pgx.Tx) error {
 		prev = map[string]store.Device{}
 		var err error
-		rev, err = s.apply(ctx, tx, b, docs, prev, by, at, sweep)
+		rev, _, err = s.apply(ctx, tx, func(context.Context, pgx.Tx) (*store.Batch, [][]byte, error) { return b, docs, nil }, prev, by, at, sweep)
+		return err
+	})
+	if err != nil {
+		return 0, commitError("apply batch", err)
+	}
+	if sweep {
+		s.lastSweep = time.Now()
+	}
+	s.tell(store.Applied{Rev: rev, Batch: b, Previous: prev})
+	return rev, nil
+}
+
+// ApplyLoggedFunc is ApplyLoggedBy of the batch build makes from the
+// records as they stand in the committing transaction, read after it holds
+// head's lock: no commit of any process lands between build's reads and
+// this commit, so a read-modify-write made so cannot conflict, and writers
+// of the same record cannot starve it (a revocation raced by renames). An
+// error of build writes nothing and is returned (errors.Is holds).
+func (s *Store) ApplyLoggedFunc(by string, build func(r store.RecordReader) (*store.Batch, error)) (uint64, error) {
+	at := time.Now().UTC()
+	ctx, cancel := s.call()
+	defer cancel()
+	s.commitMu.Lock()
+	defer s.commitMu.Unlock()
+	var rev uint64
+	var b *store.Batch
+	var prev map[string]store.Device
+	sweep := time.Since(s.lastSweep) >= s.sweep
+	err := s.retry(ctx, func(tx pgx.Tx) error {
+		prev = map[string]store.Device{}
+		var err error
+		rev, b, err = s.apply(ctx, tx, func(ctx context.Context, tx pgx.Tx) (*store.Batch, [][]byte, error) {
+			b, err := build(txSites{ctx, tx})
+			if err != nil {
+				return nil, nil, err
+			}
+			if err := store.ValidateDocWrites(b.Docs); err != nil {
+				return nil, nil, err
+			}
+			docs, err := encodeDocs(b.Docs)
+			return b, docs, err
+		}, prev, by, at, sweep)
 		return err
 	})
 	if err != nil {
@@ -146,40 +188,46 @@ func commitError(what string, err error) error {
 // batch both stale and invalid gets the same answer), in tx: the next
 // rev, expectations, validation, classes in use, records with their
 // indexes, the log entry, documents, the notification.
-func (s *Store) apply(ctx context.Context, tx pgx.Tx, b *store.Batch, docs [][]byte, prev map[string]store.Device,
-	by string, at time.Time, sweep bool) (uint64, error) {
+func (s *Store) apply(ctx context.Context, tx pgx.Tx, build func(context.Context, pgx.Tx) (*store.Batch, [][]byte, error),
+	prev map[string]store.Device, by string, at time.Time, sweep bool) (uint64, *store.Batch, error) {
 	var rev int64
 	if err := tx.QueryRow(ctx, `UPDATE head SET rev = rev + 1 RETURNING rev`).Scan(&rev); err != nil {
-		return 0, fmt.Errorf("next rev: %w", err)
+		return 0, nil, fmt.Errorf("next rev: %w", err)
+	}
+	// The batch is made (or, for ApplyLoggedBy, handed over) under head's
+	// lock: what build reads stays as read until this commits.
+	b, docs, err := build(ctx, tx)
+	if err != nil {
+		return 0, nil, err
 	}
 	if err := expectRecords(ctx, tx, b.Expect); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	if err := lockDocs(ctx, tx, b.Docs); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	if err := validate(ctx, tx, b); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	if err := classesInUse(ctx, tx, b); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	var w pgx.Batch
 	if err := queueRecords(ctx, tx, &w, b, uint64(rev), prev); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	queueGrantDevices(&w, b)
 	if err := tx.SendBatch(ctx, &w).Close(); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	// The sites plan reads the records as this transaction wrote them.
 	plan, err := store.PlanSites(b, prev, txSites{ctx, tx})
 	if err != nil {
-		return 0, fmt.Errorf("plan sites: %w", err)
+		return 0, nil, fmt.Errorf("plan sites: %w", err)
 	}
 	entry, err := store.EncodeLogEntry(b, by, at, &plan)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	w = pgx.Batch{}
 	queueReach(&w, b, plan)
@@ -191,12 +239,12 @@ func (s *Store) apply(ctx context.Context, tx pgx.Tx, b *store.Batch, docs [][]b
 		w.Queue(`DELETE FROM reach WHERE expires_at <= now()`)
 	}
 	if err := tx.SendBatch(ctx, &w).Close(); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	if err := writeDocs(ctx, tx, b.Docs, docs); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
-	return uint64(rev), nil
+	return uint64(rev), b, nil
 }
 
 // expectRecords checks each expectation (record key -> rev, 0: absent) in

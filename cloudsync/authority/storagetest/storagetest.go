@@ -52,6 +52,7 @@ var shared = []test{
 	{"CommitDocsNoLostUpdate", testCommitDocsNoLostUpdate},
 	{"TakeDocOnce", testTakeDocOnce},
 	{"LogConsecutive", testLogConsecutive},
+	{"ApplyFuncWins", testApplyFuncWins},
 }
 
 // Run runs the suite, each test on a new, empty storage from open (which
