@@ -147,20 +147,20 @@ type Will struct {
 
 // ClientState tracks the state of the client.
 type ClientState struct {
-	TopicAliases    TopicAliases         // a map of topic aliases
-	stopCause       atomic.Value         // reason for stopping
-	Inflight        *Inflight            // a map of in-flight qos messages
-	Subscriptions   *Subscriptions       // a map of the subscription filters a client maintains
-	disconnected    int64                // the time the client disconnected in unix time, for calculating expiry
-	outbound        chan *packets.Packet // queue for pending outbound packets
-	endOnce         sync.Once            // only end once
-	isTakenOver     atomic.Bool          // used to identify orphaned clients
-	packetID        uint32               // the current highest packetID
-	open            context.Context      // indicate that the client is open for packet exchange
-	cancelOpen      context.CancelFunc   // cancel function for open context
-	outboundQty     int32                // number of messages currently in the outbound queue
-	Keepalive       uint16               // the number of seconds the connection can wait
-	ServerKeepalive bool                 // keepalive was set by the server
+	TopicAliases    TopicAliases       // a map of topic aliases
+	stopCause       atomic.Value       // reason for stopping
+	Inflight        *Inflight          // a map of in-flight qos messages
+	Subscriptions   *Subscriptions     // a map of the subscription filters a client maintains
+	disconnected    int64              // the time the client disconnected in unix time, for calculating expiry
+	outbound        outboundQueue      // EdgeID: queue for pending outbound packets, allocated on demand (outbound.go)
+	endOnce         sync.Once          // only end once
+	isTakenOver     atomic.Bool        // used to identify orphaned clients
+	packetID        uint32             // the current highest packetID
+	open            context.Context    // indicate that the client is open for packet exchange
+	cancelOpen      context.CancelFunc // cancel function for open context
+	outboundQty     int32              // number of messages currently in the outbound queue
+	Keepalive       uint16             // the number of seconds the connection can wait
+	ServerKeepalive bool               // keepalive was set by the server
 }
 
 // newClient returns a new instance of Client. This is almost exclusively used by Server
@@ -175,7 +175,6 @@ func newClient(c net.Conn, o *ops) *Client {
 			open:          ctx,
 			cancelOpen:    cancel,
 			Keepalive:     defaultKeepalive,
-			outbound:      make(chan *packets.Packet, o.options.Capabilities.MaximumClientWritesPending),
 		},
 		Properties: ClientProperties{
 			ProtocolVersion: defaultClientProtocolVersion, // default protocol version
@@ -194,26 +193,12 @@ func newClient(c net.Conn, o *ops) *Client {
 	return cl
 }
 
-// WriteLoop ranges over pending outbound messages and writes them to the client connection.
+// WriteLoop is kept for callers of upstream's API. EdgeID: queued packets
+// are written by a goroutine started when there is something to write
+// (Client.writeQueued), so no goroutine waits on an idle connection's
+// queue; WriteLoop only waits until the client is closed.
 func (cl *Client) WriteLoop() {
-	for {
-		select {
-		case pk := <-cl.State.outbound:
-			// EdgeID: a queued PUBLISH is checked again when it is written:
-			// the recipient's permission may have gone while it waited.
-			if !cl.deliverable(*pk) {
-				atomic.AddInt32(&cl.State.outboundQty, -1)
-				continue
-			}
-			if err := cl.writeRecovered(*pk); err != nil {
-				// TODO : Figure out what to do with error
-				cl.ops.log.Debug("failed publishing packet", "error", err, "client", cl.ID, "packet", pk)
-			}
-			atomic.AddInt32(&cl.State.outboundQty, -1)
-		case <-cl.State.open.Done():
-			return
-		}
-	}
+	<-cl.State.open.Done()
 }
 
 // ParseConnect parses the connect parameters and properties for a client.
@@ -388,12 +373,32 @@ func (cl *Client) ClearExpiredInflights(now, maximumExpiry int64) []uint16 {
 
 // Read reads incoming packets from the connected client and transforms them into
 // packets to be handled by the packetHandler.
-func (cl *Client) Read(packetHandler ReadFn) error {
+//
+// EdgeID: an idle connection's goroutine waits here, in ReadFixedHeader, for
+// as long as the connection lives, so this frame and its callers' are kept
+// small: the packet is read, decoded and handled in readOne, which returns
+// before the next wait. The runtime halves a goroutine's stack at a GC only
+// when less than a quarter of it is in use; a shallow wait lets the stack
+// grown by a CONNECT's authentication or a packet's handling shrink back
+// (upstream waited about 6 KB deep, under two frames holding packets.Packet
+// values, which kept 16 KB per connection).
+//
+// A panic while decoding or handling one client's packet ends that client's
+// connection, never the process; it is logged once with the client and a
+// digest of the packet (recoverRead).
+func (cl *Client) Read(packetHandler ReadFn) (err error) {
+	var fh packets.FixedHeader
+	defer cl.recoverRead(&fh, &err)
 	for {
 		if cl.Closed() {
 			return nil
 		}
-		if err := cl.readOne(packetHandler); err != nil {
+		fh = packets.FixedHeader{}
+		cl.refreshDeadline(cl.State.Keepalive)
+		if err = cl.ReadFixedHeader(&fh); err != nil {
+			return err
+		}
+		if err = cl.readOne(&fh, packetHandler); err != nil {
 			return err
 		}
 	}
@@ -403,33 +408,32 @@ func (cl *Client) Read(packetHandler ReadFn) error {
 // handler panic.
 var ErrPacketPanicked = errors.New("packet handling panicked; connection closed")
 
-// readOne reads and handles one packet. EdgeID: a panic while decoding or
-// handling one client's packet ends that client's connection, never the
-// process; it is logged once with the client and a digest of the packet.
-func (cl *Client) readOne(packetHandler ReadFn) (err error) {
-	fh := new(packets.FixedHeader)
-	defer func() {
-		if r := recover(); r != nil {
-			sum := sha256.Sum256(cl.Net.lastRaw)
-			cl.ops.log.Error("packet handling panicked; connection closed", "client", cl.ID, "remote", cl.Net.Remote,
-				"type", fh.Type, "size", fh.Remaining, "packet_sha256", hex.EncodeToString(sum[:]),
-				"panic", fmt.Sprint(r), "stack", truncate(string(debug.Stack()), 2048))
-			err = ErrPacketPanicked
-		}
-		cl.Net.lastRaw = nil
-	}()
-
-	cl.refreshDeadline(cl.State.Keepalive)
-	if err = cl.ReadFixedHeader(fh); err != nil {
-		return err
-	}
-
+// readOne reads the body of the packet whose fixed header is fh, decodes it
+// and hands it to packetHandler (EdgeID: apart from Read, see there).
+//
+//go:noinline
+func (cl *Client) readOne(fh *packets.FixedHeader, packetHandler ReadFn) error {
 	pk, err := cl.ReadPacket(fh)
-	if err != nil {
-		return err
+	if err == nil {
+		err = packetHandler(cl, pk) // Process inbound packet.
 	}
+	cl.Net.lastRaw = nil
+	return err
+}
 
-	return packetHandler(cl, pk) // Process inbound packet.
+// recoverRead, deferred by Read, turns a panic while reading or handling a
+// packet into ErrPacketPanicked for this client (EdgeID).
+func (cl *Client) recoverRead(fh *packets.FixedHeader, err *error) {
+	r := recover()
+	if r == nil {
+		return
+	}
+	sum := sha256.Sum256(cl.Net.lastRaw)
+	cl.ops.log.Error("packet handling panicked; connection closed", "client", cl.ID, "remote", cl.Net.Remote,
+		"type", fh.Type, "size", fh.Remaining, "packet_sha256", hex.EncodeToString(sum[:]),
+		"panic", fmt.Sprint(r), "stack", truncate(string(debug.Stack()), 2048))
+	cl.Net.lastRaw = nil
+	*err = ErrPacketPanicked
 }
 
 func truncate(s string, n int) string {
@@ -703,7 +707,10 @@ func (cl *Client) WritePacket(pk packets.Packet) error {
 	n, err := func() (int64, error) {
 		cl.Lock()
 		defer cl.Unlock()
-		if len(cl.State.outbound) == 0 {
+		if cl.Closed() {
+			return 0, ErrConnectionClosed // EdgeID: nothing is written once the client is closed
+		}
+		if cl.State.outbound.Len() == 0 {
 			if cl.Net.outbuf == nil {
 				return buf.WriteTo(cl.Net.Conn)
 			}
