@@ -147,6 +147,7 @@ func (g *Gateway) build() error {
 	caps.MaximumClients = cfg.MQTT.MaxClients
 	caps.MaximumSessionExpiryInterval = 24 * 3600
 	caps.MaximumClientWritesPending = cfg.MQTT.MaxPendingWrites
+	caps.MaximumClientWritesPendingBytes = cfg.MQTT.MaxPendingBytes
 	caps.MaximumConnectSize = cfg.MQTT.MaxConnectSize
 	caps.ReceiveMaximum = cfg.MQTT.ReceiveMaximum
 	// Room for the offline queue, whose own bound (oldest dropped) is

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -67,6 +68,12 @@ func newMetrics(g *Gateway) *metrics {
 		counter("edgeid_acl_denied_total", "Publishes, subscriptions and deliveries refused by authorization.", func() float64 { return float64(c.Denied.Load()) }),
 		gauge("edgeid_mqtt_half_open", "MQTT connections that have not yet sent their whole CONNECT.", func() float64 { return float64(g.halfOpen.Len()) }),
 		counter("edgeid_mqtt_half_open_refused_total", "MQTT connections closed at accept for being over a half-open cap.", func() float64 { return float64(g.halfOpen.Refused.Load()) }),
+		// mochi counts what a client's full write queue refused
+		// (mqtt.max_pending_writes, mqtt.max_pending_bytes).
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "edgeid_mqtt_dropped_total",
+			Help:        "Messages not delivered to an MQTT client, by reason: slow_subscriber, its queue of pending writes was full.",
+			ConstLabels: prometheus.Labels{"reason": "slow_subscriber"}},
+			func() float64 { return float64(atomic.LoadInt64(&g.Broker.Server.Info.MessagesDropped)) }),
 		gauge("edgeid_qos2_held", "QoS 2 PUBLISHes received and not yet released (PUBREL), over all clients.", func() float64 { return float64(g.Broker.Server.QoS2Held.Load()) }),
 		gauge("edgeid_offline_sessions", "Persistent MQTT sessions kept while their device is away.", func() float64 { return float64(g.Broker.Sessions.Offline()) }),
 		gauge("edgeid_offline_queued", "Messages held for offline sessions.", func() float64 { return float64(g.Broker.OfflineQueued()) }),

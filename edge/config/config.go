@@ -161,9 +161,17 @@ type MQTT struct {
 	// MaxClients caps concurrent sessions.
 	MaxClients int64 `mapstructure:"max_clients"`
 	// MaxPendingWrites is how many messages may wait to be written to one
-	// client; past it QoS 0 messages to that client are dropped. mochi's own
-	// default (8192) reserves 64 KB per client: 640 MB for 10,000 sessions.
+	// client, MaxPendingBytes how much memory they may hold (each message
+	// counts its payload, topic and properties and the ~800 bytes of its
+	// packet structure; 0 is no byte bound). Past either, a QoS 0 message to
+	// that client is dropped (counted in
+	// edgeid_mqtt_dropped_total{reason="slow_subscriber"}); QoS 1 and 2
+	// messages, bounded by the client's Receive Maximum, are refused only by
+	// the count (and then not delivered either, as in mochi). The queue is
+	// allocated as messages wait and released when written, so an idle
+	// client costs nothing for either bound.
 	MaxPendingWrites int32 `mapstructure:"max_pending_writes"`
+	MaxPendingBytes  int64 `mapstructure:"max_pending_bytes"`
 
 	// ConnectRate is the CONNECTs per second allowed from one source address
 	// (0 turns the limit off); ConnectBurst is how many may come at once.
@@ -257,7 +265,8 @@ func Default() Config {
 			ConnectTimeout:   10 * time.Second,
 			MaxPacketSize:    256 << 10,
 			MaxClients:       20000,
-			MaxPendingWrites: 256,
+			MaxPendingWrites: 8192,
+			MaxPendingBytes:  1 << 20,
 			ConnectRate:      5,
 			ConnectBurst:     20,
 
@@ -429,6 +438,9 @@ func (c Config) Validate() error {
 	}
 	if c.MQTT.MaxPendingWrites < 16 || c.MQTT.MaxPendingWrites > 65536 {
 		bad("mqtt.max_pending_writes", "%d is outside 16..65536", c.MQTT.MaxPendingWrites)
+	}
+	if c.MQTT.MaxPendingBytes != 0 && (c.MQTT.MaxPendingBytes < 16<<10 || c.MQTT.MaxPendingBytes > 1<<30) {
+		bad("mqtt.max_pending_bytes", "%d is outside 16384..1073741824 bytes (0 turns the byte bound off)", c.MQTT.MaxPendingBytes)
 	}
 	if c.MQTT.ConnectRate < 0 {
 		bad("mqtt.connect_rate", "%g must not be negative (0 turns the limit off)", c.MQTT.ConnectRate)

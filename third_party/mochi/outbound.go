@@ -5,6 +5,7 @@ package mqtt
 import (
 	"sync"
 	"sync/atomic"
+	"unsafe"
 
 	"github.com/mochi-mqtt/server/v2/packets"
 )
@@ -23,34 +24,49 @@ import (
 // with the writer's last pop is either popped by that writer or starts a new
 // one; there is never more than one writer.
 //
-// Besides the count, the queue may be bounded in bytes: the topic and payload
-// of the packets queued (Capabilities.MaximumClientWritesPendingBytes), which
-// is what a slow subscriber makes the broker hold. An empty queue always takes
-// a packet, whatever its size, so a large message is delayed, never refused,
-// by a subscriber that keeps up.
+// Besides the count, the queue may be bounded in bytes
+// (Capabilities.MaximumClientWritesPendingBytes): the memory its packets
+// hold, which is what a slow subscriber makes the broker keep. The byte bound
+// refuses QoS 0 packets only: QoS 1 and 2 ones are already bounded by the
+// client's Receive Maximum and the server's MaximumInflight, and refusing
+// one loses it (it is rolled back from inflight). They are counted in the
+// bytes all the same. An empty queue always takes a packet, whatever its
+// size, so a large message is delayed, never refused, by a subscriber that
+// keeps up.
 type outboundQueue struct {
 	mu      sync.Mutex
 	ring    []*packets.Packet // nil while empty
 	head    int               // index of the oldest packet in ring
 	n       int               // packets queued
-	bytes   int64             // their sizes (queuedSize) together
+	bytes   int64             // their queuedSize together
 	writing bool              // a writer runs (or has been asked to start)
 	qty     atomic.Int32      // n, for Len without mu
 }
 
-// queuedSize is what a queued packet counts against the byte bound.
+// packetOverhead is the size of the packet structure each queued message is
+// (a copy per subscriber, as its payload).
+const packetOverhead = int64(unsafe.Sizeof(packets.Packet{}))
+
+// queuedSize is what a queued packet counts against the byte bound: the
+// memory it holds, its structure, topic, payload and the variable-length
+// properties a PUBLISH carries.
 func queuedSize(pk *packets.Packet) int64 {
-	return int64(len(pk.TopicName) + len(pk.Payload))
+	p := &pk.Properties
+	n := len(pk.TopicName) + len(pk.Payload) + len(p.ContentType) + len(p.ResponseTopic) + len(p.CorrelationData)
+	for _, u := range p.User {
+		n += len(u.Key) + len(u.Val)
+	}
+	return packetOverhead + int64(n)
 }
 
-// push queues pk unless that would pass maxCount packets or, when maxBytes > 0,
-// maxBytes bytes. start reports that no writer runs and the caller must start
+// push queues pk unless that would pass maxCount packets or, for a QoS 0
+// packet when maxBytes > 0, maxBytes bytes. start reports that no writer runs and the caller must start
 // one (go Client.writeQueued); the queue then counts it as running.
 func (q *outboundQueue) push(pk *packets.Packet, maxCount int32, maxBytes int64) (ok, start bool) {
 	size := queuedSize(pk)
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if q.n >= max(int(maxCount), 1) || (maxBytes > 0 && q.n > 0 && q.bytes+size > maxBytes) {
+	if q.n >= max(int(maxCount), 1) || (maxBytes > 0 && pk.FixedHeader.Qos == 0 && q.n > 0 && q.bytes+size > maxBytes) {
 		return false, false
 	}
 	if q.n == len(q.ring) {

@@ -227,8 +227,8 @@ func TestOutboundQueueGrowsAndIsReleased(t *testing.T) {
 	if started != 1 {
 		t.Fatalf("%d writers asked to start, want 1", started)
 	}
-	if q.Len() != 100 || q.Cap() != 128 || q.Bytes() != 100*13 {
-		t.Fatalf("len %d cap %d bytes %d, want 100, 128 (grown by doubling from 8), 1300", q.Len(), q.Cap(), q.Bytes())
+	if q.Len() != 100 || q.Cap() != 128 || q.Bytes() != 100*(13+packetOverhead) {
+		t.Fatalf("len %d cap %d bytes %d, want 100, 128 (grown by doubling from 8), %d", q.Len(), q.Cap(), q.Bytes(), 100*(13+packetOverhead))
 	}
 	// Take 60, then push 100 more: the ring wraps, then grows, in order.
 	var got []string
@@ -305,7 +305,9 @@ func writerRunning(cl *Client) bool {
 // Past the byte bound a QoS 0 message is dropped and counted; what was
 // queued is written in order once the subscriber reads again.
 func TestQueueByteBound(t *testing.T) {
-	s, h := newTestServer(t, func(c *Capabilities) { c.MaximumClientWritesPendingBytes = 1000 }, true)
+	// Room for 9 messages of 103 bytes (topic and payload) and their structure.
+	bound := 9*(103+packetOverhead) + 50
+	s, h := newTestServer(t, func(c *Capabilities) { c.MaximumClientWritesPendingBytes = bound }, true)
 	h.encodeGate, h.encoding = make(chan struct{}), make(chan struct{}, 1)
 	conn := newGateConn()
 	conn.open()
@@ -323,11 +325,11 @@ func TestQueueByteBound(t *testing.T) {
 		default:
 			t.Fatal(err)
 		}
-		if b := cl.State.outbound.Bytes(); b > 1000 {
-			t.Fatalf("queue holds %d bytes, bound 1000", b)
+		if b := cl.State.outbound.Bytes(); b > bound {
+			t.Fatalf("queue holds %d bytes, bound %d", b, bound)
 		}
 	}
-	// 9 fit (927 bytes); the writer may hold one more, taken off the queue.
+	// 9 fit; the writer may hold one more, taken off the queue.
 	if len(accepted) < 9 || len(accepted) > 10 || dropped != 40-len(accepted) {
 		t.Fatalf("accepted %d, dropped %d", len(accepted), dropped)
 	}
@@ -347,6 +349,31 @@ func TestQueueByteBound(t *testing.T) {
 		if got[i][:5] != accepted[i] {
 			t.Fatalf("written out of order: %d is %s, want %s", i, got[i][:5], accepted[i])
 		}
+	}
+}
+
+// The byte bound does not refuse QoS 1 messages: they are bounded by the
+// client's Receive Maximum, and a refused one would be lost.
+func TestQueueByteBoundSparesQoS1(t *testing.T) {
+	bound := 9*(103+packetOverhead) + 50
+	s, h := newTestServer(t, func(c *Capabilities) { c.MaximumClientWritesPendingBytes = bound }, true)
+	h.encodeGate, h.encoding = make(chan struct{}), make(chan struct{}, 1)
+	conn := newGateConn()
+	conn.open()
+	cl, sub := subscriber(s, conn, 1)
+	cl.State.Inflight.ResetSendQuota(1000)
+	for i := 0; i < 40; i++ {
+		if _, err := s.publishToClient(cl, sub, message(i, 100)); err != nil {
+			t.Fatalf("QoS 1 message %d: %v", i, err)
+		}
+	}
+	if b := cl.State.outbound.Bytes(); b <= bound {
+		t.Fatalf("queue holds %d bytes: QoS 1 messages not counted", b)
+	}
+	close(h.encodeGate)
+	waitFor(t, "the queue to drain", func() bool { return atomic.LoadInt32(&cl.State.outboundQty) == 0 && !writerRunning(cl) })
+	if got := conn.publishes(t); len(got) != 40 || h.dropped.Load() != 0 {
+		t.Fatalf("written %d of 40, dropped %d", len(got), h.dropped.Load())
 	}
 }
 

@@ -65,10 +65,14 @@ type Capabilities struct {
 	// before any of it is allocated or read; 0 leaves MaximumPacketSize alone.
 	MaximumConnectSize uint32 `yaml:"maximum_connect_size" json:"maximum_connect_size"`
 	// EdgeID: MaximumClientWritesPendingBytes bounds a client's queue of
-	// pending writes by the topic and payload bytes of the PUBLISHes in it,
-	// besides MaximumClientWritesPending's count; past either a QoS 0 message
-	// is dropped (Info.MessagesDropped, OnPublishDropped). An empty queue
-	// takes any one message. 0 is no byte bound.
+	// pending writes by the memory of the PUBLISHes in it (each its packet
+	// structure, about 800 bytes, its topic, payload and properties), besides
+	// MaximumClientWritesPending's count; past it a QoS 0 message is
+	// dropped (Info.MessagesDropped, OnPublishDropped), as past the count.
+	// QoS 1 and 2 messages count in the bytes but are refused by the count
+	// alone (they are bounded by Receive Maximum and MaximumInflight; a
+	// refused one is rolled back from inflight). An empty queue takes any one
+	// message. 0 is no byte bound.
 	MaximumClientWritesPendingBytes int64 `yaml:"maximum_client_writes_pending_bytes" json:"maximum_client_writes_pending_bytes"`
 }
 
