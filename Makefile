@@ -6,7 +6,7 @@ LDFLAGS   := -s -w -X github.com/edgeid/edgeid/edge.Version=$(VERSION)
 # with "context deadline exceeded" (golang/go#75804).
 FUZZTIME  ?= 20000x
 
-.PHONY: build run test lint vet staticcheck fuzz fuzz-long bench clean deb stress32 interop
+.PHONY: build run test lint vet staticcheck fuzz fuzz-long bench bench-fleet clean deb stress32 interop
 
 build:
 	mkdir -p bin
@@ -67,6 +67,13 @@ interop:
 
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem ./edge/... ./store/...
+
+# The authority at fleet scale (issue 16; docs/BENCHMARKS.md): a million
+# devices, a thousand gateway event streams, Badger and PostgreSQL side by
+# side. Needs PostgreSQL's binaries; takes about 15 minutes. Smaller:
+# make bench-fleet EDGEID_FLEET_DEVICES=20000 EDGEID_FLEET_SITES=200 EDGEID_FLEET_GATEWAYS=100
+bench-fleet:
+	EDGEID_FLEET_BENCH=1 $(GO) test -run='^TestFleetBenchmark$$' -timeout 60m -v -count=1 ./cloudsync/authority/fleetbench/
 
 # Debian packages for the gateway and the authority. armhf is ARMv7 with
 # hardware float (GOARCH=arm GOARM=7, nfpm's arm7); it needs the patched
