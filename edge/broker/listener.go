@@ -152,13 +152,21 @@ func (l *Listener) handle(conn net.Conn, establish listeners.EstablishFn, slot *
 
 // handshake runs the TLS handshake of a new connection, bounded by the
 // connect timeout; false when it failed or the listener is closing (conn is
-// then closed).
+// then closed). The handshake runs on a goroutine of its own, waited for:
+// its signature and key exchange grow a stack to tens of KiB, freed when it
+// returns rather than left to the connection's long-lived goroutine.
 //
 //go:noinline
 func (l *Listener) handshake(conn net.Conn) (net.Conn, bool) {
 	tc := tls.Server(conn, l.tls)
 	ctx, cancel := context.WithTimeout(context.Background(), l.timeout)
-	err := tc.HandshakeContext(ctx)
+	var err error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		err = tc.HandshakeContext(ctx)
+	}()
+	<-done
 	cancel()
 	if err != nil {
 		if !l.closed.Load() {

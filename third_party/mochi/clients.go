@@ -17,6 +17,7 @@ import (
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/rs/xid"
@@ -95,7 +96,7 @@ func (cl *Clients) Delete(id string) {
 func (cl *Clients) GetByListener(id string) []*Client {
 	cl.RLock()
 	defer cl.RUnlock()
-	clients := make([]*Client, 0, cl.Len())
+	clients := make([]*Client, 0, len(cl.internal)) // EdgeID: not cl.Len(), a second read lock: it deadlocks once a writer waits
 	for _, client := range cl.internal {
 		if client.Net.Listener == id && !client.Closed() {
 			clients = append(clients, client)
@@ -123,6 +124,10 @@ type ClientConnection struct {
 	Listener string        // listener id of the client
 	Inline   bool          // if true, the client is the built-in 'inline' embedded client
 	lastRaw  []byte        // EdgeID: the packet being decoded, for a panic's digest
+	// EdgeID: raw is the socket of a connection that can be waited on for
+	// readability (see waitReadable); its bconn is taken from the server's
+	// pool while a packet is read and given back when nothing is buffered.
+	raw syscall.RawConn
 }
 
 // ClientProperties contains the properties which define the client behaviour.
@@ -185,8 +190,17 @@ func newClient(c net.Conn, o *ops) *Client {
 	if c != nil {
 		cl.Net = ClientConnection{
 			Conn:   c,
-			bconn:  bufio.NewReaderSize(c, o.options.ClientNetReadBufferSize),
 			Remote: c.RemoteAddr().String(),
+		}
+		// EdgeID: a socket's read buffer is taken when a packet arrives
+		// (waitReadable); other connections (TLS, pipes) keep theirs.
+		if sc, ok := c.(syscall.Conn); ok && o.readers != nil && peekReadable != nil {
+			if raw, err := sc.SyscallConn(); err == nil {
+				cl.Net.raw = raw
+			}
+		}
+		if cl.Net.raw == nil {
+			cl.Net.bconn = bufio.NewReaderSize(c, o.options.ClientNetReadBufferSize)
 		}
 	}
 
@@ -395,6 +409,9 @@ func (cl *Client) Read(packetHandler ReadFn) (err error) {
 		}
 		fh = packets.FixedHeader{}
 		cl.refreshDeadline(cl.State.Keepalive)
+		if err = cl.waitReadable(); err != nil {
+			return err
+		}
 		if err = cl.ReadFixedHeader(&fh); err != nil {
 			return err
 		}
@@ -402,6 +419,41 @@ func (cl *Client) Read(packetHandler ReadFn) (err error) {
 			return err
 		}
 	}
+}
+
+// waitReadable waits, for a socket connection with nothing buffered, until
+// the socket has bytes to read (or its deadline passes, or it is closed),
+// without a read buffer: the buffer goes back to the server's pool while
+// the connection is idle, and the wait is shallower than a read (EdgeID).
+// Connections that are not sockets return at once and are read as upstream.
+func (cl *Client) waitReadable() error {
+	if cl.Net.raw == nil {
+		return nil
+	}
+	if b := cl.Net.bconn; b != nil {
+		if b.Buffered() > 0 {
+			return nil
+		}
+		b.Reset(nil)
+		cl.ops.readers.Put(b)
+		cl.Net.bconn = nil
+	}
+	return cl.Net.raw.Read(peekReadable)
+}
+
+// reader is the client's read buffer, taken from the server's pool for a
+// socket connection that had given it back (EdgeID); nil when the client has
+// no connection.
+func (cl *Client) reader() *bufio.Reader {
+	if cl.Net.bconn == nil && cl.Net.raw != nil {
+		b, _ := cl.ops.readers.Get().(*bufio.Reader)
+		if b == nil || b.Size() != cl.ops.options.ClientNetReadBufferSize {
+			b = bufio.NewReaderSize(nil, cl.ops.options.ClientNetReadBufferSize)
+		}
+		b.Reset(cl.Net.Conn)
+		cl.Net.bconn = b
+	}
+	return cl.Net.bconn
 }
 
 // ErrPacketPanicked ends a connection whose packet made the decoder or a
@@ -537,7 +589,7 @@ func (cl *Client) IsTakenOver() bool {
 
 // ReadFixedHeader reads in the values of the next packet's fixed header.
 func (cl *Client) ReadFixedHeader(fh *packets.FixedHeader) error {
-	if cl.Net.bconn == nil {
+	if cl.reader() == nil {
 		return ErrConnectionClosed
 	}
 

@@ -584,6 +584,26 @@ func TestNoWriterWhileIdle(t *testing.T) {
 	}
 }
 
+// An idle socket connection holds no read buffer: its read loop waits for
+// the socket to be readable with the buffer back in the server's pool (TLS
+// connections keep theirs). Pipelined packets are still all read: each
+// session's CONNECT and PINGREQ come in one write.
+func TestIdleSocketWaitsWithoutReadBuffer(t *testing.T) {
+	const n = 50
+	for _, tr := range transports {
+		t.Run(tr.name, func(t *testing.T) {
+			idleSessions(t, tr.tls, n)
+			w := goroutinesIn("waitReadable")
+			if !tr.tls && w < n {
+				t.Fatalf("%d of %d idle sessions wait in waitReadable", w, n)
+			}
+			if tr.tls && w != 0 {
+				t.Fatalf("%d TLS sessions wait in waitReadable", w)
+			}
+		})
+	}
+}
+
 // The read loop of an idle connection waits so shallow that the stack its
 // CONNECT grew (16 KiB here) is shrunk by the GC: measured 3.7 KiB per
 // connection over TCP (4 KiB stacks) and 8 KiB over TLS (whose read path

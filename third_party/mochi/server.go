@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -161,6 +162,9 @@ type Server struct {
 	// released (PUBREC stored, PUBREL awaited) over all clients, offline
 	// sessions included.
 	QoS2Held atomic.Int64
+	// EdgeID: readers are the read buffers of clients with a packet being
+	// read; an idle socket connection holds none (Client.waitReadable).
+	readers sync.Pool
 }
 
 // loop contains interval tickers for the system events loop.
@@ -180,6 +184,7 @@ type ops struct {
 	hooks   *Hooks        // pointer to the server hooks
 	log     *slog.Logger  // a structured logger for the client
 	held    *atomic.Int64 // EdgeID: the server's QoS2Held
+	readers *sync.Pool    // EdgeID: the server's pool of read buffers
 }
 
 // New returns a new instance of mochi mqtt broker. Optional parameters
@@ -264,6 +269,7 @@ func (s *Server) NewClient(c net.Conn, listener string, id string, inline bool) 
 		hooks:   s.hooks,
 		log:     s.Log,
 		held:    &s.QoS2Held,
+		readers: &s.readers,
 	})
 
 	cl.ID = id
@@ -424,16 +430,26 @@ func (s *Server) EstablishConnection(listener string, c net.Conn) error {
 // to the server, performs session housekeeping, and reads incoming packets.
 //
 // EdgeID: the CONNECT is processed in acceptClient and the end of the
-// session in detachClient, both returning before or called after the read
-// loop, so that this frame, under the read loop for the connection's whole
-// life, holds no packets.Packet (see Client.Read). No write loop is started:
+// session in detachClient, so that this frame, under the read loop for the
+// connection's whole life, holds no packets.Packet (see Client.Read). The
+// CONNECT is processed on a goroutine of its own, waited for: its
+// authentication (a token's signature, say) needs tens of KiB of stack,
+// which are freed when it returns instead of staying with the read loop
+// until enough collections have halved them. No write loop is started:
 // writes start when something is queued (Client.writeQueued).
 func (s *Server) attachClient(cl *Client, listener string) error {
 	defer s.Listeners.ClientsWg.Done()
 	s.Listeners.ClientsWg.Add(1)
 	defer cl.Stop(nil)
 
-	counted, err := s.acceptClient(cl, listener)
+	var counted bool
+	var err error
+	accepted := make(chan struct{})
+	go func() {
+		defer close(accepted)
+		counted, err = s.acceptClient(cl, listener)
+	}()
+	<-accepted
 	if counted {
 		defer atomic.AddInt64(&s.Info.ClientsConnected, -1)
 	}

@@ -1,0 +1,146 @@
+package broker
+
+import (
+	"bytes"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/auth"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// deepAuthHook allows every CONNECT after using 16 KiB of stack, as a token
+// verification does.
+type deepAuthHook struct{ mqtt.HookBase }
+
+func (h *deepAuthHook) ID() string           { return "deep-auth" }
+func (h *deepAuthHook) Provides(b byte) bool { return b == mqtt.OnConnect }
+func (h *deepAuthHook) OnConnect(cl *mqtt.Client, _ packets.Packet) error {
+	useStack(16)
+	return nil
+}
+
+// useStack recurses n times with a 1 KiB frame.
+//
+//go:noinline
+func useStack(n int) byte {
+	var b [1024]byte
+	b[n%1024] = byte(n)
+	if n > 0 {
+		return useStack(n-1) + b[0]
+	}
+	return b[0]
+}
+
+// leanSessions opens n idle MQTT sessions through a Listener (TLS when
+// secure) to a mochi server with the deep hook; it returns the stack in use
+// before them and how many goroutines they added.
+func leanSessions(t *testing.T, secure bool, n int) (stackBefore uint64, goroutines int) {
+	srv := mqtt.New(&mqtt.Options{Logger: discardLog()})
+	for _, h := range []mqtt.Hook{new(auth.AllowHook), new(deepAuthHook)} {
+		if err := srv.AddHook(h, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var conf *tls.Config
+	var clientConf *tls.Config
+	if secure {
+		conf = &tls.Config{Certificates: []tls.Certificate{selfSigned(t)}}
+		clientConf = &tls.Config{InsecureSkipVerify: true}
+	}
+	l := NewListener("t", "127.0.0.1:0", conf, 10*time.Second)
+	if err := srv.AddListener(l); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Serve(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Close() })
+	dial := func(id string) {
+		var c net.Conn
+		var err error
+		if secure {
+			c, err = tls.Dial("tcp", l.Address(), clientConf)
+		} else {
+			c, err = net.Dial("tcp", l.Address())
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		// CONNECT and PINGREQ: the read loop has handled a packet since.
+		if _, err := c.Write(append(connectPacket(t, id), packets.Pingreq<<4, 0)); err != nil {
+			t.Fatal(err)
+		}
+		want := []byte{packets.Connack << 4, 2, 0, 0, packets.Pingresp << 4, 0}
+		got := make([]byte, len(want))
+		if _, err := io.ReadFull(c, got); err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("session %s: % x, %v", id, got, err)
+		}
+	}
+	dial("warm") // what starts once is in the baseline
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	g0 := runtime.NumGoroutine()
+	for i := 0; i < n; i++ {
+		dial(fmt.Sprintf("c%d", i))
+	}
+	for deadline := time.Now().Add(20 * time.Second); srv.Clients.Len() < n+1; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d sessions", srv.Clients.Len(), n+1)
+		}
+	}
+	return before.StackInuse, runtime.NumGoroutine() - g0
+}
+
+// Idle sessions through the gateway's Listener: one goroutine each (no
+// writer waits on an idle connection) with a small stack (the TLS handshake
+// and the CONNECT's authentication run on goroutines of their own, and the
+// read loop waits shallow enough for the GC to halve what grew). Measured:
+// 4 KiB per connection over TCP, 8 KiB over TLS (its read path is ~900
+// bytes deeper); before, 20 and 24 KiB. Bounds with room for noise; the race
+// detector doubles the runtime's stack reserves, and so the stacks.
+func TestIdleSessionsAreLean(t *testing.T) {
+	const n = 200
+	for _, secure := range []bool{false, true} {
+		t.Run(map[bool]string{false: "tcp", true: "tls"}[secure], func(t *testing.T) {
+			before, g := leanSessions(t, secure, n)
+			buf := make([]byte, 16<<20)
+			stacks := string(buf[:runtime.Stack(buf, true)])
+			if w := strings.Count(stacks, "writeQueued") + strings.Count(stacks, "WriteLoop"); w != 0 {
+				t.Fatalf("%d writer goroutines for %d idle sessions", w, n)
+			}
+			if g > n+n/10 {
+				t.Fatalf("%d goroutines for %d idle sessions", g, n)
+			}
+			// A socket's idle read loop waits for readability with its read
+			// buffer given back, not in a buffered read (TLS reads as before).
+			if w := strings.Count(stacks, "waitReadable"); !secure && w < n {
+				t.Fatalf("%d of %d idle sessions wait in waitReadable", w, n)
+			}
+			for i := 0; i < 4; i++ { // each collection halves a stack at most once
+				runtime.GC()
+			}
+			var after runtime.MemStats
+			runtime.ReadMemStats(&after)
+			per := (int64(after.StackInuse) - int64(before)) / n
+			bound := int64(6 << 10)
+			if secure {
+				bound = 12 << 10
+			}
+			bound *= raceStack
+			t.Logf("stack in use per idle session: %d bytes (bound %d)", per, bound)
+			if per > bound {
+				t.Fatalf("idle sessions hold %d bytes of stack each, want at most %d", per, bound)
+			}
+		})
+	}
+}
