@@ -185,6 +185,13 @@ func PlanSites(b *Batch, prev map[string]Device, r SiteReader) (SitePlan, error)
 		if err := set(DeviceKey(d.ID), DeviceReach(d)); err != nil {
 			return p, err
 		}
+		// Its owners' and shares' sites derive from its site and owner
+		// only: a change of anything else (a status, a name) leaves them
+		// as they are, and re-deriving an owner's would read every device
+		// they own, inside the commit.
+		if old, ok := prev[d.ID]; ok && old.Owner == d.Owner && old.Site == d.Site {
+			continue
+		}
 		devices[d.ID] = true
 		owners[d.Owner] = true
 		owners[prev[d.ID].Owner] = true

@@ -20,8 +20,13 @@ const (
 	pIdxGrantDev = "x/gdev/"  // x/gdev/<device>/<grant> → nothing
 )
 
-// txnSites reads what PlanSites needs inside a Badger transaction.
-type txnSites struct{ txn *badger.Txn }
+// txnSites reads what PlanSites needs inside a Badger transaction; before,
+// when set, is a read-only view of the store as it was before that
+// transaction, for the share index (see GrantsOfDevice).
+type txnSites struct {
+	txn    *badger.Txn
+	before *badger.Txn
+}
 
 func found[T any](txn *badger.Txn, key string) (T, bool, error) {
 	var v T
@@ -39,9 +44,11 @@ func (r txnSites) Reach(key string) ([]string, bool, error) {
 	return found[[]string](r.txn, pIdxReach+key)
 }
 
-func (r txnSites) keys(prefix string) ([]string, error) {
+func (r txnSites) keys(prefix string) ([]string, error) { return keysIn(r.txn, prefix) }
+
+func keysIn(txn *badger.Txn, prefix string) ([]string, error) {
 	var out []string
-	err := iterate(r.txn, prefix, func(k string, _ []byte) error {
+	err := iterate(txn, prefix, func(k string, _ []byte) error {
 		out = append(out, k)
 		return nil
 	})
@@ -52,7 +59,15 @@ func (r txnSites) DevicesOfOwner(owner string) ([]string, error) {
 	return r.keys(pIdxOwner + owner + "/")
 }
 
+// GrantsOfDevice reads the share index as it was before the commit when it
+// can: an iterator on the committing transaction copies and sorts all its
+// pending writes, once per device of a batch (most of a large import's
+// time). The shares PlanSites asks this for are those the batch does not
+// write or delete, whose index entries the commit does not change.
 func (r txnSites) GrantsOfDevice(device string) ([]string, error) {
+	if r.before != nil {
+		return keysIn(r.before, pIdxGrantDev+device+"/")
+	}
 	return r.keys(pIdxGrantDev + device + "/")
 }
 
@@ -80,7 +95,7 @@ func grantsBefore(txn *badger.Txn, b *Batch) ([]Grant, error) {
 // keepSites plans the sites of the batch being logged (lg.Batch, whose
 // records txn has written), writes them beside the records and records them
 // in the log entry, which also carries the dependents whose sites changed.
-func keepSites(txn *badger.Txn, lg *logged, prev map[string]Device, oldGrants []Grant) error {
+func keepSites(db *badger.DB, txn *badger.Txn, lg *logged, prev map[string]Device, oldGrants []Grant) error {
 	for _, g := range oldGrants {
 		for _, d := range g.Devices() {
 			if err := txn.Delete([]byte(pIdxGrantDev + d + "/" + g.ID)); err != nil {
@@ -95,7 +110,11 @@ func keepSites(txn *badger.Txn, lg *logged, prev map[string]Device, oldGrants []
 			}
 		}
 	}
-	plan, err := PlanSites(&lg.Batch, prev, txnSites{txn})
+	// Commits of records are serialised (Store.mu): a view opened now is
+	// the store before this transaction.
+	before := db.NewTransaction(false)
+	defer before.Discard()
+	plan, err := PlanSites(&lg.Batch, prev, txnSites{txn: txn, before: before})
 	if err != nil {
 		return fmt.Errorf("plan sites: %w", err)
 	}
@@ -239,7 +258,7 @@ func (s *Store) buildSites() error {
 				return err
 			}
 		}
-		plan, err := PlanSites(all, map[string]Device{}, noReach{txnSites{txn}})
+		plan, err := PlanSites(all, map[string]Device{}, noReach{txnSites{txn: txn}})
 		if err != nil {
 			return err
 		}

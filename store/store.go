@@ -321,7 +321,7 @@ func (s *Store) apply(b *Batch, cursor *Cursor, lg *logged, replace bool) (uint6
 // of build writes nothing and is returned (errors.Is holds).
 func (s *Store) ApplyLoggedFunc(by string, build func(r RecordReader) (*Batch, error)) (uint64, error) {
 	return s.applyBuilt(func(txn *badger.Txn) (*Batch, error) {
-		b, err := build(txnSites{txn})
+		b, err := build(txnSites{txn: txn})
 		if err != nil {
 			return nil, err
 		}
@@ -410,7 +410,7 @@ func (s *Store) applyBuilt(build func(*badger.Txn) (*Batch, error), cursor *Curs
 		if lg != nil {
 			lg.Batch = *b
 			// The authority's log knows where each record goes (sites.go).
-			if err := keepSites(txn, lg, prev, oldGrants); err != nil {
+			if err := keepSites(s.db, txn, lg, prev, oldGrants); err != nil {
 				return err
 			}
 			if err := putJSON(txn, string(logKey(rev)), lg); err != nil {

@@ -25,7 +25,7 @@ import (
 
 // ---- helpers ----
 
-func openStore(t *testing.T, dir string) *store.Store {
+func openStore(t testing.TB, dir string) *store.Store {
 	t.Helper()
 	s, err := store.Open(store.Options{Dir: dir, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {

@@ -84,8 +84,8 @@ type Postgres struct {
 	// the password out of it: libpq's PGPASSFILE or a client certificate
 	// (sslcert, sslkey) are read as usual.
 	DSN string `mapstructure:"dsn"`
-	// MaxConns is the connection pool's size per process ("" is pgx's
-	// default: 4, or the number of CPUs if more).
+	// MaxConns is the connection pool's size per process ("" is 16, or
+	// the dsn's pool_max_conns).
 	MaxConns string `mapstructure:"max_conns"`
 }
 
@@ -180,7 +180,7 @@ var flagHelp = map[string]string{
 	"admin_token_file":      "file holding the admin API bearer token (or EDGEID_AUTHORITY_ADMIN_TOKEN)",
 	"storage":               "badger (embedded, one process) or postgres (postgres.dsn, shared by replicas)",
 	"postgres.dsn":          "PostgreSQL connection string (URL or key=value; password from PGPASSFILE, not here)",
-	"postgres.max_conns":    "connection pool size per process (empty: pgx's default)",
+	"postgres.max_conns":    "connection pool size per process (empty: 16, or the dsn's pool_max_conns)",
 	"tls_cert":              "TLS certificate (PEM); empty: a self-signed one kept in the state directory",
 	"tls_key":               "TLS key (PEM)",
 	"token_audience":        "aud of the device tokens it issues (the gateways' auth.audiences)",

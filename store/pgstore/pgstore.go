@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -30,6 +31,12 @@ import (
 // notifyChannel is where commits announce their rev.
 const notifyChannel = "edgeid_changes"
 
+// DefaultMaxConns is the pool size when none is given: every gateway
+// stream reads the log after each commit, and pgx's own default (4, or
+// the CPUs) queued them: with 1,000 streams a token revocation's p99 went
+// from 1,294 to 683 ms at 16 (docs/BENCHMARKS.md, fleet scale).
+const DefaultMaxConns = 16
+
 // Options tunes the store; zero values take the defaults.
 type Options struct {
 	Logger *slog.Logger
@@ -37,7 +44,8 @@ type Options struct {
 	// when 0.
 	Timeout time.Duration
 	// MaxConns is the size of the connection pool (the listener has one
-	// more of its own); pgxpool's default (4, or the number of CPUs) when 0.
+	// more of its own); DefaultMaxConns when 0 and the dsn sets no
+	// pool_max_conns.
 	MaxConns int32
 	// SweepEvery is how often a commit also deletes the revocations past
 	// their expiry (reads never see them anyway); one minute when 0.
@@ -89,8 +97,11 @@ func Open(ctx context.Context, dsn string, o Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pgstore: %w", err)
 	}
-	if o.MaxConns > 0 {
+	switch {
+	case o.MaxConns > 0:
 		cfg.MaxConns = o.MaxConns
+	case !strings.Contains(dsn, "pool_max_conns"):
+		cfg.MaxConns = DefaultMaxConns
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
