@@ -144,3 +144,47 @@ func TestIdleSessionsAreLean(t *testing.T) {
 		})
 	}
 }
+
+// The session indexes keep one session per key without a map, and two or
+// more in one; removing them in any order leaves nothing behind.
+func TestSessionIndexes(t *testing.T) {
+	r := NewSessions()
+	mk := func(client, device, subject, jti string) *Session {
+		return &Session{ClientID: client, Device: device, Subject: subject, JTI: jti, cl: &mqtt.Client{ID: client}}
+	}
+	a, b, c := mk("a", "d1", "alice", "j1"), mk("b", "d1", "alice", "j2"), mk("c", "d2", "bob", "j3")
+	for _, s := range []*Session{a, b, c} {
+		r.add(s)
+	}
+	if n := len(r.ByDevice("d1")); n != 2 {
+		t.Fatalf("d1 has %d sessions, want 2", n)
+	}
+	if got := r.ByDevice("d2"); len(got) != 1 || got[0] != c {
+		t.Fatalf("d2: %v", got)
+	}
+	if n := len(r.BySubject("alice")); n != 2 {
+		t.Fatalf("alice has %d sessions, want 2", n)
+	}
+	if got := r.ByJTI("j2"); len(got) != 1 || got[0] != b {
+		t.Fatalf("j2: %v", got)
+	}
+	if !r.online("d1") || r.online("d3") {
+		t.Fatal("online wrong")
+	}
+	nb := mk("b", "d3", "carol", "j4")
+	nb.cl = b.cl
+	if !r.replace(b, nb) {
+		t.Fatal("replace refused")
+	}
+	if got := r.ByDevice("d1"); len(got) != 1 || got[0] != a {
+		t.Fatalf("d1 after replace: %v", got)
+	}
+	for _, s := range []*Session{a, nb, c} {
+		if r.remove(s.cl) != s {
+			t.Fatalf("remove %s", s.ClientID)
+		}
+	}
+	if len(r.byDevice)+len(r.bySubject)+len(r.byJTI)+len(r.byClient) != 0 || r.Len() != 0 {
+		t.Fatalf("left behind: %v %v %v %v", r.byDevice, r.bySubject, r.byJTI, r.byClient)
+	}
+}

@@ -89,9 +89,9 @@ func (s *Session) Client() *mqtt.Client { return s.cl }
 type Sessions struct {
 	mu        sync.RWMutex
 	byClient  map[*mqtt.Client]*Session
-	byDevice  map[string]map[*Session]struct{}
-	bySubject map[string]map[*Session]struct{}
-	byJTI     map[string]map[*Session]struct{}
+	byDevice  map[string]sessionSet
+	bySubject map[string]sessionSet
+	byJTI     map[string]sessionSet
 	count     atomic.Int64 // live (connected) sessions
 	parkedN   atomic.Int64 // offline sessions kept for their device
 	// left records when a device's last session ended, for "last seen".
@@ -102,31 +102,77 @@ type Sessions struct {
 func NewSessions() *Sessions {
 	return &Sessions{
 		byClient:  map[*mqtt.Client]*Session{},
-		byDevice:  map[string]map[*Session]struct{}{},
-		bySubject: map[string]map[*Session]struct{}{},
-		byJTI:     map[string]map[*Session]struct{}{},
+		byDevice:  map[string]sessionSet{},
+		bySubject: map[string]sessionSet{},
+		byJTI:     map[string]sessionSet{},
 		left:      map[string]time.Time{},
 	}
 }
 
-func addIdx(m map[string]map[*Session]struct{}, k string, s *Session) {
+// sessionSet is the sessions under one index key. It is almost always one
+// session, kept without a map until a second comes: a map per key and index
+// cost some 300 bytes per session, a tenth of an idle session's memory.
+type sessionSet struct {
+	one  *Session
+	more map[*Session]struct{} // when there are two or more
+}
+
+// each calls f for every session of the set until f returns false.
+func (set sessionSet) each(f func(*Session) bool) {
+	if set.more == nil {
+		if set.one != nil {
+			f(set.one)
+		}
+		return
+	}
+	for s := range set.more {
+		if !f(s) {
+			return
+		}
+	}
+}
+
+func (set sessionSet) len() int {
+	if set.more != nil {
+		return len(set.more)
+	}
+	if set.one != nil {
+		return 1
+	}
+	return 0
+}
+
+func addIdx(m map[string]sessionSet, k string, s *Session) {
 	if k == "" {
 		return
 	}
 	set := m[k]
-	if set == nil {
-		set = map[*Session]struct{}{}
-		m[k] = set
+	switch {
+	case set.more != nil:
+		set.more[s] = struct{}{}
+	case set.one == nil || set.one == s:
+		set.one = s
+	default:
+		set.more = map[*Session]struct{}{set.one: {}, s: {}}
+		set.one = nil
 	}
-	set[s] = struct{}{}
+	m[k] = set
 }
 
-func delIdx(m map[string]map[*Session]struct{}, k string, s *Session) {
-	if set := m[k]; set != nil {
-		delete(set, s)
-		if len(set) == 0 {
+func delIdx(m map[string]sessionSet, k string, s *Session) {
+	set, ok := m[k]
+	if !ok {
+		return
+	}
+	if set.more == nil {
+		if set.one == s {
 			delete(m, k)
 		}
+		return
+	}
+	delete(set.more, s)
+	if len(set.more) == 0 {
+		delete(m, k)
 	}
 }
 
@@ -198,12 +244,12 @@ func (r *Sessions) park(s *Session) bool {
 
 // online reports whether device has a connected session; r.mu held.
 func (r *Sessions) online(device string) bool {
-	for o := range r.byDevice[device] {
-		if !o.parked.Load() {
-			return true
-		}
-	}
-	return false
+	online := false
+	r.byDevice[device].each(func(o *Session) bool {
+		online = !o.parked.Load()
+		return !online
+	})
+	return online
 }
 
 // Offline is the number of offline sessions kept.
@@ -220,11 +266,12 @@ func (r *Sessions) get(cl *mqtt.Client) *Session {
 // Len is the number of live (connected) sessions.
 func (r *Sessions) Len() int { return int(r.count.Load()) }
 
-func collect(set map[*Session]struct{}) []*Session {
-	out := make([]*Session, 0, len(set))
-	for s := range set {
+func collect(set sessionSet) []*Session {
+	out := make([]*Session, 0, set.len())
+	set.each(func(s *Session) bool {
 		out = append(out, s)
-	}
+		return true
+	})
 	return out
 }
 

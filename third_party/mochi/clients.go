@@ -220,9 +220,13 @@ func (cl *Client) ParseConnect(lid string, pk packets.Packet) {
 	cl.Net.Listener = lid
 
 	cl.Properties.ProtocolVersion = pk.ProtocolVersion
-	cl.Properties.Username = pk.Connect.Username
+	// EdgeID: copied, so that the CONNECT's buffer (a password, a token) is
+	// not kept for the session's life by a slice of it; nor is the CONNECT's
+	// Authentication Data (a credential: the hooks have it in the packet).
+	cl.Properties.Username = bytes.Clone(pk.Connect.Username)
 	cl.Properties.Clean = pk.Connect.Clean
 	cl.Properties.Props = pk.Properties.Copy(false)
+	cl.Properties.Props.AuthenticationData = nil
 
 	if cl.Properties.Props.ReceiveMaximum > cl.ops.options.Capabilities.MaximumInflight { // 3.3.4 Non-normative
 		cl.Properties.Props.ReceiveMaximum = cl.ops.options.Capabilities.MaximumInflight
@@ -252,7 +256,7 @@ func (cl *Client) ParseConnect(lid string, pk packets.Packet) {
 		cl.Properties.Will = Will{
 			Qos:               pk.Connect.WillQos,
 			Retain:            pk.Connect.WillRetain,
-			Payload:           pk.Connect.WillPayload,
+			Payload:           bytes.Clone(pk.Connect.WillPayload), // EdgeID: not a slice of the CONNECT
 			TopicName:         pk.Connect.WillTopic,
 			WillDelayInterval: pk.Connect.WillProperties.WillDelayInterval,
 			User:              pk.Connect.WillProperties.User,
@@ -631,9 +635,9 @@ func (cl *Client) ReadPacket(fh *packets.FixedHeader) (pk packets.Packet, err er
 
 	atomic.AddInt64(&cl.ops.info.BytesReceived, int64(n))
 
-	// Decode the remaining packet values using a fresh copy of the bytes,
-	// otherwise the next packet will change the data of this one.
-	px := append([]byte{}, p[:]...)
+	// EdgeID: p is the packet's own buffer, made above: upstream decoded a
+	// second copy of it, an allocation per packet for nothing.
+	px := p
 	cl.Net.lastRaw = px // EdgeID: for the digest if decoding panics
 	switch pk.FixedHeader.Type {
 	case packets.Connect:
