@@ -6,7 +6,7 @@ LDFLAGS   := -s -w -X github.com/edgeid/edgeid/edge.Version=$(VERSION)
 # with "context deadline exceeded" (golang/go#75804).
 FUZZTIME  ?= 20000x
 
-.PHONY: build run test lint vet staticcheck fuzz fuzz-long bench bench-fleet clean deb stress32 interop
+.PHONY: build run test lint vet staticcheck fuzz fuzz-long bench bench-lean bench-fleet clean deb stress32 interop
 
 build:
 	mkdir -p bin
@@ -67,6 +67,13 @@ interop:
 
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem ./edge/... ./store/...
+
+# Lean connections (docs/BENCHMARKS.md, issue 17): mochi with no hooks,
+# Mosquitto and EdgeID (BEFORE=<commit>, default HEAD, and the working tree)
+# as processes on loopback, driven by edgeid-sensor; prints both tables.
+# Needs mosquitto and python3; about 5 minutes.
+bench-lean:
+	scripts/bench-lean.sh
 
 # The authority at fleet scale (issue 16; docs/BENCHMARKS.md): a million
 # devices, a thousand gateway event streams, Badger and PostgreSQL side by

@@ -46,6 +46,11 @@ const usage = `usage: edgeid-sensor connect --broker HOST:PORT --client-id ID [-
        edgeid-sensor pair --authority URL [--fingerprint SHA256] --device ID --key device.jwk
                           --broker HOST:PORT [--count N] [--listen D]
        edgeid-sensor load --broker HOST:PORT --tokens FILE [--rate R] [--duration D] [--hold D] [--qos Q]
+       edgeid-sensor pubsub --broker HOST:PORT [--pairs 8] [--qos 0] [--size 64] [--duration 5s | --messages N]
+                            [--tokens FILE | --username U --password P] [--sources N] [--client raw|paho]
+       edgeid-sensor idle --broker HOST:PORT --sessions N [--tokens FILE | --username U --password P]
+                          [--sources N] [--concurrency C] [--hold D]
+       edgeid-sensor provision --out DIR [--pairs 8] [--sessions N]   (batches, tokens, Mosquitto files for the two above)
        edgeid-sensor coap --gateway HOST:5684 --identity ID --key KEY [--publish TOPIC --count N] [--observe TOPIC --listen D]
        edgeid-sensor coap --udp --gateway HOST:5683 --token TOKEN|@FILE --device-key device.jwk [--publish ...] [--observe ...]`
 
@@ -66,6 +71,15 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	}
 	if len(args) > 0 && args[0] == "load" {
 		return load(ctx, args[1:], out)
+	}
+	if len(args) > 0 && args[0] == "pubsub" {
+		return pubsub(ctx, args[1:], out)
+	}
+	if len(args) > 0 && args[0] == "idle" {
+		return idle(ctx, args[1:], out)
+	}
+	if len(args) > 0 && args[0] == "provision" {
+		return provision(args[1:], out)
 	}
 	if len(args) > 0 && args[0] == "coap" {
 		return coapJourney(ctx, args[1:], out)
