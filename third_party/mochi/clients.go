@@ -15,6 +15,7 @@ import (
 	"io"
 	"net"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -220,13 +221,17 @@ func (cl *Client) ParseConnect(lid string, pk packets.Packet) {
 	cl.Net.Listener = lid
 
 	cl.Properties.ProtocolVersion = pk.ProtocolVersion
-	// EdgeID: copied, so that the CONNECT's buffer (a password, a token) is
-	// not kept for the session's life by a slice of it; nor is the CONNECT's
-	// Authentication Data (a credential: the hooks have it in the packet).
+	// EdgeID: what the client keeps of the CONNECT is copied: the decoder's
+	// strings and slices point into the packet's buffer, which would be kept
+	// for the session's life by any one of them, password or token included.
+	// Nor is the CONNECT's Authentication Data kept (a credential: the hooks
+	// have it in the packet).
 	cl.Properties.Username = bytes.Clone(pk.Connect.Username)
 	cl.Properties.Clean = pk.Connect.Clean
 	cl.Properties.Props = pk.Properties.Copy(false)
 	cl.Properties.Props.AuthenticationData = nil
+	cl.Properties.Props.AuthenticationMethod = strings.Clone(pk.Properties.AuthenticationMethod)
+	cl.Properties.Props.User = cloneUser(pk.Properties.User)
 
 	if cl.Properties.Props.ReceiveMaximum > cl.ops.options.Capabilities.MaximumInflight { // 3.3.4 Non-normative
 		cl.Properties.Props.ReceiveMaximum = cl.ops.options.Capabilities.MaximumInflight
@@ -246,7 +251,7 @@ func (cl *Client) ParseConnect(lid string, pk packets.Packet) {
 	cl.State.Inflight.ResetSendQuota(int32(cl.Properties.Props.ReceiveMaximum))            // client receive max
 	cl.State.TopicAliases.Outbound = NewOutboundTopicAliases(cl.Properties.Props.TopicAliasMaximum)
 
-	cl.ID = pk.Connect.ClientIdentifier
+	cl.ID = strings.Clone(pk.Connect.ClientIdentifier) // EdgeID: not a slice of the CONNECT
 	if cl.ID == "" {
 		cl.ID = xid.New().String() // [MQTT-3.1.3-6] [MQTT-3.1.3-7]
 		cl.Properties.Props.AssignedClientID = cl.ID
@@ -257,9 +262,9 @@ func (cl *Client) ParseConnect(lid string, pk packets.Packet) {
 			Qos:               pk.Connect.WillQos,
 			Retain:            pk.Connect.WillRetain,
 			Payload:           bytes.Clone(pk.Connect.WillPayload), // EdgeID: not a slice of the CONNECT
-			TopicName:         pk.Connect.WillTopic,
+			TopicName:         strings.Clone(pk.Connect.WillTopic), // EdgeID: not a slice of the CONNECT
 			WillDelayInterval: pk.Connect.WillProperties.WillDelayInterval,
-			User:              pk.Connect.WillProperties.User,
+			User:              cloneUser(pk.Connect.WillProperties.User),
 		}
 		if pk.Properties.SessionExpiryIntervalFlag &&
 			pk.Properties.SessionExpiryInterval < pk.Connect.WillProperties.WillDelayInterval {
@@ -269,6 +274,18 @@ func (cl *Client) ParseConnect(lid string, pk packets.Packet) {
 			cl.Properties.Will.Flag = 1 // atomic for checking
 		}
 	}
+}
+
+// cloneUser copies user properties out of a packet's buffer (EdgeID).
+func cloneUser(u []packets.UserProperty) []packets.UserProperty {
+	if len(u) == 0 {
+		return nil
+	}
+	out := make([]packets.UserProperty, len(u))
+	for i, p := range u {
+		out[i] = packets.UserProperty{Key: strings.Clone(p.Key), Val: strings.Clone(p.Val)}
+	}
+	return out
 }
 
 // refreshDeadline refreshes the read/write deadline for the net.Conn connection.

@@ -635,3 +635,39 @@ func TestIdleReadLoopStackIsSmall(t *testing.T) {
 		})
 	}
 }
+
+// What a client keeps of its CONNECT does not point into the packet's
+// buffer (which would keep it, token and all, for the session's life), and
+// the Authentication Data is not kept.
+func TestParseConnectKeepsNoSliceOfThePacket(t *testing.T) {
+	var buf bytes.Buffer
+	in := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: 5,
+		Properties: packets.Properties{AuthenticationMethod: "ace", AuthenticationData: []byte("token"), User: []packets.UserProperty{{Key: "k", Val: "v"}}},
+		Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), Clean: true, Keepalive: 60, ClientIdentifier: "device-1",
+			UsernameFlag: true, Username: []byte("user"), WillFlag: true, WillTopic: "will/t", WillPayload: []byte("gone"),
+			WillProperties: packets.Properties{User: []packets.UserProperty{{Key: "wk", Val: "wv"}}}}}
+	if err := in.ConnectEncode(&buf); err != nil {
+		t.Fatal(err)
+	}
+	raw := buf.Bytes()[2:] // after the fixed header (remaining length < 128)
+	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: 5}
+	if err := pk.ConnectDecode(raw); err != nil {
+		t.Fatal(err)
+	}
+	s, _ := newTestServer(t, nil, false)
+	cl := s.NewClient(nil, "t", "", false)
+	cl.ParseConnect("t", pk)
+	for i := range raw {
+		raw[i] = 'X'
+	}
+	p := cl.Properties
+	got := []string{cl.ID, string(p.Username), p.Props.AuthenticationMethod, p.Props.User[0].Key + p.Props.User[0].Val,
+		p.Will.TopicName, string(p.Will.Payload), p.Will.User[0].Key + p.Will.User[0].Val}
+	want := []string{"device-1", "user", "ace", "kv", "will/t", "gone", "wkwv"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("after the CONNECT's buffer changed the client has %q, want %q", got, want)
+	}
+	if p.Props.AuthenticationData != nil {
+		t.Fatalf("the client keeps the Authentication Data %q", p.Props.AuthenticationData)
+	}
+}
