@@ -265,8 +265,8 @@ func Default() Config {
 			ConnectTimeout:   10 * time.Second,
 			MaxPacketSize:    256 << 10,
 			MaxClients:       20000,
-			MaxPendingWrites: 8192,
-			MaxPendingBytes:  1 << 20,
+			MaxPendingWrites: 65536,
+			MaxPendingBytes:  16 << 20,
 			ConnectRate:      5,
 			ConnectBurst:     20,
 
