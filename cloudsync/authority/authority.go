@@ -580,6 +580,13 @@ func (a *Authority) Snapshot(gw string) (string, error) {
 // the deltas reach at least that head unless the page is full, so a gateway
 // left behind it by an answer knows deltas were withheld.
 func (a *Authority) Changes(gw, epoch string, from uint64, max int) (cloudsync.ChangesResponse, error) {
+	return a.changes(gw, nil, epoch, from, max)
+}
+
+// changes is Changes; site, when not nil, is the gateway's site as its
+// caller has just read it (an event stream reads its gateway at each wake),
+// so the gateway is not read again per stream per commit.
+func (a *Authority) changes(gw string, site *string, epoch string, from uint64, max int) (cloudsync.ChangesResponse, error) {
 	if epoch != a.epoch {
 		return cloudsync.ChangesResponse{NeedSnapshot: true}, nil
 	}
@@ -596,9 +603,12 @@ func (a *Authority) Changes(gw, epoch string, from uint64, max int) (cloudsync.C
 		a.log.Warn("gateway cursor is ahead of the log; sending a snapshot", "gateway", gw, "cursor", from, "head", head)
 		return cloudsync.ChangesResponse{NeedSnapshot: true}, nil
 	}
-	site, err := a.siteOf(gw)
-	if err != nil {
-		return cloudsync.ChangesResponse{}, err
+	if site == nil {
+		s, err := a.siteOf(gw)
+		if err != nil {
+			return cloudsync.ChangesResponse{}, err
+		}
+		site = &s
 	}
 	entries, err := a.Store.LogSince(from, max)
 	if errors.Is(err, store.ErrLogTrimmed) {
@@ -612,7 +622,7 @@ func (a *Authority) Changes(gw, epoch string, from uint64, max int) (cloudsync.C
 		// Every revision is sent, empty when nothing of it reaches the
 		// site: the gateway's arithmetic on From and To stays whole.
 		s, err := cloudsync.Sign(&cloudsync.Batch{Gateway: gw, Epoch: a.epoch, From: e.Rev - 1, To: e.Rev,
-			IssuedAt: time.Now().Unix(), Changes: e.ForSite(site)}, a.feedKey)
+			IssuedAt: time.Now().Unix(), Changes: e.ForSite(*site)}, a.feedKey)
 		if err != nil {
 			return out, err
 		}

@@ -325,12 +325,13 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request, gw string) {
 	for {
 		// A gateway removed (or enrolled again with another key) while its
 		// stream is open gets nothing more.
-		if cur, err := h.A.Gateway(gw); err != nil || string(cur.Key) != string(enrolled.Key) {
+		cur, err := h.A.Gateway(gw)
+		if err != nil || string(cur.Key) != string(enrolled.Key) {
 			h.A.log.Info("gateway stream ended: gateway removed or re-enrolled", "gateway", gw)
 			return
 		}
 		changed := h.A.Changed() // before reading, so no change slips between read and wait
-		resp, err := h.A.Changes(gw, epoch, from, 500)
+		resp, err := h.A.changes(gw, &cur.Site, epoch, from, 500)
 		if err != nil {
 			h.A.log.Warn("gateway stream ended", "gateway", gw, "err", err)
 			return
