@@ -92,17 +92,10 @@ func (b *Broker) takeOver(s *Session) {
 // and inflight messages, the session itself), unless a newer connection of
 // the same client id has taken it over.
 func (b *Broker) forget(cl *mqtt.Client) {
-	if cl.IsTakenOver() {
-		return
-	}
-	if cur, ok := b.Server.Clients.Get(cl.ID); ok && cur != cl {
-		return
-	}
-	b.Server.UnsubscribeClient(cl)
-	cl.ClearInflights()
-	if cur, ok := b.Server.Clients.Get(cl.ID); ok && cur == cl {
-		b.Server.Clients.Delete(cl.ID)
-	}
+	// EndSession checks and discards under the lock a reconnect takes to
+	// take the session over: checked here and discarded after, a reconnect
+	// in between lost its own subscriptions.
+	b.Server.EndSession(cl)
 }
 
 // endOffline ends an offline session for cause: its state is discarded.

@@ -165,6 +165,12 @@ type Server struct {
 	// EdgeID: readers are the read buffers of clients with a packet being
 	// read; an idle socket connection holds none (Client.waitReadable).
 	readers sync.Pool
+	// EdgeID: sessionsMu orders the registry's session changes: a new
+	// connection taking over a client id, and a closed connection ending its
+	// session. Both act by client id (Clients, Topics), so without it a
+	// closing connection could delete the registration and subscriptions of
+	// the reconnect that had just replaced it, and that client got nothing.
+	sessionsMu sync.Mutex
 }
 
 // loop contains interval tickers for the system events loop.
@@ -512,8 +518,15 @@ func (s *Server) acceptClient(cl *Client, listener string) (counted bool, err er
 
 	s.hooks.OnSessionEstablish(cl, pk)
 
-	sessionPresent := s.inheritClientSession(pk, cl)
+	s.sessionsMu.Lock()
+	sessionPresent, existing := s.inheritLocked(pk, cl)
 	s.Clients.Add(cl) // [MQTT-4.1.0-1]
+	s.sessionsMu.Unlock()
+	if existing != nil {
+		// EdgeID: written outside sessionsMu, as a stuck client's socket
+		// would hold every connect.
+		_ = s.DisconnectClient(existing, packets.ErrSessionTakenOver) // [MQTT-3.1.4-3]
+	}
 
 	err = s.SendConnack(cl, code, sessionPresent, nil) // [MQTT-3.1.4-5] [MQTT-3.2.0-1] [MQTT-3.2.0-2] &[MQTT-3.14.0-1]
 	if err != nil {
@@ -549,11 +562,28 @@ func (s *Server) detachClient(cl *Client, listener string, err error) {
 	expire := (cl.Properties.ProtocolVersion == 5 && cl.Properties.Props.SessionExpiryInterval == 0) || (cl.Properties.ProtocolVersion < 5 && cl.Properties.Clean)
 	s.hooks.OnDisconnect(cl, err, expire)
 
-	if expire && !cl.IsTakenOver() {
-		cl.ClearInflights()
-		s.UnsubscribeClient(cl)
-		s.Clients.Delete(cl.ID) // [MQTT-4.1.0-2] ![MQTT-3.1.2-23]
+	if expire {
+		s.EndSession(cl)
 	}
+}
+
+// EndSession discards the session state of cl, a client whose connection has
+// closed: its inflight messages, its subscriptions and its registration. It
+// does nothing and reports false if a newer connection of the same client id
+// has taken the session over or replaced cl in the registry (EdgeID).
+func (s *Server) EndSession(cl *Client) bool {
+	s.sessionsMu.Lock()
+	defer s.sessionsMu.Unlock()
+	if cl.IsTakenOver() {
+		return false
+	}
+	if cur, ok := s.Clients.Get(cl.ID); ok && cur != cl {
+		return false
+	}
+	cl.ClearInflights()
+	s.UnsubscribeClient(cl)
+	s.Clients.Delete(cl.ID) // [MQTT-4.1.0-2] ![MQTT-3.1.2-23]
+	return true
 }
 
 // readConnectionPacket reads the first incoming header for a connection, and if
@@ -631,13 +661,25 @@ func (s *Server) validateConnect(cl *Client, pk packets.Packet) packets.Code {
 // connection ID. If clean is true, the state of any previously existing client
 // session is abandoned.
 func (s *Server) inheritClientSession(pk packets.Packet, cl *Client) bool {
+	s.sessionsMu.Lock()
+	present, existing := s.inheritLocked(pk, cl)
+	s.sessionsMu.Unlock()
+	if existing != nil {
+		_ = s.DisconnectClient(existing, packets.ErrSessionTakenOver) // [MQTT-3.1.4-3]
+	}
+	return present
+}
+
+// inheritLocked is inheritClientSession with s.sessionsMu held; existing is
+// the connection taken over, for the caller to disconnect once the lock is
+// released (EdgeID).
+func (s *Server) inheritLocked(pk packets.Packet, cl *Client) (present bool, taken *Client) {
 	if existing, ok := s.Clients.Get(cl.ID); ok {
-		_ = s.DisconnectClient(existing, packets.ErrSessionTakenOver)                                   // [MQTT-3.1.4-3]
 		if pk.Connect.Clean || (existing.Properties.Clean && existing.Properties.ProtocolVersion < 5) { // [MQTT-3.1.2-4] [MQTT-3.1.4-4]
 			s.UnsubscribeClient(existing)
 			existing.ClearInflights()
 			existing.State.isTakenOver.Store(true) // only set isTakenOver after unsubscribe has occurred
-			return false                           // [MQTT-3.2.2-3]
+			return false, existing                 // [MQTT-3.2.2-3]
 		}
 
 		existing.State.isTakenOver.Store(true)
@@ -670,14 +712,14 @@ func (s *Server) inheritClientSession(pk packets.Packet, cl *Client) bool {
 
 		s.Log.Debug("session taken over", "client", cl.ID, "old_remote", existing.Net.Remote, "new_remote", cl.Net.Remote)
 
-		return true // [MQTT-3.2.2-3]
+		return true, existing // [MQTT-3.2.2-3]
 	}
 
 	if atomic.LoadInt64(&s.Info.ClientsConnected) > atomic.LoadInt64(&s.Info.ClientsMaximum) {
 		atomic.AddInt64(&s.Info.ClientsMaximum, 1)
 	}
 
-	return false // [MQTT-3.2.2-2]
+	return false, nil // [MQTT-3.2.2-2]
 }
 
 // SendConnack returns a Connack packet to a client.
@@ -1809,8 +1851,13 @@ func (s *Server) clearExpiredClients(dt int64) {
 			if pk, ok := s.loop.willDelayed.Get(id); ok {
 				s.sendDueWill(id, client, true, pk)
 			}
-			s.hooks.OnClientExpired(client)
-			s.Clients.Delete(id) // [MQTT-4.1.0-2]
+			// EdgeID: unless a reconnect has replaced it meanwhile.
+			s.sessionsMu.Lock()
+			if cur, ok := s.Clients.Get(id); ok && cur == client {
+				s.hooks.OnClientExpired(client)
+				s.Clients.Delete(id) // [MQTT-4.1.0-2]
+			}
+			s.sessionsMu.Unlock()
 		}
 	}
 }
