@@ -43,6 +43,8 @@
 #   DURATION=5s  SOURCES=1000  CONCURRENCY=100  SETTLE=2
 #   BROKERS="mochi mosquitto before after"   (a subset runs only those)
 #   OUT=FILE     also write the tables there
+#   PPROF_DIR=dir   EdgeID's heap profile, /proc status and go_ metrics with
+#                   the idle sessions connected, into dir
 #   EDGEID_ENV="EDGEID_MQTT_MAX_PENDING_WRITES=8192 ..."   extra settings for
 #                both EdgeID builds (off the shipped configuration: a what-if)
 #   KEEP=1       keep the work directory (logs, raw results.jsonl)
@@ -65,6 +67,7 @@ DURATION=${DURATION:-5s}
 SOURCES=${SOURCES:-1000}
 CONCURRENCY=${CONCURRENCY:-100}
 SETTLE=${SETTLE:-2}
+PPROF_DIR=${PPROF_DIR:-}
 BROKERS=${BROKERS:-"mochi mosquitto before after"}
 KEEP=${KEEP:-0}
 EDGEID_ENV=${EDGEID_ENV:-}
@@ -181,9 +184,10 @@ stop() {
 start_edgeid() {
 	local v=$1 d=$2 i
 	BPORT=$(free_port)
+	BMETRICS=$(free_port)
 	# shellcheck disable=SC2086
 	env $EDGEID_ENV EDGEID_STATE_DIR=$3 EDGEID_MQTT_TCP=127.0.0.1:$BPORT EDGEID_MQTT_TLS_LISTEN=127.0.0.1:$(free_port) \
-		EDGEID_METRICS_LISTEN=127.0.0.1:$(free_port) EDGEID_ADMIN_SOCKET=$d/admin.sock \
+		EDGEID_METRICS_LISTEN=127.0.0.1:$BMETRICS EDGEID_ADMIN_SOCKET=$d/admin.sock \
 		"$BIN/edgeid-$v" serve -c "$WORK/edgeid-$v.yaml" >"$d/broker.log" 2>&1 &
 	BPID=$!
 	PIDS+=("$BPID")
@@ -283,6 +287,10 @@ idle_round() { # KIND N ROUND
 	start_broker "$kind" "$d"
 	sleep 1
 	rss0=$(rss_kb "$BPID")
+	if [ -n "$PPROF_DIR" ] && [ "$kind" != mochi ] && [ "$kind" != mosquitto ]; then
+		mkdir -p "$PPROF_DIR" # the CPU profile of the connects
+		curl -fsS -o "$PPROF_DIR/cpu-$kind-$n-$r.pb.gz" "http://127.0.0.1:$BMETRICS/debug/pprof/profile?seconds=$((n / 2000 + 1))" &
+	fi
 	# shellcheck disable=SC2046
 	"$BIN/edgeid-sensor" idle --broker "127.0.0.1:$BPORT" --sessions "$n" --sources "$SOURCES" \
 		--concurrency "$CONCURRENCY" $(creds "$kind" "$PROV/idle.tokens") >"$d/sensor.out" 2>"$d/sensor.err" &
@@ -299,6 +307,15 @@ idle_round() { # KIND N ROUND
 		{ echo "$line" >&2; cat "$d/sensor.err" >&2; tail -20 "$d/broker.log" >&2; die "idle on $kind: not all connected"; }
 	sleep "$SETTLE"
 	rss1=$(rss_kb "$BPID")
+	if [ -n "$PPROF_DIR" ] && [ "$kind" != mochi ] && [ "$kind" != mosquitto ]; then
+		# /proc status as measured; then a GC (heap?gc=1), so that the
+		# profile and the go_ metrics after it show what is live.
+		mkdir -p "$PPROF_DIR"
+		grep -E '^(VmRSS|RssAnon|RssFile)' "/proc/$BPID/status" >"$PPROF_DIR/status-$kind-$n-$r.txt" || true
+		curl -fsS -o "$PPROF_DIR/goroutines-$kind-$n-$r.txt" "http://127.0.0.1:$BMETRICS/debug/pprof/goroutine?debug=1" || true
+		curl -fsS -o "$PPROF_DIR/heap-$kind-$n-$r.pb.gz" "http://127.0.0.1:$BMETRICS/debug/pprof/heap?gc=1" || true
+		curl -fsS "http://127.0.0.1:$BMETRICS/metrics" | grep -E '^go_(memstats|gc|goroutines|threads)' >"$PPROF_DIR/go-$kind-$n-$r.txt" || true
+	fi
 	stop "$spid"
 	record test=idle kind="$kind" n="$n" round="$r" rss0_kb="$rss0" rss_kb="$rss1" sensor="$line" \
 		end="$(sed -n 2p "$d/sensor.out")"

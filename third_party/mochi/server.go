@@ -606,6 +606,10 @@ func (s *Server) readConnectionPacket(cl *Client) (pk packets.Packet, err error)
 	}
 
 	pk, err = cl.ReadPacket(fh)
+	// EdgeID: the CONNECT is not read by the read loop, which forgets each
+	// packet's bytes once handled: without this, a session kept its CONNECT
+	// (the token in it, some 500 bytes) for its whole life.
+	cl.Net.lastRaw = nil
 	if err != nil {
 		return
 	}

@@ -154,3 +154,53 @@ func TestReconnectDuringSessionEndKeepsSubscription(t *testing.T) {
 		t.Fatalf("the reconnect got % x, %v; want % x", got, err, want)
 	}
 }
+
+// keptHook reports, when a session is established (on the goroutine that
+// read its CONNECT), how many bytes of its last packet the client keeps.
+type keptHook struct {
+	HookBase
+	kept chan int
+}
+
+func (h *keptHook) ID() string           { return "kept" }
+func (h *keptHook) Provides(b byte) bool { return b == OnSessionEstablished }
+func (h *keptHook) OnSessionEstablished(cl *Client, pk packets.Packet) {
+	h.kept <- len(cl.Net.lastRaw)
+}
+
+// An established session keeps nothing of its CONNECT's bytes (a token is
+// in them): the read loop forgets each packet it has handled, but the
+// CONNECT is read before the loop.
+func TestSessionKeepsNoConnectBytes(t *testing.T) {
+	s, _ := newTestServer(t, nil, false)
+	h := &keptHook{kept: make(chan int, 1)}
+	if err := s.AddHook(h, nil); err != nil {
+		t.Fatal(err)
+	}
+	l := listeners.NewTCP(listeners.Config{ID: "t", Address: "127.0.0.1:0"})
+	if err := s.AddListener(l); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Serve(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	c, err := net.Dial("tcp", l.Address())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var buf bytes.Buffer
+	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: 5,
+		Properties: packets.Properties{AuthenticationMethod: "ace", AuthenticationData: []byte("a-token-of-some-length")},
+		Connect:    packets.ConnectParams{ProtocolName: []byte("MQTT"), Clean: true, Keepalive: 60, ClientIdentifier: "keeps-nothing"}}
+	if err := pk.ConnectEncode(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write(buf.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	if kept := <-h.kept; kept != 0 {
+		t.Fatalf("the session keeps the %d bytes of its CONNECT", kept)
+	}
+}
