@@ -65,6 +65,9 @@ type Store struct {
 	mu       sync.Mutex // serializes Apply so Rev numbers are ordered and watchers see batches in order
 	watchers []func(Applied)
 
+	// classes caches decoded classes by name (*cachedClass; see Class).
+	classes sync.Map
+
 	// beforeCommit, set by the package's tests, runs in apply's transaction
 	// after every write and before the commit; an error aborts it.
 	beforeCommit func(*Batch) error
