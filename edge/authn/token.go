@@ -527,9 +527,9 @@ type jwtClaims struct {
 	Audience    audience        `json:"aud"`
 	Subject     string          `json:"sub"`
 	JTI         string          `json:"jti"`
-	Expiry      jwtDate     `json:"exp"`
-	IssuedAt    jwtDate     `json:"iat"`
-	NotBefore   jwtDate     `json:"nbf"`
+	Expiry      jwtDate         `json:"exp"`
+	IssuedAt    jwtDate         `json:"iat"`
+	NotBefore   jwtDate         `json:"nbf"`
 	ClientID    json.RawMessage `json:"client_id"`
 	Scope       json.RawMessage `json:"scope"`
 	Cnf         json.RawMessage `json:"cnf"`
