@@ -54,6 +54,8 @@ func (f FrontEnd) Recheck(sel enforce.Selector, m enforce.Match) {
 // Revalidate re-evaluates one session against the store, as a new CONNECT
 // would be, and ends it or installs its current class and permissions.
 func (b *Broker) Revalidate(s *Session) {
+	s.recheck.Lock()
+	defer s.recheck.Unlock()
 	end := func(reason string) { b.End(s, packets.ErrNotAuthorized, reason) }
 	c := s.Claims()
 	d, perms, err := b.Auth.Revalidate(s.Device, c, s.ClientID)

@@ -17,6 +17,12 @@ import (
 
 // Session is one authenticated MQTT connection.
 type Session struct {
+	// recheck serializes re-evaluations of the session against the store
+	// and the share clock, reads and install together: two that overlapped
+	// (a store change's and the share clock's, say) could install the
+	// older one's permission last, and a share's topic outside its window
+	// was delivered again.
+	recheck sync.Mutex
 	ClientID    string
 	Device      string
 	Owner       string

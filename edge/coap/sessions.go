@@ -20,6 +20,12 @@ import (
 // session is one live CoAP session of a device (as an MQTT client's is in
 // the broker): a DTLS session, or a plain-UDP address proven with a token.
 type session struct {
+	// recheck serializes re-evaluations of the session against the store
+	// and the share clock, reads and install together: two that overlapped
+	// (a store change's and the share clock's, say) could install the
+	// older one's permission last, and a share's topic outside its window
+	// was delivered again.
+	recheck sync.Mutex
 	// cc is the session's go-coap connection. A plain-UDP session's may be
 	// replaced under it (rebind); read it with conn.
 	cc     atomic.Pointer[udpClient.Conn]
@@ -137,17 +143,21 @@ func (s *Server) check(p *session) {
 	if p.ended.Load() {
 		return
 	}
+	p.recheck.Lock()
 	d, perms, err := s.o.Auth.Revalidate(p.device, p.claims.Load(), p.device)
 	if err != nil {
+		p.recheck.Unlock()
 		s.end(p, err.Error(), true) // fail closed, store errors included
 		return
 	}
 	if why := p.credentialGone(d); why != "" {
+		p.recheck.Unlock()
 		s.end(p, why, true)
 		return
 	}
 	p.class.Store(&d.Class)
 	p.perms.Store(&perms)
+	p.recheck.Unlock()
 	p.mu.Lock()
 	var drop []*observation
 	for _, o := range p.obs {

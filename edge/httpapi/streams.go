@@ -20,6 +20,12 @@ import (
 
 // stream is one open event stream: a session of the HTTP front end.
 type stream struct {
+	// recheck serializes re-evaluations of the stream against the store
+	// and the share clock, reads and install together: two that overlapped
+	// (a store change's and the share clock's, say) could install the
+	// older one's permission last, and a share's topic outside its window
+	// was delivered again.
+	recheck sync.Mutex
 	id      int
 	device  string
 	claims  *authn.Claims
@@ -310,6 +316,8 @@ func (f FrontEnd) Recheck(sel enforce.Selector, match enforce.Match) {
 }
 
 func (f FrontEnd) recheck(st *stream) {
+	st.recheck.Lock()
+	defer st.recheck.Unlock()
 	_, perms, err := f.S.o.Auth.Revalidate(st.device, st.claims, "")
 	if err != nil {
 		st.end("no longer authorized: " + string(authn.ReasonOf(err)))
