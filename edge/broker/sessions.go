@@ -22,7 +22,7 @@ type Session struct {
 	// (a store change's and the share clock's, say) could install the
 	// older one's permission last, and a share's topic outside its window
 	// was delivered again.
-	recheck sync.Mutex
+	recheck     sync.Mutex
 	ClientID    string
 	Device      string
 	Owner       string
