@@ -165,8 +165,7 @@ type VerifierConfig struct {
 type ringKey struct {
 	issuer string
 	alg    jwa.SignatureAlgorithm
-	key    jwk.Key
-	raw    any // key exported (*ecdsa.PublicKey, ...), for jwsbb.Verify
+	raw    any // the key exported (*ecdsa.PublicKey, ...), for jwsbb.Verify
 	// coseAlg and cose verify CWTs; cose is nil for a key whose algorithm
 	// has no accepted COSE form (RS256 and the other PKCS #1 v1.5 ones).
 	coseAlg cose.Algorithm
@@ -264,7 +263,7 @@ func (v *Verifier) SetIssuers(issuers []store.Issuer) error {
 				return fmt.Errorf("issuer %q key %q: %w", is.Issuer, kid, err)
 			}
 			coseAlg, coseVerifier := coseVerifierFor(salg, k)
-			ring[kid] = append(ring[kid], ringKey{issuer: is.Issuer, alg: salg, key: k, raw: raw, coseAlg: coseAlg, cose: coseVerifier})
+			ring[kid] = append(ring[kid], ringKey{issuer: is.Issuer, alg: salg, raw: raw, coseAlg: coseAlg, cose: coseVerifier})
 		}
 	}
 	v.ring.Store(&ring)

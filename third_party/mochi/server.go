@@ -519,7 +519,7 @@ func (s *Server) acceptClient(cl *Client, listener string) (counted bool, err er
 	s.hooks.OnSessionEstablish(cl, pk)
 
 	s.sessionsMu.Lock()
-	sessionPresent, existing := s.inheritLocked(pk, cl)
+	sessionPresent, existing := s.inheritClientSession(pk, cl)
 	s.Clients.Add(cl) // [MQTT-4.1.0-1]
 	s.sessionsMu.Unlock()
 	if existing != nil {
@@ -664,20 +664,10 @@ func (s *Server) validateConnect(cl *Client, pk packets.Packet) packets.Code {
 // inheritClientSession inherits the state of an existing client sharing the same
 // connection ID. If clean is true, the state of any previously existing client
 // session is abandoned.
-func (s *Server) inheritClientSession(pk packets.Packet, cl *Client) bool {
-	s.sessionsMu.Lock()
-	present, existing := s.inheritLocked(pk, cl)
-	s.sessionsMu.Unlock()
-	if existing != nil {
-		_ = s.DisconnectClient(existing, packets.ErrSessionTakenOver) // [MQTT-3.1.4-3]
-	}
-	return present
-}
-
-// inheritLocked is inheritClientSession with s.sessionsMu held; existing is
-// the connection taken over, for the caller to disconnect once the lock is
-// released (EdgeID).
-func (s *Server) inheritLocked(pk packets.Packet, cl *Client) (present bool, taken *Client) {
+//
+// EdgeID: called with s.sessionsMu held; taken is the connection taken over,
+// for the caller to disconnect once the lock is released.
+func (s *Server) inheritClientSession(pk packets.Packet, cl *Client) (present bool, taken *Client) {
 	if existing, ok := s.Clients.Get(cl.ID); ok {
 		if pk.Connect.Clean || (existing.Properties.Clean && existing.Properties.ProtocolVersion < 5) { // [MQTT-3.1.2-4] [MQTT-3.1.4-4]
 			s.UnsubscribeClient(existing)
