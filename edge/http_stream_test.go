@@ -6,8 +6,12 @@ import (
 	"net/url"
 	"os/exec"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/edgeid/edgeid/edge/admin"
 	"github.com/edgeid/edgeid/edge/config"
@@ -133,4 +137,56 @@ func TestHTTPStreamEndsAtTokenExpiry(t *testing.T) {
 		t.Errorf("expiry end event: %q", l)
 	}
 	waitFor(t, "the expired stream gone", func() bool { return len(g.g.HTTP.Streams("")) == 0 })
+}
+
+// gateOnInlineSubscribe is a mochi hook that, when the inline client
+// subscribes to filter, waits for told (the stream's client read that it
+// was subscribed) before the subscription is made, for at most a while.
+type gateOnInlineSubscribe struct {
+	mqtt.HookBase
+	filter  string
+	told    chan struct{}
+	decided chan struct{}
+	early   atomic.Bool
+}
+
+func (h *gateOnInlineSubscribe) ID() string { return "test-gate-inline-subscribe" }
+func (h *gateOnInlineSubscribe) Provides(b byte) bool {
+	return b == mqtt.OnSubscribe
+}
+func (h *gateOnInlineSubscribe) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	if cl.Net.Inline && len(pk.Filters) == 1 && pk.Filters[0].Filter == h.filter {
+		select {
+		case <-h.told:
+			h.early.Store(true)
+		case <-time.After(2 * time.Second):
+		}
+		close(h.decided)
+	}
+	return pk
+}
+
+// A stream's client is told it is subscribed only once it is: a message
+// published after the client read ": subscribed" was lost when the
+// gateway subscribed after saying so (CI: TestHTTPStreamMQTTAndCoAP). The
+// hook holds the subscription until the client has read the line; with
+// the line written first the client reads it and the hook sees that.
+func TestHTTPStreamSaysSubscribedOnlyOnceItIs(t *testing.T) {
+	g := startHTTP(t)
+	const filter = "devices/+/telemetry/gate"
+	h := &gateOnInlineSubscribe{filter: filter, told: make(chan struct{}), decided: make(chan struct{})}
+	if err := g.g.Broker.Server.AddHook(h, nil); err != nil {
+		t.Fatal(err)
+	}
+	st := g.openStream(t, g.token("acme-cloud", "acme-cloud", nil), filter)
+	close(h.told)
+	<-h.decided
+	if h.early.Load() {
+		t.Fatal("the client read ': subscribed' before the gateway subscribed")
+	}
+	dev := g.mustConnect(connOpts{clientID: "thermo-1", token: g.token("thermo-1", "alice", nil)})
+	dev.publish(t, "devices/thermo-1/telemetry/gate", "after-subscribed", 1)
+	if l := st.waitLine(t, "data:"); !strings.Contains(l, "after-subscribed") {
+		t.Fatalf("the message after ': subscribed': %s", l)
+	}
 }

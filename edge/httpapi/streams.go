@@ -177,6 +177,16 @@ func (s *Server) subscribe(w http.ResponseWriter, r *http.Request, p *authn.Prin
 			st.dropped.Add(1)
 		}
 	}
+	// Subscribed before the client is told so: a message published once
+	// the client read ": subscribed" was lost when the subscription came
+	// after it (CI: TestHTTPStreamMQTTAndCoAP). What arrives meanwhile
+	// waits in st.msgs.
+	if err := s.o.Broker.Subscribe(filter, st.id, offer); err != nil {
+		s.log.Warn("https subscribe failed", "device", p.Device.ID, "filter", filter, "err", err)
+		fail(w, http.StatusInternalServerError, "server_error", "the gateway could not subscribe to "+filter)
+		return
+	}
+	defer func() { _ = s.o.Broker.Unsubscribe(filter, st.id) }()
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-store")
@@ -186,11 +196,6 @@ func (s *Server) subscribe(w http.ResponseWriter, r *http.Request, p *authn.Prin
 	_ = http.NewResponseController(w).SetReadDeadline(time.Time{}) // a stream reads nothing more: no deadline (guard set one)
 	_, _ = fmt.Fprintf(w, ": subscribed to %s as %s\n\n", filter, p.Device.ID)
 	fl.Flush()
-	if err := s.o.Broker.Subscribe(filter, st.id, offer); err != nil {
-		s.log.Warn("https subscribe failed", "device", p.Device.ID, "filter", filter, "err", err)
-		return
-	}
-	defer func() { _ = s.o.Broker.Unsubscribe(filter, st.id) }()
 	s.log.Info("https event stream opened", "device", p.Device.ID, "subject", subjectOf(p), "filter", filter, "remote", r.RemoteAddr)
 
 	var expiry <-chan time.Time
