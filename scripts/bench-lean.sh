@@ -312,6 +312,7 @@ idle_round() { # KIND N ROUND
 		# profile and the go_ metrics after it show what is live.
 		mkdir -p "$PPROF_DIR"
 		grep -E '^(VmRSS|RssAnon|RssFile)' "/proc/$BPID/status" >"$PPROF_DIR/status-$kind-$n-$r.txt" || true
+		cp "/proc/$BPID/smaps" "$PPROF_DIR/smaps-$kind-$n-$r.txt" 2>/dev/null || true # RSS by mapping (binary, Badger's files)
 		curl -fsS -o "$PPROF_DIR/goroutines-$kind-$n-$r.txt" "http://127.0.0.1:$BMETRICS/debug/pprof/goroutine?debug=1" || true
 		curl -fsS -o "$PPROF_DIR/heap-$kind-$n-$r.pb.gz" "http://127.0.0.1:$BMETRICS/debug/pprof/heap?gc=1" || true
 		curl -fsS "http://127.0.0.1:$BMETRICS/metrics" | grep -E '^go_(memstats|gc|goroutines|threads)' >"$PPROF_DIR/go-$kind-$n-$r.txt" || true

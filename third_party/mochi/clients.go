@@ -409,35 +409,82 @@ func (cl *Client) ClearExpiredInflights(now, maximumExpiry int64) []uint16 {
 // Read reads incoming packets from the connected client and transforms them into
 // packets to be handled by the packetHandler.
 //
-// EdgeID: an idle connection's goroutine waits here, in ReadFixedHeader, for
-// as long as the connection lives, so this frame and its callers' are kept
-// small: the packet is read, decoded and handled in readOne, which returns
-// before the next wait. The runtime halves a goroutine's stack at a GC only
-// when less than a quarter of it is in use; a shallow wait lets the stack
-// grown by a CONNECT's authentication or a packet's handling shrink back
-// (upstream waited about 6 KB deep, under two frames holding packets.Packet
-// values, which kept 16 KB per connection).
+// EdgeID: the goroutine that calls Read lasts as long as the connection, and
+// the runtime never gives back the stack a goroutine grew while its wait
+// needs more than a quarter of it; handling one packet (readOne alone is
+// ~1.6 KB) grew it past the first 2 KiB for good. So a socket connection
+// (Net.raw) only waits here, shallow (waitReadable, no read buffer), and
+// what arrives is read and handled by readBurst on a goroutine of its own,
+// waited for, until the read buffer is empty: an idle session holds 2 KiB
+// of stack whether or not it has sent a packet (PINGREQs included), at the
+// price of starting a goroutine per burst of packets. Other connections
+// (TLS, pipes) read in place (readPackets), as upstream: a TLS connection
+// may hold decrypted bytes the socket no longer shows, so its readability
+// cannot be asked of the socket. Upstream waited about 6 KB deep, under two
+// frames holding packets.Packet values, which kept 16 KB per connection.
 //
 // A panic while decoding or handling one client's packet ends that client's
 // connection, never the process; it is logged once with the client and a
 // digest of the packet (recoverRead).
-func (cl *Client) Read(packetHandler ReadFn) (err error) {
-	var fh packets.FixedHeader
-	defer cl.recoverRead(&fh, &err)
+func (cl *Client) Read(packetHandler ReadFn) error {
+	if cl.Net.raw == nil {
+		_, err := cl.readPackets(packetHandler, false)
+		return err
+	}
 	for {
 		if cl.Closed() {
 			return nil
 		}
-		fh = packets.FixedHeader{}
-		cl.refreshDeadline(cl.State.Keepalive)
-		if err = cl.waitReadable(); err != nil {
+		// The read deadline for this wait was set by the burst before it,
+		// or for the first by the CONNECT's goroutine (acceptConn).
+		if err := cl.waitReadable(); err != nil {
 			return err
+		}
+		if done, err := cl.readBurst(packetHandler); done || err != nil {
+			return err
+		}
+	}
+}
+
+// readBurst runs readPackets for the packets that have arrived on a
+// goroutine of its own and waits for it (EdgeID: see Read). done: the
+// client is closed, or err ends it.
+//
+//go:noinline
+func (cl *Client) readBurst(packetHandler ReadFn) (done bool, err error) {
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		done, err = cl.readPackets(packetHandler, true)
+	}()
+	<-finished
+	return done || err != nil, err
+}
+
+// readPackets reads and handles packets until the client is closed or a
+// read or a handler fails; with burst, only until its read buffer is empty
+// (done false), after setting the read deadline for the wait that follows
+// (EdgeID: see Read).
+func (cl *Client) readPackets(packetHandler ReadFn, burst bool) (done bool, err error) {
+	var fh packets.FixedHeader
+	defer cl.recoverRead(&fh, &err)
+	for first := true; ; first = false {
+		if cl.Closed() {
+			return true, nil
+		}
+		fh = packets.FixedHeader{}
+		if !burst || !first { // a burst's first packet: set before the wait
+			cl.refreshDeadline(cl.State.Keepalive)
 		}
 		if err = cl.ReadFixedHeader(&fh); err != nil {
-			return err
+			return true, err
 		}
 		if err = cl.readOne(&fh, packetHandler); err != nil {
-			return err
+			return true, err
+		}
+		if burst && (cl.Net.bconn == nil || cl.Net.bconn.Buffered() == 0) {
+			cl.refreshDeadline(cl.State.Keepalive)
+			return false, nil
 		}
 	}
 }
@@ -455,11 +502,20 @@ func (cl *Client) waitReadable() error {
 		if b.Buffered() > 0 {
 			return nil
 		}
-		b.Reset(nil)
-		cl.ops.readers.Put(b)
-		cl.Net.bconn = nil
+		cl.releaseReader()
 	}
 	return cl.Net.raw.Read(peekReadable)
+}
+
+// releaseReader gives the client's read buffer back to the server's pool
+// (EdgeID). Apart from waitReadable, whose frame is under the idle wait, so
+// that the pool's code takes no room there.
+//
+//go:noinline
+func (cl *Client) releaseReader() {
+	cl.Net.bconn.Reset(nil)
+	cl.ops.readers.Put(cl.Net.bconn)
+	cl.Net.bconn = nil
 }
 
 // reader is the client's read buffer, taken from the server's pool for a

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 
-//go:build linux || darwin || freebsd || netbsd || openbsd
+//go:build (linux && 386) || darwin || freebsd || netbsd || openbsd
 
 package mqtt
 

@@ -427,9 +427,10 @@ func (s *Server) eventLoop() {
 }
 
 // EstablishConnection establishes a new client when a listener accepts a new connection.
+//
+// EdgeID: the client is made on the CONNECT's goroutine (attachClient).
 func (s *Server) EstablishConnection(listener string, c net.Conn) error {
-	cl := s.NewClient(c, listener, "", false)
-	return s.attachClient(cl, listener)
+	return s.attachClient(c, listener)
 }
 
 // attachClient validates an incoming client connection and if viable, attaches the client
@@ -441,21 +442,17 @@ func (s *Server) EstablishConnection(listener string, c net.Conn) error {
 // CONNECT is processed on a goroutine of its own, waited for: its
 // authentication (a token's signature, say) needs tens of KiB of stack,
 // which are freed when it returns instead of staying with the read loop
-// until enough collections have halved them. No write loop is started:
-// writes start when something is queued (Client.writeQueued).
-func (s *Server) attachClient(cl *Client, listener string) error {
+// until enough collections have halved them. The client is made there too:
+// its remote address's String alone grew the read loop's first 2 KiB stack
+// to 4, which the collector never halves again (an idle read loop uses more
+// than a quarter of 2 KiB). No write loop is started: writes start when
+// something is queued (Client.writeQueued).
+func (s *Server) attachClient(c net.Conn, listener string) error {
 	defer s.Listeners.ClientsWg.Done()
 	s.Listeners.ClientsWg.Add(1)
-	defer cl.Stop(nil)
 
-	var counted bool
-	var err error
-	accepted := make(chan struct{})
-	go func() {
-		defer close(accepted)
-		counted, err = s.acceptClient(cl, listener)
-	}()
-	<-accepted
+	cl, counted, err := s.acceptConn(c, listener)
+	defer cl.Stop(nil)
 	if counted {
 		defer atomic.AddInt64(&s.Info.ClientsConnected, -1)
 	}
@@ -466,6 +463,29 @@ func (s *Server) attachClient(cl *Client, listener string) error {
 	err = cl.Read(s.receivePacket)
 	s.detachClient(cl, listener, err)
 	return err
+}
+
+// acceptConn makes the client of c and runs acceptClient, on a goroutine of
+// their own, waited for (EdgeID: see attachClient; a function of its own so
+// that the goroutine's closure takes no room in attachClient's frame, which
+// is under the read loop).
+//
+//go:noinline
+func (s *Server) acceptConn(c net.Conn, listener string) (cl *Client, counted bool, err error) {
+	accepted := make(chan struct{})
+	go func() {
+		defer close(accepted)
+		cl = s.NewClient(c, listener, "", false)
+		counted, err = s.acceptClient(cl, listener)
+		if err == nil && cl.Net.raw != nil {
+			// The keepalive deadline of the read loop's first wait, set here
+			// so that the runtime's timer code (deep) does not run on the
+			// read loop's goroutine (Client.Read).
+			cl.refreshDeadline(cl.State.Keepalive)
+		}
+	}()
+	<-accepted
+	return cl, counted, err
 }
 
 // acceptClient reads and validates the CONNECT, authenticates it, attaches the
