@@ -180,7 +180,9 @@ func (s *Server) subscribe(w http.ResponseWriter, r *http.Request, p *authn.Prin
 	// Subscribed before the client is told so: a message published once
 	// the client read ": subscribed" was lost when the subscription came
 	// after it (CI: TestHTTPStreamMQTTAndCoAP). What arrives meanwhile
-	// waits in st.msgs.
+	// waits in st.msgs. A stream reads nothing more: no read deadline (the
+	// guard set one, which must not fire while the broker's hooks run).
+	_ = http.NewResponseController(w).SetReadDeadline(time.Time{})
 	if err := s.o.Broker.Subscribe(filter, st.id, offer); err != nil {
 		s.log.Warn("https subscribe failed", "device", p.Device.ID, "filter", filter, "err", err)
 		fail(w, http.StatusInternalServerError, "server_error", "the gateway could not subscribe to "+filter)
@@ -193,7 +195,6 @@ func (s *Server) subscribe(w http.ResponseWriter, r *http.Request, p *authn.Prin
 	h.Set("X-Accel-Buffering", "no")
 	s.nonce(w)
 	w.WriteHeader(http.StatusOK)
-	_ = http.NewResponseController(w).SetReadDeadline(time.Time{}) // a stream reads nothing more: no deadline (guard set one)
 	_, _ = fmt.Fprintf(w, ": subscribed to %s as %s\n\n", filter, p.Device.ID)
 	fl.Flush()
 	s.log.Info("https event stream opened", "device", p.Device.ID, "subject", subjectOf(p), "filter", filter, "remote", r.RemoteAddr)
