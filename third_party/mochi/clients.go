@@ -463,17 +463,18 @@ func (cl *Client) readBurst(packetHandler ReadFn) (done bool, err error) {
 
 // readPackets reads and handles packets until the client is closed or a
 // read or a handler fails; with burst, only until its read buffer is empty
-// (done false), after setting the read deadline for the wait that follows
-// (EdgeID: see Read).
+// (done false). A burst sets the read deadline after each packet, for the
+// next one or the wait that follows; its first packet's was set before the
+// wait (EdgeID: see Read).
 func (cl *Client) readPackets(packetHandler ReadFn, burst bool) (done bool, err error) {
 	var fh packets.FixedHeader
 	defer cl.recoverRead(&fh, &err)
-	for first := true; ; first = false {
+	for {
 		if cl.Closed() {
 			return true, nil
 		}
 		fh = packets.FixedHeader{}
-		if !burst || !first { // a burst's first packet: set before the wait
+		if !burst {
 			cl.refreshDeadline(cl.State.Keepalive)
 		}
 		if err = cl.ReadFixedHeader(&fh); err != nil {
@@ -482,9 +483,11 @@ func (cl *Client) readPackets(packetHandler ReadFn, burst bool) (done bool, err 
 		if err = cl.readOne(&fh, packetHandler); err != nil {
 			return true, err
 		}
-		if burst && (cl.Net.bconn == nil || cl.Net.bconn.Buffered() == 0) {
+		if burst {
 			cl.refreshDeadline(cl.State.Keepalive)
-			return false, nil
+			if cl.Net.bconn == nil || cl.Net.bconn.Buffered() == 0 {
+				return false, nil
+			}
 		}
 	}
 }
