@@ -35,7 +35,7 @@ func TestSIGKILLDuringSyncLosesNoRevocation(t *testing.T) {
 	}
 	const (
 		iterations = 20
-		perBatch   = 3000 // Badger's transaction limit is a few thousand records
+		perBatch   = 3000 // most of one transaction of a gateway store (~600 KB, 6,500 entries)
 		maxKill    = 300 * time.Millisecond
 		waitLimit  = 30 * time.Second
 	)

@@ -161,6 +161,44 @@ func TestSyncEndToEnd(t *testing.T) {
 	waitFor(t, "the sync failure to be logged", func() bool { return strings.Contains(g2.logs.String(), "sync interrupted") })
 }
 
+// A delta larger than one transaction of the gateway's store (4 MB
+// memtables: ~600 KB) but accepted by the authority (a mass import) reaches
+// the gateway whole, as a snapshot applied in chunks; retried as a delta it
+// would stop the sync for good.
+func TestSyncLargeDeltaComesAsSnapshot(t *testing.T) {
+	x := startAuthority(t)
+	x.admin("POST", "/admin/v1/import", store.Batch{Classes: demo.Classes(), Users: []store.User{{ID: "alice", Status: store.UserActive}},
+		Devices: []store.Device{{ID: "first", Class: "thermostat", Owner: "alice", Status: store.DeviceActive}}})
+	g := startGateway(t, func(c *configT) { c.StateDir = t.TempDir(); c.Sync.Enrollment = x.enroll("gw-big") })
+	waitFor(t, "the first device at the gateway", func() bool { _, err := g.g.Store.Device("first"); return err == nil })
+
+	big := store.Batch{}
+	for i := range 2000 {
+		big.Devices = append(big.Devices, store.Device{ID: fmt.Sprintf("big-%04d", i), Class: "thermostat", Owner: "alice",
+			Status: store.DeviceActive, Name: strings.Repeat("n", 300)})
+	}
+	x.admin("POST", "/admin/v1/import", big)
+	waitFor(t, "2,001 devices at the gateway", func() bool {
+		ds, _ := g.g.Store.Devices()
+		return len(ds) == 2001
+	})
+	if l := g.logs.String(); !strings.Contains(l, "fetching a snapshot instead") {
+		t.Errorf("no snapshot asked for; log:\n%s", l)
+	}
+	if c, err := g.g.Store.Cursor(); err != nil || c.Seq != mustRev(t, x) {
+		t.Errorf("cursor %+v (%v), want the authority's head", c, err)
+	}
+}
+
+func mustRev(t *testing.T, x *authSrv) uint64 {
+	t.Helper()
+	rev, err := x.a.Store.Rev()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rev
+}
+
 // Batches that are tampered with, replayed, rolled back, meant for another
 // gateway, signed by another key or from another epoch are refused with a
 // logged reason and change nothing.

@@ -44,7 +44,8 @@
 #   BROKERS="mochi mosquitto before after"   (a subset runs only those)
 #   OUT=FILE     also write the tables there
 #   PPROF_DIR=dir   EdgeID's heap profile, /proc status and go_ metrics with
-#                   the idle sessions connected, into dir
+#                   the idle sessions connected (status0-*: before them), into dir
+#   PPROF_CPU=1     with PPROF_DIR, also a CPU profile of the connects
 #   EDGEID_ENV="EDGEID_MQTT_MAX_PENDING_WRITES=8192 ..."   extra settings for
 #                both EdgeID builds (off the shipped configuration: a what-if)
 #   KEEP=1       keep the work directory (logs, raw results.jsonl)
@@ -68,6 +69,7 @@ SOURCES=${SOURCES:-1000}
 CONCURRENCY=${CONCURRENCY:-100}
 SETTLE=${SETTLE:-2}
 PPROF_DIR=${PPROF_DIR:-}
+PPROF_CPU=${PPROF_CPU:-}
 BROKERS=${BROKERS:-"mochi mosquitto before after"}
 KEEP=${KEEP:-0}
 EDGEID_ENV=${EDGEID_ENV:-}
@@ -288,7 +290,12 @@ idle_round() { # KIND N ROUND
 	sleep 1
 	rss0=$(rss_kb "$BPID")
 	if [ -n "$PPROF_DIR" ] && [ "$kind" != mochi ] && [ "$kind" != mosquitto ]; then
-		mkdir -p "$PPROF_DIR" # the CPU profile of the connects
+		mkdir -p "$PPROF_DIR"
+		grep -E '^(VmRSS|RssAnon|RssFile)' "/proc/$BPID/status" >"$PPROF_DIR/status0-$kind-$n-$r.txt" || true
+	fi
+	if [ -n "$PPROF_DIR" ] && [ -n "$PPROF_CPU" ] && [ "$kind" != mochi ] && [ "$kind" != mosquitto ]; then
+		# the CPU profile of the connects (it maps more of the binary: the
+		# RSS of a run with it is not the RSS of one without)
 		curl -fsS -o "$PPROF_DIR/cpu-$kind-$n-$r.pb.gz" "http://127.0.0.1:$BMETRICS/debug/pprof/profile?seconds=$((n / 2000 + 1))" &
 	fi
 	# shellcheck disable=SC2046

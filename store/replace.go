@@ -7,10 +7,11 @@ import (
 	badger "github.com/dgraph-io/badger/v4"
 )
 
-// replaceChunk is the most records one transaction of a snapshot carries:
-// Badger caps a transaction at ~15% of a memtable (about 26,000 entries with
-// 16 MB memtables), and each record also moves its index keys.
-const replaceChunk = 4000
+// replaceChunk is the most records one transaction of a chunked snapshot
+// carries at first: Badger caps a transaction at ~15% of a memtable (about
+// 6,500 entries and 600 KB with a gateway's 4 MB ones), and each record also
+// moves its index keys. A chunk still too large is halved (writeChunks).
+const replaceChunk = 500
 
 const kReplacing = pMeta + "replacing"
 
@@ -82,10 +83,8 @@ func (s *Store) replaceChunked(b *Batch, cursor *Cursor) (uint64, error) {
 			return 0, err
 		}
 	}
-	for _, part := range splitBatch(b, replaceChunk) {
-		if err := s.db.Update(func(txn *badger.Txn) error { return writeRecords(txn, part, rev, map[string]Device{}) }); err != nil {
-			return 0, fmt.Errorf("replace: write records: %w", err)
-		}
+	if err := s.writeChunks(splitBatch(b, replaceChunk), rev); err != nil {
+		return 0, fmt.Errorf("replace: write records: %w", err)
 	}
 	if err := s.deleteKeys(pRevoke, func(k string) bool { return !keep[k] }); err != nil {
 		return 0, err
@@ -131,7 +130,7 @@ func (s *Store) deleteKeys(prefix string, drop func(key string) bool) error {
 		return fmt.Errorf("replace: list %s: %w", prefix, err)
 	}
 	for len(keys) > 0 {
-		n := min(len(keys), replaceChunk*2)
+		n := min(len(keys), int(s.db.MaxBatchCount()/2))
 		chunk := keys[:n]
 		keys = keys[n:]
 		if err := s.db.Update(func(txn *badger.Txn) error {
@@ -143,6 +142,21 @@ func (s *Store) deleteKeys(prefix string, drop func(key string) bool) error {
 			return nil
 		}); err != nil {
 			return fmt.Errorf("replace: delete %s: %w", prefix, err)
+		}
+	}
+	return nil
+}
+
+// writeChunks writes each part in a transaction of its own, in order; a
+// part too large for one (large records) is halved until it fits.
+func (s *Store) writeChunks(parts []*Batch, rev uint64) error {
+	for _, part := range parts {
+		err := s.db.Update(func(txn *badger.Txn) error { return writeRecords(txn, part, rev, map[string]Device{}) })
+		if errors.Is(err, badger.ErrTxnTooBig) && part.Size() > 1 {
+			err = s.writeChunks(splitBatch(part, (part.Size()+1)/2), rev)
+		}
+		if err != nil {
+			return err
 		}
 	}
 	return nil

@@ -5,6 +5,7 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
@@ -13,6 +14,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -55,7 +58,23 @@ type Options struct {
 	Dir      string
 	InMemory bool
 	Logger   *slog.Logger
+	// MemTableSize is the size of each of Badger's two memtables; zero
+	// means 16 MB (an authority's). A gateway takes GatewayMemTableSize.
+	MemTableSize int64
 }
+
+// GatewayMemTableSize is a gateway's memtable size. A memtable is one Go
+// heap allocation that counts, untouched or not, in the collector's goal, so
+// 16 MB of it kept as much garbage again resident (docs/BENCHMARKS.md, "Lean
+// connections"); a gateway writes only sync batches. It caps one
+// transaction at ~15% of it (about 600 KB and 6,500 entries): a delta
+// batch larger than that is fetched again as a snapshot, which is applied
+// in chunks (cloudsync/client, replace.go).
+const GatewayMemTableSize = 4 << 20
+
+// ErrTooLarge is returned (wrapped) when a batch does not fit in one
+// transaction; nothing of it was applied.
+var ErrTooLarge = errors.New("too large for one transaction")
 
 // Store is the gateway's Badger-backed state.
 type Store struct {
@@ -84,7 +103,7 @@ type Applied struct {
 }
 
 // badgerOptions sizes Badger for a gateway with 512 MB of RAM shared with
-// everything else: two 16 MB memtables, a 16 MB block cache (needed anyway:
+// everything else: two memtables (o.MemTableSize), a 16 MB block cache (needed anyway:
 // Badger panics with compression and no block cache), an 8 MB index cache, and
 // small value-log files so GC can reclaim space in small steps. Values under
 // 1 KB (all our records) stay in the LSM tree, so a read is one table lookup.
@@ -92,7 +111,7 @@ func badgerOptions(o Options) badger.Options {
 	bo := badger.DefaultOptions(o.Dir).
 		WithInMemory(o.InMemory).
 		WithLogger(nil).
-		WithMemTableSize(16 << 20).
+		WithMemTableSize(cmp.Or(o.MemTableSize, 16<<20)).
 		WithNumMemtables(2).
 		WithNumLevelZeroTables(2).
 		WithNumLevelZeroTablesStall(8).
@@ -114,6 +133,9 @@ func Open(o Options) (*Store, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	if err := flushLargerMemtables(o); err != nil {
+		return nil, fmt.Errorf("open store at %q: %w", o.Dir, err)
+	}
 	db, err := badger.Open(badgerOptions(o))
 	// A crash between Badger creating a memtable or value-log file and sizing
 	// it leaves an empty file that Badger refuses to open
@@ -132,6 +154,48 @@ func Open(o Options) (*Store, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// flushLargerMemtables opens and closes the store first with memtables of
+// the size its memtable files were made with, when they are larger than
+// o's: Badger replays an unflushed memtable file (a power cut) into a
+// memtable of today's size and exits the process (log.Fatal, "Arena too
+// small") when it does not fit, as after an upgrade to smaller memtables.
+// Closing flushes them to tables, which any size reads. A memtable file is
+// made 2*MemTableSize long and cut to its contents when replayed.
+func flushLargerMemtables(o Options) error {
+	if o.InMemory {
+		return nil
+	}
+	size := cmp.Or(o.MemTableSize, 16<<20)
+	files, err := filepath.Glob(filepath.Join(o.Dir, "*.mem"))
+	if err != nil {
+		return err
+	}
+	var larger int64
+	for _, f := range files {
+		fi, err := os.Stat(f)
+		if err != nil {
+			return err
+		}
+		if n := fi.Size(); n > size && n != 2*size {
+			larger = max(larger, n)
+		}
+	}
+	if larger == 0 {
+		return nil
+	}
+	o.Logger.Info("store: flushing memtables made with a larger size before opening", "dir", o.Dir,
+		"memtable_file_bytes", larger, "memtable_bytes", size)
+	o.MemTableSize = max(larger, 16<<20)
+	db, err := badger.Open(badgerOptions(o))
+	if err != nil {
+		return fmt.Errorf("flush memtables of %d bytes: %w", larger, err)
+	}
+	if err := db.Close(); err != nil {
+		return fmt.Errorf("flush memtables of %d bytes: %w", larger, err)
+	}
+	return nil
 }
 
 func (s *Store) checkSchema() error {
@@ -299,10 +363,13 @@ func (s *Store) Replace(b *Batch, cursor *Cursor) (uint64, error) {
 	if len(b.Expect)+len(b.Docs) > 0 {
 		return 0, &ValidationError{Problems: []string{"expect, docs: a snapshot replaces everything; it is not a conditional commit"}}
 	}
-	if b.Size() > replaceChunk {
+	// One transaction when it fits (it also deletes every record the
+	// store holds); chunks when not.
+	rev, err := s.apply(b, cursor, nil, true)
+	if errors.Is(err, ErrTooLarge) {
 		return s.replaceChunked(b, cursor)
 	}
-	return s.apply(b, cursor, nil, true)
+	return rev, err
 }
 
 // recordPrefixes are every key space that a snapshot replaces.
@@ -426,7 +493,8 @@ func (s *Store) applyBuilt(build func(*badger.Txn) (*Batch, error), cursor *Curs
 		return nil
 	})
 	if errors.Is(err, badger.ErrTxnTooBig) {
-		return 0, fmt.Errorf("apply batch of %d records: too large for one transaction; split it into batches of a few thousand records", b.Size())
+		return 0, fmt.Errorf("apply batch of %d records: %w (at most %d entries and %d KB; a record takes up to 9 with its indexes); split it into smaller batches",
+			b.Size(), ErrTooLarge, s.db.MaxBatchCount(), s.db.MaxBatchSize()>>10)
 	}
 	if err != nil {
 		return 0, commitError("apply batch", err)

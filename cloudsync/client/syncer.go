@@ -288,6 +288,15 @@ func (s *Syncer) Apply(raw string) error {
 	} else {
 		_, err = s.Store.Apply(&b.Changes, &cur)
 	}
+	if err != nil && !b.Snapshot && errors.Is(err, store.ErrTooLarge) {
+		// A delta larger than one transaction of this store (a mass
+		// import): the site's snapshot brings the same state, applied in
+		// chunks. Retrying the delta would stop the sync for good.
+		s.Log.Warn("sync batch too large for one transaction of the store; fetching a snapshot instead", "from", b.From, "to", b.To,
+			"records", b.Changes.Size(), "err", err)
+		s.snapshot.Store(true)
+		return fmt.Errorf("apply sync batch %d..%d: %w", b.From, b.To, err)
+	}
 	if err != nil {
 		s.Log.Error("sync batch not applied", "from", b.From, "to", b.To, "err", err)
 		return fmt.Errorf("apply sync batch %d..%d: %w", b.From, b.To, err)
@@ -407,6 +416,9 @@ func (s *Syncer) SyncOnce(ctx context.Context) error {
 		}
 		for _, raw := range ch.Batches {
 			if err := s.Apply(raw); err != nil {
+				if errors.Is(err, store.ErrTooLarge) && !snapshotted {
+					return s.SyncOnce(ctx) // from the snapshot Apply asked for
+				}
 				return err
 			}
 		}
