@@ -45,7 +45,7 @@
 #   OUT=FILE     also write the tables there
 #   PPROF_DIR=dir   EdgeID's heap profile, /proc status and go_ metrics with
 #                   the idle sessions connected (status0-*: before them), into dir
-#   PPROF_CPU=1     with PPROF_DIR, also a CPU profile of the connects
+#   PPROF_CPU=1     with PPROF_DIR, also CPU profiles of the connects and the publishing
 #   EDGEID_ENV="EDGEID_MQTT_MAX_PENDING_WRITES=8192 ..."   extra settings for
 #                both EdgeID builds (off the shipped configuration: a what-if)
 #   KEEP=1       keep the work directory (logs, raw results.jsonl)
@@ -270,6 +270,10 @@ pubsub_round() { # KIND ROUND
 	local kind=$1 r=$2 d=$WORK/run/pubsub-$1-$2 c0 c1 t0 t1 res
 	start_broker "$kind" "$d"
 	sleep 1
+	if [ -n "$PPROF_DIR" ] && [ -n "$PPROF_CPU" ] && [ "$kind" != mochi ] && [ "$kind" != mosquitto ]; then
+		mkdir -p "$PPROF_DIR" # the CPU profile of the publishing
+		curl -fsS -o "$PPROF_DIR/cpu-pubsub-$kind-$r.pb.gz" "http://127.0.0.1:$BMETRICS/debug/pprof/profile?seconds=${DURATION%s}" &
+	fi
 	c0=$(cpu_ticks "$BPID")
 	t0=$(date +%s.%N)
 	# shellcheck disable=SC2046

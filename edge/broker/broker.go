@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -368,9 +367,15 @@ type authHook struct {
 
 func (h *authHook) ID() string { return "edgeid-auth" }
 
+// Provides is asked for every hook on every event (mochi's Hooks): a
+// switch, not bytes.Contains (with the other hooks', 3% of the broker's CPU
+// under a QoS 0 load).
 func (h *authHook) Provides(x byte) bool {
-	return bytes.Contains([]byte{mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnSessionEstablish,
-		mqtt.OnSessionEstablished, mqtt.OnDisconnect, mqtt.OnAuthPacket}, []byte{x})
+	switch x {
+	case mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnSessionEstablish, mqtt.OnSessionEstablished, mqtt.OnDisconnect, mqtt.OnAuthPacket:
+		return true
+	}
+	return false
 }
 
 // OnConnect authenticates, because only here can we answer a reason code of

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -243,5 +244,29 @@ func TestSessionIndexes(t *testing.T) {
 	}
 	if len(r.byDevice)+len(r.bySubject)+len(r.byJTI)+len(r.byClient) != 0 || r.Len() != 0 {
 		t.Fatalf("left behind: %v %v %v %v", r.byDevice, r.bySubject, r.byJTI, r.byClient)
+	}
+}
+
+// Each of EdgeID's hooks is asked for every event by mochi: Provides (a
+// switch, asked per message) answers exactly the events the hook handles.
+func TestHooksProvideTheirEvents(t *testing.T) {
+	for _, c := range []struct {
+		hook mqtt.Hook
+		want []byte
+	}{
+		{&authHook{}, []byte{mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnSessionEstablish, mqtt.OnSessionEstablished, mqtt.OnDisconnect, mqtt.OnAuthPacket}},
+		{&aclHook{}, []byte{mqtt.OnACLCheck}},
+		{&statsHook{}, []byte{mqtt.OnPublished, mqtt.OnPacketSent}},
+		{&throttleHook{}, []byte{mqtt.OnPublish}},
+		{&outboundHook{}, []byte{mqtt.OnPublish}},
+		{&umaHook{}, []byte{mqtt.OnSubscribed, mqtt.OnPacketEncode}},
+		{&pairHook{}, []byte{mqtt.OnPublish}},
+		{&offlineHook{}, []byte{mqtt.OnQosPublish, mqtt.OnQosDropped, mqtt.OnClientExpired}},
+	} {
+		for x := range 256 {
+			if got, want := c.hook.Provides(byte(x)), slices.Contains(c.want, byte(x)); got != want {
+				t.Errorf("%T.Provides(%d) = %v, want %v", c.hook, x, got, want)
+			}
+		}
 	}
 }

@@ -1,8 +1,6 @@
 package broker
 
 import (
-	"bytes"
-
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 )
@@ -173,7 +171,7 @@ type offlineHook struct {
 func (h *offlineHook) ID() string { return "edgeid-offline" }
 
 func (h *offlineHook) Provides(x byte) bool {
-	return bytes.Contains([]byte{mqtt.OnQosPublish, mqtt.OnQosDropped, mqtt.OnClientExpired}, []byte{x})
+	return x == mqtt.OnQosPublish || x == mqtt.OnQosDropped || x == mqtt.OnClientExpired
 }
 
 // OnQosPublish runs when a QoS 1/2 message is stored for a client: for an

@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"bytes"
 	"context"
 	"time"
 
@@ -50,9 +49,7 @@ type umaHook struct {
 
 func (h *umaHook) ID() string { return "edgeid-uma" }
 
-func (h *umaHook) Provides(x byte) bool {
-	return bytes.Contains([]byte{mqtt.OnSubscribed, mqtt.OnPacketEncode}, []byte{x})
-}
+func (h *umaHook) Provides(x byte) bool { return x == mqtt.OnSubscribed || x == mqtt.OnPacketEncode }
 
 // OnSubscribed looks at the filters refused for lack of permission: those
 // of a share outside its hours are said so; for the others, Broker.UMA is
