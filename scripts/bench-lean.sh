@@ -108,6 +108,10 @@ say "load average at start: $LOAD_START ($(nproc) CPUs)"
 
 # --- build -------------------------------------------------------------------
 LDFLAGS='-s -w' # as make build
+# Built as the .deb builds them (make deb): static, without cgo. With cgo, a
+# dynamically linked edgeid maps libc, libcap and NSS modules for its admin
+# group's lookup (~2.5 MiB more RSS) that the shipped binary does not.
+export CGO_ENABLED=0
 # in_worktree REV DIR: check REV out into a temporary worktree at DIR.
 in_worktree() {
 	WORKTREE=$2
@@ -289,7 +293,7 @@ pubsub_round() { # KIND ROUND
 }
 
 idle_round() { # KIND N ROUND
-	local kind=$1 n=$2 r=$3 d=$WORK/run/idle-$1-$2-$3 rss0 rss1 spid i line=""
+	local kind=$1 n=$2 r=$3 d=$WORK/run/idle-$1-$2-$3 rss0 rss1 file1 c0 c1 spid i line=""
 	start_broker "$kind" "$d"
 	sleep 1
 	rss0=$(rss_kb "$BPID")
@@ -302,6 +306,7 @@ idle_round() { # KIND N ROUND
 		# RSS of a run with it is not the RSS of one without)
 		curl -fsS -o "$PPROF_DIR/cpu-$kind-$n-$r.pb.gz" "http://127.0.0.1:$BMETRICS/debug/pprof/profile?seconds=$((n / 2000 + 1))" &
 	fi
+	c0=$(cpu_ticks "$BPID")
 	# shellcheck disable=SC2046
 	"$BIN/edgeid-sensor" idle --broker "127.0.0.1:$BPORT" --sessions "$n" --sources "$SOURCES" \
 		--concurrency "$CONCURRENCY" $(creds "$kind" "$PROV/idle.tokens") >"$d/sensor.out" 2>"$d/sensor.err" &
@@ -313,11 +318,13 @@ idle_round() { # KIND N ROUND
 		kill -0 "$spid" 2>/dev/null || break
 		sleep 0.1
 	done
+	c1=$(cpu_ticks "$BPID")
 	[ -n "$line" ] || { cat "$d/sensor.err" >&2; die "idle on $kind: no report"; }
 	python3 -c 'import json,sys; d=json.loads(sys.argv[1]); sys.exit(d["connected"] != d["sessions"])' "$line" ||
 		{ echo "$line" >&2; cat "$d/sensor.err" >&2; tail -20 "$d/broker.log" >&2; die "idle on $kind: not all connected"; }
 	sleep "$SETTLE"
 	rss1=$(rss_kb "$BPID")
+	file1=$(awk '/^RssFile:/ { print $2 }' "/proc/$BPID/status")
 	if [ -n "$PPROF_DIR" ] && [ "$kind" != mochi ] && [ "$kind" != mosquitto ]; then
 		# /proc status as measured; then a GC (heap?gc=1), so that the
 		# profile and the go_ metrics after it show what is live.
@@ -329,7 +336,8 @@ idle_round() { # KIND N ROUND
 		curl -fsS "http://127.0.0.1:$BMETRICS/metrics" | grep -E '^go_(memstats|gc|goroutines|threads)' >"$PPROF_DIR/go-$kind-$n-$r.txt" || true
 	fi
 	stop "$spid"
-	record test=idle kind="$kind" n="$n" round="$r" rss0_kb="$rss0" rss_kb="$rss1" sensor="$line" \
+	record test=idle kind="$kind" n="$n" round="$r" rss0_kb="$rss0" rss_kb="$rss1" rss_file_kb="$file1" \
+		connect_cpu_s="$(awk -v a="$c0" -v b="$c1" -v t="$TCK" 'BEGIN { print (b - a) / t }')" sensor="$line" \
 		end="$(sed -n 2p "$d/sensor.out")"
 	stop "$BPID"
 	say "idle $kind $n round $r: RSS $((rss0 / 1024)) -> $((rss1 / 1024)) MiB, $(python3 -c 'import json,sys; print("%d connects/s" % json.loads(sys.argv[1])["connects_per_s"])' "$line")"
@@ -399,7 +407,11 @@ lines = [("RSS before any session, MiB (every idle run)", lambda b: cell([r["rss
 for n in ns:
     lines.append(("RSS, {:,} sessions, MiB".format(n), lambda b, n=n: cell([r["rss_kb"] / 1024 for r in idle(b, n)])))
 for n in ns:
+    lines.append(("of which file-backed (the binary's pages), {:,} sessions, MiB".format(n), lambda b, n=n: cell([r["rss_file_kb"] / 1024 for r in idle(b, n)])))
+for n in ns:
     lines.append(("connects/s, {:,} sessions".format(n), lambda b, n=n: cell([r["sensor"]["connects_per_s"] for r in idle(b, n)])))
+for n in ns:
+    lines.append(("broker CPU per connect, µs, {:,} sessions".format(n), lambda b, n=n: cell([r["connect_cpu_s"] * 1e6 / n for r in idle(b, n)])))
 lost = sum(r.get("end", {}).get("lost", 0) for r in rows if r["test"] == "idle")
 if ns:
     print("\nTable 2: idle MQTT 5 sessions from %s loopback addresses; RSS (VmRSS, MiB) with all connected; median **in bold** (the rounds)\n" % sources)
