@@ -86,7 +86,7 @@ func Doctor(ctx context.Context, cfg config.Config, cfgErr error, o DoctorOption
 		}
 	} else {
 		add("daemon", "warn", "not answering on %s (systemctl status edgeid)", cfg.Admin.Socket)
-		if s, err := store.Open(store.Options{Dir: cfg.StateDir, MemTableSize: store.GatewayMemTableSize}); err != nil {
+		if s, err := store.Open(store.Options{Dir: cfg.StateDir, Gateway: true}); err != nil {
 			add("store", "fail", "%v", err)
 		} else {
 			rev, _ := s.Rev()

@@ -93,7 +93,7 @@ func New(cfg config.Config, log *slog.Logger) (*Gateway, error) {
 	if err := os.MkdirAll(cfg.StateDir, 0o750); err != nil {
 		return nil, fmt.Errorf("create state_dir %s: %w", cfg.StateDir, err)
 	}
-	st, err := store.Open(store.Options{Dir: cfg.StateDir, Logger: log, MemTableSize: store.GatewayMemTableSize})
+	st, err := store.Open(store.Options{Dir: cfg.StateDir, Logger: log, Gateway: true})
 	if err != nil {
 		return nil, err
 	}

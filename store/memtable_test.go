@@ -78,7 +78,7 @@ func TestOpenWithGatewayMemtables(t *testing.T) {
 	if dir == "" {
 		t.Skip("run by TestOpenReplaysALargerMemtableAfterACrash")
 	}
-	s, err := store.Open(store.Options{Dir: dir, MemTableSize: store.GatewayMemTableSize})
+	s, err := store.Open(store.Options{Dir: dir, Gateway: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +97,7 @@ func TestOpenWithGatewayMemtables(t *testing.T) {
 // delta that large is refused whole with ErrTooLarge (the syncer then asks
 // for a snapshot).
 func TestGatewayStoreTakesLargeSnapshotsInChunks(t *testing.T) {
-	s, err := store.Open(store.Options{Dir: t.TempDir(), MemTableSize: store.GatewayMemTableSize})
+	s, err := store.Open(store.Options{Dir: t.TempDir(), Gateway: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,5 +126,54 @@ func TestGatewayStoreTakesLargeSnapshotsInChunks(t *testing.T) {
 	}
 	if c, err := s.Cursor(); err != nil || c.Seq != 7 {
 		t.Fatalf("cursor %+v, %v", c, err)
+	}
+}
+
+// A gateway's store written by an earlier edgeid (compressed tables, read
+// through a block cache) opens with the gateway's options (uncompressed,
+// no cache) and reads every record, old tables and new.
+func TestGatewayOptionsReadCompressedTables(t *testing.T) {
+	dir := t.TempDir()
+	devices := func(from, n int) store.Batch {
+		b := store.Batch{Classes: []store.DeviceClass{{Name: "c", Permissions: []policy.Rule{{Filter: "devices/{device}/#", Actions: policy.Publish}}}}}
+		for i := from; i < from+n; i++ {
+			b.Devices = append(b.Devices, store.Device{ID: fmt.Sprintf("dev-%05d", i), Class: "c", Status: store.DeviceActive, Name: strings.Repeat("n", 200)})
+		}
+		return b
+	}
+	old, err := store.Open(store.Options{Dir: dir}) // an authority's options: what gateways had
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 4 {
+		b := devices(i*1000, 1000)
+		if _, err := old.Apply(&b, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := old.Close(); err != nil { // flushes the memtable to compressed tables
+		t.Fatal(err)
+	}
+	for round := range 2 {
+		s, err := store.Open(store.Options{Dir: dir, Gateway: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := devices(4000+round*500, 500)
+		if _, err := s.Apply(&b, nil); err != nil {
+			t.Fatal(err)
+		}
+		ds, err := s.Devices()
+		if err != nil || len(ds) != 4500+round*500 {
+			t.Fatalf("round %d: %d devices, %v", round, len(ds), err)
+		}
+		for _, id := range []string{"dev-00000", "dev-03999", fmt.Sprintf("dev-%05d", 4499+round*500)} {
+			if d, err := s.Device(id); err != nil || len(d.Name) != 200 {
+				t.Fatalf("round %d: device %s: %+v, %v", round, id, d, err)
+			}
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
