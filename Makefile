@@ -95,7 +95,7 @@ deb:
 		mkdir -p bin/pkg && gzip -9n < packaging/changelog > bin/pkg/changelog.gz; \
 		goarch=$$arch; nfpmarch=$$arch; \
 		if [ $$arch = armhf ]; then goarch=arm; nfpmarch=arm7; fi; \
-		CGO_ENABLED=0 GOOS=linux GOARCH=$$goarch GOARM=7 $(GO) build -trimpath -ldflags '-s -w -X github.com/edgeid/edgeid/edge.Version=$(DEB_VERSION)' -o bin/pkg/ ./cmd/edgeid ./cmd/edgeid-authority || exit 1; \
+		CGO_ENABLED=0 GOOS=linux GOARCH=$$goarch GOARM=7 $(GO) build -trimpath -tags nodemo -ldflags '-s -w -X github.com/edgeid/edgeid/edge.Version=$(DEB_VERSION)' -o bin/pkg/ ./cmd/edgeid ./cmd/edgeid-authority || exit 1; \
 		for pkg in edgeid authority; do \
 			ARCH=$$nfpmarch VERSION=$(DEB_VERSION) $(GO) tool nfpm package --config packaging/nfpm-$$pkg.yaml --packager deb --target dist/ || exit 1; \
 		done; \

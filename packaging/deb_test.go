@@ -113,6 +113,11 @@ func TestDebPackages(t *testing.T) {
 			t.Errorf("%s version: %q", a.arch, v)
 		}
 		serveUnderQemu(t, a.qemu, bin)
+		// The appliance's binary carries no embedded demo authority (nodemo).
+		out, err := exec.Command(a.qemu, bin, "serve", "--demo").CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "built without the embedded demo") {
+			t.Errorf("%s serve --demo: %v\n%s", a.arch, err, out)
+		}
 	}
 }
 

@@ -112,6 +112,10 @@ LDFLAGS='-s -w' # as make build
 # dynamically linked edgeid maps libc, libcap and NSS modules for its admin
 # group's lookup (~2.5 MiB more RSS) that the shipped binary does not.
 export CGO_ENABLED=0
+# and, for edgeid, with the nodemo tag: the .deb's edgeid carries no
+# embedded demo authority (cmd/edgeid/demo_off.go). An earlier commit
+# without the tag builds as it was.
+TAGS=nodemo
 # in_worktree REV DIR: check REV out into a temporary worktree at DIR.
 in_worktree() {
 	WORKTREE=$2
@@ -135,13 +139,13 @@ else
 	say "building edgeid and the mochi baseline from the working tree"
 	AFTER_SRC=$ROOT
 fi
-(cd "$AFTER_SRC" && go build -trimpath -ldflags "$LDFLAGS" -o "$BIN/edgeid-after" ./cmd/edgeid &&
+(cd "$AFTER_SRC" && go build -trimpath -tags "$TAGS" -ldflags "$LDFLAGS" -o "$BIN/edgeid-after" ./cmd/edgeid &&
 	go build -trimpath -ldflags "$LDFLAGS" -o "$BIN/mochi" ./interop/mochi) || die "build of the after tree failed"
 cp "$AFTER_SRC/configs/edgeid.yaml" "$WORK/edgeid-after.yaml"
 [ -z "$WORKTREE" ] || drop_worktree
 say "building edgeid at ${BEFORE_REV:0:12} in a temporary worktree"
 in_worktree "$BEFORE_REV" "$WORK/before-src"
-(cd "$WORKTREE" && go build -trimpath -ldflags "$LDFLAGS" -o "$BIN/edgeid-before" ./cmd/edgeid) || die "build of $BEFORE failed"
+(cd "$WORKTREE" && go build -trimpath -tags "$TAGS" -ldflags "$LDFLAGS" -o "$BIN/edgeid-before" ./cmd/edgeid) || die "build of $BEFORE failed"
 cp "$WORKTREE/configs/edgeid.yaml" "$WORK/edgeid-before.yaml"
 drop_worktree
 

@@ -1,3 +1,5 @@
+//go:build !nodemo
+
 package main
 
 import (
@@ -373,4 +375,12 @@ func printDemo(out io.Writer, s *demoSystem, cfg config.Config) error {
 	fmt.Fprintf(&b, "go run ./cmd/edgeid kick --socket %s --device thermo-1\n\n", cfg.Admin.Socket)
 	_, err = io.WriteString(out, b.String())
 	return err
+}
+
+func splitAddr(a string) (string, string) {
+	i := strings.LastIndex(a, ":")
+	if i < 0 {
+		return a, ""
+	}
+	return a[:i], a[i+1:]
 }

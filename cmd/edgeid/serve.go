@@ -5,7 +5,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
@@ -121,12 +120,4 @@ loop:
 	sysd.Stopping()
 	log.Info("stopping", "reason", context.Cause(ctx))
 	return g.Close()
-}
-
-func splitAddr(a string) (string, string) {
-	i := strings.LastIndex(a, ":")
-	if i < 0 {
-		return a, ""
-	}
-	return a[:i], a[i+1:]
 }
