@@ -33,9 +33,11 @@ test: vet staticcheck
 vet:
 	@test -z "$$(gofmt -l . | tee /dev/stderr)" || (echo "gofmt: files above need formatting" && exit 1)
 	$(GO) vet ./...
+	$(GO) vet -tags nodemo ./cmd/edgeid/   # as make deb builds it
 
 staticcheck:
 	$(GO) tool staticcheck ./...
+	$(GO) tool staticcheck -tags nodemo ./cmd/edgeid/
 
 lint: vet staticcheck
 
