@@ -109,7 +109,7 @@ func fuzzVersion(v byte) byte {
 func addPacketSeeds(f *testing.F) {
 	f.Add(subscribeNoOptions, byte(5))
 	f.Add(subscribeNoOptions, byte(4))
-	for _, cases := range packets.TPacketData {
+	for _, cases := range packets.TPacketData() {
 		for _, c := range cases {
 			if len(c.RawBytes) == 0 {
 				continue
