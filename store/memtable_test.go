@@ -127,6 +127,29 @@ func TestGatewayStoreTakesLargeSnapshotsInChunks(t *testing.T) {
 	if c, err := s.Cursor(); err != nil || c.Seq != 7 {
 		t.Fatalf("cursor %+v, %v", c, err)
 	}
+	// A second snapshot over the first deletes what it no longer holds:
+	// 3,000 devices' long keys and owner indexes, and 1 KB revocations,
+	// each far more bytes than one transaction holds.
+	next := store.Batch{Classes: b.Classes, Devices: b.Devices[:1]}
+	for i := range 1500 {
+		next.Revocations = append(next.Revocations, store.Revocation{Kind: store.RevokeToken,
+			Value: fmt.Sprintf("%04d-%s", i, strings.Repeat("j", 1000)), RevokedAt: time.Unix(1700000000, 0).UTC()})
+	}
+	if _, err := s.Replace(&next, &store.Cursor{Seq: 8}); err != nil {
+		t.Fatalf("second snapshot: %v", err)
+	}
+	if _, err := s.Device(b.Devices[1].ID); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("a device the second snapshot left out: %v", err)
+	}
+	if _, err := s.Replace(&store.Batch{Classes: b.Classes}, &store.Cursor{Seq: 9}); err != nil {
+		t.Fatalf("third snapshot (drops the revocations): %v", err)
+	}
+	if rs, err := s.Revocations(); err != nil || len(rs) != 0 {
+		t.Fatalf("%d revocations after a snapshot without them, %v", len(rs), err)
+	}
+	if in, err := s.ReplaceInterrupted(); err != nil || in {
+		t.Fatalf("replace left marked interrupted: %v %v", in, err)
+	}
 }
 
 // A gateway's store written by an earlier edgeid (compressed tables, read

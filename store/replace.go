@@ -113,8 +113,8 @@ func (s *Store) replaceChunked(b *Batch, cursor *Cursor) (uint64, error) {
 	return rev, nil
 }
 
-// deleteKeys deletes, in transactions of replaceChunk keys, every key under
-// prefix for which drop is true.
+// deleteKeys deletes, in transactions of half what one may hold (keys and
+// bytes), every key under prefix for which drop is true.
 func (s *Store) deleteKeys(prefix string, drop func(key string) bool) error {
 	var keys [][]byte
 	if err := s.db.View(func(txn *badger.Txn) error {
@@ -129,8 +129,15 @@ func (s *Store) deleteKeys(prefix string, drop func(key string) bool) error {
 	}); err != nil {
 		return fmt.Errorf("replace: list %s: %w", prefix, err)
 	}
+	// A deletion costs Badger its key and ~12 bytes; keys run up to ~1 KB
+	// (a revocation's value), so a chunk is bounded in bytes as well.
+	maxN, maxBytes := int(s.db.MaxBatchCount()/2), int(s.db.MaxBatchSize()/2)
 	for len(keys) > 0 {
-		n := min(len(keys), int(s.db.MaxBatchCount()/2))
+		n, size := 0, 0
+		for n < len(keys) && n < maxN && (n == 0 || size+len(keys[n])+16 <= maxBytes) {
+			size += len(keys[n]) + 16
+			n++
+		}
 		chunk := keys[:n]
 		keys = keys[n:]
 		if err := s.db.Update(func(txn *badger.Txn) error {

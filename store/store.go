@@ -160,15 +160,7 @@ func Open(o Options) (*Store, error) {
 	if err := flushLargerMemtables(o); err != nil {
 		return nil, fmt.Errorf("open store at %q: %w", o.Dir, err)
 	}
-	db, err := badger.Open(badgerOptions(o))
-	// A crash between Badger creating a memtable or value-log file and sizing
-	// it leaves an empty file that Badger refuses to open
-	// (dgraph-io/badger#2207). The failed attempt sizes it, so opening again
-	// succeeds and nothing is lost. Badger drops the error chain: match text.
-	for i := 0; i < 3 && err != nil && !o.InMemory && strings.Contains(err.Error(), "Create a new file"); i++ {
-		o.Logger.Warn("store: opening again after a crash left an empty file", "dir", o.Dir, "err", err)
-		db, err = badger.Open(badgerOptions(o))
-	}
+	db, err := openBadger(o)
 	if err != nil {
 		return nil, fmt.Errorf("open store at %q: %w", o.Dir, err)
 	}
@@ -180,13 +172,30 @@ func Open(o Options) (*Store, error) {
 	return s, nil
 }
 
-// flushLargerMemtables opens and closes the store first with memtables of
-// the size its memtable files were made with, when they are larger than
-// o's: Badger replays an unflushed memtable file (a power cut) into a
+// openBadger opens Badger with o's options. A crash between Badger
+// creating a memtable or value-log file and sizing it leaves an empty file
+// that Badger refuses to open (dgraph-io/badger#2207). The failed attempt
+// sizes it, so opening again succeeds and nothing is lost. Badger drops the
+// error chain: match text.
+func openBadger(o Options) (*badger.DB, error) {
+	db, err := badger.Open(badgerOptions(o))
+	for i := 0; i < 3 && err != nil && !o.InMemory && strings.Contains(err.Error(), "Create a new file"); i++ {
+		o.Logger.Warn("store: opening again after a crash left an empty file", "dir", o.Dir, "err", err)
+		db, err = badger.Open(badgerOptions(o))
+	}
+	return db, err
+}
+
+// flushLargerMemtables opens and closes the store first with memtables
+// large enough for its memtable files, when they are not of the size o
+// makes: Badger replays an unflushed memtable file (a power cut) into a
 // memtable of today's size and exits the process (log.Fatal, "Arena too
 // small") when it does not fit, as after an upgrade to smaller memtables.
 // Closing flushes them to tables, which any size reads. A memtable file is
-// made 2*MemTableSize long and cut to its contents when replayed.
+// made 2*MemTableSize long and cut to its contents when replayed; any other
+// non-empty size is flushed first, with a memtable 1.5 times the file: a
+// replay of small entries can take ~1.7 times their bytes of arena (which
+// is ~1.3 times the memtable).
 func flushLargerMemtables(o Options) error {
 	if o.InMemory {
 		return nil
@@ -202,7 +211,10 @@ func flushLargerMemtables(o Options) error {
 		if err != nil {
 			return err
 		}
-		if n := fi.Size(); n > size && n != 2*size {
+		// Any file this size does not make: a replay cuts a file to its
+		// contents, which small entries can make need more memtable than
+		// their bytes (index keys with empty values).
+		if n := fi.Size(); n > 0 && n != 2*size {
 			larger = max(larger, n)
 		}
 	}
@@ -211,8 +223,8 @@ func flushLargerMemtables(o Options) error {
 	}
 	o.Logger.Info("store: flushing memtables made with a larger size before opening", "dir", o.Dir,
 		"memtable_file_bytes", larger, "memtable_bytes", size)
-	o.MemTableSize = max(larger, 16<<20)
-	db, err := badger.Open(badgerOptions(o))
+	o.MemTableSize = max(larger*3/2, 16<<20) // an arena is mostly virtual: only what is replayed is touched
+	db, err := openBadger(o)
 	if err != nil {
 		return fmt.Errorf("flush memtables of %d bytes: %w", larger, err)
 	}

@@ -544,13 +544,14 @@ func (s *Syncer) stream(ctx context.Context) (heard bool, err error) {
 // retryWait) until ctx ends. The store keeps deciding throughout.
 func (s *Syncer) Run(ctx context.Context) {
 	attempt := 0
+	tooLarge := false // the last round ended on a delta too large for the store
 	for ctx.Err() == nil {
 		err := s.SyncOnce(ctx)
 		if err == nil {
 			var heard bool
 			heard, err = s.stream(ctx)
 			if heard {
-				attempt = 0
+				attempt, tooLarge = 0, false
 			}
 		}
 		if ctx.Err() != nil {
@@ -563,6 +564,15 @@ func (s *Syncer) Run(ctx context.Context) {
 			s.Log.Warn("sync: behind the authority's signed head; fetching the missing deltas", "cursor", be.Cursor, "head", be.Head)
 			continue
 		}
+		if errors.Is(err, store.ErrTooLarge) && !tooLarge {
+			// A pushed delta too large for one transaction (Apply asked
+			// for a snapshot): fetch it now, not after a backoff, since
+			// the delta may carry revocations. Once: a second in a row
+			// waits like any failure.
+			tooLarge = true
+			continue
+		}
+		tooLarge = false
 		wait := s.retryWait(err, attempt)
 		attempt++
 		s.mu.Lock()
