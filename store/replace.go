@@ -129,8 +129,8 @@ func (s *Store) deleteKeys(prefix string, drop func(key string) bool) error {
 	}); err != nil {
 		return fmt.Errorf("replace: list %s: %w", prefix, err)
 	}
-	// A deletion costs Badger its key and ~12 bytes; keys run up to ~1 KB
-	// (a revocation's value), so a chunk is bounded in bytes as well.
+	// A deletion costs Badger its key and ~12 bytes (16 counted); keys run
+	// up to ~1 KB (a revocation's value), so a chunk is bounded in bytes too.
 	maxN, maxBytes := int(s.db.MaxBatchCount()/2), int(s.db.MaxBatchSize()/2)
 	for len(keys) > 0 {
 		n, size := 0, 0

@@ -57,11 +57,11 @@ type Options struct {
 	Dir      string
 	InMemory bool
 	Logger   *slog.Logger
-	// Gateway sizes Badger for a gateway's store (see gatewayOptions);
+	// Gateway sizes Badger for a gateway's store (see badgerOptions);
 	// without it, for an authority's.
 	Gateway bool
 	// MemTableSize, when set, is the size of each of Badger's two
-	// memtables instead: 16 MB, or GatewayMemTableSize with Gateway.
+	// memtables, instead of 16 MB (GatewayMemTableSize with Gateway).
 	MemTableSize int64
 }
 
@@ -221,7 +221,7 @@ func flushLargerMemtables(o Options) error {
 	if larger == 0 {
 		return nil
 	}
-	o.Logger.Info("store: flushing memtables made with a larger size before opening", "dir", o.Dir,
+	o.Logger.Info("store: flushing memtable files of another size before opening", "dir", o.Dir,
 		"memtable_file_bytes", larger, "memtable_bytes", size)
 	o.MemTableSize = max(larger*3/2, 16<<20) // an arena is mostly virtual: only what is replayed is touched
 	db, err := openBadger(o)
@@ -399,8 +399,11 @@ func (s *Store) Replace(b *Batch, cursor *Cursor) (uint64, error) {
 	if len(b.Expect)+len(b.Docs) > 0 {
 		return 0, &ValidationError{Problems: []string{"expect, docs: a snapshot replaces everything; it is not a conditional commit"}}
 	}
-	// One transaction when it fits (it also deletes every record the
-	// store holds); chunks when not.
+	// One transaction when it may fit (it also deletes every record the
+	// store holds); chunks when it cannot, or did not.
+	if b.Size() > replaceChunk {
+		return s.replaceChunked(b, cursor)
+	}
 	rev, err := s.apply(b, cursor, nil, true)
 	if errors.Is(err, ErrTooLarge) {
 		return s.replaceChunked(b, cursor)
