@@ -274,11 +274,15 @@ for a in sys.argv[1:]:
 print(json.dumps(d))' "$@" >>"$RESULTS"
 }
 
+# profiling KIND: PPROF_DIR is set and KIND is an EdgeID build (the others
+# serve no profiles).
+profiling() { [ -n "$PPROF_DIR" ] && [ "$1" != mochi ] && [ "$1" != mosquitto ]; }
+
 pubsub_round() { # KIND ROUND
 	local kind=$1 r=$2 d=$WORK/run/pubsub-$1-$2 c0 c1 t0 t1 res
 	start_broker "$kind" "$d"
 	sleep 1
-	if [ -n "$PPROF_DIR" ] && [ -n "$PPROF_CPU" ] && [ "$kind" != mochi ] && [ "$kind" != mosquitto ]; then
+	if profiling "$kind" && [ -n "$PPROF_CPU" ]; then
 		mkdir -p "$PPROF_DIR" # the CPU profile of the publishing
 		curl -fsS -o "$PPROF_DIR/cpu-pubsub-$kind-$r.pb.gz" "http://127.0.0.1:$BMETRICS/debug/pprof/profile?seconds=${DURATION%s}" &
 	fi
@@ -301,11 +305,11 @@ idle_round() { # KIND N ROUND
 	start_broker "$kind" "$d"
 	sleep 1
 	rss0=$(rss_kb "$BPID")
-	if [ -n "$PPROF_DIR" ] && [ "$kind" != mochi ] && [ "$kind" != mosquitto ]; then
+	if profiling "$kind"; then
 		mkdir -p "$PPROF_DIR"
 		grep -E '^(VmRSS|RssAnon|RssFile)' "/proc/$BPID/status" >"$PPROF_DIR/status0-$kind-$n-$r.txt" || true
 	fi
-	if [ -n "$PPROF_DIR" ] && [ -n "$PPROF_CPU" ] && [ "$kind" != mochi ] && [ "$kind" != mosquitto ]; then
+	if profiling "$kind" && [ -n "$PPROF_CPU" ]; then
 		# the CPU profile of the connects (it maps more of the binary: the
 		# RSS of a run with it is not the RSS of one without)
 		curl -fsS -o "$PPROF_DIR/cpu-$kind-$n-$r.pb.gz" "http://127.0.0.1:$BMETRICS/debug/pprof/profile?seconds=$((n / 2000 + 1))" &
@@ -329,7 +333,7 @@ idle_round() { # KIND N ROUND
 	sleep "$SETTLE"
 	rss1=$(rss_kb "$BPID")
 	file1=$(awk '/^RssFile:/ { print $2 }' "/proc/$BPID/status")
-	if [ -n "$PPROF_DIR" ] && [ "$kind" != mochi ] && [ "$kind" != mosquitto ]; then
+	if profiling "$kind"; then
 		# /proc status as measured; then a GC (heap?gc=1), so that the
 		# profile and the go_ metrics after it show what is live.
 		mkdir -p "$PPROF_DIR"
