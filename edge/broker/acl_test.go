@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -108,4 +109,44 @@ func BenchmarkACLCheck(b *testing.B) {
 			}
 		})
 	})
+}
+
+// The per-session memo of the last decision answers only under the
+// permissions it was made under: a change of permissions (a class edit, a
+// narrowed scope) decides the same topic afresh, in both directions.
+func TestACLMemoFollowsPermissions(t *testing.T) {
+	h, cl, s := aclFixture(t)
+	const cmd, tele = "devices/thermo-1/commands/set", "devices/thermo-1/telemetry/temp"
+	for range 2 { // the second round is answered from the memo
+		if !h.OnACLCheck(cl, cmd, false) || !h.OnACLCheck(cl, tele, true) {
+			t.Fatal("granted topics refused")
+		}
+	}
+	if m := s.memoRead.Load(); m == nil || m.topic != cmd || !m.ok {
+		t.Fatalf("delivery decision not kept: %+v", m)
+	}
+	granted := s.Perms()
+	narrow, err := policy.Compile([]policy.Rule{{Filter: "devices/thermo-1/status", Actions: policy.Publish | policy.Subscribe}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.SetPerms(policy.NewPerms(narrow, nil))
+	if h.OnACLCheck(cl, cmd, false) {
+		t.Error("delivery allowed under the permissions before the change")
+	}
+	if h.OnACLCheck(cl, tele, true) {
+		t.Error("publish allowed under the permissions before the change")
+	}
+	s.SetPerms(granted)
+	if !h.OnACLCheck(cl, cmd, false) || !h.OnACLCheck(cl, tele, true) {
+		t.Error("granted again, still refused")
+	}
+	// A long topic is decided but not kept.
+	long := "devices/thermo-1/telemetry/" + strings.Repeat("x", aclMemoMaxTopic)
+	if !h.OnACLCheck(cl, long, true) {
+		t.Fatal("long granted topic refused")
+	}
+	if m := s.memoWrite.Load(); m == nil || m.topic != tele {
+		t.Fatalf("memo after a long topic: %+v", m)
+	}
 }

@@ -486,11 +486,22 @@ func (h *aclHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 		}
 	}
 	p := s.perms.Load()
-	var ok bool
+	memo := &s.memoRead
 	if write {
-		ok = p.CanPublish(topic)
+		memo = &s.memoWrite
+	}
+	var ok bool
+	if m := memo.Load(); m != nil && m.perms == p && m.topic == topic {
+		ok = m.ok
 	} else {
-		ok = p.CanSubscribe(sharedFilter(topic))
+		if write {
+			ok = p.CanPublish(topic)
+		} else {
+			ok = p.CanSubscribe(sharedFilter(topic))
+		}
+		if len(topic) <= aclMemoMaxTopic {
+			memo.Store(&aclMemo{perms: p, topic: topic, ok: ok})
+		}
 	}
 	if !ok {
 		h.b.Counters.Denied.Add(1)
