@@ -11,6 +11,10 @@ import (
 	"github.com/edgeid/edgeid/edge/authn"
 )
 
+// testHookReauthChecked, when set by a test, runs between a re-authentication's
+// token check and the switch to its session: where a store change can land.
+var testHookReauthChecked func()
+
 // reauthState is a re-authentication waiting for its proof of possession.
 type reauthState struct {
 	token string
@@ -68,7 +72,11 @@ func (h *authHook) OnAuthPacket(cl *mqtt.Client, pk packets.Packet) (packets.Pac
 			leaf = pc[0]
 		}
 	}
+	gen := b.Gen.Load()
 	p, err := b.Auth.Token(token, authn.Possession{Cert: leaf, JKT: proven}, s.ClientID)
+	if testHookReauthChecked != nil {
+		testHookReauthChecked()
+	}
 	if err == nil && p.Device.ID != s.Device {
 		err = &authn.Error{Reason: authn.ReasonClientID, Detail: "a re-authentication token must be for the same device"}
 	}
@@ -85,6 +93,11 @@ func (h *authHook) OnAuthPacket(cl *mqtt.Client, pk packets.Packet) (packets.Pac
 	}
 	s.timer.Stop()
 	b.armTimer(nw)
+	// A store change that landed between the token check and replace was
+	// re-checked against s, not nw: check nw again, as a CONNECT is.
+	if b.Gen.Load() != gen && b.Recheck != nil {
+		b.Recheck(nw)
+	}
 	b.dropForbidden(nw)
 	b.Log.Info("re-authenticated", "device", nw.Device, "client", nw.ClientID, "expires", nw.Expires)
 	_ = cl.WritePacket(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Auth}, ReasonCode: packets.CodeSuccess.Code,
