@@ -1150,13 +1150,20 @@ func (s *Server) publishToSubscribers(pk packets.Packet) {
 		}
 	}
 
-	subscribers := s.Topics.Subscribers(pk.TopicName)
+	// EdgeID: from a pool, and given back below unless a hook was given
+	// them (topics.go, subscribersPool).
+	subscribers := s.Topics.pooledSubscribers(pk.TopicName)
+	pooled := subscribers
 	if len(subscribers.Shared) > 0 {
+		pooled = nil
 		subscribers = s.hooks.OnSelectSubscribers(subscribers, pk)
 		if len(subscribers.SharedSelected) == 0 {
 			subscribers.SelectShared()
 		}
 		subscribers.MergeSharedSelected()
+	}
+	if pooled != nil {
+		defer pooled.release()
 	}
 
 	for _, inlineSubscription := range subscribers.InlineSubscriptions {

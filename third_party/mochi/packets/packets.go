@@ -252,9 +252,14 @@ func (pk *Packet) Copy(allowTransfer bool) Packet {
 // Merge merges a new subscription with a base subscription, preserving the highest
 // qos value, matched identifiers and any special properties.
 func (s Subscription) Merge(n Subscription) Subscription {
-	if s.Identifiers == nil {
-		s.Identifiers = map[string]int{
-			s.Filter: s.Identifier,
+	// EdgeID: the map of identifiers is made only when there is one to
+	// keep. Upstream made it for every subscriber of every PUBLISH, and
+	// publishToClient then built and sorted a list of zeros, which the
+	// encoder skips.
+	if s.Identifiers == nil && (s.Identifier > 0 || n.Identifier > 0) {
+		s.Identifiers = make(map[string]int, 2)
+		if s.Identifier > 0 {
+			s.Identifiers[s.Filter] = s.Identifier
 		}
 	}
 
