@@ -12,6 +12,8 @@
 #              mochi-mqtt (third_party/mochi, through go.mod) with only the
 #              allow-all auth hook (mochi refuses every client without an auth
 #              hook), its default options
+#   mochi-before  the same, built from $BEFORE (what a change to
+#              third_party/mochi does to mochi itself)
 #   mosquitto  Debian's mosquitto: password file (mosquitto_passwd -U) and ACL
 #              file granting what the EdgeID classes and tokens grant,
 #              persistence off
@@ -41,7 +43,8 @@
 # Environment (defaults):
 #   BEFORE=HEAD  AFTER=(the working tree)  ROUNDS=3  SESSIONS="1000 10000"  PAIRS=8  QOS=0  SIZE=64
 #   DURATION=5s  SOURCES=1000  CONCURRENCY=100  SETTLE=2
-#   BROKERS="mochi mosquitto before after"   (a subset runs only those)
+#   BROKERS="mochi mosquitto before after"   (a subset runs only those; add
+#                mochi-before to measure mochi at $BEFORE too)
 #   OUT=FILE     also write the tables there
 #   PPROF_DIR=dir   EdgeID's heap profile, /proc status and go_ metrics with
 #                   the idle sessions connected (status0-*: before them), into dir
@@ -146,6 +149,10 @@ cp "$AFTER_SRC/configs/edgeid.yaml" "$WORK/edgeid-after.yaml"
 say "building edgeid at ${BEFORE_REV:0:12} in a temporary worktree"
 in_worktree "$BEFORE_REV" "$WORK/before-src"
 (cd "$WORKTREE" && go build -trimpath -tags "$TAGS" -ldflags "$LDFLAGS" -o "$BIN/edgeid-before" ./cmd/edgeid) || die "build of $BEFORE failed"
+case " $BROKERS " in *" mochi-before "*)
+	(cd "$WORKTREE" && go build -trimpath -ldflags "$LDFLAGS" -o "$BIN/mochi-before" ./interop/mochi) || die "build of mochi at $BEFORE failed"
+	;;
+esac
 cp "$WORKTREE/configs/edgeid.yaml" "$WORK/edgeid-before.yaml"
 drop_worktree
 
@@ -224,9 +231,9 @@ start_broker() {
 	local kind=$1 d=$2
 	mkdir -p "$d"
 	case $kind in
-	mochi)
+	mochi | mochi-before)
 		BPORT=$(free_port)
-		"$BIN/mochi" -addr "127.0.0.1:$BPORT" >"$d/broker.log" 2>&1 &
+		"$BIN/$kind" -addr "127.0.0.1:$BPORT" >"$d/broker.log" 2>&1 &
 		BPID=$!
 		PIDS+=("$BPID")
 		wait_port "$BPORT" "$BPID" || { cat "$d/broker.log" >&2; die "mochi did not start"; }
@@ -257,7 +264,7 @@ start_broker() {
 # creds KIND FILE: the sensor's credential flags.
 creds() {
 	case $1 in
-	mochi) ;;
+	mochi | mochi-before) ;;
 	mosquitto) echo "--username {id} --password pw-{id}" ;;
 	*) echo "--tokens $2" ;;
 	esac
@@ -276,7 +283,7 @@ print(json.dumps(d))' "$@" >>"$RESULTS"
 
 # profiling KIND: PPROF_DIR is set and KIND is an EdgeID build (the others
 # serve no profiles).
-profiling() { [ -n "$PPROF_DIR" ] && [ "$1" != mochi ] && [ "$1" != mosquitto ]; }
+profiling() { [ -n "$PPROF_DIR" ] && [ "$1" = before -o "$1" = after ]; }
 
 pubsub_round() { # KIND ROUND
 	local kind=$1 r=$2 d=$WORK/run/pubsub-$1-$2 c0 c1 t0 t1 res
@@ -374,7 +381,7 @@ for r in rows:
     for k in ("sensor", "end"):
         if isinstance(r.get(k), str):
             r[k] = json.loads(r[k]) if r[k] else {}
-title = {"mochi": "mochi, no hooks", "mosquitto": "Mosquitto, passwd + ACL",
+title = {"mochi": "mochi, no hooks", "mochi-before": "mochi at %s, no hooks" % before, "mosquitto": "Mosquitto, passwd + ACL",
          "before": "EdgeID before (%s)" % before, "after": "EdgeID after (%s)" % after}
 
 def med(xs):
@@ -427,6 +434,14 @@ if ns:
     print("\nSessions the brokers dropped while held: %d." % lost)
 else:
     print()
+if "mochi" in brokers and "mochi-before" in brokers:
+    mb = med([r["sensor"]["delivered_per_s"] for r in ps("mochi-before")])
+    ma = med([r["sensor"]["delivered_per_s"] for r in ps("mochi")])
+    print("mochi after / mochi before: delivered msg/s %.2f×." % (ma / mb))
+if "before" in brokers and "after" in brokers:
+    eb = med([r["sensor"]["delivered_per_s"] for r in ps("before")])
+    ea = med([r["sensor"]["delivered_per_s"] for r in ps("after")])
+    print("EdgeID after / EdgeID before: delivered msg/s %.2f×." % (ea / eb))
 if "mochi" in brokers and "after" in brokers:
     m = med([r["sensor"]["delivered_per_s"] for r in ps("mochi")])
     e = med([r["sensor"]["delivered_per_s"] for r in ps("after")])
