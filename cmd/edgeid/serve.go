@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -14,6 +15,16 @@ import (
 	"github.com/edgeid/edgeid/edge/config"
 	"github.com/edgeid/edgeid/edge/sysd"
 )
+
+// setGCPercent gives the collector gateway.gc_percent, unless GOGC is set in
+// the environment (an operator's override, as for any Go program).
+func setGCPercent(c config.Gateway, log *slog.Logger) {
+	if v, ok := os.LookupEnv("GOGC"); ok {
+		log.Info("GOGC is set in the environment; gateway.gc_percent is not applied", "GOGC", v, "gc_percent", c.GCPercent)
+		return
+	}
+	debug.SetGCPercent(c.GCPercent)
+}
 
 // logLevel is changed by SIGHUP without a restart.
 var logLevel = new(slog.LevelVar)
@@ -72,6 +83,7 @@ func runServe(ctx context.Context, args []string) error {
 // what can change without a restart, STOPPING and a clean close at the end.
 func serve(ctx context.Context, cfg config.Config, reload func() (config.Config, error), ready func(*edge.Gateway) error) error {
 	log := newLogger(cfg.Log, cfg.Gateway.ID)
+	setGCPercent(cfg.Gateway, log)
 	g, err := edge.New(cfg, log)
 	if err != nil {
 		return err
@@ -111,7 +123,9 @@ loop:
 					var lvl slog.Level
 					_ = lvl.UnmarshalText([]byte(nc.Log.Level))
 					logLevel.Set(lvl)
-					log.Info("configuration reloaded", "log_level", nc.Log.Level, "note", "listeners, store and auth settings change on restart")
+					setGCPercent(nc.Gateway, log)
+					log.Info("configuration reloaded", "log_level", nc.Log.Level, "gc_percent", nc.Gateway.GCPercent,
+						"note", "listeners, store and auth settings change on restart")
 				}
 			}
 			sysd.Ready(g.StatusLine())
