@@ -131,11 +131,11 @@ type Gateway struct {
 	// /etc/localtime).
 	TimeZone string `mapstructure:"time_zone"`
 	// GCPercent is the Go collector's GOGC for the daemon: how much garbage
-	// may pile up, in percent of the live heap, before a collection. Go's
-	// default of 100 kept as much garbage again resident, the store's 5 MB
-	// memtable arena counted in the live heap; 50 took 1,000 idle sessions
-	// from 39.5 to 36.8 MiB and 10,000 from 136 to 125 MiB at the same
-	// delivered msg/s (docs/BENCHMARKS.md). GOGC in the environment, as for
+	// may pile up, in percent of the live heap, before a collection. 100 is
+	// Go's default and ships: 50 took 1,000 idle sessions from 39.1 to
+	// 36.8 MiB and 10,000 from 133 to 124 MiB, but cost 15 % of the delivered
+	// msg/s, 75 about as much for half the memory (docs/BENCHMARKS.md); a
+	// board short of memory may choose it. GOGC in the environment, as for
 	// any Go program, wins over it.
 	GCPercent int `mapstructure:"gc_percent"`
 }
@@ -264,7 +264,7 @@ type Admin struct {
 func Default() Config {
 	host, _ := os.Hostname()
 	return Config{
-		Gateway:  Gateway{ID: host, GCPercent: 50},
+		Gateway:  Gateway{ID: host, GCPercent: 100},
 		StateDir: "/var/lib/edgeid",
 		Log:      Log{Level: "info", Format: "text"},
 		MQTT: MQTT{
@@ -396,7 +396,7 @@ func (c Config) Validate() error {
 		bad("gateway.time_zone", "%q is not a time zone this system knows (an IANA name such as Europe/Paris, or \"\" for the system's): %v", c.Gateway.TimeZone, err)
 	}
 	if c.Gateway.GCPercent < 10 || c.Gateway.GCPercent > 1000 {
-		bad("gateway.gc_percent", "%d is out of range; give 10 to 1000 (the Go collector's GOGC: lower keeps less garbage resident and collects more often; default 50)", c.Gateway.GCPercent)
+		bad("gateway.gc_percent", "%d is out of range; give 10 to 1000 (the Go collector's GOGC: lower keeps less garbage resident and collects more often; default 100)", c.Gateway.GCPercent)
 	}
 	if c.StateDir == "" {
 		bad("state_dir", "is empty; give a writable directory for the store (default /var/lib/edgeid)")

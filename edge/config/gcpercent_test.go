@@ -7,11 +7,11 @@ import (
 	"github.com/edgeid/edgeid/edge/config"
 )
 
-// gateway.gc_percent ships at 50 and is bounded, the error naming the key.
+// gateway.gc_percent ships at Go's 100 and is bounded, the error naming the key.
 func TestGCPercent(t *testing.T) {
 	c := config.Default()
-	if c.Gateway.GCPercent != 50 {
-		t.Fatalf("default gateway.gc_percent %d, want 50", c.Gateway.GCPercent)
+	if c.Gateway.GCPercent != 100 {
+		t.Fatalf("default gateway.gc_percent %d, want 100", c.Gateway.GCPercent)
 	}
 	if err := c.Validate(); err != nil {
 		t.Fatalf("defaults: %v", err)
