@@ -42,6 +42,9 @@
 #
 # Environment (defaults):
 #   BEFORE=HEAD  AFTER=(the working tree)  ROUNDS=3  SESSIONS="1000 10000"  PAIRS=8  QOS=0  SIZE=64
+#   TLS_SESSIONS=1000   idle sessions over TLS too (EdgeID's self-signed
+#                certificate; mochi gets the same one; not Mosquitto nor
+#                mochi-before), a row of their own
 #   DURATION=5s  SOURCES=1000  CONCURRENCY=100  SETTLE=2
 #   BROKERS="mochi mosquitto before after"   (a subset runs only those; add
 #                mochi-before to measure mochi at $BEFORE too)
@@ -64,6 +67,7 @@ BEFORE=${BEFORE:-HEAD}
 AFTER=${AFTER:-}
 ROUNDS=${ROUNDS:-3}
 SESSIONS=${SESSIONS-"1000 10000"} # SESSIONS="": throughput only
+TLS_SESSIONS=${TLS_SESSIONS-1000}  # TLS_SESSIONS="": no TLS idle runs
 PAIRS=${PAIRS:-8}
 QOS=${QOS:-0}
 SIZE=${SIZE:-64}
@@ -158,7 +162,7 @@ drop_worktree
 
 # --- provisioning ----------------------------------------------------------------
 MAXN=0
-for n in $SESSIONS; do [ "$n" -gt "$MAXN" ] && MAXN=$n; done
+for n in $SESSIONS $TLS_SESSIONS; do [ "$n" -gt "$MAXN" ] && MAXN=$n; done
 PROV=$WORK/prov
 "$BIN/edgeid-sensor" provision --out "$PROV" --pairs "$PAIRS" --sessions "$MAXN" >&2
 cp "$PROV/mosquitto.passwd" "$PROV/mosquitto.passwd.hashed"
@@ -201,9 +205,10 @@ stop() {
 start_edgeid() {
 	local v=$1 d=$2 i
 	BPORT=$(free_port)
+	BTLSPORT=$(free_port)
 	BMETRICS=$(free_port)
 	# shellcheck disable=SC2086
-	env $EDGEID_ENV EDGEID_STATE_DIR=$3 EDGEID_MQTT_TCP=127.0.0.1:$BPORT EDGEID_MQTT_TLS_LISTEN=127.0.0.1:$(free_port) \
+	env $EDGEID_ENV EDGEID_STATE_DIR=$3 EDGEID_MQTT_TCP=127.0.0.1:$BPORT EDGEID_MQTT_TLS_LISTEN=127.0.0.1:$BTLSPORT \
 		EDGEID_METRICS_LISTEN=127.0.0.1:$BMETRICS EDGEID_ADMIN_SOCKET=$d/admin.sock \
 		"$BIN/edgeid-$v" serve -c "$WORK/edgeid-$v.yaml" >"$d/broker.log" 2>&1 &
 	BPID=$!
@@ -233,7 +238,14 @@ start_broker() {
 	case $kind in
 	mochi | mochi-before)
 		BPORT=$(free_port)
-		"$BIN/$kind" -addr "127.0.0.1:$BPORT" >"$d/broker.log" 2>&1 &
+		BTLSPORT=$(free_port)
+		local tlsargs=()
+		# mochi (the after tree's) also serves TLS, with EdgeID's certificate
+		if [ "$kind" = mochi ] && [ -n "$TLS_SESSIONS" ]; then
+			tlsargs=(-tls-addr "127.0.0.1:$BTLSPORT" -tls-cert "$WORK/template-after/state/tls/server.crt"
+				-tls-key "$WORK/template-after/state/tls/server.key")
+		fi
+		"$BIN/$kind" -addr "127.0.0.1:$BPORT" "${tlsargs[@]}" >"$d/broker.log" 2>&1 &
 		BPID=$!
 		PIDS+=("$BPID")
 		wait_port "$BPORT" "$BPID" || { cat "$d/broker.log" >&2; die "mochi did not start"; }
@@ -307,9 +319,18 @@ pubsub_round() { # KIND ROUND
 	say "pubsub $kind round $r: $(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print("%d delivered/s, %d sent/s" % (d["delivered_per_s"], d["sent_per_s"]))' "$res")"
 }
 
-idle_round() { # KIND N ROUND
-	local kind=$1 n=$2 r=$3 d=$WORK/run/idle-$1-$2-$3 rss0 rss1 file1 c0 c1 spid i line=""
+idle_round() { # KIND N ROUND [tls]
+	local kind=$1 n=$2 r=$3 tls=${4:-} d=$WORK/run/idle-$1-$2-$3${4:+-tls} rss0 rss1 file1 c0 c1 spid i line="" port ca
 	start_broker "$kind" "$d"
+	port=$BPORT
+	ca=()
+	if [ -n "$tls" ]; then
+		port=$BTLSPORT
+		case $kind in
+		mochi) ca=(--tls-ca "$WORK/template-after/state/tls/server.crt") ;;
+		*) ca=(--tls-ca "$d/state/tls/server.crt") ;;
+		esac
+	fi
 	sleep 1
 	rss0=$(rss_kb "$BPID")
 	if profiling "$kind"; then
@@ -323,7 +344,7 @@ idle_round() { # KIND N ROUND
 	fi
 	c0=$(cpu_ticks "$BPID")
 	# shellcheck disable=SC2046
-	"$BIN/edgeid-sensor" idle --broker "127.0.0.1:$BPORT" --sessions "$n" --sources "$SOURCES" \
+	"$BIN/edgeid-sensor" idle --broker "127.0.0.1:$port" --sessions "$n" --sources "$SOURCES" "${ca[@]}" \
 		--concurrency "$CONCURRENCY" $(creds "$kind" "$PROV/idle.tokens") >"$d/sensor.out" 2>"$d/sensor.err" &
 	spid=$!
 	PIDS+=("$spid")
@@ -351,11 +372,11 @@ idle_round() { # KIND N ROUND
 		curl -fsS "http://127.0.0.1:$BMETRICS/metrics" | grep -E '^go_(memstats|gc|goroutines|threads)' >"$PPROF_DIR/go-$kind-$n-$r.txt" || true
 	fi
 	stop "$spid"
-	record test=idle kind="$kind" n="$n" round="$r" rss0_kb="$rss0" rss_kb="$rss1" rss_file_kb="$file1" \
+	record test=idle kind="$kind" n="$n" round="$r" tls="${tls:+1}" rss0_kb="$rss0" rss_kb="$rss1" rss_file_kb="$file1" \
 		connect_cpu_s="$(awk -v a="$c0" -v b="$c1" -v t="$TCK" 'BEGIN { print (b - a) / t }')" sensor="$line" \
 		end="$(sed -n 2p "$d/sensor.out")"
 	stop "$BPID"
-	say "idle $kind $n round $r: RSS $((rss0 / 1024)) -> $((rss1 / 1024)) MiB, $(python3 -c 'import json,sys; print("%d connects/s" % json.loads(sys.argv[1])["connects_per_s"])' "$line")"
+	say "idle $kind $n${tls:+ TLS} round $r: RSS $((rss0 / 1024)) -> $((rss1 / 1024)) MiB, $(python3 -c 'import json,sys; print("%d connects/s" % json.loads(sys.argv[1])["connects_per_s"])' "$line")"
 }
 
 # Rounds outermost, brokers inside: the machine's drift spreads over all.
@@ -365,6 +386,14 @@ done
 for n in $SESSIONS; do
 	for r in $(seq "$ROUNDS"); do
 		for kind in $BROKERS; do idle_round "$kind" "$n" "$r"; done
+	done
+done
+for n in $TLS_SESSIONS; do
+	for r in $(seq "$ROUNDS"); do
+		for kind in $BROKERS; do
+			case $kind in mosquitto | mochi-before) continue ;; esac
+			idle_round "$kind" "$n" "$r" tls
+		done
 	done
 done
 
@@ -416,19 +445,25 @@ table([
     ("broker CPU, cores of %d" % os.cpu_count(), lambda b: "%.2f" % med([r["broker_cpu_s"] / r["sensor"]["elapsed_s"] for r in ps(b)])),
     ("load generator CPU, cores", lambda b: "%.2f" % med([r["sensor"]["client_cpu_s"] / r["sensor"]["elapsed_s"] for r in ps(b)])),
 ])
-idle = lambda b, n: [r for r in rows if r["test"] == "idle" and r["kind"] == b and r["n"] == n]
-ns = sorted({r["n"] for r in rows if r["test"] == "idle"})
+idle = lambda b, n: [r for r in rows if r["test"] == "idle" and r["kind"] == b and r["n"] == n and not r.get("tls")]
+idle_tls = lambda b, n: [r for r in rows if r["test"] == "idle" and r["kind"] == b and r["n"] == n and r.get("tls")]
+ns = sorted({r["n"] for r in rows if r["test"] == "idle" and not r.get("tls")})
+ns_tls = sorted({r["n"] for r in rows if r["test"] == "idle" and r.get("tls")})
 lines = [("RSS before any session, MiB (every idle run)", lambda b: cell([r["rss0_kb"] / 1024 for r in rows if r["test"] == "idle" and r["kind"] == b]))]
 for n in ns:
     lines.append(("RSS, {:,} sessions, MiB".format(n), lambda b, n=n: cell([r["rss_kb"] / 1024 for r in idle(b, n)])))
+for n in ns_tls:
+    lines.append(("RSS, {:,} TLS sessions, MiB".format(n), lambda b, n=n: cell([r["rss_kb"] / 1024 for r in idle_tls(b, n)])))
 for n in ns:
     lines.append(("of which file-backed (the binary's pages), {:,} sessions, MiB".format(n), lambda b, n=n: cell([r["rss_file_kb"] / 1024 for r in idle(b, n)])))
 for n in ns:
     lines.append(("connects/s, {:,} sessions".format(n), lambda b, n=n: cell([r["sensor"]["connects_per_s"] for r in idle(b, n)])))
+for n in ns_tls:
+    lines.append(("connects/s, {:,} TLS sessions".format(n), lambda b, n=n: cell([r["sensor"]["connects_per_s"] for r in idle_tls(b, n)])))
 for n in ns:
     lines.append(("broker CPU per connect, µs, {:,} sessions".format(n), lambda b, n=n: cell([r["connect_cpu_s"] * 1e6 / n for r in idle(b, n)])))
 lost = sum(r.get("end", {}).get("lost", 0) for r in rows if r["test"] == "idle")
-if ns:
+if ns or ns_tls:
     print("\nTable 2: idle MQTT 5 sessions from %s loopback addresses; RSS (VmRSS, MiB) with all connected; median **in bold** (the rounds)\n" % sources)
     table(lines)
     print("\nSessions the brokers dropped while held: %d." % lost)

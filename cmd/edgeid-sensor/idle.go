@@ -3,6 +3,8 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -39,8 +41,22 @@ func idle(ctx context.Context, args []string, out io.Writer) error {
 	hold := fs.Duration("hold", 0, "hold the sessions this long once connected (0: until interrupted)")
 	keepAlive := fs.Duration("keepalive", 60*time.Second, "MQTT keep-alive (a PINGREQ is sent every half of it)")
 	timeout := fs.Duration("timeout", 30*time.Second, "time allowed for each connection's CONNACK")
+	tlsCA := fs.String("tls-ca", "", "connect over TLS, trusting this PEM certificate (the broker's own self-signed one, or its CA)")
+	tlsName := fs.String("tls-server-name", "localhost", "with --tls-ca, the name the broker's certificate must carry")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	var tlsConf *tls.Config
+	if *tlsCA != "" {
+		pem, err := os.ReadFile(*tlsCA)
+		if err != nil {
+			return fmt.Errorf("--tls-ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return fmt.Errorf("--tls-ca %s: no PEM certificate in it", *tlsCA)
+		}
+		tlsConf = &tls.Config{RootCAs: pool, ServerName: *tlsName, MinVersion: tls.VersionTLS12}
 	}
 	if *sessions < 1 || *concurrency < 1 || fs.NArg() > 0 || *keepAlive < time.Second || *keepAlive > 65535*time.Second ||
 		(*tokensFile != "" && (*username != "" || *password != "")) {
@@ -82,7 +98,7 @@ func idle(ctx context.Context, args []string, out io.Writer) error {
 		wg.Add(1)
 		go func(i int, id string, cr creds) {
 			defer wg.Done()
-			c, err := dialRaw(ctx, *addr, sourceIP(i, *sources), id, cr, uint16(keepAlive.Seconds()), *timeout)
+			c, err := dialRaw(ctx, *addr, sourceIP(i, *sources), id, cr, uint16(keepAlive.Seconds()), *timeout, tlsConf)
 			<-sem
 			mu.Lock()
 			defer mu.Unlock()

@@ -18,6 +18,8 @@ import (
 	"github.com/mochi-mqtt/server/v2/listeners"
 
 	"github.com/edgeid/edgeid/edge"
+	"github.com/edgeid/edgeid/edge/config"
+	"github.com/edgeid/edgeid/internal/pki"
 	"github.com/edgeid/edgeid/store"
 )
 
@@ -230,5 +232,38 @@ func TestProvisionMosquittoFiles(t *testing.T) {
 	}
 	if n := strings.Count(read("idle.tokens"), "\n"); n != 3 {
 		t.Errorf("idle.tokens has %d lines", n)
+	}
+}
+
+// Idle sessions over TLS, trusting the gateway's own self-signed
+// certificate: each token connects and the gateway holds the sessions on
+// its TLS listener; a certificate the sensor does not trust fails every
+// handshake.
+func TestIdleOverTLS(t *testing.T) {
+	var stateDir string
+	g := startGateway(t, "idle-tls", func(c *config.Config) {
+		c.MQTT.TLS.Listen = "127.0.0.1:0"
+		stateDir = c.StateDir
+	})
+	dir := provisionInto(t, g, 0, 10)
+	var out bytes.Buffer
+	err := run(context.Background(), []string{"idle", "--broker", g.Addr("tls"), "--sessions", "10", "--tokens", filepath.Join(dir, "idle.tokens"),
+		"--tls-ca", filepath.Join(stateDir, "tls", "server.crt"), "--hold", "10ms"}, &out)
+	if err != nil {
+		t.Fatalf("idle over TLS: %v\n%s", err, out.String())
+	}
+	first, _, _ := strings.Cut(out.String(), "\n")
+	if r := decodeLine[idleResult](t, first); r.Connected != 10 || r.Failed != 0 {
+		t.Fatalf("report: %s", first)
+	}
+	other := filepath.Join(t.TempDir(), "other.crt")
+	if _, _, err := pki.SelfSigned(filepath.Dir(other), "someone-else"); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	err = run(context.Background(), []string{"idle", "--broker", g.Addr("tls"), "--sessions", "2", "--tokens", filepath.Join(dir, "idle.tokens"),
+		"--tls-ca", filepath.Join(filepath.Dir(other), "server.crt"), "--hold", "10ms"}, &out)
+	if err == nil || !strings.Contains(out.String(), "TLS handshake") {
+		t.Fatalf("untrusted certificate: %v\n%s", err, out.String())
 	}
 }

@@ -256,7 +256,7 @@ func (ps *pubsubRun) runRaw(ctx context.Context) error {
 	}()
 	for i := range ps.pairs {
 		p := &ps.pairs[i]
-		c, err := dialRaw(ctx, ps.addr, sourceIP(2*i, ps.sources), p.sub, p.subCreds, 60, ps.timeout)
+		c, err := dialRaw(ctx, ps.addr, sourceIP(2*i, ps.sources), p.sub, p.subCreds, 60, ps.timeout, nil)
 		if err != nil {
 			return fmt.Errorf("subscriber %s: %w", p.sub, err)
 		}
@@ -264,7 +264,7 @@ func (ps *pubsubRun) runRaw(ctx context.Context) error {
 		if err := c.subscribe(p.topic, ps.qos, ps.timeout); err != nil {
 			return fmt.Errorf("subscriber %s: %w", p.sub, err)
 		}
-		if pubs[i], err = dialRaw(ctx, ps.addr, sourceIP(2*i+1, ps.sources), p.pub, p.pubCreds, 60, ps.timeout); err != nil {
+		if pubs[i], err = dialRaw(ctx, ps.addr, sourceIP(2*i+1, ps.sources), p.pub, p.pubCreds, 60, ps.timeout, nil); err != nil {
 			return fmt.Errorf("publisher %s: %w", p.pub, err)
 		}
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -70,8 +71,9 @@ func sourceIP(i, n int) net.IP {
 	return net.IPv4(127, 1, byte(j/254), byte(j%254+1))
 }
 
-// dialRaw connects and completes CONNECT/CONNACK within timeout.
-func dialRaw(ctx context.Context, addr string, src net.IP, clientID string, cr creds, keepAlive uint16, timeout time.Duration) (*rawConn, error) {
+// dialRaw connects (over TLS with tlsConf, else plain TCP) and completes
+// CONNECT/CONNACK within timeout.
+func dialRaw(ctx context.Context, addr string, src net.IP, clientID string, cr creds, keepAlive uint16, timeout time.Duration, tlsConf *tls.Config) (*rawConn, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	d := net.Dialer{}
@@ -81,6 +83,14 @@ func dialRaw(ctx context.Context, addr string, src net.IP, clientID string, cr c
 	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
+	}
+	if tlsConf != nil {
+		tc := tls.Client(c, tlsConf)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			c.Close()
+			return nil, fmt.Errorf("TLS handshake: %w", err)
+		}
+		c = tc
 	}
 	if dl, ok := ctx.Deadline(); ok {
 		_ = c.SetDeadline(dl)
