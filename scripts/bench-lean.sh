@@ -231,7 +231,20 @@ for v in before after; do
 	say "edgeid-$v: store imported ($(tail -n1 "$d/import.log"))"
 done
 
-# start_broker KIND DIR: sets BPID BPORT.
+# mochi_tls_dir: the directory of the certificate mochi serves TLS with, an
+# EdgeID build's self-signed one (made when its store was imported); empty
+# when no EdgeID build runs (then mochi serves no TLS).
+mochi_tls_dir() {
+	local t
+	for t in after before; do
+		if [ -f "$WORK/template-$t/state/tls/server.crt" ]; then
+			echo "$WORK/template-$t/state/tls"
+			return
+		fi
+	done
+}
+
+# start_broker KIND DIR: sets BPID BPORT (and BTLSPORT).
 start_broker() {
 	local kind=$1 d=$2
 	mkdir -p "$d"
@@ -239,11 +252,11 @@ start_broker() {
 	mochi | mochi-before)
 		BPORT=$(free_port)
 		BTLSPORT=$(free_port)
-		local tlsargs=()
+		local tlsargs=() tlsdir
 		# mochi (the after tree's) also serves TLS, with EdgeID's certificate
-		if [ "$kind" = mochi ] && [ -n "$TLS_SESSIONS" ]; then
-			tlsargs=(-tls-addr "127.0.0.1:$BTLSPORT" -tls-cert "$WORK/template-after/state/tls/server.crt"
-				-tls-key "$WORK/template-after/state/tls/server.key")
+		tlsdir=$(mochi_tls_dir)
+		if [ "$kind" = mochi ] && [ -n "$TLS_SESSIONS" ] && [ -n "$tlsdir" ]; then
+			tlsargs=(-tls-addr "127.0.0.1:$BTLSPORT" -tls-cert "$tlsdir/server.crt" -tls-key "$tlsdir/server.key")
 		fi
 		"$BIN/$kind" -addr "127.0.0.1:$BPORT" "${tlsargs[@]}" >"$d/broker.log" 2>&1 &
 		BPID=$!
@@ -327,7 +340,7 @@ idle_round() { # KIND N ROUND [tls]
 	if [ -n "$tls" ]; then
 		port=$BTLSPORT
 		case $kind in
-		mochi) ca=(--tls-ca "$WORK/template-after/state/tls/server.crt") ;;
+		mochi) ca=(--tls-ca "$(mochi_tls_dir)/server.crt") ;;
 		*) ca=(--tls-ca "$d/state/tls/server.crt") ;;
 		esac
 	fi
@@ -335,12 +348,12 @@ idle_round() { # KIND N ROUND [tls]
 	rss0=$(rss_kb "$BPID")
 	if profiling "$kind"; then
 		mkdir -p "$PPROF_DIR"
-		grep -E '^(VmRSS|RssAnon|RssFile)' "/proc/$BPID/status" >"$PPROF_DIR/status0-$kind-$n-$r.txt" || true
+		grep -E '^(VmRSS|RssAnon|RssFile)' "/proc/$BPID/status" >"$PPROF_DIR/status0-$kind-$n${tls:+-tls}-$r.txt" || true
 	fi
 	if profiling "$kind" && [ -n "$PPROF_CPU" ]; then
 		# the CPU profile of the connects (it maps more of the binary: the
 		# RSS of a run with it is not the RSS of one without)
-		curl -fsS -o "$PPROF_DIR/cpu-$kind-$n-$r.pb.gz" "http://127.0.0.1:$BMETRICS/debug/pprof/profile?seconds=$((n / 2000 + 1))" &
+		curl -fsS -o "$PPROF_DIR/cpu-$kind-$n${tls:+-tls}-$r.pb.gz" "http://127.0.0.1:$BMETRICS/debug/pprof/profile?seconds=$((n / 2000 + 1))" &
 	fi
 	c0=$(cpu_ticks "$BPID")
 	# shellcheck disable=SC2046
@@ -365,11 +378,11 @@ idle_round() { # KIND N ROUND [tls]
 		# /proc status as measured; then a GC (heap?gc=1), so that the
 		# profile and the go_ metrics after it show what is live.
 		mkdir -p "$PPROF_DIR"
-		grep -E '^(VmRSS|RssAnon|RssFile)' "/proc/$BPID/status" >"$PPROF_DIR/status-$kind-$n-$r.txt" || true
-		cp "/proc/$BPID/smaps" "$PPROF_DIR/smaps-$kind-$n-$r.txt" 2>/dev/null || true # RSS by mapping (binary, Badger's files)
-		curl -fsS -o "$PPROF_DIR/goroutines-$kind-$n-$r.txt" "http://127.0.0.1:$BMETRICS/debug/pprof/goroutine?debug=1" || true
-		curl -fsS -o "$PPROF_DIR/heap-$kind-$n-$r.pb.gz" "http://127.0.0.1:$BMETRICS/debug/pprof/heap?gc=1" || true
-		curl -fsS "http://127.0.0.1:$BMETRICS/metrics" | grep -E '^go_(memstats|gc|goroutines|threads)' >"$PPROF_DIR/go-$kind-$n-$r.txt" || true
+		grep -E '^(VmRSS|RssAnon|RssFile)' "/proc/$BPID/status" >"$PPROF_DIR/status-$kind-$n${tls:+-tls}-$r.txt" || true
+		cp "/proc/$BPID/smaps" "$PPROF_DIR/smaps-$kind-$n${tls:+-tls}-$r.txt" 2>/dev/null || true # RSS by mapping (binary, Badger's files)
+		curl -fsS -o "$PPROF_DIR/goroutines-$kind-$n${tls:+-tls}-$r.txt" "http://127.0.0.1:$BMETRICS/debug/pprof/goroutine?debug=1" || true
+		curl -fsS -o "$PPROF_DIR/heap-$kind-$n${tls:+-tls}-$r.pb.gz" "http://127.0.0.1:$BMETRICS/debug/pprof/heap?gc=1" || true
+		curl -fsS "http://127.0.0.1:$BMETRICS/metrics" | grep -E '^go_(memstats|gc|goroutines|threads)' >"$PPROF_DIR/go-$kind-$n${tls:+-tls}-$r.txt" || true
 	fi
 	stop "$spid"
 	record test=idle kind="$kind" n="$n" round="$r" tls="${tls:+1}" rss0_kb="$rss0" rss_kb="$rss1" rss_file_kb="$file1" \
@@ -392,6 +405,7 @@ for n in $TLS_SESSIONS; do
 	for r in $(seq "$ROUNDS"); do
 		for kind in $BROKERS; do
 			case $kind in mosquitto | mochi-before) continue ;; esac
+			[ "$kind" != mochi ] || [ -n "$(mochi_tls_dir)" ] || continue
 			idle_round "$kind" "$n" "$r" tls
 		done
 	done

@@ -22,6 +22,11 @@ func TestSetGCPercent(t *testing.T) {
 	if got := debug.SetGCPercent(100); got != 37 {
 		t.Fatalf("GOGC after gateway.gc_percent 37: %d", got)
 	}
+	t.Setenv("GOGC", "") // set but empty: Go's default, not an override
+	setGCPercent(config.Gateway{GCPercent: 42}, log)
+	if got := debug.SetGCPercent(100); got != 42 {
+		t.Fatalf("GOGC after gateway.gc_percent 42 with GOGC empty: %d", got)
+	}
 	t.Setenv("GOGC", "80")
 	setGCPercent(config.Gateway{GCPercent: 20}, log)
 	if got := debug.SetGCPercent(100); got != 100 {

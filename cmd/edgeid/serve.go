@@ -19,7 +19,7 @@ import (
 // setGCPercent gives the collector gateway.gc_percent, unless GOGC is set in
 // the environment (an operator's override, as for any Go program).
 func setGCPercent(c config.Gateway, log *slog.Logger) {
-	if v, ok := os.LookupEnv("GOGC"); ok {
+	if v := os.Getenv("GOGC"); v != "" { // empty is Go's default, not an override
 		log.Info("GOGC is set in the environment; gateway.gc_percent is not applied", "GOGC", v, "gc_percent", c.GCPercent)
 		return
 	}

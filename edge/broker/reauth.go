@@ -97,6 +97,9 @@ func (h *authHook) OnAuthPacket(cl *mqtt.Client, pk packets.Packet) (packets.Pac
 	// re-checked against s, not nw: check nw again, as a CONNECT is.
 	if b.Gen.Load() != gen && b.Recheck != nil {
 		b.Recheck(nw)
+		if nw.ended.Load() {
+			return pk, nil // ended by the re-check: no AUTH success after its DISCONNECT
+		}
 	}
 	b.dropForbidden(nw)
 	b.Log.Info("re-authenticated", "device", nw.Device, "client", nw.ClientID, "expires", nw.Expires)
