@@ -42,6 +42,10 @@
 #
 # Environment (defaults):
 #   BEFORE=HEAD  AFTER=(the working tree)  ROUNDS=3  SESSIONS="1000 10000"  PAIRS=8  QOS=0  SIZE=64
+#   RECONNECT_SESSIONS=10000   a reconnect storm: N sessions connect, all
+#                end (DISCONNECT) and all connect again with the same
+#                credentials (EdgeID has verified each token once); the
+#                second pass's connects/s, a row of its own
 #   TLS_SESSIONS=1000   idle sessions over TLS too (EdgeID's self-signed
 #                certificate; mochi gets the same one; not Mosquitto nor
 #                mochi-before), a row of their own
@@ -68,6 +72,7 @@ AFTER=${AFTER:-}
 ROUNDS=${ROUNDS:-3}
 SESSIONS=${SESSIONS-"1000 10000"} # SESSIONS="": throughput only
 TLS_SESSIONS=${TLS_SESSIONS-1000}  # TLS_SESSIONS="": no TLS idle runs
+RECONNECT_SESSIONS=${RECONNECT_SESSIONS-10000} # "": no reconnect storms
 PAIRS=${PAIRS:-8}
 QOS=${QOS:-0}
 SIZE=${SIZE:-64}
@@ -162,7 +167,7 @@ drop_worktree
 
 # --- provisioning ----------------------------------------------------------------
 MAXN=0
-for n in $SESSIONS $TLS_SESSIONS; do [ "$n" -gt "$MAXN" ] && MAXN=$n; done
+for n in $SESSIONS $TLS_SESSIONS $RECONNECT_SESSIONS; do [ "$n" -gt "$MAXN" ] && MAXN=$n; done
 PROV=$WORK/prov
 "$BIN/edgeid-sensor" provision --out "$PROV" --pairs "$PAIRS" --sessions "$MAXN" >&2
 cp "$PROV/mosquitto.passwd" "$PROV/mosquitto.passwd.hashed"
@@ -392,6 +397,19 @@ idle_round() { # KIND N ROUND [tls]
 	say "idle $kind $n${tls:+ TLS} round $r: RSS $((rss0 / 1024)) -> $((rss1 / 1024)) MiB, $(python3 -c 'import json,sys; print("%d connects/s" % json.loads(sys.argv[1])["connects_per_s"])' "$line")"
 }
 
+reconnect_round() { # KIND N ROUND
+	local kind=$1 n=$2 r=$3 d=$WORK/run/reconnect-$1-$2-$3 out
+	start_broker "$kind" "$d"
+	sleep 1
+	# shellcheck disable=SC2046
+	out=$("$BIN/edgeid-sensor" idle --broker "127.0.0.1:$BPORT" --sessions "$n" --sources "$SOURCES" --reconnect --hold 1ms \
+		--concurrency "$CONCURRENCY" $(creds "$kind" "$PROV/idle.tokens") 2>"$d/sensor.err") ||
+		{ echo "$out" >&2; cat "$d/sensor.err" >&2; tail -20 "$d/broker.log" >&2; die "reconnect on $kind failed"; }
+	stop "$BPID"
+	record test=reconnect kind="$kind" n="$n" round="$r" first="$(sed -n 1p <<<"$out")" second="$(sed -n 2p <<<"$out")"
+	say "reconnect $kind $n round $r: $(python3 -c 'import json,sys; a, b = (json.loads(x) for x in sys.argv[1:]); print("%d then %d connects/s" % (a["connects_per_s"], b["connects_per_s"]))' "$(sed -n 1p <<<"$out")" "$(sed -n 2p <<<"$out")")"
+}
+
 # Rounds outermost, brokers inside: the machine's drift spreads over all.
 for r in $(seq "$ROUNDS"); do
 	for kind in $BROKERS; do pubsub_round "$kind" "$r"; done
@@ -399,6 +417,11 @@ done
 for n in $SESSIONS; do
 	for r in $(seq "$ROUNDS"); do
 		for kind in $BROKERS; do idle_round "$kind" "$n" "$r"; done
+	done
+done
+for n in $RECONNECT_SESSIONS; do
+	for r in $(seq "$ROUNDS"); do
+		for kind in $BROKERS; do reconnect_round "$kind" "$n" "$r"; done
 	done
 done
 for n in $TLS_SESSIONS; do
@@ -421,7 +444,7 @@ path, brokers, before, after, load0, load1, pairs, qos, size, duration, sources,
 brokers = brokers.split()
 rows = [json.loads(l) for l in open(path)]
 for r in rows:
-    for k in ("sensor", "end"):
+    for k in ("sensor", "end", "first", "second"):
         if isinstance(r.get(k), str):
             r[k] = json.loads(r[k]) if r[k] else {}
 title = {"mochi": "mochi, no hooks", "mochi-before": "mochi at %s, no hooks" % before, "mosquitto": "Mosquitto, passwd + ACL",
@@ -463,6 +486,8 @@ idle = lambda b, n: [r for r in rows if r["test"] == "idle" and r["kind"] == b a
 idle_tls = lambda b, n: [r for r in rows if r["test"] == "idle" and r["kind"] == b and r["n"] == n and r.get("tls")]
 ns = sorted({r["n"] for r in rows if r["test"] == "idle" and not r.get("tls")})
 ns_tls = sorted({r["n"] for r in rows if r["test"] == "idle" and r.get("tls")})
+recon = lambda b, n: [r for r in rows if r["test"] == "reconnect" and r["kind"] == b and r["n"] == n]
+ns_recon = sorted({r["n"] for r in rows if r["test"] == "reconnect"})
 lines = [("RSS before any session, MiB (every idle run)", lambda b: cell([r["rss0_kb"] / 1024 for r in rows if r["test"] == "idle" and r["kind"] == b]))]
 for n in ns:
     lines.append(("RSS, {:,} sessions, MiB".format(n), lambda b, n=n: cell([r["rss_kb"] / 1024 for r in idle(b, n)])))
@@ -472,12 +497,14 @@ for n in ns:
     lines.append(("of which file-backed (the binary's pages), {:,} sessions, MiB".format(n), lambda b, n=n: cell([r["rss_file_kb"] / 1024 for r in idle(b, n)])))
 for n in ns:
     lines.append(("connects/s, {:,} sessions".format(n), lambda b, n=n: cell([r["sensor"]["connects_per_s"] for r in idle(b, n)])))
+for n in ns_recon:
+    lines.append(("reconnects/s, {:,} sessions back at once (same credentials)".format(n), lambda b, n=n: cell([r["second"]["connects_per_s"] for r in recon(b, n)])))
 for n in ns_tls:
     lines.append(("connects/s, {:,} TLS sessions".format(n), lambda b, n=n: cell([r["sensor"]["connects_per_s"] for r in idle_tls(b, n)])))
 for n in ns:
     lines.append(("broker CPU per connect, µs, {:,} sessions".format(n), lambda b, n=n: cell([r["connect_cpu_s"] * 1e6 / n for r in idle(b, n)])))
 lost = sum(r.get("end", {}).get("lost", 0) for r in rows if r["test"] == "idle")
-if ns or ns_tls:
+if ns or ns_tls or ns_recon:
     print("\nTable 2: idle MQTT 5 sessions from %s loopback addresses; RSS (VmRSS, MiB) with all connected; median **in bold** (the rounds)\n" % sources)
     table(lines)
     print("\nSessions the brokers dropped while held: %d." % lost)
@@ -500,5 +527,10 @@ if "mochi" in brokers and "after" in brokers:
         ec = med([r["sensor"]["connects_per_s"] for r in idle("after", n)])
         er = med([r["rss_kb"] / 1024 for r in idle("after", n)])
         out.append("{:,} sessions: connects/s {:.2f}×, RSS {:.0f} MiB".format(n, ec / mc, er))
+    for n in ns_recon:
+        mr = med([r["second"]["connects_per_s"] for r in recon("mochi", n)])
+        er = med([r["second"]["connects_per_s"] for r in recon("after", n)])
+        if mr and er:
+            out.append("reconnect storm of {:,}: {:.2f}×".format(n, er / mr))
     print("; ".join(out) + (" (goals: connects/s ≥ 0.9×, 1,000 ≤ 40 MB, 10,000 ≤ 150 MB, read as MiB)." if ns else "."))
 EOF

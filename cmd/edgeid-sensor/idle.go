@@ -41,6 +41,7 @@ func idle(ctx context.Context, args []string, out io.Writer) error {
 	hold := fs.Duration("hold", 0, "hold the sessions this long once connected (0: until interrupted)")
 	keepAlive := fs.Duration("keepalive", 60*time.Second, "MQTT keep-alive (a PINGREQ is sent every half of it)")
 	timeout := fs.Duration("timeout", 30*time.Second, "time allowed for each connection's CONNACK")
+	reconnect := fs.Bool("reconnect", false, `once all are connected, end every session (DISCONNECT) and connect them all again with the same credentials; a second line, "event":"reconnected", reports that pass`)
 	tlsCA := fs.String("tls-ca", "", "connect over TLS, trusting this PEM certificate (the broker's own self-signed one, or its CA)")
 	tlsName := fs.String("tls-server-name", "localhost", "with --tls-ca, the name the broker's certificate must carry")
 	if err := fs.Parse(args); err != nil {
@@ -80,52 +81,79 @@ func idle(ctx context.Context, args []string, out io.Writer) error {
 		}
 	}
 
-	conns := make([]*rawConn, len(ids))
-	var connected, refused, failed atomic.Int64
 	var mu sync.Mutex
-	codes := map[string]int{}
-	var firstErr string
-	var last time.Time
-	sem := make(chan struct{}, *concurrency)
-	var wg sync.WaitGroup
-	start := time.Now()
-	for i, id := range ids {
-		cr, err := credsFor(id, tokens, *username, *password)
-		if err != nil {
+	// connectAll opens every session, concurrency at a time, and reports.
+	connectAll := func(event string) ([]*rawConn, idleResult, error) {
+		conns := make([]*rawConn, len(ids))
+		var connected, refused, failed atomic.Int64
+		codes := map[string]int{}
+		var firstErr string
+		var last time.Time
+		sem := make(chan struct{}, *concurrency)
+		var wg sync.WaitGroup
+		start := time.Now()
+		for i, id := range ids {
+			cr, err := credsFor(id, tokens, *username, *password)
+			if err != nil {
+				wg.Wait()
+				return conns, idleResult{}, err
+			}
+			sem <- struct{}{}
+			wg.Add(1)
+			go func(i int, id string, cr creds) {
+				defer wg.Done()
+				c, err := dialRaw(ctx, *addr, sourceIP(i, *sources), id, cr, uint16(keepAlive.Seconds()), *timeout, tlsConf)
+				<-sem
+				mu.Lock()
+				defer mu.Unlock()
+				if err != nil {
+					var ca errConnack
+					if errors.As(err, &ca) {
+						refused.Add(1)
+						codes[fmt.Sprintf("0x%02x", ca.code)]++
+					} else {
+						failed.Add(1)
+					}
+					if firstErr == "" {
+						firstErr = id + ": " + err.Error()
+					}
+					return
+				}
+				conns[i] = c
+				connected.Add(1)
+				last = time.Now()
+			}(i, id, cr)
+		}
+		wg.Wait()
+		res := idleResult{Event: event, Broker: *addr, Sessions: len(ids), Connected: connected.Load(),
+			Refused: refused.Load(), Failed: failed.Load(), Codes: codes, FirstError: firstErr}
+		if res.Connected > 0 {
+			res.Seconds = last.Sub(start).Seconds()
+			res.ConnectsPerS = float64(res.Connected) / res.Seconds
+		}
+		return conns, res, nil
+	}
+	conns, res, err := connectAll("connected")
+	if err != nil {
+		return err
+	}
+	firstErr := res.FirstError
+	if *reconnect && res.Connected == int64(len(ids)) {
+		// A reconnect storm (a Wi-Fi access point back, the uplink back):
+		// every session ends with a DISCONNECT and comes back at once with
+		// the same credentials, which a gateway has seen (and cached) once.
+		if err := printJSON(out, res); err != nil {
 			return err
 		}
-		sem <- struct{}{}
-		wg.Add(1)
-		go func(i int, id string, cr creds) {
-			defer wg.Done()
-			c, err := dialRaw(ctx, *addr, sourceIP(i, *sources), id, cr, uint16(keepAlive.Seconds()), *timeout, tlsConf)
-			<-sem
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				var ca errConnack
-				if errors.As(err, &ca) {
-					refused.Add(1)
-					codes[fmt.Sprintf("0x%02x", ca.code)]++
-				} else {
-					failed.Add(1)
-				}
-				if firstErr == "" {
-					firstErr = id + ": " + err.Error()
-				}
-				return
-			}
-			conns[i] = c
-			connected.Add(1)
-			last = time.Now()
-		}(i, id, cr)
-	}
-	wg.Wait()
-	res := idleResult{Event: "connected", Broker: *addr, Sessions: len(ids), Connected: connected.Load(),
-		Refused: refused.Load(), Failed: failed.Load(), Codes: codes, FirstError: firstErr}
-	if res.Connected > 0 {
-		res.Seconds = last.Sub(start).Seconds()
-		res.ConnectsPerS = float64(res.Connected) / res.Seconds
+		for _, c := range conns {
+			_ = c.SetWriteDeadline(time.Now().Add(time.Second))
+			_, _ = c.Write([]byte{0xe0, 0})
+			c.Close()
+		}
+		if conns, res, err = connectAll("reconnected"); err != nil {
+			return err
+		}
+		firstErr = res.FirstError
 	}
 	closeAll := func() {
 		for _, c := range conns {

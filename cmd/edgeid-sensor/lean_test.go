@@ -267,3 +267,28 @@ func TestIdleOverTLS(t *testing.T) {
 		t.Fatalf("untrusted certificate: %v\n%s", err, out.String())
 	}
 }
+
+// --reconnect: every session ends and comes back with the same token; both
+// passes are reported, and the gateway holds the second.
+func TestIdleReconnect(t *testing.T) {
+	g := startGateway(t, "idle-reconnect", nil)
+	dir := provisionInto(t, g, 0, 12)
+	var out bytes.Buffer
+	err := run(context.Background(), []string{"idle", "--broker", g.Addr("tcp"), "--sessions", "12", "--tokens", filepath.Join(dir, "idle.tokens"),
+		"--sources", "3", "--reconnect", "--hold", "10ms"}, &out)
+	if err != nil {
+		t.Fatalf("idle --reconnect: %v\n%s", err, out.String())
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 3 {
+		t.Fatalf("output: %s", out.String())
+	}
+	for i, event := range []string{"connected", "reconnected"} {
+		if r := decodeLine[idleResult](t, lines[i]); r.Event != event || r.Connected != 12 || r.ConnectsPerS <= 0 {
+			t.Fatalf("line %d: %s", i+1, lines[i])
+		}
+	}
+	if e := decodeLine[idleEnd](t, lines[2]); e.Event != "end" || e.Lost != 0 {
+		t.Fatalf("end: %s", lines[2])
+	}
+}
