@@ -401,10 +401,17 @@ reconnect_round() { # KIND N ROUND
 	local kind=$1 n=$2 r=$3 d=$WORK/run/reconnect-$1-$2-$3 out
 	start_broker "$kind" "$d"
 	sleep 1
+	local cpid=""
+	if profiling "$kind" && [ -n "$PPROF_CPU" ]; then
+		mkdir -p "$PPROF_DIR" # both passes and the disconnects between them (waited for below)
+		curl -fsS -o "$PPROF_DIR/cpu-reconnect-$kind-$n-$r.pb.gz" "http://127.0.0.1:$BMETRICS/debug/pprof/profile?seconds=$((n / 2500 + 1))" &
+		cpid=$!
+	fi
 	# shellcheck disable=SC2046
 	out=$("$BIN/edgeid-sensor" idle --broker "127.0.0.1:$BPORT" --sessions "$n" --sources "$SOURCES" --reconnect --hold 1ms \
 		--concurrency "$CONCURRENCY" $(creds "$kind" "$PROV/idle.tokens") 2>"$d/sensor.err") ||
 		{ echo "$out" >&2; cat "$d/sensor.err" >&2; tail -20 "$d/broker.log" >&2; die "reconnect on $kind failed"; }
+	[ -z "$cpid" ] || wait "$cpid" || true
 	stop "$BPID"
 	record test=reconnect kind="$kind" n="$n" round="$r" first="$(sed -n 1p <<<"$out")" second="$(sed -n 2p <<<"$out")"
 	say "reconnect $kind $n round $r: $(python3 -c 'import json,sys; a, b = (json.loads(x) for x in sys.argv[1:]); print("%d then %d connects/s" % (a["connects_per_s"], b["connects_per_s"]))' "$(sed -n 1p <<<"$out")" "$(sed -n 2p <<<"$out")")"
