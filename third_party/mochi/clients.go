@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -129,6 +130,12 @@ type ClientConnection struct {
 	// readability (see waitReadable); its bconn is taken from the server's
 	// pool while a packet is read and given back when nothing is buffered.
 	raw syscall.RawConn
+	// EdgeID: tls is a TLS connection, which waits for its next packet in a
+	// 1-byte read of the connection itself (first), with its bconn given
+	// back like a socket's; see waitReadable.
+	tls      bool
+	first    [1]byte
+	hasFirst bool
 }
 
 // ClientProperties contains the properties which define the client behaviour.
@@ -200,7 +207,10 @@ func newClient(c net.Conn, o *ops) *Client {
 				cl.Net.raw = raw
 			}
 		}
-		if cl.Net.raw == nil {
+		if _, ok := c.(*tls.Conn); ok && o.readers != nil {
+			cl.Net.tls = true
+		}
+		if cl.Net.raw == nil && !cl.Net.tls {
 			cl.Net.bconn = bufio.NewReaderSize(c, o.options.ClientNetReadBufferSize)
 		}
 	}
@@ -417,17 +427,19 @@ func (cl *Client) ClearExpiredInflights(now, maximumExpiry int64) []uint16 {
 // what arrives is read and handled by readBurst on a goroutine of its own,
 // waited for, until the read buffer is empty: an idle session holds 2 KiB
 // of stack whether or not it has sent a packet (PINGREQs included), at the
-// price of starting a goroutine per burst of packets. Other connections
-// (TLS, pipes) read in place (readPackets), as upstream: a TLS connection
-// may hold decrypted bytes the socket no longer shows, so its readability
-// cannot be asked of the socket. Upstream waited about 6 KB deep, under two
-// frames holding packets.Packet values, which kept 16 KB per connection.
+// price of starting a goroutine per burst of packets. A TLS connection may
+// hold decrypted bytes the socket no longer shows, so its readability
+// cannot be asked of the socket: it waits in a 1-byte read of the TLS
+// connection instead (waitFirstByte), and its bursts are read the same way.
+// Other connections (pipes) read in place (readPackets), as upstream.
+// Upstream waited about 6 KB deep, under two frames holding packets.Packet
+// values, which kept 16 KB per connection.
 //
 // A panic while decoding or handling one client's packet ends that client's
 // connection, never the process; it is logged once with the client and a
 // digest of the packet (recoverRead).
 func (cl *Client) Read(packetHandler ReadFn) error {
-	if cl.Net.raw == nil {
+	if cl.Net.raw == nil && !cl.Net.tls {
 		_, err := cl.readPackets(packetHandler, false)
 		return err
 	}
@@ -492,13 +504,15 @@ func (cl *Client) readPackets(packetHandler ReadFn, burst bool) (done bool, err 
 	}
 }
 
-// waitReadable waits, for a socket connection with nothing buffered, until
-// the socket has bytes to read (or its deadline passes, or it is closed),
-// without a read buffer: the buffer goes back to the server's pool while
-// the connection is idle, and the wait is shallower than a read (EdgeID).
-// Connections that are not sockets return at once and are read as upstream.
+// waitReadable waits, for a socket or TLS connection with nothing
+// buffered, until the socket has bytes to read (a TLS connection: until
+// the first byte of the next packet is read, waitFirstByte) or its deadline
+// passes or it is closed, without a read buffer: the buffer goes back to
+// the server's pool while the connection is idle, and the wait is shallower
+// than a read (EdgeID). Other connections return at once and are read as
+// upstream.
 func (cl *Client) waitReadable() error {
-	if cl.Net.raw == nil {
+	if cl.Net.raw == nil && !cl.Net.tls {
 		return nil
 	}
 	if b := cl.Net.bconn; b != nil {
@@ -507,7 +521,28 @@ func (cl *Client) waitReadable() error {
 		}
 		cl.releaseReader()
 	}
+	if cl.Net.raw == nil {
+		return cl.waitFirstByte()
+	}
 	return cl.Net.raw.Read(peekReadable)
+}
+
+// waitFirstByte waits for a TLS connection's next packet by reading its
+// first byte from the connection itself, without a read buffer (EdgeID).
+// The TLS library decrypts a whole record and keeps what is left of it for
+// the next read, which the burst makes through a buffer from the pool.
+//
+//go:noinline
+func (cl *Client) waitFirstByte() error {
+	n, err := cl.Net.Conn.Read(cl.Net.first[:])
+	if n == 1 {
+		cl.Net.hasFirst = true
+		return nil // an error with the byte comes again at the next read
+	}
+	if err == nil {
+		err = io.ErrNoProgress
+	}
+	return err
 }
 
 // releaseReader gives the client's read buffer back to the server's pool
@@ -525,7 +560,7 @@ func (cl *Client) releaseReader() {
 // socket connection that had given it back (EdgeID); nil when the client has
 // no connection.
 func (cl *Client) reader() *bufio.Reader {
-	if cl.Net.bconn == nil && cl.Net.raw != nil {
+	if cl.Net.bconn == nil && (cl.Net.raw != nil || cl.Net.tls) {
 		b, _ := cl.ops.readers.Get().(*bufio.Reader)
 		if b == nil || b.Size() != cl.ops.options.ClientNetReadBufferSize {
 			b = bufio.NewReaderSize(nil, cl.ops.options.ClientNetReadBufferSize)
@@ -673,8 +708,11 @@ func (cl *Client) ReadFixedHeader(fh *packets.FixedHeader) error {
 		return ErrConnectionClosed
 	}
 
-	b, err := cl.Net.bconn.ReadByte()
-	if err != nil {
+	var b byte
+	var err error
+	if cl.Net.hasFirst { // EdgeID: read by waitFirstByte
+		b, cl.Net.hasFirst = cl.Net.first[0], false
+	} else if b, err = cl.Net.bconn.ReadByte(); err != nil {
 		return err
 	}
 

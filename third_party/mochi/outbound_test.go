@@ -593,12 +593,16 @@ func TestIdleSocketWaitsWithoutReadBuffer(t *testing.T) {
 	for _, tr := range transports {
 		t.Run(tr.name, func(t *testing.T) {
 			idleSessions(t, tr.tls, n)
+			// TLS too (EdgeID): in a 1-byte read of the TLS connection
+			// (waitFirstByte), its read buffer given back.
+			// (looked at again until the last answer's read burst has
+			// returned to the wait)
 			w := goroutinesIn("waitReadable")
-			if !tr.tls && w < n {
-				t.Fatalf("%d of %d idle sessions wait in waitReadable", w, n)
+			for deadline := time.Now().Add(10 * time.Second); w < n && time.Now().Before(deadline); w = goroutinesIn("waitReadable") {
+				time.Sleep(10 * time.Millisecond)
 			}
-			if tr.tls && w != 0 {
-				t.Fatalf("%d TLS sessions wait in waitReadable", w)
+			if w < n {
+				t.Fatalf("%d of %d idle sessions wait in waitReadable", w, n)
 			}
 		})
 	}
@@ -606,8 +610,9 @@ func TestIdleSocketWaitsWithoutReadBuffer(t *testing.T) {
 
 // The read loop of an idle connection waits so shallow that the stack its
 // CONNECT grew (16 KiB here) is shrunk by the GC: measured 3.9 KiB per
-// connection over TCP and 7 KiB over TLS (which reads in the TLS library),
-// against 20 and 24 KiB (read and write loops) before; over 200
+// connection over TCP and, since a TLS connection waits in a 1-byte read
+// (waitFirstByte), ~2.5 KiB over TLS (7 KiB when it read in place), against
+// 20 and 24 KiB (read and write loops) before; over 200
 // connections, so with what the runtime keeps whatever the count (EdgeID's
 // edge/broker TestIdleSessionHoldsTheSmallestStack measures without it: 2
 // KiB over TCP). The bounds leave room for noise; the race detector doubles the
@@ -628,11 +633,7 @@ func TestIdleReadLoopStackIsSmall(t *testing.T) {
 			var after runtime.MemStats
 			runtime.ReadMemStats(&after)
 			per := (int64(after.StackInuse) - int64(before)) / n
-			bound := int64(6 << 10)
-			if tr.tls {
-				bound = 12 << 10
-			}
-			bound *= raceStack
+			bound := int64(6<<10) * raceStack
 			t.Logf("stack in use per idle connection: %d bytes (bound %d)", per, bound)
 			if per > bound {
 				t.Fatalf("idle connections hold %d bytes of stack each, want at most %d", per, bound)
