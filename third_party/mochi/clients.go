@@ -532,8 +532,13 @@ func (cl *Client) waitReadable() error {
 // The TLS library decrypts a whole record and keeps what is left of it for
 // the next read, which the burst makes through a buffer from the pool.
 //
+// A panic in the TLS library ends this client, never the process, as one
+// while reading a packet does (recoverRead).
+//
 //go:noinline
-func (cl *Client) waitFirstByte() error {
+func (cl *Client) waitFirstByte() (err error) {
+	var fh packets.FixedHeader
+	defer cl.recoverRead(&fh, &err)
 	n, err := cl.Net.Conn.Read(cl.Net.first[:])
 	if n == 1 {
 		cl.Net.hasFirst = true
