@@ -131,12 +131,10 @@ type Gateway struct {
 	// /etc/localtime).
 	TimeZone string `mapstructure:"time_zone"`
 	// GCPercent is the Go collector's GOGC for the daemon: how much garbage
-	// may pile up, in percent of the live heap, before a collection. 100 is
-	// Go's default and ships: 50 took 1,000 idle sessions from 39 to 36 MiB
-	// and 10,000 from 133 to 124 MiB, but cost 15 % of the delivered msg/s;
-	// 75 cost 13 % for ~1 MiB (docs/BENCHMARKS.md). A board short of memory
-	// may choose 50. GOGC in the environment, as for
-	// any Go program, wins over it.
+	// may pile up, in percent of the live heap, before a collection. Go's
+	// 100 ships: lower values save a few MiB of idle sessions for a sixth
+	// of the delivered msg/s (docs/BENCHMARKS.md), a board short of memory's
+	// choice. GOGC in the environment, as for any Go program, wins over it.
 	GCPercent int `mapstructure:"gc_percent"`
 }
 

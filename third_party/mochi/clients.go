@@ -138,6 +138,10 @@ type ClientConnection struct {
 	hasFirst bool
 }
 
+// waits reports whether the connection waits for its next packet without a
+// read buffer (a socket or a TLS connection; EdgeID, see waitReadable).
+func (c *ClientConnection) waits() bool { return c.raw != nil || c.tls }
+
 // ClientProperties contains the properties which define the client behaviour.
 type ClientProperties struct {
 	Props           packets.Properties
@@ -210,7 +214,7 @@ func newClient(c net.Conn, o *ops) *Client {
 		if _, ok := c.(*tls.Conn); ok && o.readers != nil {
 			cl.Net.tls = true
 		}
-		if cl.Net.raw == nil && !cl.Net.tls {
+		if !cl.Net.waits() {
 			cl.Net.bconn = bufio.NewReaderSize(c, o.options.ClientNetReadBufferSize)
 		}
 	}
@@ -439,7 +443,7 @@ func (cl *Client) ClearExpiredInflights(now, maximumExpiry int64) []uint16 {
 // connection, never the process; it is logged once with the client and a
 // digest of the packet (recoverRead).
 func (cl *Client) Read(packetHandler ReadFn) error {
-	if cl.Net.raw == nil && !cl.Net.tls {
+	if !cl.Net.waits() {
 		_, err := cl.readPackets(packetHandler, false)
 		return err
 	}
@@ -512,7 +516,7 @@ func (cl *Client) readPackets(packetHandler ReadFn, burst bool) (done bool, err 
 // than a read (EdgeID). Other connections return at once and are read as
 // upstream.
 func (cl *Client) waitReadable() error {
-	if cl.Net.raw == nil && !cl.Net.tls {
+	if !cl.Net.waits() {
 		return nil
 	}
 	if b := cl.Net.bconn; b != nil {
@@ -565,7 +569,7 @@ func (cl *Client) releaseReader() {
 // socket connection that had given it back (EdgeID); nil when the client has
 // no connection.
 func (cl *Client) reader() *bufio.Reader {
-	if cl.Net.bconn == nil && (cl.Net.raw != nil || cl.Net.tls) {
+	if cl.Net.bconn == nil && cl.Net.waits() {
 		b, _ := cl.ops.readers.Get().(*bufio.Reader)
 		if b == nil || b.Size() != cl.ops.options.ClientNetReadBufferSize {
 			b = bufio.NewReaderSize(nil, cl.ops.options.ClientNetReadBufferSize)

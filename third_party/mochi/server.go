@@ -477,7 +477,7 @@ func (s *Server) acceptConn(c net.Conn, listener string) (cl *Client, counted bo
 		defer close(accepted)
 		cl = s.NewClient(c, listener, "", false)
 		counted, err = s.acceptClient(cl, listener)
-		if err == nil && (cl.Net.raw != nil || cl.Net.tls) {
+		if err == nil && cl.Net.waits() {
 			// The keepalive deadline of the read loop's first wait, set here
 			// so that the runtime's timer code (deep) does not run on the
 			// read loop's goroutine (Client.Read).

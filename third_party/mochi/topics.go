@@ -621,9 +621,6 @@ func (s *Subscribers) release() {
 		len(s.Subscriptions) > pooledSubscribersMax || len(s.InlineSubscriptions) > pooledSubscribersMax {
 		return
 	}
-	if s.Shared == nil || s.SharedSelected == nil || s.Subscriptions == nil || s.InlineSubscriptions == nil {
-		return
-	}
 	clear(s.Shared)
 	clear(s.SharedSelected)
 	clear(s.Subscriptions)
